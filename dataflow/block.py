@@ -1,0 +1,243 @@
+"""Block = ``pa.Table``: batch-format conversion, slicing, sizing and tensor columns.
+
+Tensor columns (embeddings, images) are Arrow fixed-shape tensor columns; in the
+``numpy`` format they are N-d arrays whose first axis is the row.
+
+>>> t = from_batch({"x": np.arange(3), "emb": np.zeros((3, 2, 2))})
+>>> to_batch(t, "numpy")["emb"].shape
+(3, 2, 2)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+Block = pa.Table
+
+BATCH_FORMATS = ("default", "numpy", "pandas", "pyarrow", "cupy")
+
+
+def check_batch_format(batch_format: str | None, where: str) -> str:
+    """Normalise ``batch_format`` (None = numpy), raising a clear error on a bad one."""
+    fmt = "numpy" if batch_format in (None, "default") else batch_format
+    if fmt not in BATCH_FORMATS:
+        raise ValueError(
+            f"{where}: unknown batch_format {batch_format!r}; "
+            f"use one of {', '.join(repr(f) for f in BATCH_FORMATS)}"
+        )
+    return fmt
+
+
+# -- columns -------------------------------------------------------------------
+
+
+def column_to_numpy(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """One column as numpy: zero-copy for null-free primitives, N-d for tensors."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    if isinstance(col.type, pa.FixedShapeTensorType):
+        return col.to_numpy_ndarray()
+    if pa.types.is_fixed_size_list(col.type) and col.null_count == 0:
+        inner = column_to_numpy(col.flatten())
+        return inner.reshape(len(col), -1, *inner.shape[1:]) if inner.ndim > 1 else (
+            inner.reshape(len(col), col.type.list_size)
+        )
+    zero_copy = col.null_count == 0 and (
+        pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
+    )
+    return col.to_numpy(zero_copy_only=zero_copy)
+
+
+def array_from_numpy(arr: Any, name: str = "") -> pa.Array:
+    """A numpy (or list-like) column as Arrow; ndim > 1 becomes a fixed-shape tensor."""
+    if isinstance(arr, (pa.Array, pa.ChunkedArray)):
+        return arr
+    a = np.asarray(arr) if not isinstance(arr, np.ndarray) else arr
+    if a.ndim > 1:
+        a = np.ascontiguousarray(a)
+        return pa.FixedShapeTensorArray.from_numpy_ndarray(a)
+    if a.dtype == object:
+        return pa.array(list(a))
+    try:
+        return pa.array(a)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise TypeError(f"column {name!r}: cannot convert {a.dtype} values to Arrow: {e}") from e
+
+
+# -- batches -------------------------------------------------------------------
+
+
+def to_batch(table: pa.Table, batch_format: str) -> Any:
+    """Convert a block to ``batch_format`` ("numpy"/"default", "pandas", "pyarrow")."""
+    if batch_format in ("numpy", "default", None):
+        return {name: column_to_numpy(table.column(i)) for i, name in enumerate(table.column_names)}
+    if batch_format == "pandas":
+        return table_to_pandas(table)
+    if batch_format == "pyarrow":
+        return table
+    raise ValueError(f"unknown batch_format {batch_format!r}")
+
+
+def table_to_pandas(table: pa.Table) -> pd.DataFrame:
+    """A block as a DataFrame; tensor columns become a column of N-d arrays per row."""
+    tensor_cols = [
+        n for n, t in zip(table.column_names, table.schema.types)
+        if isinstance(t, pa.FixedShapeTensorType)
+    ]
+    if not tensor_cols:
+        return table.to_pandas()
+    plain = table.drop_columns(tensor_cols).to_pandas()
+    for name in tensor_cols:
+        arr = column_to_numpy(table.column(name))
+        plain[name] = list(arr)
+    return plain[table.column_names]
+
+
+def from_batch(batch: Any, where: str = "") -> pa.Table:
+    """Convert what a UDF returned (numpy dict, DataFrame, Arrow table) to a block.
+
+    ``where`` names the caller (e.g. ``map_batches(normalize)``) in error messages.
+    """
+    if isinstance(batch, pa.Table):
+        return batch
+    if isinstance(batch, pa.RecordBatch):
+        return pa.Table.from_batches([batch])
+    if isinstance(batch, pd.DataFrame):
+        return pandas_to_table(batch)
+    if isinstance(batch, Mapping):
+        columns = {str(k): array_from_numpy(_to_host(v), str(k)) for k, v in batch.items()}
+        lengths = {k: len(v) for k, v in columns.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(
+                f"{where or 'batch'}: columns have different lengths {lengths}; "
+                "every column of a batch must have one value per row"
+            )
+        return pa.table(columns) if columns else pa.table({})
+    raise TypeError(
+        f"{where or 'batch'}: returned {type(batch).__name__}; a batch must be a "
+        "dict of numpy arrays, a pandas.DataFrame or a pyarrow.Table"
+    )
+
+
+def pandas_to_table(df: pd.DataFrame) -> pa.Table:
+    """DataFrame -> block; columns of equal-shape ndarrays become tensor columns."""
+    tensor_cols = [
+        c for c in df.columns
+        if df[c].dtype == object and len(df) and isinstance(df[c].iloc[0], np.ndarray)
+    ]
+    if not tensor_cols:
+        return pa.Table.from_pandas(df, preserve_index=False)
+    table = pa.Table.from_pandas(df.drop(columns=tensor_cols), preserve_index=False)
+    for c in tensor_cols:
+        table = table.append_column(str(c), array_from_numpy(np.stack(df[c].to_numpy()), str(c)))
+    return table.select([str(c) for c in df.columns])
+
+
+def _to_host(value: Any) -> Any:
+    """cupy / torch arrays come back to host memory; anything else passes."""
+    if hasattr(value, "__cuda_array_interface__") and hasattr(value, "get"):
+        return value.get()
+    if type(value).__module__.startswith("torch"):
+        return value.detach().cpu().numpy()
+    return value
+
+
+# -- rows ----------------------------------------------------------------------
+
+
+def rows_to_table(rows: list[Mapping[str, Any]], where: str = "") -> pa.Table:
+    """Row dicts -> block (columns in first-seen order; N-d array values become tensors)."""
+    if not rows:
+        return pa.table({})
+    names: dict[str, None] = {}
+    for r in rows:
+        if not isinstance(r, Mapping):
+            raise TypeError(
+                f"{where or 'row'}: expected a dict per row, got {type(r).__name__}"
+            )
+        names.update(dict.fromkeys(r))
+    columns = {}
+    for n in names:
+        values = [r.get(n) for r in rows]
+        if values and isinstance(values[0], np.ndarray) and values[0].ndim >= 1:
+            columns[n] = array_from_numpy(np.stack(values), n)
+        else:
+            columns[n] = pa.array(values)
+    return pa.table(columns)
+
+
+def iter_rows(table: pa.Table) -> Iterator[dict[str, Any]]:
+    """Rows of a block as dicts (tensor cells as numpy arrays)."""
+    tensor = {
+        n for n, t in zip(table.column_names, table.schema.types)
+        if isinstance(t, pa.FixedShapeTensorType)
+    }
+    if not tensor:
+        yield from table.to_pylist()
+        return
+    arrays = {n: column_to_numpy(table.column(n)) for n in tensor}
+    plain = table.drop_columns(list(tensor)).to_pylist() if table.num_columns > len(tensor) else (
+        [{} for _ in range(table.num_rows)]
+    )
+    for i, row in enumerate(plain):
+        row.update({n: arrays[n][i] for n in tensor})
+        yield {n: row[n] for n in table.column_names}
+
+
+# -- sizing and slicing ---------------------------------------------------------
+
+
+def block_nbytes(table: pa.Table) -> int:
+    """Bytes the block's buffers take (what the store and budgets count)."""
+    return table.nbytes
+
+
+def split_to_max_size(table: pa.Table, max_bytes: int) -> Iterator[pa.Table]:
+    """Slices of ``table`` of at most ~``max_bytes`` each (zero-copy)."""
+    nbytes = table.nbytes
+    if nbytes <= max_bytes or table.num_rows <= 1:
+        yield table
+        return
+    pieces = -(-nbytes // max_bytes)
+    step = -(-table.num_rows // pieces)
+    for start in range(0, table.num_rows, step):
+        yield table.slice(start, step)
+
+
+def concat(tables: Iterable[pa.Table]) -> pa.Table:
+    """Concatenate blocks, unifying schemas (nulls fill missing columns)."""
+    tables = [t for t in tables]
+    if not tables:
+        return pa.table({})
+    if len(tables) == 1:
+        return tables[0]
+    non_empty = [t for t in tables if t.num_columns] or tables[:1]
+    return pa.concat_tables(non_empty, promote_options="default")
+
+
+def rebatch(tables: Iterable[pa.Table], batch_size: int | None) -> Iterator[pa.Table]:
+    """Re-slice a stream of blocks into batches of exactly ``batch_size`` rows
+    (the last may be smaller); ``None`` passes blocks through whole."""
+    if batch_size is None:
+        for t in tables:
+            if t.num_rows:
+                yield t
+        return
+    pending: list[pa.Table] = []
+    have = 0
+    for t in tables:
+        while t.num_rows:
+            take = min(batch_size - have, t.num_rows)
+            pending.append(t.slice(0, take))
+            have += take
+            t = t.slice(take)
+            if have == batch_size:
+                yield concat(pending) if len(pending) > 1 else pending[0]
+                pending, have = [], 0
+    if have:
+        yield concat(pending) if len(pending) > 1 else pending[0]

@@ -1,0 +1,101 @@
+"""DataContext: every tunable of dataflow with its default, in one place.
+
+The executor takes a snapshot (``copy()``) when a pipeline starts, so changing
+the context mid-run affects only later runs.
+
+>>> ctx = DataContext.get_current()
+>>> ctx.target_max_block_size = 64 * 1024 * 1024
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+MiB = 1024 * 1024
+
+
+@dataclass
+class DataContext:
+    """Tunables of dataset execution. Get the live one with ``get_current()``."""
+
+    # -- blocks --------------------------------------------------------------
+    target_max_block_size: int = 128 * MiB
+    """Blocks are re-chunked inside tasks to stay under this many bytes."""
+    target_min_block_size: int = 1 * MiB
+    """Read tasks smaller than this are grouped together (many small files)."""
+    read_parallelism_factor: int = 2
+    """Aim for at least this many read tasks per worker slot when the data allows."""
+
+    # -- memory --------------------------------------------------------------
+    object_store_memory: int | None = None
+    """Bytes of shared memory for blocks; None = 30 % of RAM (backend decides)."""
+    memory_limit: int | None = None
+    """Cap on the resident memory of the whole process tree; None = no cap."""
+    output_queue_max_blocks: int = 8
+    """Blocks the executor buffers for a consumer before it stops dispatching."""
+
+    # -- execution -----------------------------------------------------------
+    preserve_order: bool = False
+    """Deliver blocks in input order (costs head-of-line blocking)."""
+    max_task_retries: int = 3
+    """Retries of a task whose worker died (SIGKILL, segfault, OOM kill)."""
+    max_errored_blocks: int = 0
+    """Blocks whose user-code or source errors are skipped instead of raised
+    (-1 = any number)."""
+    dead_letter_path: str | None = None
+    """Directory where ``on_error="dead_letter"`` writes failing rows (parquet)."""
+    actor_max_tasks_in_flight: int = 2
+    """Per-actor in-flight limit, so one slow actor does not hoard blocks."""
+    driver_inline_max_rows: int = 100_000
+    """Plans with no Python UDF and at most this many input rows run in the
+    driver without starting workers."""
+
+    optimizer_flags: Any = None
+    """``dataflow.plan.optimizer.OptimizerFlags``; None = every rule on."""
+
+    # -- observability -------------------------------------------------------
+    enable_progress_bars: bool = True
+    """Live progress bars when output is a terminal or a notebook."""
+    stall_warning_s: float = 30.0
+    """Warn (and record in stats) when no operator progressed for this long."""
+    trace_path: str | None = None
+    """Write a Chrome trace (Perfetto) of every task to this path."""
+
+    # -- extension point -----------------------------------------------------
+    extra: dict = field(default_factory=dict)
+
+    _current: ClassVar[DataContext | None] = None
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def get_current(cls) -> DataContext:
+        """The process-wide context, created on first use."""
+        with cls._lock:
+            if cls._current is None:
+                cls._current = cls._from_env()
+            return cls._current
+
+    @classmethod
+    def _set_current(cls, ctx: DataContext | None) -> None:
+        with cls._lock:
+            cls._current = ctx
+
+    @classmethod
+    def _from_env(cls) -> DataContext:
+        ctx = cls()
+        if os.environ.get("DATAFLOW_DISABLE_PROGRESS_BARS"):
+            ctx.enable_progress_bars = False
+        return ctx
+
+    def copy(self) -> DataContext:
+        """A snapshot, as the executor takes one when a pipeline starts."""
+        return copy.deepcopy(self)
+
+    def replace(self, **changes) -> DataContext:
+        """A copy with some fields changed (unknown names raise TypeError)."""
+        return dataclasses.replace(self, **changes)

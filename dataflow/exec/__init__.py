@@ -1,0 +1,1 @@
+"""The streaming executor: physical operators, scheduling loop, budgets, stats."""

@@ -1,0 +1,252 @@
+"""Logical operators: frozen dataclasses, one per Dataset transform or source.
+
+Every ``Dataset`` method appends exactly one node. Nodes never change after
+construction; optimizer rules build new trees with ``transform_up`` and
+``dataclasses.replace``. ``inputs`` holds the upstream nodes (empty for sources).
+
+>>> from dataflow.plan.logical import Limit, InputData
+>>> Limit(InputData(blocks=()), n=5).name
+'limit(5)'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from runtime.resources import Resources
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from dataflow.expressions import Expr
+    from dataflow.sources.datasource import Datasink, Datasource
+
+OnError = Literal["raise", "skip", "dead_letter"]
+
+
+@dataclass(frozen=True)
+class Compute:
+    """How a UDF stage runs: a task pool, or an actor pool of ``min_size..max_size``
+    long-lived workers (callable classes). ``use_threads`` lets a vectorized,
+    GIL-releasing UDF run on threads instead of worker processes."""
+
+    kind: Literal["tasks", "actors"] = "tasks"
+    min_size: int = 1
+    max_size: int | None = None
+    use_threads: bool = False
+
+
+@dataclass(frozen=True)
+class LogicalOperator:
+    """Base node. Subclasses add their parameters as fields after ``inputs``."""
+
+    inputs: tuple[LogicalOperator, ...] = field(default=(), kw_only=True)
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    @property
+    def input(self) -> LogicalOperator:
+        """The single upstream node of a one-input operator."""
+        (only,) = self.inputs
+        return only
+
+    def with_inputs(self, *inputs: LogicalOperator) -> LogicalOperator:
+        return dataclasses.replace(self, inputs=tuple(inputs))
+
+    def walk(self) -> Iterator[LogicalOperator]:
+        """This node and every node below it, upstream first (post-order)."""
+        for child in self.inputs:
+            yield from child.walk()
+        yield self
+
+    def transform_up(
+        self, fn: Callable[[LogicalOperator], LogicalOperator]
+    ) -> LogicalOperator:
+        """Rewrite bottom-up: children first, then ``fn`` on the rebuilt node."""
+        new_inputs = tuple(c.transform_up(fn) for c in self.inputs)
+        node = self if new_inputs == self.inputs else self.with_inputs(*new_inputs)
+        return fn(node)
+
+
+def _fn_name(fn: Any) -> str:
+    if fn is None:
+        return ""
+    return getattr(fn, "__name__", None) or type(fn).__name__
+
+
+# -- sources ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Read(LogicalOperator):
+    """Read from a ``Datasource``; the optimizer pushes ``columns``, ``predicate``
+    and ``limit`` into it."""
+
+    datasource: Datasource
+    parallelism: int | None = None
+    columns: tuple[str, ...] | None = None
+    predicate: Expr | None = None
+    limit: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"read_{self.datasource.get_name()}"
+
+
+@dataclass(frozen=True)
+class InputData(LogicalOperator):
+    """Blocks already in memory (``from_items``, ``from_pandas``, ``from_arrow``...)."""
+
+    blocks: tuple[pa.Table, ...]
+
+    @property
+    def name(self) -> str:
+        return "from_blocks"
+
+
+@dataclass(frozen=True)
+class MaterializedData(LogicalOperator):
+    """Blocks held in the object store by ``materialize()`` (refs stay alive with it)."""
+
+    bundles: tuple[Any, ...]  # tuple[exec.interfaces.RefBundle, ...]
+    owner: Any = None  # keeps the refs alive; frees them when collected
+
+    @property
+    def name(self) -> str:
+        return "materialized"
+
+
+# -- one-to-one transforms -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AbstractUDF(LogicalOperator):
+    """A transform running user Python code; its compute and resources decide fusion."""
+
+    fn: Any = None
+    fn_args: tuple = ()
+    fn_kwargs: tuple[tuple[str, Any], ...] = ()
+    fn_constructor_args: tuple = ()
+    fn_constructor_kwargs: tuple[tuple[str, Any], ...] = ()
+    compute: Compute = Compute()
+    resources: Resources = Resources(cpu=1)
+    on_error: OnError = "raise"
+
+    @property
+    def is_class(self) -> bool:
+        return isinstance(self.fn, type)
+
+
+@dataclass(frozen=True)
+class MapBatches(AbstractUDF):
+    batch_size: int | None = 1024
+    batch_format: str = "default"
+    zero_copy_batch: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"map_batches({_fn_name(self.fn)})"
+
+
+@dataclass(frozen=True)
+class MapRows(AbstractUDF):
+    @property
+    def name(self) -> str:
+        return f"map({_fn_name(self.fn)})"
+
+
+@dataclass(frozen=True)
+class FlatMap(AbstractUDF):
+    @property
+    def name(self) -> str:
+        return f"flat_map({_fn_name(self.fn)})"
+
+
+@dataclass(frozen=True)
+class Filter(AbstractUDF):
+    """``fn`` (row -> bool) or ``expr`` (an ``Expr``), exactly one of them."""
+
+    expr: Expr | None = None
+
+    @property
+    def name(self) -> str:
+        return f"filter({self.expr if self.expr is not None else _fn_name(self.fn)})"
+
+
+@dataclass(frozen=True)
+class Project(LogicalOperator):
+    """Column-level rewrite without Python UDFs: ``exprs`` is the output schema in
+    order, each ``(name, Expr)`` (``col("a")`` for a kept column). Covers
+    select_columns, drop_columns, rename_columns and with_column."""
+
+    exprs: tuple[tuple[str, Expr], ...] | None = None
+    select: tuple[str, ...] | None = None
+    drop: tuple[str, ...] | None = None
+    rename: tuple[tuple[str, str], ...] | None = None
+    with_columns: tuple[tuple[str, Expr], ...] | None = None
+    label: str = "project"
+
+    @property
+    def name(self) -> str:
+        return self.label
+
+
+@dataclass(frozen=True)
+class Limit(LogicalOperator):
+    n: int
+
+    @property
+    def name(self) -> str:
+        return f"limit({self.n})"
+
+
+# -- n-ary -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Union(LogicalOperator):
+    @property
+    def name(self) -> str:
+        return "union"
+
+
+@dataclass(frozen=True)
+class Zip(LogicalOperator):
+    @property
+    def name(self) -> str:
+        return "zip"
+
+
+# -- sinks -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Write(LogicalOperator):
+    datasink: Datasink
+
+    @property
+    def name(self) -> str:
+        return f"write_{self.datasink.get_name()}"
+
+
+ONE_TO_ONE = (MapBatches, MapRows, FlatMap, Filter, Project)
+"""Operators that take one block and give blocks back without seeing others: fusable."""
+
+
+@dataclass(frozen=True)
+class FusedMap(LogicalOperator):
+    """Consecutive one-to-one stages fused by the optimizer into one physical map
+    stage (one task per block, no intermediate objects). ``stages`` is upstream
+    first; ``stages[0]`` may be the ``Read`` that feeds them, in which case
+    ``inputs`` is empty. Every stage has the same compute and resources."""
+
+    stages: tuple[LogicalOperator, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return "->".join(s.name for s in self.stages)

@@ -1,0 +1,82 @@
+"""The process-wide runtime session: which backend runs pipelines.
+
+``init()`` is optional: the first execution starts the default backend lazily
+(``local``, or the one named by ``DATAFLOW_BACKEND``).
+
+>>> import dataflow as df
+>>> df.init(backend="inline")      # in-process, synchronous: for debugging
+>>> df.shutdown()
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from typing import Any
+
+from runtime.backends import get_backend_class
+from runtime.backends.base import Backend
+
+_lock = threading.RLock()
+_backend: Backend | None = None
+
+
+def init(
+    backend: str | None = None,
+    *,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    object_store_memory: int | None = None,
+    **backend_options: Any,
+) -> Backend:
+    """Start (or restart) the runtime with ``backend`` ("local", "inline" or "ray").
+
+    ``num_gpus`` declares GPUs instead of detecting them; ``object_store_memory``
+    caps the shared-memory store (default 30 % of RAM). Extra keywords go to the
+    backend (e.g. ``address=`` for ray).
+
+    >>> init("local", num_cpus=2)  # doctest: +SKIP
+    """
+    global _backend
+    name = backend or os.environ.get("DATAFLOW_BACKEND", "local")
+    if name == "ray" and "address" not in backend_options and os.environ.get("DATAFLOW_RAY_ADDRESS"):
+        backend_options["address"] = os.environ["DATAFLOW_RAY_ADDRESS"]
+    cls = get_backend_class(name)
+    with _lock:
+        if _backend is not None:
+            _backend.shutdown()
+            _backend = None
+        _backend = cls(
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            object_store_memory=object_store_memory,
+            **backend_options,
+        )
+        return _backend
+
+
+def get_backend() -> Backend:
+    """The running backend, starting the default one on first use."""
+    with _lock:
+        if _backend is None:
+            return init()
+        return _backend
+
+
+def is_initialized() -> bool:
+    return _backend is not None
+
+
+def shutdown() -> None:
+    """Stop workers and free every object of this session (idempotent)."""
+    global _backend
+    with _lock:
+        if _backend is not None:
+            try:
+                _backend.shutdown()
+            finally:
+                _backend = None
+
+
+atexit.register(shutdown)

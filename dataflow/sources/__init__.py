@@ -1,0 +1,1 @@
+"""Datasources and datasinks: one module per format behind one protocol."""

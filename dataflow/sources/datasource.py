@@ -1,0 +1,141 @@
+"""Public protocols for reading and writing: ``Datasource``/``ReadTask`` and ``Datasink``.
+
+Users implement them to plug their own formats into ``read_datasource`` and
+``write_datasink``, exactly as the built-in formats do.
+
+>>> class Squares(Datasource):
+...     def get_name(self): return "squares"
+...     def get_read_tasks(self, parallelism, **pushdown):
+...         return [ReadTask(lambda: [pa.table({"x": [i * i]})],
+...                          BlockMetadata(num_rows=1, size_bytes=8)) for i in range(4)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+import pyarrow as pa
+
+if TYPE_CHECKING:
+    import pyarrow.compute as pc
+
+
+@dataclass(frozen=True)
+class BlockMetadata:
+    """What is known about a read task's output before it runs (None = unknown)."""
+
+    num_rows: int | None = None
+    size_bytes: int | None = None
+    input_files: tuple[str, ...] = ()
+    schema: pa.Schema | None = None
+
+
+@dataclass
+class ReadTask:
+    """A picklable unit of reading: ``read_fn()`` yields the blocks of one task.
+
+    ``metadata`` sizes the task for planning and answers ``count()``.
+    """
+
+    read_fn: Callable[[], Iterable[pa.Table]]
+    metadata: BlockMetadata = field(default_factory=BlockMetadata)
+
+    def __call__(self) -> Iterable[pa.Table]:
+        return self.read_fn()
+
+
+class Datasource:
+    """Base class of sources. Subclasses implement ``get_read_tasks``; the
+    ``supports_*`` flags say which pushdowns ``get_read_tasks`` honours."""
+
+    supports_projection_pushdown: bool = False
+    supports_predicate_pushdown: bool = False
+    supports_limit_pushdown: bool = False
+
+    def get_name(self) -> str:
+        """Short name shown in plans, e.g. ``parquet`` -> ``read_parquet``."""
+        name = type(self).__name__
+        return name.removesuffix("Datasource").lower() or name
+
+    def get_read_tasks(
+        self,
+        parallelism: int,
+        *,
+        columns: list[str] | None = None,
+        filter: pc.Expression | None = None,
+        limit: int | None = None,
+    ) -> list[ReadTask]:
+        """Split the source into about ``parallelism`` read tasks.
+
+        ``columns``, ``filter`` and ``limit`` are passed only when the matching
+        ``supports_*`` flag is set; the tasks must then apply them.
+        """
+        raise NotImplementedError
+
+    def iter_read_tasks(self, parallelism: int, **pushdown: Any) -> Iterator[ReadTask]:
+        """Read tasks as they are planned; sources whose listing or footer reads
+        are slow override this so that reading starts before planning ends."""
+        yield from self.get_read_tasks(parallelism, **pushdown)
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        """Bytes the data takes in memory, if cheaply known."""
+        return None
+
+    def schema(self) -> pa.Schema | None:
+        """The output schema, if known without reading data."""
+        return None
+
+    def num_rows(self) -> int | None:
+        """Row count, if known from metadata without reading data."""
+        return None
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What one write task wrote (a block of its files lands in the manifest)."""
+
+    files: tuple[str, ...] = ()
+    num_rows: int = 0
+    num_bytes: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def to_table(self) -> pa.Table:
+        """Encode as a one-row block, the output of a write task."""
+        return pa.table({WRITE_RESULT_COLUMN: [cloudpickle.dumps(self)]})
+
+    @staticmethod
+    def from_tables(tables: Iterable[pa.Table]) -> list[WriteResult]:
+        """Decode the outputs of write tasks."""
+        return [
+            cloudpickle.loads(v)
+            for t in tables
+            for v in t.column(WRITE_RESULT_COLUMN).to_pylist()
+        ]
+
+
+WRITE_RESULT_COLUMN = "write_result"
+
+
+class Datasink:
+    """Base class of sinks. ``write`` runs in a worker per task; the ``on_*``
+    hooks run in the driver around the whole write (atomic commit lives there)."""
+
+    def get_name(self) -> str:
+        name = type(self).__name__
+        return name.removesuffix("Datasink").lower() or name
+
+    def on_write_start(self) -> None:
+        """Called once in the driver before any task writes."""
+
+    def write(self, blocks: Iterable[pa.Table], task_index: int) -> WriteResult:
+        """Write the blocks of one task; runs in a worker."""
+        raise NotImplementedError
+
+    def on_write_complete(self, results: list[WriteResult]) -> Any:
+        """Called once in the driver after every task succeeded: commit here."""
+
+    def on_write_failed(self, error: BaseException) -> None:
+        """Called once in the driver when the write failed: roll back here."""
