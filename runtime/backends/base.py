@@ -122,7 +122,14 @@ class Backend(Protocol):
         resources: Resources = Resources(cpu=1),
         max_retries: int = 3,
         name: str = "",
-    ) -> TaskFuture: ...
+        in_driver: bool = False,
+    ) -> TaskFuture:
+        """Run ``fn(tables_of(inputs), *args)`` somewhere with ``resources`` free.
+
+        ``in_driver=True`` runs it on the backend's thread pool in the driver
+        process (no process hop): for GIL-releasing Arrow work and tiny plans
+        with no Python UDF. Backends without a driver pool may ignore it."""
+        ...
 
     def cancel(self, future: TaskFuture) -> None: ...
 
