@@ -1,0 +1,65 @@
+"""Engine adapters: how each system is set up before a run and torn down after it.
+
+One module per system. Setup (imports, ``ray.init``, a process pool) is not
+timed, except by workloads with ``timing="process"`` (``startup``), which do
+everything themselves. A peer whose package is missing is skipped with a note.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A system under test: the package it needs and its untimed setup and teardown."""
+
+    name: str
+    package: str
+    setup: Callable[[], Any]
+    teardown: Callable[[Any], None]
+
+    def missing(self) -> str | None:
+        """Why this engine cannot run here (a sentence with the install hint), or None."""
+        if importlib.util.find_spec(self.package) is None:
+            return (
+                f"engine {self.name!r} skipped: package {self.package!r} is not installed "
+                "(pip install -e '.[bench]')"
+            )
+        return None
+
+    def version(self) -> str:
+        """The installed version of the engine's package."""
+        return str(getattr(importlib.import_module(self.package), "__version__", "unknown"))
+
+
+_MODULES = ("dataflow_engine", "daft_engine", "ray_engine", "pyarrow_engine")
+_engines: dict[str, Engine] = {}
+engines: Mapping[str, Engine] = MappingProxyType(_engines)
+
+
+def _load() -> None:
+    if not _engines:
+        for module in _MODULES:
+            for engine in importlib.import_module(f"{__name__}.{module}").ENGINES:
+                _engines[engine.name] = engine
+
+
+def names() -> list[str]:
+    """Engine names in the default run order: dataflow first, then its peers."""
+    _load()
+    return list(_engines)
+
+
+def get(name: str) -> Engine:
+    """The engine ``name``; an unknown name lists the known ones."""
+    _load()
+    try:
+        return _engines[name]
+    except KeyError:
+        raise KeyError(f"unknown engine {name!r}; known: {', '.join(_engines)}") from None

@@ -1,0 +1,146 @@
+"""The workload interface and registry: every other module in this package is one workload.
+
+A workload module defines ``WORKLOAD = Workload(...)``: a name, a one-line
+description, the dataset it reads and one ``run`` function per engine. The
+harness calls ``run(ctx)`` in a fresh process with the engine already set up
+(unless ``timing="process"``), times it, then calls ``check(ctx)`` when the
+workload writes files, so verifying the output is not timed. A run returns a
+:class:`Result` whose ``checksum`` is engine-independent (order-free sums,
+rounded floats): equal checksums show that the engines did the same work.
+
+Example (``benchmarks/workloads/count_rows.py``)::
+
+    from benchmarks.workloads import Result, RunContext, Workload
+
+    def _pyarrow(ctx: RunContext) -> Result:
+        import pyarrow.dataset as pads
+        n = pads.dataset(ctx.data.main_files).count_rows()
+        return Result(rows=n, checksum=checksum(rows=n))
+
+    WORKLOAD = Workload(name="count_rows", description="count the main dataset's rows",
+                        dataset="main", runs={"pyarrow": _pyarrow})
+
+The registry is lazy and by name: adding a module is all it takes to add a
+workload. This module imports only the standard library, so the ``startup``
+workload's fresh interpreter pays for no harness imports.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+Dataset = Literal["none", "main", "smallfiles"]
+Timing = Literal["run", "process"]
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    """The files of one generated dataset (see ``benchmarks.data``)."""
+
+    root: Path
+    main_files: tuple[str, ...]
+    small_files: tuple[str, ...]
+    rows: int
+    small_rows: int
+
+
+@dataclass
+class RunContext:
+    """What a run function gets: the data, a private output dir, the engine's handle."""
+
+    data: DataPaths
+    out_dir: Path
+    engine: str
+    handle: Any = None  # what the engine's setup() returned, e.g. a multiprocessing pool
+    first_batch_s: float | None = None
+    _t0: float = field(default_factory=time.perf_counter)
+
+    def start_clock(self) -> None:
+        """Mark the start of the timed section (called by the harness)."""
+        self._t0 = time.perf_counter()
+
+    def first_batch(self) -> None:
+        """Record time to first batch; streaming workloads call it on every batch."""
+        if self.first_batch_s is None:
+            self.first_batch_s = time.perf_counter() - self._t0
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a run produced: rows (for rows/s), an engine-independent checksum, units."""
+
+    rows: int
+    checksum: str
+    units: int | None = None  # counted for the rate instead of rows (e.g. blocks)
+
+
+RunFn = Callable[[RunContext], "Result | None"]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One benchmark: the same work written idiomatically for each engine."""
+
+    name: str
+    description: str
+    dataset: Dataset
+    runs: Mapping[str, RunFn]
+    # "run": time run() after engine setup; "process": the whole fresh process is timed.
+    timing: Timing = "run"
+    unit: str = "rows"
+    # Called after the timer stops for workloads whose run() writes files and returns None.
+    check: Callable[[RunContext], Result] | None = None
+
+    def run_for(self, engine: str) -> RunFn:
+        """The run function for ``engine``; raises KeyError naming the engines it has."""
+        try:
+            return self.runs[engine]
+        except KeyError:
+            raise KeyError(
+                f"workload {self.name!r} has no run for engine {engine!r}; "
+                f"it has: {', '.join(sorted(self.runs))}"
+            ) from None
+
+
+def checksum(**parts: int | float | str) -> str:
+    """A stable text digest: ints exactly, floats to 8 significant digits.
+
+    >>> checksum(rows=3, sum_a=1.0000000001)
+    'rows=3;sum_a=1.0000000e+00'
+    """
+    return ";".join(
+        f"{key}={format(value, '.7e') if isinstance(value, float) else value}"
+        for key, value in parts.items()
+    )
+
+
+def names() -> list[str]:
+    """Every workload name, sorted (one module each in this package)."""
+    pkg = Path(__file__).parent
+    return sorted(m.name for m in pkgutil.iter_modules([str(pkg)]) if not m.name.startswith("_"))
+
+
+_loaded: dict[str, Workload] = {}
+loaded: Mapping[str, Workload] = MappingProxyType(_loaded)
+
+
+def get(name: str) -> Workload:
+    """Import the workload ``name``; an unknown name lists the known ones."""
+    if name not in _loaded:
+        if name not in names():
+            raise KeyError(f"unknown workload {name!r}; known: {', '.join(names())}")
+        module = importlib.import_module(f"{__name__}.{name}")
+        workload = getattr(module, "WORKLOAD", None)
+        if not isinstance(workload, Workload) or workload.name != name:
+            raise TypeError(
+                f"benchmarks/workloads/{name}.py must define WORKLOAD = Workload(name={name!r}, ...)"
+            )
+        _loaded[name] = workload
+    return _loaded[name]
