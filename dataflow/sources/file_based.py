@@ -1,0 +1,212 @@
+"""``FileBasedDatasource``: the listing, task sizing and error handling that every
+file format shares; a format only says how to turn one file into tables.
+
+Planning lists the paths once (``paths.expand_paths``), then groups files into
+read tasks by estimated in-memory size: about ``parallelism`` tasks, none much
+bigger than ``DataContext.target_max_block_size`` nor (when there is enough
+data) smaller than ``target_min_block_size``. A task reads its files on a few
+threads (decoders release the GIL), coalesces tiny tables and splits big ones
+so its blocks stay under the block target.
+
+>>> class Lines(FileBasedDatasource):
+...     where = "read_lines"
+...     def read_file(self, fs, path):
+...         with fs.arrow.open_input_stream(path) as f:
+...             yield pa.table({"line": f.read().decode().splitlines()})
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pyarrow as pa
+
+from dataflow.block import split_to_max_size
+from dataflow.context import DataContext
+from dataflow.errors import SourceError
+from dataflow.sources.datasource import BlockMetadata, Datasource, ReadTask
+from dataflow.sources.paths import (
+    FileEntry,
+    FileSystems,
+    add_constant_columns,
+    expand_paths,
+    partition_schema,
+    partition_values,
+    resolve_filesystem,
+)
+
+PATH_COLUMN = "path"
+TASK_THREADS = 8
+
+
+def task_target_bytes(total_bytes: int, parallelism: int, ctx: DataContext) -> int:
+    """In-memory bytes per read task: an even share of ``total_bytes`` over
+    ``parallelism`` tasks, clamped to the context's block size bounds."""
+    share = total_bytes / max(1, parallelism)
+    return int(min(ctx.target_max_block_size, max(ctx.target_min_block_size, share)))
+
+
+def group_by_size(
+    items: Iterable[Any], size_of: Callable[[Any], int], target: int
+) -> Iterator[list[Any]]:
+    """Consecutive groups of ``items`` each holding about ``target`` bytes."""
+    group: list[Any] = []
+    acc = 0
+    for item in items:
+        group.append(item)
+        acc += size_of(item)
+        if acc >= target:
+            yield group
+            group, acc = [], 0
+    if group:
+        yield group
+
+
+def coalesce(
+    tables: Iterable[tuple[str, pa.Table]], max_bytes: int, where: str
+) -> Iterator[pa.Table]:
+    """Merge small ``(path, table)`` pieces and split big ones into blocks of at
+    most ~``max_bytes``; schemas are unified (nulls for missing columns,
+    widened numeric types) and a conflict names both files."""
+    pending: list[tuple[str, pa.Table]] = []
+    acc = 0
+
+    def flush() -> pa.Table:
+        if len(pending) == 1:
+            return pending[0][1]
+        try:
+            return pa.concat_tables([t for _, t in pending], promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            first = pending[0]
+            other = next(p for p in pending if not p[1].schema.equals(first[1].schema))
+            raise SourceError(
+                f"{where}: files {first[0]!r} and {other[0]!r} have incompatible schemas "
+                f"({e}); cast them to one schema or read them separately",
+                path=other[0],
+            ) from e
+
+    for path, table in tables:
+        for piece in split_to_max_size(table, max_bytes):
+            if acc and acc + piece.nbytes > max_bytes:
+                yield flush()
+                pending, acc = [], 0
+            pending.append((path, piece))
+            acc += piece.nbytes
+    if pending:
+        yield flush()
+
+
+def read_error(where: str, path: str, error: BaseException) -> SourceError:
+    """A ``SourceError`` naming the file (passes an existing one through)."""
+    if isinstance(error, SourceError):
+        return error
+    err = SourceError(f"{where}: cannot read {path!r}: {type(error).__name__}: {error}", path=path)
+    err.__cause__ = error
+    return err
+
+
+class FileBasedDatasource(Datasource):
+    """Base of the per-file formats. Subclasses set ``where`` (the user-facing
+    function name) and implement ``read_file``; ``expansion`` estimates
+    in-memory bytes per file byte for sizing tasks."""
+
+    where: str = "read_files"
+    default_extensions: tuple[str, ...] | None = None
+    expansion: float = 1.0
+
+    def __init__(
+        self,
+        paths: str | os.PathLike | Sequence[str],
+        *,
+        filesystem: Any = None,
+        include_paths: bool = False,
+        partitioning: str | None = "hive",
+        file_extensions: Sequence[str] | None = None,
+    ) -> None:
+        if partitioning not in ("hive", None):
+            raise ValueError(
+                f"{self.where}: partitioning must be 'hive' or None, got {partitioning!r}"
+            )
+        self.fs, self.paths = resolve_filesystem(paths, filesystem, self.where)
+        self.include_paths = include_paths
+        self.partitioning = partitioning
+        self.file_extensions = file_extensions or self.default_extensions
+        self._entries: list[FileEntry] | None = None
+
+    def __getstate__(self) -> dict:
+        # Read tasks carry the datasource to workers: the listing stays behind.
+        return {**self.__dict__, "_entries": None}
+
+    def get_name(self) -> str:
+        return self.where.removeprefix("read_")
+
+    def files(self) -> list[FileEntry]:
+        """The listed files (listed once, on first use)."""
+        if self._entries is None:
+            self._entries = expand_paths(
+                self.fs,
+                self.paths,
+                self.where,
+                file_extensions=self.file_extensions,
+                partitioning=self.partitioning,
+            )
+        return self._entries
+
+    def read_file(self, fs: FileSystems, path: str) -> Iterator[pa.Table]:
+        """Tables of one file; raise anything, it is reported with the path."""
+        raise NotImplementedError
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        return int(sum(e.size for e in self.files()) * self.expansion)
+
+    def get_read_tasks(self, parallelism: int, **pushdown: Any) -> list[ReadTask]:
+        entries = self.files()
+        ctx = DataContext.get_current()
+        target = task_target_bytes(self.estimate_inmemory_data_size() or 0, parallelism, ctx)
+        part_schema = partition_schema(entries)
+        tasks = []
+        for group in group_by_size(entries, lambda e: max(1, int(e.size * self.expansion)), target):
+            fn = functools.partial(_read_files, self, group, part_schema, ctx.target_max_block_size)
+            meta = BlockMetadata(
+                size_bytes=int(sum(e.size for e in group) * self.expansion),
+                input_files=tuple(e.path for e in group),
+            )
+            tasks.append(ReadTask(fn, meta))
+        return tasks
+
+    def finish_table(self, table: pa.Table, entry: FileEntry, part_schema: pa.Schema) -> pa.Table:
+        """Add the hive partition columns and, with ``include_paths``, ``path``."""
+        if len(part_schema):
+            table = add_constant_columns(table, partition_values(entry, part_schema), part_schema)
+        if self.include_paths:
+            table = table.append_column(
+                PATH_COLUMN, pa.repeat(pa.scalar(entry.path, pa.string()), table.num_rows)
+            )
+        return table
+
+
+def _iter_one(
+    source: FileBasedDatasource, entry: FileEntry, part_schema: pa.Schema
+) -> Iterator[tuple[str, pa.Table]]:
+    try:
+        for table in source.read_file(source.fs, entry.path):
+            yield entry.path, source.finish_table(table, entry, part_schema)
+    except Exception as e:
+        raise read_error(source.where, entry.path, e) from e
+
+
+def _read_files(
+    source: FileBasedDatasource, group: list[FileEntry], part_schema: pa.Schema, max_bytes: int
+) -> Iterator[pa.Table]:
+    if len(group) == 1:  # stream a big file instead of holding it whole
+        yield from coalesce(_iter_one(source, group[0], part_schema), max_bytes, source.where)
+        return
+    with ThreadPoolExecutor(min(TASK_THREADS, len(group))) as pool:
+        results = pool.map(lambda e: list(_iter_one(source, e, part_schema)), group)
+        yield from coalesce(
+            (piece for pieces in results for piece in pieces), max_bytes, source.where
+        )

@@ -1,0 +1,462 @@
+"""Parquet: read tasks planned from footers, with projection, predicate (row-group
+statistics, hive partitions) and limit pushdown.
+
+Planning streams: the paths are listed, files whose hive partition cannot match
+the filter are dropped without opening them, then footers are read on a thread
+pool and read tasks are yielded as soon as enough row groups are known, so the
+first blocks are read while later footers are still being fetched. A task is a
+run of row groups (a big file splits into several tasks, many small files
+group into one) of about an even share of the data, clamped to
+``DataContext.target_min_block_size .. target_max_block_size``. Each task
+carries the footers it needs, so workers never read a footer again.
+
+>>> src = ParquetDatasource("s3://bucket/events/")
+>>> src.num_rows(), src.schema()           # from footers only   # doctest: +SKIP
+>>> tasks = src.get_read_tasks(8, columns=["a"], filter=pc.field("a") > 0)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from dataflow.context import DataContext
+from dataflow.errors import SourceError
+from dataflow.sources.datasource import BlockMetadata, Datasource, ReadTask
+from dataflow.sources.file_based import PATH_COLUMN, TASK_THREADS, coalesce, read_error
+from dataflow.sources.paths import (
+    FileEntry,
+    add_constant_columns,
+    expand_paths,
+    partition_schema,
+    partition_values,
+    resolve_filesystem,
+)
+
+WHERE = "read_parquet"
+_FOOTER_THREADS_LOCAL = 16
+_FOOTER_THREADS_REMOTE = 64
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """Some row groups of one file, with that file's footer (sent to the worker)."""
+
+    entry: FileEntry
+    metadata: pq.FileMetaData
+    row_groups: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class _Scan:
+    """What every task of one planning pass reads and how it shapes its output."""
+
+    read_columns: tuple[str, ...] | None  # file columns to read (None = all)
+    output_columns: tuple[str, ...] | None  # None = everything read + partitions (+ path)
+    filter: pc.Expression | None
+    part_schema: pa.Schema
+    include_paths: bool
+    limit: int | None
+    max_block_bytes: int
+
+
+class ParquetDatasource(Datasource):
+    """Parquet files or directories (hive-partitioned or not) on any filesystem."""
+
+    supports_projection_pushdown = True
+    supports_predicate_pushdown = True
+    supports_limit_pushdown = True
+
+    def __init__(
+        self,
+        paths: str | os.PathLike | Sequence[str],
+        *,
+        filesystem: Any = None,
+        partitioning: str | None = "hive",
+        include_paths: bool = False,
+    ) -> None:
+        if partitioning not in ("hive", None):
+            raise ValueError(f"{WHERE}: partitioning must be 'hive' or None, got {partitioning!r}")
+        self.fs, self.paths = resolve_filesystem(paths, filesystem, WHERE)
+        self.partitioning = partitioning
+        self.include_paths = include_paths
+        self._lock = threading.Lock()
+        self._entries: list[FileEntry] | None = None
+        self._footers: dict[str, pads.ParquetFileFragment] = {}
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_lock": None, "_entries": None, "_footers": {}}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
+
+    def get_name(self) -> str:
+        return "parquet"
+
+    # -- metadata --------------------------------------------------------------
+
+    def files(self) -> list[FileEntry]:
+        """The listed ``.parquet`` files (listed once)."""
+        with self._lock:
+            if self._entries is None:
+                self._entries = expand_paths(
+                    self.fs, self.paths, WHERE, partitioning=self.partitioning
+                )
+            return self._entries
+
+    def _fragment(self, entry: FileEntry, part_schema: pa.Schema) -> pads.ParquetFileFragment:
+        expr = None
+        if len(part_schema):
+            values = partition_values(entry, part_schema)
+            for name, value in values.items():
+                term = pc.field(name).is_null() if value is None else pc.field(name) == value
+                expr = term if expr is None else expr & term
+        return pads.ParquetFileFormat().make_fragment(
+            entry.path, self.fs.arrow, partition_expression=expr, file_size=entry.size
+        )
+
+    def _footer(self, entry: FileEntry, part_schema: pa.Schema) -> pads.ParquetFileFragment:
+        """The fragment of ``entry`` with its footer loaded (cached per datasource)."""
+        cached = self._footers.get(entry.path)
+        if cached is not None:
+            return cached
+        frag = self._fragment(entry, part_schema)
+        try:
+            frag.ensure_complete_metadata()
+        except Exception as e:
+            raise SourceError(
+                f"{WHERE}: cannot read the Parquet footer of {entry.path!r}: "
+                f"{type(e).__name__}: {e}",
+                path=entry.path,
+            ) from e
+        self._footers[entry.path] = frag
+        return frag
+
+    def _iter_footers(
+        self, entries: Sequence[FileEntry], part_schema: pa.Schema
+    ) -> Iterator[tuple[FileEntry, pads.ParquetFileFragment | SourceError]]:
+        """Footers in file order, read ahead on a thread pool."""
+        threads = _FOOTER_THREADS_LOCAL if self.fs.is_local else _FOOTER_THREADS_REMOTE
+
+        def load(entry: FileEntry) -> pads.ParquetFileFragment | SourceError:
+            try:
+                return self._footer(entry, part_schema)
+            except SourceError as e:
+                return e
+
+        if len(entries) == 1:
+            yield entries[0], load(entries[0])
+            return
+        with ThreadPoolExecutor(min(threads, len(entries))) as pool:
+            futures = [pool.submit(load, e) for e in entries]
+            try:
+                for entry, fut in zip(entries, futures):
+                    yield entry, fut.result()
+            finally:
+                for fut in futures:
+                    fut.cancel()
+
+    def _file_schema(self) -> pa.Schema:
+        """Unified schema of every file (reads all footers, cached)."""
+        entries = self.files()
+        part_schema = partition_schema(entries)
+        unified = _Unifier()
+        for entry, frag in self._iter_footers(entries, part_schema):
+            if isinstance(frag, SourceError):
+                raise frag
+            unified.add(entry.path, frag.physical_schema)
+        return unified.schema
+
+    def schema(self) -> pa.Schema:
+        """Columns of the files, then hive partition columns, then ``path``."""
+        schema = self._file_schema()
+        for f in partition_schema(self.files()):
+            if f.name not in schema.names:
+                schema = schema.append(f)
+        if self.include_paths:
+            schema = schema.append(pa.field(PATH_COLUMN, pa.string()))
+        return schema
+
+    def num_rows(self) -> int:
+        entries = self.files()
+        total = 0
+        for _, frag in self._iter_footers(entries, partition_schema(entries)):
+            if isinstance(frag, SourceError):
+                raise frag
+            total += frag.metadata.num_rows
+        return total
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        return None
+
+    # -- planning --------------------------------------------------------------
+
+    def get_read_tasks(self, parallelism: int, **pushdown: Any) -> list[ReadTask]:
+        return list(self.iter_read_tasks(parallelism, **pushdown))
+
+    def iter_read_tasks(
+        self,
+        parallelism: int,
+        *,
+        columns: Sequence[str] | None = None,
+        filter: pc.Expression | None = None,
+        limit: int | None = None,
+    ) -> Iterator[ReadTask]:
+        """Read tasks as footers arrive (see the module docstring)."""
+        ctx = DataContext.get_current()
+        entries = self.files()
+        part_schema = partition_schema(entries)
+        if filter is not None and len(part_schema):
+            entries = self._prune_partitions(entries, part_schema, filter)
+        if not entries:
+            return
+        first = self._footer(entries[0], part_schema)
+        scan = self._scan(first.physical_schema, part_schema, columns, filter, limit, ctx)
+        total_disk = sum(e.size for e in entries)
+        file_mem = sum(rg.total_byte_size for rg in _row_groups(first.metadata))
+        ratio = file_mem / max(1, entries[0].size) if first.metadata.num_row_groups else 1.0
+        target = int(
+            min(
+                ctx.target_max_block_size,
+                max(ctx.target_min_block_size, total_disk * ratio / max(1, parallelism)),
+            )
+        )
+
+        unifier = _Unifier()
+        pieces: list[_Piece] = []
+        acc_bytes = acc_rows = planned_rows = 0
+        for entry, frag in self._iter_footers(entries, part_schema):
+            if isinstance(frag, SourceError):
+                # Fails when run, so that max_errored_blocks can skip this file.
+                yield ReadTask(
+                    functools.partial(_raise, frag), BlockMetadata(input_files=(entry.path,))
+                )
+                continue
+            unifier.add(entry.path, frag.physical_schema)
+            md = frag.metadata
+            selected = self._select_row_groups(frag, filter, unifier.schema, part_schema)
+            run: list[int] = []
+            for rg in selected:
+                meta = md.row_group(rg)
+                run.append(rg)
+                acc_bytes += _row_group_bytes(meta, scan.read_columns)
+                acc_rows += meta.num_rows
+                if acc_bytes >= target:
+                    pieces.append(_Piece(entry, md, tuple(run)))
+                    run = []
+                    yield self._task(pieces, scan, acc_bytes, acc_rows, filter is None)
+                    planned_rows += acc_rows
+                    pieces, acc_bytes, acc_rows = [], 0, 0
+                    if limit is not None and filter is None and planned_rows >= limit:
+                        return
+            if run:
+                pieces.append(_Piece(entry, md, tuple(run)))
+        if pieces:
+            yield self._task(pieces, scan, acc_bytes, acc_rows, filter is None)
+
+    def _prune_partitions(
+        self, entries: list[FileEntry], part_schema: pa.Schema, filter: pc.Expression
+    ) -> list[FileEntry]:
+        """Drop files whose partition values contradict ``filter`` (no file opened)."""
+        fragments = [self._fragment(e, part_schema) for e in entries]
+        first = self._footer(entries[0], part_schema).physical_schema
+        schema = pa.unify_schemas([first, part_schema], promote_options="permissive")
+        dataset = pads.FileSystemDataset(fragments, schema, pads.ParquetFileFormat())
+        try:
+            kept = {f.path for f in dataset.get_fragments(filter=filter)}
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            return entries  # the filter names columns the first file lacks: prune by rows only
+        return [e for e in entries if e.path in kept]
+
+    def _select_row_groups(
+        self,
+        frag: pads.ParquetFileFragment,
+        filter: pc.Expression | None,
+        file_schema: pa.Schema,
+        part_schema: pa.Schema,
+    ) -> list[int]:
+        """Row groups whose statistics (and partition) may satisfy ``filter``."""
+        if filter is None:
+            return list(range(frag.metadata.num_row_groups))
+        schema = pa.unify_schemas([file_schema, part_schema], promote_options="permissive")
+        try:
+            return [
+                rg.id for f in frag.split_by_row_group(filter, schema=schema) for rg in f.row_groups
+            ]
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            return list(range(frag.metadata.num_row_groups))
+
+    def _scan(
+        self,
+        file_schema: pa.Schema,
+        part_schema: pa.Schema,
+        columns: Sequence[str] | None,
+        filter: pc.Expression | None,
+        limit: int | None,
+        ctx: DataContext,
+    ) -> _Scan:
+        read_columns = output = None
+        if columns is not None:
+            output = tuple(columns)
+            full = pa.unify_schemas([file_schema, part_schema], promote_options="permissive")
+            if self.include_paths:
+                full = full.append(pa.field(PATH_COLUMN, pa.string()))
+            unknown = [c for c in columns if c not in full.names]
+            if unknown:
+                raise SourceError(
+                    f"{WHERE}: columns {unknown} are not in {self.paths[0]!r}; "
+                    f"available: {full.names}",
+                    path=self.paths[0],
+                )
+            needed = set(columns) | (
+                _referenced_fields(filter, full) if filter is not None else set()
+            )
+            read_columns = tuple(n for n in file_schema.names if n in needed)
+        return _Scan(
+            read_columns,
+            output,
+            filter,
+            part_schema,
+            self.include_paths,
+            limit,
+            ctx.target_max_block_size,
+        )
+
+    def _task(
+        self, pieces: list[_Piece], scan: _Scan, nbytes: int, rows: int, exact_rows: bool
+    ) -> ReadTask:
+        if scan.limit is not None and exact_rows:
+            rows = min(rows, scan.limit)
+        meta = BlockMetadata(
+            num_rows=rows if exact_rows else None,
+            size_bytes=nbytes,
+            input_files=tuple(dict.fromkeys(p.entry.path for p in pieces)),
+        )
+        return ReadTask(functools.partial(_read_pieces, self.fs.arrow, tuple(pieces), scan), meta)
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+class _Unifier:
+    """Running union of file schemas; a type conflict names both files."""
+
+    def __init__(self) -> None:
+        self.schema: pa.Schema | None = None
+        self._first = ""
+
+    def add(self, path: str, schema: pa.Schema) -> None:
+        schema = schema.remove_metadata()
+        if self.schema is None:
+            self.schema, self._first = schema, path
+            return
+        if schema.equals(self.schema):
+            return
+        try:
+            self.schema = pa.unify_schemas([self.schema, schema], promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            raise SourceError(
+                f"{WHERE}: {path!r} has a schema incompatible with {self._first!r} ({e}); "
+                "rewrite the files with one schema or read them separately",
+                path=path,
+            ) from e
+
+
+def _row_groups(md: pq.FileMetaData) -> Iterator[pq.RowGroupMetaData]:
+    return (md.row_group(i) for i in range(md.num_row_groups))
+
+
+def _row_group_bytes(meta: pq.RowGroupMetaData, columns: tuple[str, ...] | None) -> int:
+    if columns is None:
+        return meta.total_byte_size
+    wanted = set(columns)
+    return sum(
+        meta.column(i).total_uncompressed_size
+        for i in range(meta.num_columns)
+        if meta.column(i).path_in_schema.split(".")[0] in wanted
+    )
+
+
+def _referenced_fields(expr: pc.Expression, schema: pa.Schema) -> set[str]:
+    """Names of the columns ``expr`` reads: pyarrow does not expose an
+    expression's fields, so test which column it cannot bind without."""
+    names = set()
+    for field in schema:
+        rest = pa.schema([f for f in schema if f.name != field.name])
+        try:
+            pads.dataset(rest.empty_table()).scanner(filter=expr)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            names.add(field.name)
+    return names
+
+
+def _raise(error: BaseException) -> Iterator[pa.Table]:
+    raise error
+
+
+def _read_piece(fs: Any, piece: _Piece, scan: _Scan) -> tuple[str, pa.Table]:
+    path = piece.entry.path
+    try:
+        pf = pq.ParquetFile(path, metadata=piece.metadata, filesystem=fs, pre_buffer=True)
+        table = pf.read_row_groups(
+            list(piece.row_groups),
+            columns=list(scan.read_columns) if scan.read_columns is not None else None,
+            use_threads=True,
+        )
+        if len(scan.part_schema):
+            table = add_constant_columns(
+                table, partition_values(piece.entry, scan.part_schema), scan.part_schema
+            )
+        if scan.include_paths:
+            table = table.append_column(
+                PATH_COLUMN, pa.repeat(pa.scalar(path, pa.string()), table.num_rows)
+            )
+        if scan.filter is not None:
+            table = table.filter(scan.filter)
+        if scan.output_columns is not None:
+            table = _select(table, scan.output_columns)
+        if scan.limit is not None:
+            table = table.slice(0, scan.limit)
+    except Exception as e:
+        raise read_error(WHERE, path, e) from e
+    return path, table
+
+
+def _select(table: pa.Table, columns: tuple[str, ...]) -> pa.Table:
+    """Project to ``columns``; a column missing from this file is all nulls."""
+    missing = [c for c in columns if c not in table.column_names]
+    for c in missing:
+        table = table.append_column(c, pa.nulls(table.num_rows))
+    return table.select(list(columns))
+
+
+def _read_pieces(fs: Any, pieces: tuple[_Piece, ...], scan: _Scan) -> Iterator[pa.Table]:
+    if len(pieces) == 1:
+        tables = [_read_piece(fs, pieces[0], scan)]
+        yield from _limited(coalesce(tables, scan.max_block_bytes, WHERE), scan.limit)
+        return
+    with ThreadPoolExecutor(min(TASK_THREADS, len(pieces))) as pool:
+        tables = pool.map(lambda p: _read_piece(fs, p, scan), pieces)
+        yield from _limited(coalesce(tables, scan.max_block_bytes, WHERE), scan.limit)
+
+
+def _limited(blocks: Iterator[pa.Table], limit: int | None) -> Iterator[pa.Table]:
+    if limit is None:
+        yield from blocks
+        return
+    left = limit
+    for block in blocks:
+        if left <= 0:
+            return
+        yield block.slice(0, left)
+        left -= min(left, block.num_rows)
