@@ -1,0 +1,223 @@
+"""Block-level partitioning for the exchange: pure functions over ``pa.Table``.
+
+Each all-to-all operation cuts every input block into partitions on the map
+side and rebuilds one output per partition on the reduce side:
+
+* ``hash_partition``: rows with equal keys land in the same partition, on
+  every block and in every process (groupby, join, map_groups). Key types are
+  normalised first (any integer width hashes as int64, strings by value), so
+  an int32 key on one side of a join meets an int64 key on the other.
+* ``range_partition``: rows cut by sampled ``boundaries`` so that partition
+  ``i`` sorts before partition ``i + 1`` (sort).
+* ``random_keys``: a 64-bit key per row derived only from the seed, the
+  block's id and the row's position; sorting by it is the shuffle, so the
+  permutation does not depend on the number of partitions or workers.
+
+>>> t = pa.table({"k": ["a", "b", "a"], "v": [1, 2, 3]})
+>>> [p.num_rows for p in hash_partition(t, ["k"], 1)]
+[3]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+SortKey = Sequence[tuple[str, str, str]]
+"""pyarrow sort keys: ``[(column, "ascending" | "descending", "at_end"), ...]``."""
+
+_NULL_HASH = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer: a bijective, well-spread mix of uint64 values."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * _MIX1
+        x = (x ^ (x >> np.uint64(27))) * _MIX2
+        return x ^ (x >> np.uint64(31))
+
+
+# -- hashing -----------------------------------------------------------------------
+
+
+def _column_hash(col: pa.ChunkedArray, name: str) -> np.ndarray:
+    """A uint64 per row that depends only on the value (nulls hash alike)."""
+    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        arr = arr.dictionary_decode()
+        t = arr.type
+    if pa.types.is_integer(t) or pa.types.is_boolean(t):
+        values = pc.fill_null(arr.cast(pa.int64(), safe=False), 0).to_numpy()
+        h = _mix64(values.view(np.uint64))
+    elif pa.types.is_floating(t):
+        # -0.0 == 0.0 and every NaN is one group, as in pyarrow's group_by.
+        values = pc.fill_null(arr.cast(pa.float64()), 0.0).to_numpy(zero_copy_only=False) + 0.0
+        values[np.isnan(values)] = np.nan
+        h = _mix64(values.view(np.uint64))
+    elif pa.types.is_temporal(t):
+        int_type = pa.int32() if t.bit_width == 32 else pa.int64()
+        values = pc.fill_null(arr.view(int_type), 0).to_numpy()
+        h = _mix64(values.astype(np.int64).view(np.uint64))
+    elif (
+        pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_binary(t)
+        or (pa.types.is_large_binary(t) or pa.types.is_string_view(t) or pa.types.is_binary_view(t))
+    ):
+        # Hash each distinct value once (siphash with pandas' fixed key: the
+        # same in every process), then spread to rows through the codes.
+        encoded = arr.dictionary_encode()
+        uniques = encoded.dictionary.to_numpy(zero_copy_only=False).astype(object)
+        per_value = pd.util.hash_array(uniques, categorize=False)
+        codes = pc.fill_null(encoded.indices, 0).to_numpy()
+        h = per_value[codes] if len(per_value) else np.zeros(len(arr), np.uint64)
+    else:
+        raise TypeError(
+            f"cannot partition by column {name!r} of type {t}: group, join and "
+            "map_groups keys must be numbers, booleans, strings, binary or dates/times"
+        )
+    if arr.null_count:
+        h = np.where(arr.is_null().to_numpy(zero_copy_only=False), _NULL_HASH, h)
+    return h
+
+
+def hash_rows(table: pa.Table, keys: Sequence[str]) -> np.ndarray:
+    """A uint64 hash per row of the ``keys`` columns (order-sensitive combination)."""
+    h = np.zeros(table.num_rows, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for name in keys:
+            h = _mix64(h * np.uint64(31) + _column_hash(table.column(name), name))
+    return h
+
+
+def split_by_partition(table: pa.Table, part: np.ndarray, n: int) -> list[pa.Table]:
+    """Cut ``table`` into ``n`` tables: row ``i`` goes to partition ``part[i]``.
+
+    Rows keep their relative order inside a partition (a stable grouping)."""
+    if n == 1:
+        return [table]
+    order = np.argsort(part, kind="stable")
+    counts = np.bincount(part, minlength=n)
+    grouped = table.take(order)
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    return [grouped.slice(int(bounds[i]), int(counts[i])) for i in range(n)]
+
+
+def hash_partition(table: pa.Table, keys: Sequence[str], n: int) -> list[pa.Table]:
+    """Cut ``table`` into ``n`` partitions by the hash of its ``keys`` columns."""
+    if n == 1 or table.num_rows == 0:
+        return [table] + [table.slice(0, 0)] * (n - 1)
+    part = (hash_rows(table, keys) % np.uint64(n)).astype(np.int64)
+    return split_by_partition(table, part, n)
+
+
+# -- random shuffle ----------------------------------------------------------------
+
+
+def block_seed(seed: int, block_id: Sequence[int]) -> np.uint64:
+    """A 64-bit stream id for one block, from the shuffle seed and the block's id."""
+    state = _mix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
+    with np.errstate(over="ignore"):
+        for part in block_id:
+            state = _mix64(state + np.uint64(part & 0xFFFFFFFFFFFFFFFF) + _NULL_HASH)
+    return state[0]
+
+
+def random_keys(seed: int, block_id: Sequence[int], num_rows: int) -> np.ndarray:
+    """The shuffle key of each row of a block: a counter-based random uint64."""
+    with np.errstate(over="ignore"):
+        counter = np.arange(num_rows, dtype=np.uint64) * _NULL_HASH + block_seed(seed, block_id)
+    return _mix64(counter)
+
+
+def key_range_partition(keys: np.ndarray, n: int) -> np.ndarray:
+    """Partition of each uint64 key when ``[0, 2**64)`` is cut into ``n`` equal
+    ranges (monotone in the key, so partitions concatenate in key order)."""
+    return (((keys >> np.uint64(32)) * np.uint64(n)) >> np.uint64(32)).astype(np.int64)
+
+
+# -- sort --------------------------------------------------------------------------
+
+
+def sort_keys(keys: Sequence[str], descending: Sequence[bool]) -> list[tuple[str, str, str]]:
+    """pyarrow sort keys with nulls last in either direction, as pandas sorts."""
+    return [(k, "descending" if d else "ascending", "at_end") for k, d in zip(keys, descending)]
+
+
+def sort_table(table: pa.Table, key: SortKey) -> pa.Table:
+    """Sort by ``key`` (see ``sort_keys``); NaN sorts after numbers, before nulls."""
+    if table.num_rows <= 1:
+        return table
+    return table.take(pc.sort_indices(table, sort_keys=list(key)))
+
+
+def sample_rows(table: pa.Table, columns: Sequence[str], k: int, seed: int) -> pa.Table:
+    """Up to ``k`` rows of ``columns``, drawn without replacement (seeded)."""
+    n = table.num_rows
+    picked = table.select(list(columns))
+    if n <= k:
+        return picked
+    idx = np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+    return picked.take(idx)
+
+
+def boundaries_from_samples(samples: pa.Table, key: SortKey, n: int) -> pa.Table:
+    """``n - 1`` rows cutting the sorted ``samples`` into ``n`` equal runs."""
+    if n <= 1 or samples.num_rows == 0:
+        return samples.slice(0, 0)
+    ordered = sort_table(samples, key)
+    m = ordered.num_rows
+    return ordered.take([min(m - 1, (i * m) // n) for i in range(1, n)])
+
+
+def range_partition(table: pa.Table, key: SortKey, boundaries: pa.Table) -> list[pa.Table]:
+    """Sort ``table`` and cut it at ``boundaries`` into ``len(boundaries) + 1`` runs.
+
+    A row equal to boundary ``j`` goes to partition ``j`` on every block: the
+    boundary rows are sorted together with the block (stable, boundaries last
+    among equals), so ties resolve the same way everywhere with any mix of
+    key types, directions and nulls."""
+    n = boundaries.num_rows + 1
+    if n == 1 or table.num_rows == 0:
+        return [sort_table(table, key)] + [table.slice(0, 0)] * (n - 1)
+    names = [k[0] for k in key]
+    probe = table.select(names)
+    combined = pa.concat_tables(
+        [probe, boundaries.select(names).cast(probe.schema)], promote_options="none"
+    )
+    order = pc.sort_indices(combined, sort_keys=list(key)).to_numpy()
+    is_boundary = order >= table.num_rows
+    part_of_row = np.cumsum(is_boundary)[~is_boundary]
+    counts = np.bincount(part_of_row, minlength=n)
+    ordered = table.take(order[~is_boundary])
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    return [ordered.slice(int(bounds[i]), int(counts[i])) for i in range(n)]
+
+
+# -- groups ------------------------------------------------------------------------
+
+
+def group_starts(table: pa.Table, keys: Sequence[str]) -> np.ndarray:
+    """Start row of each run of equal keys in a key-sorted table (nulls equal
+    nulls, NaN equals NaN), plus ``num_rows`` at the end."""
+    n = table.num_rows
+    if n == 0:
+        return np.zeros(1, dtype=np.int64)
+    changed = np.zeros(n - 1, dtype=bool)
+    for name in keys:
+        col = table.column(name)
+        a, b = col.slice(1), col.slice(0, n - 1)
+        same = pc.fill_null(pc.equal(a, b), False)
+        both_null = pc.and_(pc.is_null(a), pc.is_null(b))
+        same = pc.or_(same, both_null)
+        if pa.types.is_floating(col.type):
+            same = pc.or_(same, pc.fill_null(pc.and_(pc.is_nan(a), pc.is_nan(b)), False))
+        changed |= ~same.to_numpy(zero_copy_only=False)
+    return np.concatenate([[0], np.flatnonzero(changed) + 1, [n]]).astype(np.int64)
