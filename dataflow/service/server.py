@@ -1,0 +1,116 @@
+"""SplitServer: serves a ``SplitCoordinator`` over gRPC (see ``protocol.py``).
+
+Binds to 127.0.0.1 on an ephemeral port by default. Binding to any other address
+requires a token (generated here, carried inside the pickled iterators); a
+request without the right token is refused with ``UNAUTHENTICATED``.
+
+>>> server = SplitServer(coordinator)          # doctest: +SKIP
+>>> SplitClient(server.address, 0, server.token).iter_blocks(0)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from collections.abc import Iterator
+from concurrent import futures
+
+import grpc
+
+from dataflow.service import protocol
+from dataflow.service.coordinator import SplitClosedError, SplitCoordinator, SplitUsageError
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class SplitServer:
+    """A gRPC server in this process handing ``coordinator``'s blocks to clients.
+
+    ``require_token`` defaults to True unless ``host`` is a loopback address.
+    """
+
+    def __init__(
+        self,
+        coordinator: SplitCoordinator,
+        *,
+        host: str = "127.0.0.1",
+        require_token: bool | None = None,
+    ) -> None:
+        if require_token is None:
+            require_token = host not in LOOPBACK
+        self.coordinator = coordinator
+        self.token: str | None = secrets.token_hex(16) if require_token else None
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(
+                max_workers=2 * coordinator.n + 4, thread_name_prefix="dataflow-split"
+            ),
+            options=protocol.CHANNEL_OPTIONS,
+        )
+        handler = grpc.method_handlers_generic_handler(
+            protocol.SERVICE,
+            {protocol.METHOD: grpc.stream_stream_rpc_method_handler(self._fetch)},
+        )
+        self._server.add_generic_rpc_handlers((handler,))
+        port = self._server.add_insecure_port(f"{_bracket(host)}:0")
+        if port == 0:
+            raise OSError(f"streaming_split: cannot bind the split service to {host!r}")
+        self.address = f"{_bracket(host)}:{port}"
+        self._server.start()
+
+    def stop(self, grace: float | None = 1.0) -> None:
+        """Stop the coordinator's execution and the server (idempotent)."""
+        self.coordinator.close()
+        self._server.stop(grace).wait()
+
+    # -- the RPC -------------------------------------------------------------------
+
+    def _fetch(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+        if self.token is not None:
+            sent = dict(context.invocation_metadata()).get(protocol.TOKEN_KEY, "")
+            if not hmac.compare_digest(str(sent), self.token):
+                context.abort(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "streaming_split: missing or wrong token; use the iterators that "
+                    "streaming_split() returned (they carry the token)",
+                )
+        try:
+            first = protocol.decode_request(next(requests))
+            split, epoch = int(first["split"]), int(first["epoch"])
+        except (StopIteration, KeyError, TypeError, ValueError) as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"streaming_split: bad hello: {e}")
+        coord = self.coordinator
+        consumed = 0
+        finished = False  # None from the coordinator, or the client closed on purpose
+        try:
+            coord.begin(split, epoch, context.is_active)
+            msg = first
+            while True:
+                consumed = int(msg.get("consumed", consumed))
+                if msg.get("close"):
+                    finished = True
+                    return
+                table = coord.fetch(split, epoch, context.is_active)
+                if table is None:
+                    finished = True
+                    return
+                yield protocol.encode_table(table)
+                raw = next(requests, None)
+                if raw is None:
+                    return  # the client went away without a close message: it died
+                msg = protocol.decode_request(raw)
+        except SplitClosedError:
+            return
+        except (SplitUsageError, KeyError) as e:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+        except Exception as e:  # noqa: BLE001 - the execution failed: tell the consumer
+            finished = True
+            yield protocol.encode_error(e)
+        finally:
+            coord.finish(split, epoch, consumed=None if finished else consumed)
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host

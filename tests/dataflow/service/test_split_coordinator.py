@@ -1,0 +1,154 @@
+"""SplitCoordinator over plain iterators of tables (no gRPC, no executor)."""
+
+from __future__ import annotations
+
+import threading
+
+import pyarrow as pa
+import pytest
+
+from dataflow.service.coordinator import SplitClosedError, SplitCoordinator
+
+
+def blocks(sizes: list[int]) -> list[pa.Table]:
+    out, start = [], 0
+    for n in sizes:
+        out.append(pa.table({"id": pa.array(range(start, start + n), pa.int64())}))
+        start += n
+    return out
+
+
+def drain(c: SplitCoordinator, split: int, epoch: int = 0) -> list[int]:
+    c.begin(split, epoch)
+    ids: list[int] = []
+    while (t := c.fetch(split, epoch)) is not None:
+        ids.extend(t.column("id").to_pylist())
+    c.finish(split, epoch)
+    return ids
+
+
+def run_threads(c: SplitCoordinator, n: int, epoch: int = 0) -> list[list[int]]:
+    results: list[list[int]] = [[] for _ in range(n)]
+
+    def work(i: int) -> None:
+        results[i] = drain(c, i, epoch)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in threads)
+    return results
+
+
+def test_each_row_goes_to_exactly_one_split():
+    sizes = [5, 7, 3, 9, 1, 4, 6]
+    c = SplitCoordinator(lambda: iter(blocks(sizes)), 3)
+    parts = run_threads(c, 3)
+    assert sorted(i for p in parts for i in p) == list(range(sum(sizes)))
+
+
+def test_equal_gives_every_split_the_same_rows():
+    sizes = [10, 3, 17, 1, 8, 13, 2, 5]  # 59 rows: 19 each, 2 dropped
+    c = SplitCoordinator(lambda: iter(blocks(sizes)), 3, equal=True, max_buffered_blocks=2)
+    parts = run_threads(c, 3)
+    assert [len(p) for p in parts] == [19, 19, 19]
+    seen = [i for p in parts for i in p]
+    assert len(set(seen)) == 57 and set(seen) <= set(range(59))
+    assert c.dropped_rows == 2
+
+
+def test_equal_with_one_consumer_far_ahead_stays_balanced():
+    # split 0 drains alone first: it may only run ahead by what the buffer holds
+    c = SplitCoordinator(lambda: iter(blocks([4] * 10)), 2, equal=True, max_buffered_blocks=3)
+    c.begin(0, 0)
+    c.begin(1, 0)
+    got0 = 0
+    fetched = threading.Event()
+
+    def lead() -> None:
+        nonlocal got0
+        while (t := c.fetch(0, 0)) is not None:
+            got0 += t.num_rows
+        fetched.set()
+
+    th = threading.Thread(target=lead)
+    th.start()
+    assert not fetched.wait(0.5)  # split 0 waits for split 1: bounded run-ahead
+    assert got0 <= 4 * 3
+    got1 = 0
+    while (t := c.fetch(1, 0)) is not None:
+        got1 += t.num_rows
+    th.join(5)
+    assert got0 == got1 == 20
+
+
+def test_epochs_re_execute_after_every_split_finished():
+    calls = []
+
+    def make():
+        calls.append(1)
+        return iter(blocks([3, 3]))
+
+    c = SplitCoordinator(make, 2)
+    for epoch in range(2):
+        parts = run_threads(c, 2, epoch)
+        assert sorted(parts[0] + parts[1]) == list(range(6))
+    assert len(calls) == 2
+    with pytest.raises(ValueError, match="epoch 5"):
+        c.begin(0, 5)
+
+
+def test_dead_consumer_reports_its_unconsumed_blocks_and_others_finish():
+    c = SplitCoordinator(lambda: iter(blocks([2] * 6)), 2)
+    c.begin(0, 0)
+    c.begin(1, 0)
+    a, b = c.fetch(0, 0), c.fetch(0, 0)
+    c.finish(0, 0, consumed=1)  # died holding its second block
+    rest = []
+    while (t := c.fetch(1, 0)) is not None:
+        rest.extend(t.column("id").to_pylist())
+    c.finish(1, 0)
+    assert [(x.split, x.blocks, x.rows) for x in c.lost] == [(0, 1, 2)]
+    assert sorted(a.column("id").to_pylist() + b.column("id").to_pylist() + rest) == list(range(12))
+
+
+def test_execution_error_reaches_every_split():
+    def make():
+        yield blocks([2])[0]
+        raise RuntimeError("boom in udf")
+
+    c = SplitCoordinator(make, 2)
+    c.begin(0, 0)
+    c.begin(1, 0)
+    assert c.fetch(0, 0).num_rows == 2
+    for split in (0, 1):
+        with pytest.raises(RuntimeError, match="boom in udf"):
+            c.fetch(split, 0)
+
+
+def test_close_wakes_waiting_consumers_and_closes_the_stream():
+    closed = []
+
+    def make():
+        try:
+            yield from blocks([1] * 100)
+        finally:
+            closed.append(True)
+
+    c = SplitCoordinator(make, 2)
+    c.begin(0, 0)
+    assert c.fetch(0, 0).num_rows == 1
+    c.close()
+    assert closed == [True]
+    with pytest.raises(SplitClosedError):
+        c.fetch(0, 0)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="positive int"):
+        SplitCoordinator(lambda: iter([]), 0)
+    c = SplitCoordinator(lambda: iter([]), 2)
+    with pytest.raises(ValueError, match="out of range"):
+        c.begin(2, 0)

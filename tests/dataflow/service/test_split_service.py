@@ -1,0 +1,130 @@
+"""The split service over gRPC on 127.0.0.1: clients in threads and processes."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import pickle
+import threading
+
+import grpc
+import pyarrow as pa
+import pytest
+
+from dataflow.errors import DataflowError
+from dataflow.service import protocol
+from dataflow.service.client import SplitClient
+from dataflow.service.coordinator import SplitCoordinator
+from dataflow.service.server import SplitServer
+
+
+def blocks(sizes: list[int]) -> list[pa.Table]:
+    out, start = [], 0
+    for n in sizes:
+        out.append(pa.table({"id": pa.array(range(start, start + n), pa.int64())}))
+        start += n
+    return out
+
+
+@pytest.fixture
+def serve():
+    servers: list[SplitServer] = []
+
+    def start(tables_or_fn, n: int, **kw) -> SplitServer:
+        make = tables_or_fn if callable(tables_or_fn) else (lambda: iter(tables_or_fn))
+        equal = kw.pop("equal", False)
+        server = SplitServer(SplitCoordinator(make, n, equal=equal), **kw)
+        servers.append(server)
+        return server
+
+    yield start
+    for s in servers:
+        s.stop(0)
+
+
+def ids_of(client: SplitClient, epoch: int = 0) -> list[int]:
+    return [i for t in client.iter_blocks(epoch) for i in t.column("id").to_pylist()]
+
+
+def test_two_threaded_clients_cover_every_row_once(serve):
+    server = serve(blocks([3] * 20), 2)
+    clients = [SplitClient(server.address, i, server.token) for i in range(2)]
+    out: list[list[int]] = [[], []]
+    threads = [
+        threading.Thread(target=lambda i=i: out[i].extend(ids_of(clients[i]))) for i in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert sorted(out[0] + out[1]) == list(range(60))
+    assert server.address.startswith("127.0.0.1:")
+
+
+def _consume(client: SplitClient, q) -> None:
+    q.put(ids_of(client))
+
+
+def test_clients_in_spawned_processes_with_equal(serve):
+    server = serve(blocks([5, 1, 9, 4, 7, 2]), 2, equal=True)  # 28 rows: 14 each
+    clients = [
+        pickle.loads(pickle.dumps(SplitClient(server.address, i, server.token))) for i in range(2)
+    ]
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_consume, args=(c, q)) for c in clients]
+    for p in procs:
+        p.start()
+    parts = [q.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(10)
+    assert [len(p) for p in parts] == [14, 14]
+    assert sorted(parts[0] + parts[1]) == list(range(28))
+
+
+def test_token_is_required_when_asked_for(serve):
+    server = serve(blocks([2]), 1, require_token=True)
+    assert server.token
+    with pytest.raises(DataflowError, match="UNAUTHENTICATED.*token"):
+        ids_of(SplitClient(server.address, 0, None))
+    with pytest.raises(DataflowError, match="UNAUTHENTICATED"):
+        ids_of(SplitClient(server.address, 0, "0" * 32))
+    assert ids_of(SplitClient(server.address, 0, server.token)) == [0, 1]
+
+
+def test_raw_request_without_token_is_refused(serve):
+    server = serve(blocks([2]), 1, require_token=True)
+    with grpc.insecure_channel(server.address) as ch:
+        call = ch.stream_stream(protocol.FULL_METHOD)(
+            iter([protocol.encode_request(split=0, epoch=0, consumed=0)])
+        )
+        with pytest.raises(grpc.RpcError) as info:
+            list(call)
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_execution_error_is_raised_in_the_consumer(serve):
+    def make():
+        yield blocks([2])[0]
+        raise ValueError("bad row 7 in normalize")
+
+    server = serve(make, 1)
+    with pytest.raises(ValueError, match="bad row 7 in normalize"):
+        ids_of(SplitClient(server.address, 0, None))
+
+
+def test_early_break_is_a_clean_close_and_next_epoch_runs(serve):
+    server = serve(blocks([2] * 10), 1)
+    client = SplitClient(server.address, 0, None)
+    it = client.iter_blocks(0)
+    assert next(it).num_rows == 2
+    it.close()
+    assert server.coordinator.lost == []
+    assert ids_of(client, 1) == list(range(20))
+
+
+def test_lost_coordinator_is_a_clear_error(serve):
+    server = serve(blocks([2] * 10), 1)
+    client = SplitClient(server.address, 0, None)
+    server.stop(0)
+    with pytest.raises(DataflowError, match="split 0 lost its coordinator"):
+        ids_of(client)
