@@ -1,0 +1,715 @@
+"""Worker processes and the scheduling of tasks and actors onto them.
+
+State (all guarded by ``WorkerPool._lock``; ``_cv`` is its condition and is
+notified whenever a future completes):
+
+* ``_available`` and ``_gpu_free``: resources not leased to any worker. A task
+  worker holds a *lease* of its task's resources while it has tasks; an actor
+  worker holds its lease for the actor's life.
+* ``_pending``: tasks not yet placed, one FIFO per resource shape (so one shape
+  that cannot fit does not block the others); actor starts come first.
+* each worker's ``inflight``: the tasks sent to it, in the order it runs them
+  (a worker serves its socket strictly in order), the first one running.
+
+Placement of a task with resources R: (1) if R fits in what is available,
+lease it to an idle worker with the right GPUs or to a new one; (2) else queue
+it behind a running task of the same shape on a worker with fewer than
+``PIPELINE_DEPTH`` tasks, so that the worker finds its next task in its socket
+instead of idling for a driver round trip; (3) else leave it pending.
+
+A reactor thread blocks in ``multiprocessing.connection.wait`` on the listening
+socket, every worker's socket and process fd, and a wake-up pipe; it accepts
+new workers, turns replies into completed futures, and handles deaths: the
+running task of a dead worker is retried on a fresh one up to ``max_retries``
+(the tasks queued behind it are re-placed without being charged), past which
+its future fails with ``WorkerCrashedError``.
+
+Workers are fresh interpreters (``python -m runtime.worker``), never forks: the
+driver has threads (this reactor, the executor, Arrow's pools) and forking a
+threaded process can deadlock the child on a lock some other thread held; a
+fresh interpreter also gets ``CUDA_VISIBLE_DEVICES`` in its environment before
+anything can initialize CUDA.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import pickle
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, answer_challenge, deliver_challenge, wait
+from pathlib import Path
+
+import psutil
+
+import runtime
+from runtime.backends.base import TaskResult
+from runtime.errors import ResourceError, TaskCancelledError, WorkerCrashedError
+from runtime.protocol import (
+    Hello,
+    ReleaseFunction,
+    RunTask,
+    Shutdown,
+    StartActor,
+    TaskDone,
+    TaskFailed,
+    WorkerInit,
+    decode,
+    encode,
+)
+from runtime.refs import ObjectRef
+from runtime.resources import Resources
+from runtime.store import ObjectStore
+from runtime.worker import error_from_failure
+
+PIPELINE_DEPTH = 2
+_EPS = 1e-9
+_RUNTIME_ROOT = str(Path(runtime.__file__).resolve().parent.parent)
+
+
+class Future:
+    """A task's result-to-be; completes under the pool's condition."""
+
+    __slots__ = ("name", "_cv", "_done", "_result", "_exc", "_task")
+
+    def __init__(self, name: str, cv: threading.Condition) -> None:
+        self.name = name
+        self._cv = cv
+        self._done = False
+        self._result: TaskResult | None = None
+        self._exc: BaseException | None = None
+        self._task: _Task | None = None
+
+    def done(self) -> bool:
+        return self._done
+
+    def result(self, timeout: float | None = None) -> TaskResult:
+        if not self._done:
+            with self._cv:
+                if not self._cv.wait_for(lambda: self._done, timeout):
+                    raise TimeoutError(f"task {self.name} did not finish within {timeout} s")
+        if self._exc is not None:
+            raise self._exc
+        assert self._result is not None
+        return self._result
+
+    def resolve(self, result: TaskResult | None = None, exc: BaseException | None = None) -> None:
+        """Complete the future; the caller holds the condition's lock."""
+        if not self._done:
+            self._result, self._exc, self._done = result, exc, True
+            self._cv.notify_all()
+
+    def __repr__(self) -> str:
+        return f"Future({self.name}, done={self._done})"
+
+
+def wait_any(cv: threading.Condition, futures: Sequence[Future], timeout: float | None) -> list:
+    """Block on ``cv`` until one of ``futures`` is done; return the done ones."""
+    with cv:
+        cv.wait_for(lambda: any(f._done for f in futures), timeout)
+        return [f for f in futures if f._done]
+
+
+@dataclass(eq=False)
+class _Task:
+    id: int
+    fn_id: str
+    inputs: tuple[ObjectRef, ...]
+    args: tuple
+    name: str
+    resources: Resources
+    max_retries: int
+    future: Future
+    actor: Actor | None = None
+    is_actor_start: bool = False
+    crashes: int = 0
+    worker: _Worker | None = None
+
+
+@dataclass(eq=False)
+class Actor:
+    """A started actor (``runtime.backends.base.ActorHandle``)."""
+
+    id: str
+    name: str
+    ready: Future
+    resources: Resources
+    worker: _Worker | None = None
+    backlog: list[_Task] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+@dataclass(eq=False)
+class _Worker:
+    id: int
+    proc: subprocess.Popen
+    devices: tuple[int, ...]
+    pidfd: int | None
+    conn: Connection | None = None
+    inflight: deque[_Task] = field(default_factory=deque)
+    lease: Resources | None = None
+    actor: Actor | None = None
+    known_fns: set[str] = field(default_factory=set)
+    stopping: bool = False
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+def _exit_text(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+class WorkerPool:
+    """Runs tasks and actors on worker processes started on demand.
+
+    >>> pool = WorkerPool(store, Resources(cpu=2), gpu_names=[])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        total: Resources,
+        gpu_names: Sequence[str],
+        max_workers: int | None = None,
+    ) -> None:
+        self._store = store
+        self._total = total
+        self._available = total
+        self._gpu_names = list(gpu_names)
+        self._gpu_free = [1.0] * len(self._gpu_names)
+        self._max_workers = max_workers or max(8, 4 * math.ceil(total.cpu))
+        self._max_idle = max(2, math.ceil(total.cpu))
+        self._lock = threading.Lock()
+        self.cv = threading.Condition(self._lock)
+        self._ids = itertools.count(1)
+        self._workers: dict[int, _Worker] = {}
+        self._idle: dict[tuple[int, ...], list[_Worker]] = {}
+        self._busy: dict[Resources, set[_Worker]] = {}
+        self._pending: dict[Resources, deque[_Task]] = {}
+        self._pending_actors: deque[_Task] = deque()
+        self._closing = False
+        self._started = False
+        self._authkey = secrets.token_bytes(32)
+        self._address = str(Path(store.location.shm_dir) / "workers.sock")
+        self._listener: socket.socket | None = None
+        self._wake_r, self._wake_w = -1, -1
+        self._reactor: threading.Thread | None = None
+
+    # -- public API (called by the backend) --------------------------------
+
+    def submit(
+        self,
+        fn_id: str,
+        inputs: tuple[ObjectRef, ...],
+        args: tuple,
+        resources: Resources,
+        max_retries: int,
+        name: str,
+    ) -> Future:
+        self.check_fits(resources, f"task {name}")
+        future = Future(name, self.cv)
+        task = _Task(next(self._ids), fn_id, inputs, args, name, resources, max_retries, future)
+        future._task = task
+        with self._lock:
+            self._check_open()
+            self._pending.setdefault(resources, deque()).append(task)
+            self._schedule()
+        return future
+
+    def start_actor(self, fn_id: str, resources: Resources, name: str) -> Actor:
+        self.check_fits(resources, f"actor {name}")
+        ready = Future(name, self.cv)
+        actor = Actor(f"actor-{next(self._ids)}", name, ready, resources)
+        task = _Task(next(self._ids), fn_id, (), (), name, resources, 0, ready, actor, True)
+        ready._task = task
+        with self._lock:
+            self._check_open()
+            self._pending_actors.append(task)
+            self._schedule()
+        return actor
+
+    def submit_actor(
+        self, actor: Actor, inputs: tuple[ObjectRef, ...], args: tuple, name: str
+    ) -> Future:
+        future = Future(name, self.cv)
+        task = _Task(next(self._ids), "", inputs, args, name, actor.resources, 0, future, actor)
+        future._task = task
+        with self._lock:
+            self._check_open()
+            if actor.error is not None:
+                future.resolve(exc=actor.error)
+            elif actor.worker is not None:
+                self._assign(actor.worker, task)
+            else:
+                actor.backlog.append(task)
+        return future
+
+    def stop_actor(self, actor: Actor) -> None:
+        with self._lock:
+            stopped = TaskCancelledError(f"actor {actor.name} was stopped")
+            actor.ready.resolve(exc=stopped)
+            if actor.error is None:
+                actor.error = stopped
+            for task in actor.backlog:
+                task.future.resolve(exc=stopped)
+            actor.backlog.clear()
+            start = actor.ready._task
+            if start in self._pending_actors:
+                self._pending_actors.remove(start)
+            worker = actor.worker
+            if worker is not None:
+                busy = any(not t.future.done() for t in worker.inflight)
+                for task in worker.inflight:
+                    task.future.resolve(exc=stopped)
+                self._stop_worker(worker, kill=busy)
+            self._schedule()
+
+    def cancel(self, future: Future) -> None:
+        with self._lock:
+            task = future._task
+            if future.done() or task is None:
+                return
+            future.resolve(exc=TaskCancelledError(f"task {future.name} was cancelled"))
+            queue = self._pending.get(task.resources)
+            if queue is not None and task in queue:
+                queue.remove(task)
+            elif task.worker is not None and task.actor is None:
+                worker = task.worker
+                if worker.inflight and worker.inflight[0] is task:
+                    # The only way to stop running user code is to end its process;
+                    # the reactor re-places the tasks queued behind it.
+                    _kill(worker)
+            # A queued or actor task runs anyway; its outputs are freed on arrival.
+
+    def release_function(self, fn_id: str) -> None:
+        with self._lock:
+            for worker in self._workers.values():
+                if fn_id in worker.known_fns:
+                    worker.known_fns.discard(fn_id)
+                    self._send(worker, ReleaseFunction(fn_id))
+
+    def available(self) -> Resources:
+        with self._lock:
+            return self._available
+
+    def worker_pids(self) -> list[int]:
+        with self._lock:
+            return [w.pid for w in self._workers.values()]
+
+    def worker_rss_bytes(self) -> int:
+        total = 0
+        for pid in self.worker_pids():
+            try:
+                total += psutil.Process(pid).memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def check_fits(self, resources: Resources, what: str) -> None:
+        """Raise ResourceError for a request this pool can never satisfy."""
+        if resources.gpu > 1 and abs(resources.gpu - round(resources.gpu)) > _EPS:
+            raise ResourceError(
+                f"{what} asks for {resources.gpu:g} GPUs: requests above one GPU must be "
+                "whole numbers (a fraction below 1 shares a device)"
+            )
+        if resources.fits_in(self._total):
+            return
+        short = [
+            f"{need:g} {unit}, this backend has {have:g}"
+            for unit, need, have in (
+                ("CPUs", resources.cpu, self._total.cpu),
+                ("GPUs", resources.gpu, self._total.gpu),
+                ("bytes of memory", resources.memory, self._total.memory),
+            )
+            if need > have + _EPS
+        ]
+        have = self._total.custom_dict
+        short += [
+            f"{need:g} {key!r}, this backend has {have.get(key, 0.0):g}"
+            for key, need in resources.custom
+            if need > have.get(key, 0.0) + _EPS
+        ]
+        raise ResourceError(
+            f"{what} needs {'; '.join(short)}: lower the request or declare more "
+            "(e.g. num_gpus=... / resources={...} when starting the backend)"
+        )
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+            gone = TaskCancelledError("the backend was shut down")
+            for queue in [*self._pending.values(), self._pending_actors]:
+                for task in queue:
+                    task.future.resolve(exc=gone)
+            workers = list(self._workers.values())
+            for worker in workers:
+                for task in worker.inflight:
+                    task.future.resolve(exc=gone)
+                if worker.actor is not None:
+                    for task in worker.actor.backlog:
+                        task.future.resolve(exc=gone)
+                self._stop_worker(worker, kill=bool(worker.inflight))
+        if self._reactor is not None:
+            os.write(self._wake_w, b"x")
+            self._reactor.join(timeout=10)
+        for worker in workers:
+            try:
+                worker.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                _kill(worker)
+                worker.proc.wait()
+            self._close_worker(worker)
+        if self._listener is not None:
+            self._listener.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    # -- scheduling (the caller holds the lock) ----------------------------
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise RuntimeError("the backend was shut down; start a new one")
+
+    def _schedule(self) -> None:
+        while self._pending_actors and self._place_actor(self._pending_actors[0]):
+            self._pending_actors.popleft()
+        for queue in self._pending.values():
+            while queue and self._place(queue[0]):
+                queue.popleft()
+
+    def _place(self, task: _Task) -> bool:
+        worker = self._lease(task.resources)
+        if worker is not None:
+            self._busy.setdefault(task.resources, set()).add(worker)
+            self._assign(worker, task)
+            return True
+        for worker in self._busy.get(task.resources, ()):
+            if len(worker.inflight) < PIPELINE_DEPTH:
+                self._assign(worker, task)
+                return True
+        return False
+
+    def _place_actor(self, task: _Task) -> bool:
+        actor = task.actor
+        assert actor is not None
+        worker = self._lease(task.resources, for_actor=True)
+        if worker is None:
+            return False
+        worker.actor, actor.worker = actor, worker
+        self._assign(worker, task)
+        for call in actor.backlog:
+            self._assign(worker, call)
+        actor.backlog.clear()
+        return True
+
+    def _lease(self, resources: Resources, for_actor: bool = False) -> _Worker | None:
+        """Take ``resources`` and a worker with the right GPUs for them, or None."""
+        if not resources.fits_in(self._available):
+            return None
+        devices = self._pick_devices(resources.gpu)
+        if devices is None:
+            return None
+        idle = self._idle.get(devices)
+        if idle:
+            worker = idle.pop()
+        else:
+            if not for_actor and not self._make_room():
+                return None
+            worker = self._spawn(devices)
+        self._available = self._available - resources
+        for d in devices:
+            self._gpu_free[d] -= min(resources.gpu, 1.0)
+        worker.lease = resources
+        return worker
+
+    def _pick_devices(self, gpu: float) -> tuple[int, ...] | None:
+        if gpu <= _EPS:
+            return ()
+        if gpu >= 1 - _EPS:
+            free = [d for d, f in enumerate(self._gpu_free) if f >= 1 - _EPS]
+            n = round(gpu)
+            return tuple(free[:n]) if len(free) >= n else None
+        # A fraction goes to the fullest device it fits on, so fractions pack
+        # together and whole devices stay free for whole-GPU requests.
+        fits = [d for d, f in enumerate(self._gpu_free) if f >= gpu - _EPS]
+        return (min(fits, key=lambda d: self._gpu_free[d]),) if fits else None
+
+    def _make_room(self) -> bool:
+        """True when one more task worker may start (stopping an idle one of
+        other GPUs if the pool is at ``max_workers``)."""
+        task_workers = sum(1 for w in self._workers.values() if w.actor is None)
+        if task_workers < self._max_workers:
+            return True
+        for idle in self._idle.values():
+            if idle:
+                self._stop_worker(idle.pop(), kill=False)
+                return True
+        return False
+
+    def _release(self, worker: _Worker) -> None:
+        lease, worker.lease = worker.lease, None
+        if lease is None:
+            return
+        self._available = self._available + lease
+        for d in worker.devices:
+            self._gpu_free[d] += min(lease.gpu, 1.0)
+        busy = self._busy.get(lease)
+        if busy is not None:
+            busy.discard(worker)
+
+    def _assign(self, worker: _Worker, task: _Task) -> None:
+        task.worker = worker
+        worker.inflight.append(task)
+        if worker.conn is not None:
+            self._send_task(worker, task)
+
+    def _send_task(self, worker: _Worker, task: _Task) -> None:
+        if task.is_actor_start:
+            msg: object = StartActor(
+                task.id, task.actor.ready._task.fn_id, task.name, worker.devices
+            )
+        else:
+            msg = RunTask(
+                task.id,
+                task.fn_id,
+                task.inputs,
+                task.args,
+                task.name,
+                worker.devices,
+                task.actor is not None,
+            )
+            worker.known_fns.add(task.fn_id)
+        self._send(worker, msg)
+
+    def _send(self, worker: _Worker, msg: object) -> None:
+        if worker.conn is None:
+            return
+        try:
+            worker.conn.send_bytes(encode(msg))
+        except OSError:
+            pass  # the worker is dying; the reactor sees its exit and re-places the task
+
+    def _spawn(self, devices: tuple[int, ...]) -> _Worker:
+        if not self._started:
+            self._start_reactor()
+        worker_id = next(self._ids)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_RUNTIME_ROOT, env.get("PYTHONPATH")]))
+        if devices:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(self._gpu_names[d] for d in devices)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runtime.worker"], stdin=subprocess.PIPE, env=env
+        )
+        init = WorkerInit(
+            self._address, self._authkey, worker_id, self._store.location, tuple(sys.path)
+        )
+        assert proc.stdin is not None
+        proc.stdin.write(pickle.dumps(init))
+        proc.stdin.close()
+        pidfd = os.pidfd_open(proc.pid) if hasattr(os, "pidfd_open") else None
+        worker = _Worker(worker_id, proc, devices, pidfd)
+        self._workers[worker_id] = worker
+        os.write(self._wake_w, b"x")  # the reactor must wait on the new fds
+        return worker
+
+    def _stop_worker(self, worker: _Worker, kill: bool) -> None:
+        worker.stopping = True
+        self._release(worker)
+        self._send(worker, Shutdown())
+        if kill:
+            _kill(worker)
+
+    def _task_finished(self, worker: _Worker) -> None:
+        if worker.actor is None and not worker.inflight and not worker.stopping:
+            self._release(worker)
+            idle = self._idle.setdefault(worker.devices, [])
+            if sum(map(len, self._idle.values())) >= self._max_idle:
+                self._stop_worker(worker, kill=False)
+            else:
+                idle.append(worker)
+        self._schedule()
+
+    # -- reactor thread ------------------------------------------------------
+
+    def _start_reactor(self) -> None:
+        self._started = True
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(self._address)
+        self._listener.listen(64)
+        self._wake_r, self._wake_w = os.pipe()
+        self._reactor = threading.Thread(
+            target=self._run_reactor, name="dataflow-pool", daemon=True
+        )
+        self._reactor.start()
+
+    def _run_reactor(self) -> None:
+        while True:
+            with self._lock:
+                if self._closing:
+                    return
+                by_fd: dict[object, _Worker | None] = {self._wake_r: None, self._listener: None}
+                for worker in self._workers.values():
+                    if worker.conn is not None:
+                        by_fd[worker.conn] = worker
+                    if worker.pidfd is not None:
+                        by_fd[worker.pidfd] = worker
+            ready = wait(list(by_fd))
+            # Replies before deaths: a worker may reply and then exit.
+            ready.sort(key=lambda obj: not isinstance(obj, Connection))
+            exited: list[_Worker] = []
+            for obj in ready:
+                worker = by_fd[obj]
+                if obj == self._wake_r:
+                    os.read(self._wake_r, 4096)
+                elif obj is self._listener:
+                    self._accept()
+                elif isinstance(obj, Connection):
+                    try:
+                        data = obj.recv_bytes()
+                    except (EOFError, OSError):
+                        exited.append(worker)
+                        continue
+                    self._on_reply(worker, decode(data))
+                else:
+                    exited.append(worker)
+            for worker in dict.fromkeys(exited):
+                self._on_exit(worker)
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        sock, _ = self._listener.accept()
+        conn = Connection(sock.detach())
+        try:
+            deliver_challenge(conn, self._authkey)
+            answer_challenge(conn, self._authkey)
+            hello = decode(conn.recv_bytes())
+        except Exception:  # not one of our workers, or it died mid-handshake
+            conn.close()
+            return
+        with self._lock:
+            worker = self._workers.get(hello.worker_id) if isinstance(hello, Hello) else None
+            if worker is None or worker.pid != hello.pid:
+                conn.close()
+                return
+            worker.conn = conn
+            for task in worker.inflight:
+                self._send_task(worker, task)
+
+    def _on_reply(self, worker: _Worker, msg: TaskDone | TaskFailed) -> None:
+        if isinstance(msg, TaskDone):
+            for ref in msg.refs:
+                self._store.adopt(ref)
+        with self._lock:
+            task = worker.inflight.popleft()
+            assert task.id == msg.task_id, "a worker replies in the order it was sent tasks"
+            if isinstance(msg, TaskFailed):
+                error = error_from_failure(msg, task.name)
+                task.future.resolve(exc=error)
+                if task.is_actor_start:
+                    self._actor_failed(worker, error)
+            elif task.future.done():  # cancelled or its actor stopped: nobody wants it
+                self._store.free(msg.refs)
+            else:
+                result = TaskResult(
+                    list(msg.refs),
+                    list(msg.schemas),
+                    str(worker.pid),
+                    msg.start_ts,
+                    msg.end_ts,
+                    msg.cpu_s,
+                    msg.counters,
+                    task.crashes + 1,
+                )
+                task.future.resolve(result)
+            self._task_finished(worker)
+
+    def _actor_failed(self, worker: _Worker, error: BaseException) -> None:
+        actor = worker.actor
+        assert actor is not None
+        actor.error = error
+        for task in [*worker.inflight, *actor.backlog]:
+            task.future.resolve(exc=error)
+        self._stop_worker(worker, kill=False)
+
+    def _on_exit(self, worker: _Worker) -> None:
+        try:
+            code = worker.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # its socket closed but it lingers
+            _kill(worker)
+            code = worker.proc.wait()
+        with self._lock:
+            if self._workers.pop(worker.id, None) is None:
+                return
+            self._release(worker)
+            idle = self._idle.get(worker.devices, [])
+            if worker in idle:
+                idle.remove(worker)
+            self._close_worker(worker)
+            tasks = list(worker.inflight)
+            worker.inflight.clear()
+            if worker.stopping or self._closing:
+                for task in tasks:
+                    task.future.resolve(exc=TaskCancelledError(f"task {task.name} was cancelled"))
+            elif worker.actor is not None:
+                error = WorkerCrashedError(
+                    f"worker {worker.pid} of actor {worker.actor.name} {_exit_text(code)}", code
+                )
+                worker.actor.error = error
+                for task in tasks:
+                    task.future.resolve(exc=error)
+            else:
+                self._requeue(worker, tasks, code)
+            self._schedule()
+
+    def _requeue(self, worker: _Worker, tasks: list[_Task], code: int | None) -> None:
+        """The first task was running when ``worker`` died: charge it a crash;
+        the ones queued behind it go back to the front of their queues."""
+        for i, task in reversed(list(enumerate(tasks))):
+            if task.future.done():
+                continue
+            if i == 0:
+                task.crashes += 1
+                if task.crashes > task.max_retries:
+                    task.future.resolve(
+                        exc=WorkerCrashedError(
+                            f"worker {worker.pid} running {task.name} {_exit_text(code)} "
+                            f"(retried {task.max_retries} times)",
+                            code,
+                        )
+                    )
+                    continue
+            task.worker = None
+            self._pending.setdefault(task.resources, deque()).appendleft(task)
+
+    def _close_worker(self, worker: _Worker) -> None:
+        if worker.conn is not None:
+            worker.conn.close()
+            worker.conn = None
+        if worker.pidfd is not None:
+            os.close(worker.pidfd)
+            worker.pidfd = None
+
+
+def _kill(worker: _Worker) -> None:
+    try:
+        worker.proc.kill()
+    except OSError:
+        pass

@@ -1,0 +1,117 @@
+"""Messages between the driver and its worker processes.
+
+Transport: one authenticated ``multiprocessing.connection`` socket per worker
+(a Unix socket in the session's 0700 directory, challenge-checked with a random
+authkey). Only these small messages travel through it: block bytes stay in the
+shared-memory store and move as ``ObjectRef``; a task function travels once per
+worker, as a file in the session directory that the worker loads on first use
+and caches by function id.
+
+Driver -> worker: ``RunTask``, ``StartActor``, ``ReleaseFunction``, ``Shutdown``.
+Worker -> driver: ``Hello`` (once, after connecting), ``TaskDone``, ``TaskFailed``.
+A worker runs the messages it receives strictly in order, so the driver may
+queue a second task behind a running one (pipelining).
+
+>>> decode(encode(Shutdown()))
+Shutdown()
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+
+from runtime.refs import ObjectRef
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from runtime.store import StoreLocation
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInit:
+    """Written to a new worker's stdin: where to connect and what to load."""
+
+    address: str
+    authkey: bytes
+    worker_id: int
+    store: StoreLocation
+    sys_path: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    worker_id: int
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunTask:
+    """Run function (or, with ``actor``, the actor's state) on ``inputs``."""
+
+    task_id: int
+    fn_id: str
+    inputs: tuple[ObjectRef, ...]
+    args: tuple
+    name: str
+    gpu_ids: tuple[int, ...] = ()
+    actor: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StartActor:
+    """Build the actor's state with ``factory()`` (function ``fn_id``)."""
+
+    task_id: int
+    fn_id: str
+    name: str
+    gpu_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseFunction:
+    fn_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDone:
+    task_id: int
+    refs: tuple[ObjectRef, ...]
+    schemas: tuple[pa.Schema, ...]
+    start_ts: float
+    end_ts: float
+    cpu_s: float
+    counters: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFailed:
+    """User code raised; ``cause`` is the pickled exception when it pickles."""
+
+    task_id: int
+    type_name: str
+    message: str
+    traceback_text: str
+    cause: bytes | None = None
+
+
+def encode(message: Any) -> bytes:
+    """Pickle a message; arguments that plain pickle refuses (lambdas, local
+    classes) go through cloudpickle, whose output plain ``pickle`` loads."""
+    try:
+        return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        return cloudpickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def decode(data: bytes) -> Any:
+    return pickle.loads(data)

@@ -1,0 +1,344 @@
+"""The shared-memory Arrow object store, with spill to local disk.
+
+Every object is one Arrow IPC file named by its id in a per-session directory
+under ``/dev/shm`` (mode 0700). ``get`` memory-maps the file, so any process of
+the session reads a block without copying it. Two classes split the roles:
+
+* ``StoreClient`` reads and writes objects by id and keeps no accounting; worker
+  processes use it to write their task outputs straight into the session
+  directory (only the small ``ObjectRef`` travels back through the pipe).
+* ``ObjectStore`` is the driver's store: it owns the session directories,
+  accounts bytes in use against ``capacity_bytes`` (``adopt`` accounts an
+  object a worker wrote), spills what does not fit to a disk directory, frees
+  objects, and removes everything at ``shutdown()``, interpreter exit or
+  SIGTERM. At start it also removes the directories of sessions whose owning
+  process is dead (each session directory holds an ``owner.pid`` file).
+
+Readers resolve an id in the shared-memory directory first, then in the spill
+directory. Spilling writes the disk copy under a temporary name, renames it and
+only then unlinks the shared-memory file, so a concurrent reader always finds a
+complete file, and a mapping taken before the unlink stays valid.
+
+>>> store = ObjectStore(capacity_bytes=1 << 30)
+>>> ref = store.put(pa.table({"x": [1, 2, 3]}))
+>>> store.get(ref).column("x").to_pylist()
+[1, 2, 3]
+>>> store.shutdown()
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+import secrets
+import shutil
+import signal
+import tempfile
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pyarrow as pa
+
+from runtime.backends.base import StoreStats
+from runtime.errors import ObjectLostError
+from runtime.refs import ObjectRef
+
+_PREFIX = f"dataflow-{os.getuid()}-"
+_OWNER_FILE = "owner.pid"
+_SUFFIX = ".arrow"
+# A directory without an owner file younger than this may be one that another
+# process is creating right now; older ones are debris.
+_ORPHAN_GRACE_S = 60.0
+# Below this size an object is written from, and read into, process memory.
+_SMALL_BYTES = 64 * 1024
+
+
+def default_shm_root() -> Path:
+    """``/dev/shm`` where it exists (Linux), else the temp directory."""
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+
+
+def default_capacity(shm_root: Path) -> int:
+    """30 % of RAM, but never more than the free space of the shm filesystem
+    (containers often mount a small /dev/shm)."""
+    ram = int(psutil.virtual_memory().total * 0.3)
+    return min(ram, int(shutil.disk_usage(shm_root).free * 0.9))
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """Where one session's objects live; picklable, handed to worker processes."""
+
+    session: str
+    shm_dir: str
+    spill_dir: str
+
+
+class StoreClient:
+    """Reads and writes objects of one session by id, without accounting.
+
+    >>> client = StoreClient(store.location, id_prefix="w1")  # doctest: +SKIP
+    """
+
+    def __init__(self, location: StoreLocation, id_prefix: str = "") -> None:
+        self.location = location
+        self._shm = Path(location.shm_dir)
+        self._spill = Path(location.spill_dir)
+        self._prefix = f"{id_prefix}{secrets.token_hex(4)}-"
+        self._counter = itertools.count()
+
+    def new_id(self) -> str:
+        return f"{self._prefix}{next(self._counter)}"
+
+    def shm_path(self, object_id: str) -> Path:
+        return self._shm / (object_id + _SUFFIX)
+
+    def spill_path(self, object_id: str) -> Path:
+        return self._spill / (object_id + _SUFFIX)
+
+    def write(self, table: pa.Table, *, to_disk: bool = False) -> ObjectRef:
+        """Write ``table`` as a new object (shared memory, or the spill dir)."""
+        object_id = self.new_id()
+        path = str(self.spill_path(object_id) if to_disk else self.shm_path(object_id))
+        if table.nbytes < _SMALL_BYTES:
+            # Serializing to memory and writing once costs half of streaming
+            # through an OSFile for small blocks, which dominate task overhead.
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table)
+            data = sink.getvalue()
+            with open(path, "wb") as f:
+                f.write(data)
+            nbytes = data.size
+        else:
+            with pa.OSFile(path, "wb") as sink:
+                with pa.ipc.new_file(sink, table.schema) as writer:
+                    writer.write_table(table)
+                nbytes = sink.tell()
+        location = "disk" if to_disk else "shm"
+        return ObjectRef(object_id, nbytes, table.num_rows, location, self.location.session)
+
+    def read(self, ref: ObjectRef) -> pa.Table:
+        """Memory-map ``ref``'s file and return its table (zero-copy); small
+        objects are read into memory, which is cheaper than a mapping."""
+        if ref.session != self.location.session:
+            raise ObjectLostError(
+                f"{ref!r} belongs to store session {ref.session!r}, not to this one "
+                f"({self.location.session!r}): refs do not outlive their backend"
+            )
+        for path in (self.shm_path(ref.id), self.spill_path(ref.id)):
+            try:
+                if ref.nbytes < _SMALL_BYTES:
+                    with open(path, "rb") as f:
+                        source = pa.py_buffer(f.read())
+                else:
+                    source = pa.memory_map(str(path), "r")
+            except FileNotFoundError:
+                continue
+            return pa.ipc.open_file(source).read_all()
+        raise ObjectLostError(
+            f"{ref!r} is not in the object store: it was freed or its session ended"
+        )
+
+    def unlink(self, object_id: str) -> None:
+        for path in (self.shm_path(object_id), self.spill_path(object_id)):
+            path.unlink(missing_ok=True)
+
+
+class ObjectStore(StoreClient):
+    """The driver's store: accounting against a capacity, spill, lifetime.
+
+    ``capacity_bytes`` defaults to 30 % of RAM; ``spill_root`` (default: the
+    temp directory) receives objects that do not fit.
+    """
+
+    def __init__(
+        self,
+        capacity_bytes: int | None = None,
+        *,
+        shm_root: str | os.PathLike | None = None,
+        spill_root: str | os.PathLike | None = None,
+    ) -> None:
+        shm_base = Path(shm_root) if shm_root is not None else default_shm_root()
+        spill_base = Path(spill_root) if spill_root is not None else Path(tempfile.gettempdir())
+        if capacity_bytes is not None and capacity_bytes <= 0:
+            raise ValueError(
+                f"object_store_memory must be a positive number of bytes, got {capacity_bytes}"
+            )
+        for base in {shm_base, spill_base}:
+            remove_dead_sessions(base)
+        session = f"{os.getpid()}-{secrets.token_hex(6)}"
+        shm_dir = _make_session_dir(shm_base / f"{_PREFIX}{session}")
+        spill_dir = _make_session_dir(spill_base / f"{_PREFIX}spill-{session}")
+        super().__init__(StoreLocation(session, str(shm_dir), str(spill_dir)), id_prefix="d")
+        self.capacity_bytes = (
+            capacity_bytes if capacity_bytes is not None else default_capacity(shm_base)
+        )
+        self._lock = threading.Lock()
+        self._objects: dict[str, tuple[int, bool]] = {}  # id -> (nbytes, spilled)
+        self._used = 0
+        self._peak = 0
+        self._spilled_total = 0
+        self._closed = False
+        _live_stores.add(self)
+        _install_exit_hooks()
+
+    @property
+    def session_dirs(self) -> tuple[Path, Path]:
+        return Path(self.location.shm_dir), Path(self.location.spill_dir)
+
+    def put(self, table: pa.Table) -> ObjectRef:
+        """Write ``table`` into the store (straight to disk if it cannot fit)."""
+        self._check_open("put")
+        with self._lock:
+            fits = self._used + table.nbytes <= self.capacity_bytes
+        ref = self.write(table, to_disk=not fits)
+        self.adopt(ref)
+        return ref
+
+    def get(self, ref: ObjectRef) -> pa.Table:
+        self._check_open("get")
+        return self.read(ref)
+
+    def adopt(self, ref: ObjectRef) -> None:
+        """Account an object written into the session by another process
+        (a worker's task output); spill it if the store is over capacity."""
+        with self._lock:
+            if self._closed:
+                self.unlink(ref.id)
+                return
+            spill = ref.location == "shm" and self._used + ref.nbytes > self.capacity_bytes
+            if spill:
+                self._spill_file(ref.id)
+            elif ref.location == "shm":
+                self._used += ref.nbytes
+                self._peak = max(self._peak, self._used)
+            if spill or ref.location == "disk":
+                self._spilled_total += ref.nbytes
+            self._objects[ref.id] = (ref.nbytes, spill or ref.location == "disk")
+
+    def _spill_file(self, object_id: str) -> None:
+        src, dst = self.shm_path(object_id), self.spill_path(object_id)
+        tmp = dst.with_suffix(".tmp")
+        shutil.copyfile(src, tmp)
+        os.rename(tmp, dst)
+        src.unlink()
+
+    def free(self, refs: list[ObjectRef] | tuple[ObjectRef, ...]) -> None:
+        """Unlink ``refs``' files; unknown or already freed refs are ignored.
+        Readers that mapped an object keep a valid mapping."""
+        with self._lock:
+            for ref in refs:
+                entry = self._objects.pop(ref.id, None)
+                if entry is None:
+                    continue
+                nbytes, spilled = entry
+                if not spilled:
+                    self._used -= nbytes
+                self.unlink(ref.id)
+
+    def stats(self) -> StoreStats:
+        """Bytes in shared memory now, capacity, peak, bytes spilled so far
+        (cumulative) and live objects."""
+        with self._lock:
+            return StoreStats(
+                self._used, self.capacity_bytes, self._peak, self._spilled_total, len(self._objects)
+            )
+
+    def shutdown(self) -> None:
+        """Remove the session's directories and everything in them (idempotent)."""
+        with self._lock:
+            self._closed = True
+            self._objects.clear()
+            self._used = 0
+        for directory in self.session_dirs:
+            shutil.rmtree(directory, ignore_errors=True)
+        _live_stores.discard(self)
+
+    def _check_open(self, what: str) -> None:
+        if self._closed:
+            raise ObjectLostError(f"ObjectStore.{what}: the store was shut down")
+
+
+def _make_session_dir(path: Path) -> Path:
+    path.mkdir(mode=0o700)
+    os.chmod(path, 0o700)  # mkdir's mode is masked by the umask
+    proc = psutil.Process()
+    (path / _OWNER_FILE).write_text(f"{proc.pid} {proc.create_time()}")
+    return path
+
+
+def _owner_alive(owner_text: str) -> bool:
+    pid_text, _, created_text = owner_text.partition(" ")
+    try:
+        proc = psutil.Process(int(pid_text))
+        # A recycled pid belongs to a process created later than the owner.
+        return abs(proc.create_time() - float(created_text)) < 1.0
+    except (ValueError, psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def remove_dead_sessions(root: Path) -> list[Path]:
+    """Remove this user's session directories under ``root`` whose owner process
+    is dead (a crashed or SIGKILLed driver); return the removed paths."""
+    removed = []
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(_PREFIX) or not entry.is_dir():
+            continue
+        try:
+            alive = _owner_alive((entry / _OWNER_FILE).read_text())
+        except FileNotFoundError:
+            alive = time.time() - entry.stat().st_mtime < _ORPHAN_GRACE_S
+        except OSError:
+            continue
+        if not alive:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+# -- cleanup at interpreter exit and SIGTERM ---------------------------------
+
+_live_stores: weakref.WeakSet[ObjectStore] = weakref.WeakSet()
+_hooks_installed = False
+_previous_sigterm: object = signal.SIG_DFL
+
+
+def _shutdown_all() -> None:
+    for store in list(_live_stores):
+        store.shutdown()
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    _shutdown_all()
+    if callable(_previous_sigterm):
+        _previous_sigterm(signum, frame)
+        return
+    # Die of SIGTERM as the default action would, so the parent sees the signal.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _install_exit_hooks() -> None:
+    global _hooks_installed, _previous_sigterm
+    if _hooks_installed:
+        return
+    _hooks_installed = True
+    atexit.register(_shutdown_all)
+    # Signal handlers can only be set from the main thread; a store created
+    # elsewhere still gets atexit and dead-owner cleanup.
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous is not signal.SIG_IGN:
+            _previous_sigterm = previous
+            signal.signal(signal.SIGTERM, _on_sigterm)
