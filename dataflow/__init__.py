@@ -1,8 +1,14 @@
-"""dataflow: a streaming dataset engine for Python (Ray Data's API, Daft's speed bar)."""
+"""dataflow: a streaming dataset engine for Python (Ray Data's API, Daft's speed bar).
+
+>>> import dataflow as df
+>>> df.range(10).filter(expr="id > 5").map_batches(lambda b: b)
+Dataset(read_range -> filter(id > 5) -> map_batches(<lambda>))
+"""
 
 from __future__ import annotations
 
 from dataflow.context import DataContext
+from dataflow.dataset import Dataset
 from dataflow.errors import (
     DataflowError,
     PlanError,
@@ -11,19 +17,50 @@ from dataflow.errors import (
     UserCodeError,
     WorkerCrashedError,
 )
+from dataflow.expressions import Expr, col, lit
+from dataflow.iterators import DataIterator
+from dataflow.plan.optimizer import OptimizerFlags
+from dataflow.read_api import (
+    from_arrow,
+    from_items,
+    from_numpy,
+    from_pandas,
+    range,
+    range_tensor,
+    read_datasource,
+)
 from dataflow.session import init, shutdown
+from dataflow.sources.datasource import BlockMetadata, Datasink, Datasource, ReadTask, WriteResult
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BlockMetadata",
     "DataContext",
+    "DataIterator",
+    "Datasink",
+    "Datasource",
+    "Dataset",
     "DataflowError",
+    "Expr",
+    "OptimizerFlags",
     "PlanError",
+    "ReadTask",
     "ResourceError",
     "SourceError",
     "UserCodeError",
     "WorkerCrashedError",
+    "WriteResult",
     "__version__",
+    "col",
+    "from_arrow",
+    "from_items",
+    "from_numpy",
+    "from_pandas",
     "init",
+    "lit",
+    "range",
+    "range_tensor",
+    "read_datasource",
     "shutdown",
 ]

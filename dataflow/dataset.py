@@ -1,0 +1,727 @@
+"""The ``Dataset`` facade: lazy, immutable, one logical node per transform.
+
+A transform validates its arguments, appends ONE node from ``plan/logical.py``
+and returns a new ``Dataset``; nothing runs until a consumption method
+(``iter_batches``, ``take``, ``count``, ``write_*``...) optimizes the plan and
+hands it to the planner.
+
+>>> import dataflow as df
+>>> ds = df.range(100).map_batches(lambda b: {"id": b["id"] * 2}).filter(expr="id > 10")
+>>> ds
+Dataset(read_range -> map_batches(<lambda>) -> filter(id > 10))
+>>> ds.take(2)  # doctest: +SKIP
+[{'id': 12}, {'id': 14}]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dataflow.block import check_batch_format, concat, table_to_pandas
+from dataflow.context import DataContext
+from dataflow.errors import PlanError
+from dataflow.expressions import Expr, check_columns, parse
+from dataflow.iterators import DataIterator
+from dataflow.plan.logical import (
+    Filter,
+    FlatMap,
+    Limit,
+    LogicalOperator,
+    MapBatches,
+    MapRows,
+    MaterializedData,
+    Project,
+    Union,
+    Write,
+    Zip,
+)
+from dataflow.plan.optimizer import optimize
+from dataflow.plan.schema import known_schema
+from dataflow.udf import UDF_ARGS, AddColumn, fn_name, udf_fields
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from dataflow.plan.planner import OutputStream
+    from dataflow.sources.datasource import Datasink
+
+
+class Dataset:
+    """A lazy, immutable pipeline over blocks of rows (Arrow tables).
+
+    Build one with ``dataflow.range``, ``from_*`` or ``read_*``; transforms return
+    new Datasets; consumption methods execute the plan.
+    """
+
+    def __init__(self, plan: LogicalOperator) -> None:
+        self._plan = plan
+        self._last_stream: OutputStream | None = None
+
+    def __repr__(self) -> str:
+        return f"Dataset({_summary(self._plan)})"
+
+    def _then(self, node: LogicalOperator) -> Dataset:
+        return Dataset(node.with_inputs(self._plan))
+
+    # -- row and batch transforms ----------------------------------------------
+
+    def map(
+        self,
+        fn: Callable[[dict[str, Any]], dict[str, Any]],
+        *,
+        fn_args: Sequence[Any] = (),
+        fn_kwargs: Mapping[str, Any] | None = None,
+        fn_constructor_args: Sequence[Any] = (),
+        fn_constructor_kwargs: Mapping[str, Any] | None = None,
+        concurrency: int | tuple[int, int] | None = None,
+        num_cpus: float | None = None,
+        num_gpus: float | None = None,
+        memory: float | None = None,
+        resources: Mapping[str, float] | None = None,
+        on_error: str = "raise",
+    ) -> Dataset:
+        """Apply ``fn`` (row dict -> row dict, or a callable class) to each row.
+
+        >>> df.range(3).map(lambda r: {"sq": r["id"] ** 2})  # doctest: +SKIP
+        """
+        fields = udf_fields("map", **_udf_args(locals()))
+        return self._then(MapRows(**fields))
+
+    def flat_map(
+        self,
+        fn: Callable[[dict[str, Any]], list[dict[str, Any]]],
+        *,
+        fn_args: Sequence[Any] = (),
+        fn_kwargs: Mapping[str, Any] | None = None,
+        fn_constructor_args: Sequence[Any] = (),
+        fn_constructor_kwargs: Mapping[str, Any] | None = None,
+        concurrency: int | tuple[int, int] | None = None,
+        num_cpus: float | None = None,
+        num_gpus: float | None = None,
+        memory: float | None = None,
+        resources: Mapping[str, float] | None = None,
+        on_error: str = "raise",
+    ) -> Dataset:
+        """Apply ``fn`` (row dict -> list of row dicts) to each row; outputs are flattened.
+
+        >>> df.range(2).flat_map(lambda r: [r, r])  # doctest: +SKIP
+        """
+        fields = udf_fields("flat_map", **_udf_args(locals()))
+        return self._then(FlatMap(**fields))
+
+    def map_batches(
+        self,
+        fn: Callable[[Any], Any],
+        *,
+        batch_size: int | None = 1024,
+        batch_format: str | None = "default",
+        zero_copy_batch: bool = False,
+        fn_args: Sequence[Any] = (),
+        fn_kwargs: Mapping[str, Any] | None = None,
+        fn_constructor_args: Sequence[Any] = (),
+        fn_constructor_kwargs: Mapping[str, Any] | None = None,
+        concurrency: int | tuple[int, int] | None = None,
+        num_cpus: float | None = None,
+        num_gpus: float | None = None,
+        memory: float | None = None,
+        resources: Mapping[str, float] | None = None,
+        on_error: str = "raise",
+    ) -> Dataset:
+        """Apply ``fn`` to batches of ``batch_size`` rows (None: whole blocks).
+
+        ``fn`` is a function or a callable class (run in an actor pool of
+        ``concurrency=n`` or ``(min, max)`` workers that build it once). It gets
+        a batch in ``batch_format`` ("default"/"numpy", "pandas", "pyarrow",
+        "cupy") and returns a dict of arrays, a DataFrame or an Arrow table.
+
+        >>> df.range(8).map_batches(lambda b: {"x": b["id"] + 1}, batch_size=4)
+        Dataset(read_range -> map_batches(<lambda>))
+        """
+        where = f"map_batches({fn_name(fn)})"
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
+            raise PlanError(
+                f"{where}: batch_size must be a positive int or None, got {batch_size!r}"
+            )
+        try:
+            fmt = check_batch_format(batch_format, where)
+        except ValueError as e:
+            raise PlanError(str(e)) from None
+        if not isinstance(zero_copy_batch, bool):
+            raise PlanError(f"{where}: zero_copy_batch must be True or False")
+        fields = udf_fields("map_batches", **_udf_args(locals()))
+        fmt = "default" if batch_format in (None, "default") else fmt
+        return self._then(
+            MapBatches(
+                batch_size=batch_size, batch_format=fmt, zero_copy_batch=zero_copy_batch, **fields
+            )
+        )
+
+    def filter(
+        self,
+        fn: Callable[[dict[str, Any]], bool] | None = None,
+        *,
+        expr: Expr | str | None = None,
+        fn_args: Sequence[Any] = (),
+        fn_kwargs: Mapping[str, Any] | None = None,
+        fn_constructor_args: Sequence[Any] = (),
+        fn_constructor_kwargs: Mapping[str, Any] | None = None,
+        concurrency: int | tuple[int, int] | None = None,
+        num_cpus: float | None = None,
+        num_gpus: float | None = None,
+        memory: float | None = None,
+        resources: Mapping[str, float] | None = None,
+        on_error: str = "raise",
+    ) -> Dataset:
+        """Keep the rows where ``fn(row)`` is true, or where ``expr`` holds.
+
+        ``expr`` is a ``col(...)`` expression or a string such as
+        ``"a > 0 and cat in ('x', 'y')"``; it runs in Arrow (no Python per row)
+        and is pushed into sources that support it.
+
+        >>> df.range(10).filter(expr="id % 2 == 0")
+        Dataset(read_range -> filter(id % 2 == 0))
+        """
+        if (fn is None) == (expr is None):
+            raise PlanError("filter: pass exactly one of fn (a row predicate) or expr=")
+        if fn is None:
+            e = _as_expr("filter", expr)
+            check_columns(e, known_schema(self._plan), "filter")
+            return self._then(Filter(expr=e))
+        fields = udf_fields("filter", **_udf_args(locals()))
+        return self._then(Filter(**fields))
+
+    def add_column(
+        self,
+        col: str,
+        fn: Callable[[Any], Any],
+        *,
+        batch_format: str | None = "pandas",
+        **map_batches_kwargs: Any,
+    ) -> Dataset:
+        """Add (or replace) column ``col`` with ``fn(batch)``, the batch in
+        ``batch_format`` (pandas by default, as in Ray Data).
+
+        >>> df.range(3).add_column("twice", lambda b: b["id"] * 2)
+        Dataset(read_range -> map_batches(add_column(twice)))
+        """
+        _check_name("add_column", col)
+        if not callable(fn):
+            raise PlanError(f"add_column({col}): fn must be callable, got {type(fn).__name__}")
+        fmt = "default" if batch_format in (None, "default") else batch_format
+        if fmt not in ("default", "numpy", "pandas", "pyarrow"):
+            raise PlanError(
+                f"add_column({col}): batch_format must be 'pandas', 'numpy' or 'pyarrow', "
+                f"got {batch_format!r}"
+            )
+        return self.map_batches(
+            AddColumn(col, fn), batch_format=fmt, batch_size=None, **map_batches_kwargs
+        )
+
+    # -- column-level transforms (Arrow, no Python UDF) ------------------------
+
+    def with_column(self, name: str, expr: Expr | str) -> Dataset:
+        """Add (or replace) column ``name`` computed from an expression.
+
+        >>> df.range(3).with_column("y", df.col("id") * 10)
+        Dataset(read_range -> with_column(y))
+        """
+        _check_name("with_column", name)
+        e = _as_expr(f"with_column({name})", expr)
+        check_columns(e, known_schema(self._plan), f"with_column({name})")
+        return self._then(Project(with_columns=((name, e),), label=f"with_column({name})"))
+
+    def select_columns(self, cols: str | Sequence[str]) -> Dataset:
+        """Keep only ``cols``, in that order.
+
+        >>> df.range(3).select_columns(["id"])
+        Dataset(read_range -> select_columns(id))
+        """
+        names = _column_list("select_columns", cols)
+        _check_known("select_columns", names, known_schema(self._plan))
+        return self._then(Project(select=names, label=f"select_columns({', '.join(names)})"))
+
+    def drop_columns(self, cols: str | Sequence[str]) -> Dataset:
+        """Remove ``cols``.
+
+        >>> df.from_items([{"a": 1, "b": 2}]).drop_columns("b")
+        Dataset(from_blocks -> drop_columns(b))
+        """
+        names = _column_list("drop_columns", cols)
+        _check_known("drop_columns", names, known_schema(self._plan))
+        return self._then(Project(drop=names, label=f"drop_columns({', '.join(names)})"))
+
+    def rename_columns(self, names: Mapping[str, str]) -> Dataset:
+        """Rename columns ``{old: new}``.
+
+        >>> df.range(3).rename_columns({"id": "n"})
+        Dataset(read_range -> rename_columns(id->n))
+        """
+        if not isinstance(names, Mapping) or not names:
+            raise PlanError(
+                f"rename_columns: expected a non-empty dict {{old: new}}, got {names!r}"
+            )
+        pairs = tuple((str(k), str(v)) for k, v in names.items())
+        news = [v for _, v in pairs]
+        if len(set(news)) != len(news):
+            raise PlanError(f"rename_columns: new names must be unique, got {news}")
+        _check_known("rename_columns", tuple(k for k, _ in pairs), known_schema(self._plan))
+        label = f"rename_columns({', '.join(f'{k}->{v}' for k, v in pairs)})"
+        return self._then(Project(rename=pairs, label=label))
+
+    # -- row-count and multi-input transforms ----------------------------------
+
+    def limit(self, n: int) -> Dataset:
+        """The first ``n`` rows.
+
+        >>> df.range(100).limit(5)
+        Dataset(read_range -> limit(5))
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise PlanError(f"limit: n must be a non-negative int, got {n!r}")
+        return self._then(Limit(n=n))
+
+    def union(self, *others: Dataset) -> Dataset:
+        """The rows of this dataset followed by those of ``others`` (order across
+        inputs is not guaranteed unless ``DataContext.preserve_order``).
+
+        >>> df.range(2).union(df.range(3))
+        Dataset(union(read_range, read_range))
+        """
+        plans = _plans("union", others)
+        return Dataset(Union(inputs=(self._plan, *plans)))
+
+    def zip(self, *others: Dataset) -> Dataset:
+        """Columns of this dataset and ``others`` side by side, row by row (the
+        datasets must have the same number of rows; duplicate names get a suffix).
+
+        >>> df.range(2).zip(df.range(2))
+        Dataset(zip(read_range, read_range))
+        """
+        plans = _plans("zip", others)
+        return Dataset(Zip(inputs=(self._plan, *plans)))
+
+    # -- consumption ------------------------------------------------------------
+
+    def iterator(self) -> DataIterator:
+        """A ``DataIterator`` over this dataset (each iteration runs the plan)."""
+        return self._iterator(self._plan)
+
+    def iter_batches(
+        self,
+        *,
+        batch_size: int | None = 256,
+        batch_format: str | None = "default",
+        prefetch_batches: int = 1,
+        drop_last: bool = False,
+    ) -> Iterator[Any]:
+        """Batches of ``batch_size`` rows (see ``DataIterator.iter_batches``).
+
+        >>> for batch in df.range(10).iter_batches(batch_size=4):  # doctest: +SKIP
+        ...     print(batch["id"])
+        """
+        return self.iterator().iter_batches(
+            batch_size=batch_size,
+            batch_format=batch_format,
+            prefetch_batches=prefetch_batches,
+            drop_last=drop_last,
+        )
+
+    def iter_rows(self) -> Iterator[dict[str, Any]]:
+        """Rows as dicts.
+
+        >>> next(df.range(3).iter_rows())  # doctest: +SKIP
+        {'id': 0}
+        """
+        return self.iterator().iter_rows()
+
+    def take(self, n: int = 20) -> list[dict[str, Any]]:
+        """Up to ``n`` rows as dicts.
+
+        >>> df.range(10**10).take(2)  # doctest: +SKIP
+        [{'id': 0}, {'id': 1}]
+        """
+        return list(self._iterator(self.limit(n)._plan).iter_rows())
+
+    def take_all(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Every row; raises ``ValueError`` if there are more than ``limit``."""
+        plan = self._plan if limit is None else self.limit(limit + 1)._plan
+        rows = list(self._iterator(plan).iter_rows())
+        if limit is not None and len(rows) > limit:
+            raise ValueError(
+                f"take_all: the dataset has more than the given limit of {limit} rows; "
+                "raise limit or use take(n) / iter_rows()"
+            )
+        return rows
+
+    def take_batch(self, batch_size: int = 20, *, batch_format: str | None = "default") -> Any:
+        """The first ``batch_size`` rows as one batch."""
+        batches = self._iterator(self.limit(batch_size)._plan).iter_batches(
+            batch_size=batch_size, batch_format=batch_format, prefetch_batches=0
+        )
+        batch = next(batches, None)
+        batches.close()
+        if batch is None:
+            raise ValueError("take_batch: the dataset is empty")
+        return batch
+
+    def show(self, n: int = 20) -> None:
+        """Print up to ``n`` rows."""
+        for row in self.take(n):
+            print(row)
+
+    def count(self) -> int:
+        """Number of rows; from metadata without running the plan when possible.
+
+        >>> df.range(10**10).count()  # doctest: +SKIP
+        10000000000
+        """
+        from dataflow.plan.planner import count_from_metadata
+
+        n = count_from_metadata(self._optimized())
+        if n is not None:
+            return n
+        return sum(t.num_rows for t in self.iterator().iter_blocks())
+
+    def schema(self) -> pa.Schema | None:
+        """The output schema (from metadata, or by running the plan up to its
+        first block); None for a dataset with no blocks."""
+        from dataflow.plan.planner import schema_from_metadata
+
+        known = schema_from_metadata(self._optimized())
+        if known is not None:
+            return known
+        blocks = self._iterator(self.limit(1)._plan).iter_blocks()
+        try:
+            first = next(blocks, None)
+        finally:
+            blocks.close()
+        return None if first is None else first.schema
+
+    def columns(self) -> list[str]:
+        """The output column names."""
+        schema = self.schema()
+        return [] if schema is None else list(schema.names)
+
+    def to_arrow(self) -> pa.Table:
+        """Every row as one Arrow table."""
+        blocks = list(self.iterator().iter_blocks())
+        if not blocks:
+            schema = known_schema(self._plan)
+            return schema.empty_table() if schema is not None else pa.table({})
+        return concat(blocks)
+
+    def to_pandas(self) -> pd.DataFrame:
+        """Every row as one DataFrame (tensor cells as numpy arrays)."""
+        return table_to_pandas(self.to_arrow())
+
+    def materialize(self) -> Dataset:
+        """Run the plan and keep its blocks in the object store: a Dataset that
+        later consumers read without recomputing. The blocks are freed when the
+        returned Dataset is garbage-collected."""
+        stream = self._open_stream()
+        with stream:
+            bundles = list(stream)
+        owned = [r for b in bundles for r in b.refs if b.owns_blocks]
+        held = tuple(dataclasses.replace(b, owns_blocks=False) for b in bundles)
+        ds = Dataset(MaterializedData(bundles=held, owner=_RefOwner(stream.backend, owned)))
+        ds._last_stream = stream
+        return ds
+
+    def stats(self) -> str:
+        """Execution statistics of the last run of this dataset."""
+        if self._last_stream is None:
+            return f"{_summary(self._plan)}: not executed yet"
+        return str(self._last_stream.stats())
+
+    def explain(self) -> None:
+        """Print the logical plan, the plan after each optimizer rule and the
+        physical plan.
+
+        >>> df.range(10).filter(expr="id > 3").explain()  # doctest: +SKIP
+        """
+        from dataflow.plan.explain import explain_plan
+
+        print(explain_plan(self._plan, DataContext.get_current()))
+
+    # -- aggregations ------------------------------------------------------------
+
+    def sum(self, on: str | Sequence[str] | None = None, ignore_nulls: bool = True) -> Any:
+        """Sum of column ``on`` (a dict ``{"sum(col)": ...}`` for several columns);
+        None for an empty dataset, or when ``ignore_nulls=False`` and a null is seen.
+
+        >>> df.range(5).sum("id")  # doctest: +SKIP
+        10
+        """
+        return self._aggregate("sum", on, ignore_nulls)
+
+    def min(self, on: str | Sequence[str] | None = None, ignore_nulls: bool = True) -> Any:
+        """Minimum of ``on`` (see ``sum`` for several columns and nulls)."""
+        return self._aggregate("min", on, ignore_nulls)
+
+    def max(self, on: str | Sequence[str] | None = None, ignore_nulls: bool = True) -> Any:
+        """Maximum of ``on`` (see ``sum`` for several columns and nulls)."""
+        return self._aggregate("max", on, ignore_nulls)
+
+    def mean(self, on: str | Sequence[str] | None = None, ignore_nulls: bool = True) -> Any:
+        """Mean of ``on`` (see ``sum`` for several columns and nulls)."""
+        return self._aggregate("mean", on, ignore_nulls)
+
+    def std(
+        self, on: str | Sequence[str] | None = None, ddof: int = 1, ignore_nulls: bool = True
+    ) -> Any:
+        """Standard deviation of ``on`` with ``ddof`` (1: sample std, as Ray Data);
+        0.0 when fewer than two values."""
+        return self._aggregate("std", on, ignore_nulls, ddof=ddof)
+
+    def _aggregate(self, kind: str, on: Any, ignore_nulls: bool, ddof: int = 1) -> Any:
+        cols = list(self.columns()) if on is None else list(_column_list(kind, on))
+        _check_known(kind, tuple(cols), known_schema(self._plan))
+        partials = {c: _Moments() for c in cols}
+        for table in self._iterator(self.select_columns(cols)._plan).iter_blocks():
+            for c in cols:
+                partials[c].add(table.column(c), kind)
+        out = {f"{kind}({c})": partials[c].result(kind, ignore_nulls, ddof) for c in cols}
+        return out[f"{kind}({on})"] if isinstance(on, str) else out
+
+    # -- writing -----------------------------------------------------------------
+
+    def write_datasink(self, datasink: Datasink) -> None:
+        """Write every block with ``datasink``: ``on_write_start`` here, ``write``
+        in the workers, then ``on_write_complete`` (commit) or, on any failure,
+        ``on_write_failed`` (roll back) and the error is raised."""
+        from dataflow.sources.datasource import WriteResult
+
+        if not callable(getattr(datasink, "write", None)):
+            raise PlanError(
+                f"write_datasink: expected a dataflow.sources.datasource.Datasink, "
+                f"got {type(datasink).__name__}"
+            )
+        datasink.on_write_start()
+        try:
+            plan = Write(datasink, inputs=(self._plan,))
+            results = WriteResult.from_tables(self._iterator(plan).iter_blocks())
+            datasink.on_write_complete(results)
+        except BaseException as e:
+            datasink.on_write_failed(e)
+            raise
+
+    def write_parquet(
+        self,
+        path: str,
+        *,
+        filesystem: Any = None,
+        partition_cols: Sequence[str] | None = None,
+        mode: str = "error",
+        **kwargs: Any,
+    ) -> None:
+        """Write Parquet files under ``path`` (committed atomically).
+
+        >>> df.range(10).write_parquet("/tmp/out")  # doctest: +SKIP
+        """
+        self._write_files("ParquetDatasink", path, filesystem, partition_cols, mode, kwargs)
+
+    def write_csv(
+        self,
+        path: str,
+        *,
+        filesystem: Any = None,
+        partition_cols: Sequence[str] | None = None,
+        mode: str = "error",
+        **kwargs: Any,
+    ) -> None:
+        """Write CSV files under ``path`` (committed atomically)."""
+        self._write_files("CSVDatasink", path, filesystem, partition_cols, mode, kwargs)
+
+    def write_json(
+        self,
+        path: str,
+        *,
+        filesystem: Any = None,
+        partition_cols: Sequence[str] | None = None,
+        mode: str = "error",
+        **kwargs: Any,
+    ) -> None:
+        """Write JSON Lines files under ``path`` (committed atomically)."""
+        self._write_files("JSONDatasink", path, filesystem, partition_cols, mode, kwargs)
+
+    def write_numpy(
+        self,
+        path: str,
+        *,
+        filesystem: Any = None,
+        partition_cols: Sequence[str] | None = None,
+        mode: str = "error",
+        **kwargs: Any,
+    ) -> None:
+        """Write ``.npy`` files under ``path`` (committed atomically)."""
+        self._write_files("NumpyDatasink", path, filesystem, partition_cols, mode, kwargs)
+
+    def _write_files(
+        self,
+        sink: str,
+        path: str,
+        filesystem: Any,
+        partition_cols: Any,
+        mode: str,
+        kwargs: dict[str, Any],
+    ) -> None:
+        from dataflow.sources import sinks
+
+        cls = getattr(sinks, sink)
+        self.write_datasink(
+            cls(path, filesystem=filesystem, partition_cols=partition_cols, mode=mode, **kwargs)
+        )
+
+    # -- execution plumbing --------------------------------------------------------
+
+    def _optimized(self) -> LogicalOperator:
+        return optimize(self._plan, DataContext.get_current().optimizer_flags)
+
+    def _open_stream(self, plan: LogicalOperator | None = None) -> OutputStream:
+        """Start executing ``plan`` (default: this dataset's), recorded as this
+        dataset's last run for ``stats()``."""
+        from dataflow.plan.planner import execute
+
+        ctx = DataContext.get_current().copy()
+        stream = execute(optimize(plan or self._plan, ctx.optimizer_flags), ctx)
+        self._last_stream = stream
+        return stream
+
+    def _iterator(self, plan: LogicalOperator) -> DataIterator:
+        """An iterator running ``plan`` (derived from this dataset) as this dataset."""
+        return DataIterator(lambda: self._open_stream(plan), name=_summary(plan))
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+def _summary(node: LogicalOperator) -> str:
+    """``a -> b -> c`` for a chain, ``union(x, y)`` where inputs branch."""
+    if not node.inputs:
+        return node.name
+    if len(node.inputs) == 1:
+        return f"{_summary(node.input)} -> {node.name}"
+    return f"{node.name}({', '.join(_summary(i) for i in node.inputs)})"
+
+
+def _udf_args(local_vars: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in local_vars.items() if k in UDF_ARGS}
+
+
+def _as_expr(where: str, expr: Any) -> Expr:
+    if isinstance(expr, str):
+        return parse(expr)
+    if not isinstance(expr, Expr):
+        raise PlanError(
+            f"{where}: expr must be a dataflow expression (col(...)) or a string, "
+            f"got {type(expr).__name__}"
+        )
+    return expr
+
+
+def _check_name(where: str, name: Any) -> None:
+    if not isinstance(name, str) or not name:
+        raise PlanError(f"{where}: column name must be a non-empty string, got {name!r}")
+
+
+def _column_list(where: str, cols: Any) -> tuple[str, ...]:
+    names = (cols,) if isinstance(cols, str) else cols
+    if not isinstance(names, Sequence) or not names or not all(isinstance(c, str) for c in names):
+        raise PlanError(f"{where}: expected a column name or a list of them, got {cols!r}")
+    if len(set(names)) != len(names):
+        raise PlanError(f"{where}: duplicate column names in {list(names)}")
+    return tuple(names)
+
+
+def _check_known(where: str, names: tuple[str, ...], schema: pa.Schema | None) -> None:
+    if schema is None:
+        return
+    missing = [n for n in names if n not in schema.names]
+    if missing:
+        raise PlanError(
+            f"{where}: unknown column {', '.join(repr(m) for m in missing)}; "
+            f"available columns: {', '.join(schema.names) or '(none)'}"
+        )
+
+
+def _plans(where: str, others: Sequence[Any]) -> tuple[LogicalOperator, ...]:
+    if not others:
+        raise PlanError(f"{where}: pass at least one other Dataset")
+    bad = [type(o).__name__ for o in others if not isinstance(o, Dataset)]
+    if bad:
+        raise PlanError(f"{where}: expected Dataset arguments, got {bad[0]}")
+    return tuple(o._plan for o in others)
+
+
+class _Moments:
+    """Running count, sum, min, max, mean and M2 of one column across blocks.
+    Blocks combine exactly for sum/min/max (Python ints) and by Chan's parallel
+    formula for mean and variance."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.nulls = 0
+        self.total: Any = 0
+        self.lo: Any = None
+        self.hi: Any = None
+        self.mean = 0.0
+        self.m2 = 0.0
+
+    def add(self, column: pa.ChunkedArray, kind: str) -> None:
+        n = len(column) - column.null_count
+        self.nulls += column.null_count
+        if n == 0:
+            return
+        if kind in ("min", "max"):
+            mm = pc.min_max(column).as_py()
+            self.lo = mm["min"] if self.lo is None else min(self.lo, mm["min"])
+            self.hi = mm["max"] if self.hi is None else max(self.hi, mm["max"])
+        elif kind == "sum":
+            self.total += pc.sum(column).as_py()
+        else:
+            block_mean = pc.mean(column).as_py()
+            block_m2 = pc.variance(column, ddof=0).as_py() * n
+            total = self.count + n
+            delta = block_mean - self.mean
+            self.mean += delta * n / total
+            self.m2 += block_m2 + delta * delta * self.count * n / total
+        self.count += n
+
+    def result(self, kind: str, ignore_nulls: bool, ddof: int) -> Any:
+        if self.count == 0 or (self.nulls and not ignore_nulls):
+            return None
+        if kind == "sum":
+            return self.total
+        if kind == "min":
+            return self.lo
+        if kind == "max":
+            return self.hi
+        if kind == "mean":
+            return self.mean
+        if self.count - ddof <= 0:
+            return 0.0
+        return math.sqrt(self.m2 / (self.count - ddof))
+
+
+class _RefOwner:
+    """Frees a materialized dataset's blocks when it is garbage-collected."""
+
+    def __init__(self, backend: Any, refs: list[Any]) -> None:
+        self._finalizer = weakref.finalize(self, _free_refs, backend, tuple(refs))
+
+
+def _free_refs(backend: Any, refs: tuple[Any, ...]) -> None:
+    if refs:
+        try:
+            backend.free(refs)
+        except Exception:  # the session already shut down, which freed everything
+            pass

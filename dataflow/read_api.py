@@ -1,0 +1,181 @@
+"""Dataset constructors: ``range``, ``from_*`` for in-memory data, ``read_*`` for sources.
+
+>>> import dataflow as df
+>>> df.range(3).take_all()  # doctest: +SKIP
+[{'id': 0}, {'id': 1}, {'id': 2}]
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from dataflow.block import array_from_numpy, pandas_to_table, rows_to_table
+from dataflow.context import DataContext
+from dataflow.dataset import Dataset
+from dataflow.errors import PlanError
+from dataflow.plan.logical import InputData, Read
+from dataflow.sources.datasource import Datasource
+from dataflow.sources.range import RangeDatasource
+from runtime.resources import detect_num_cpus
+
+
+def _check_num_blocks(where: str, override_num_blocks: int | None) -> None:
+    if override_num_blocks is not None and (
+        not isinstance(override_num_blocks, int) or override_num_blocks < 1
+    ):
+        raise PlanError(
+            f"{where}: override_num_blocks must be a positive int or None, "
+            f"got {override_num_blocks!r}"
+        )
+
+
+def _default_num_blocks(num_rows: int) -> int:
+    """Enough blocks to keep every CPU busy, never more than rows."""
+    per_cpu = DataContext.get_current().read_parallelism_factor
+    return max(1, min(num_rows, per_cpu * detect_num_cpus()))
+
+
+def _split_table(table: pa.Table, num_blocks: int) -> tuple[pa.Table, ...]:
+    n = table.num_rows
+    if num_blocks <= 1 or n <= 1:
+        return (table,)
+    bounds = [n * i // num_blocks for i in builtins.range(num_blocks + 1)]
+    return tuple(table.slice(a, b - a) for a, b in zip(bounds, bounds[1:]) if b > a)
+
+
+def read_datasource(datasource: Datasource, *, override_num_blocks: int | None = None) -> Dataset:
+    """A Dataset reading from a user-defined ``Datasource``.
+
+    >>> from dataflow.sources.range import RangeDatasource
+    >>> read_datasource(RangeDatasource(5))
+    Dataset(read_range)
+    """
+    if not callable(getattr(datasource, "get_read_tasks", None)):
+        raise PlanError(
+            f"read_datasource: expected a dataflow.sources.datasource.Datasource, got "
+            f"{type(datasource).__name__} (it needs get_read_tasks)"
+        )
+    _check_num_blocks("read_datasource", override_num_blocks)
+    return Dataset(Read(datasource, parallelism=override_num_blocks))
+
+
+def range(n: int, *, override_num_blocks: int | None = None) -> Dataset:  # noqa: A001
+    """The integers ``0..n-1`` in an int64 column ``id``.
+
+    >>> range(10**10).limit(2)
+    Dataset(read_range -> limit(2))
+    """
+    _check_count("range", n)
+    _check_num_blocks("range", override_num_blocks)
+    return Dataset(Read(RangeDatasource(n), parallelism=override_num_blocks))
+
+
+def range_tensor(
+    n: int, *, shape: tuple[int, ...] = (1,), override_num_blocks: int | None = None
+) -> Dataset:
+    """Rows ``i = 0..n-1`` as tensors ``np.full(shape, i)`` (int64) in column ``data``.
+
+    >>> range_tensor(4, shape=(2, 2))
+    Dataset(read_range_tensor)
+    """
+    _check_count("range_tensor", n)
+    _check_num_blocks("range_tensor", override_num_blocks)
+    shape = tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
+    if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
+        raise PlanError(f"range_tensor: shape must be a tuple of positive ints, got {shape!r}")
+    return Dataset(Read(RangeDatasource(n, shape), parallelism=override_num_blocks))
+
+
+def _check_count(where: str, n: Any) -> None:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise PlanError(f"{where}: n must be a non-negative int, got {n!r}")
+
+
+def from_items(items: Sequence[Any], *, override_num_blocks: int | None = None) -> Dataset:
+    """A Dataset of Python objects: dicts become rows; other values go in column ``item``.
+
+    >>> from_items([{"a": 1}, {"a": 2}])
+    Dataset(from_blocks)
+    """
+    if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Sequence):
+        raise PlanError(
+            f"from_items: expected a list of dicts or values, got {type(items).__name__}"
+        )
+    _check_num_blocks("from_items", override_num_blocks)
+    items = list(items)
+    if not items:
+        return Dataset(InputData(blocks=()))
+    dicts = [isinstance(x, Mapping) for x in items]
+    if all(dicts):
+        table = rows_to_table(items, "from_items")
+    elif not any(dicts):
+        table = rows_to_table([{"item": x} for x in items], "from_items")
+    else:
+        raise PlanError(
+            "from_items: mix of dicts and plain values; pass either rows (dicts) or values"
+        )
+    num_blocks = override_num_blocks or _default_num_blocks(table.num_rows)
+    return Dataset(InputData(blocks=_split_table(table, num_blocks)))
+
+
+def _as_list(where: str, obj: Any, kind: type | tuple[type, ...]) -> list:
+    objs = list(obj) if isinstance(obj, list) else [obj]
+    bad = [type(o).__name__ for o in objs if not isinstance(o, kind)]
+    if bad:
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise PlanError(f"{where}: expected {names} or a list of them, got {bad[0]}")
+    return objs
+
+
+def from_pandas(dfs: pd.DataFrame | list[pd.DataFrame]) -> Dataset:
+    """One block per DataFrame (the index is dropped).
+
+    >>> from_pandas(pd.DataFrame({"a": [1, 2]}))
+    Dataset(from_blocks)
+    """
+    frames = _as_list("from_pandas", dfs, pd.DataFrame)
+    return Dataset(InputData(blocks=tuple(pandas_to_table(f) for f in frames)))
+
+
+def from_arrow(tables: pa.Table | pa.RecordBatch | list) -> Dataset:
+    """One block per Arrow table (or record batch).
+
+    >>> from_arrow(pa.table({"a": [1, 2]}))
+    Dataset(from_blocks)
+    """
+    objs = _as_list("from_arrow", tables, (pa.Table, pa.RecordBatch))
+    blocks = tuple(pa.Table.from_batches([o]) if isinstance(o, pa.RecordBatch) else o for o in objs)
+    return Dataset(InputData(blocks=blocks))
+
+
+def from_numpy(ndarrays: np.ndarray | list[np.ndarray]) -> Dataset:
+    """Arrays in column ``data`` (N-d arrays become tensor columns); a list gives one
+    block per array.
+
+    >>> from_numpy(np.zeros((4, 2)))
+    Dataset(from_blocks)
+    """
+    arrays = _as_list("from_numpy", ndarrays, np.ndarray)
+    for a in arrays:
+        if a.ndim == 0:
+            raise PlanError("from_numpy: got a 0-d array; pass at least one dimension (rows)")
+    return Dataset(
+        InputData(blocks=tuple(pa.table({"data": array_from_numpy(a, "data")}) for a in arrays))
+    )
+
+
+__all__ = [
+    "from_arrow",
+    "from_items",
+    "from_numpy",
+    "from_pandas",
+    "range",
+    "range_tensor",
+    "read_datasource",
+]
