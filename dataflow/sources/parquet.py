@@ -17,7 +17,9 @@ carries the footers it needs, so workers never read a footer again.
 
 from __future__ import annotations
 
+import collections
 import functools
+import itertools
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -44,7 +46,6 @@ from dataflow.sources.paths import (
 )
 
 WHERE = "read_parquet"
-_FOOTER_THREADS_LOCAL = 16
 _FOOTER_THREADS_REMOTE = 64
 
 
@@ -146,24 +147,36 @@ class ParquetDatasource(Datasource):
         self, entries: Sequence[FileEntry], part_schema: pa.Schema
     ) -> Iterator[tuple[FileEntry, pads.ParquetFileFragment | SourceError]]:
         """Footers in file order, read ahead on a thread pool."""
-        threads = _FOOTER_THREADS_LOCAL if self.fs.is_local else _FOOTER_THREADS_REMOTE
+        # Local footers are GIL-bound (~30 us each): few threads, big chunks.
+        # Remote ones wait on latency: many threads, one file each.
+        threads, chunk = (4, 32) if self.fs.is_local else (_FOOTER_THREADS_REMOTE, 1)
 
-        def load(entry: FileEntry) -> pads.ParquetFileFragment | SourceError:
-            try:
-                return self._footer(entry, part_schema)
-            except SourceError as e:
-                return e
+        def load(chunk: Sequence[FileEntry]) -> list[pads.ParquetFileFragment | SourceError]:
+            out: list[pads.ParquetFileFragment | SourceError] = []
+            for entry in chunk:
+                try:
+                    out.append(self._footer(entry, part_schema))
+                except SourceError as e:
+                    out.append(e)
+            return out
 
-        if len(entries) == 1:
-            yield entries[0], load(entries[0])
+        if len(entries) <= chunk:
+            yield from zip(entries, load(entries))
             return
-        with ThreadPoolExecutor(min(threads, len(entries))) as pool:
-            futures = [pool.submit(load, e) for e in entries]
+        chunks = iter([entries[i : i + chunk] for i in range(0, len(entries), chunk)])
+        # A bounded read-ahead window: the first footers are not starved by later ones.
+        window: collections.deque = collections.deque()
+        with ThreadPoolExecutor(threads) as pool:
             try:
-                for entry, fut in zip(entries, futures):
-                    yield entry, fut.result()
+                for part in itertools.islice(chunks, 2 * threads):
+                    window.append((part, pool.submit(load, part)))
+                while window:
+                    part, fut = window.popleft()
+                    for nxt in itertools.islice(chunks, 1):
+                        window.append((nxt, pool.submit(load, nxt)))
+                    yield from zip(part, fut.result())
             finally:
-                for fut in futures:
+                for _, fut in window:
                     fut.cancel()
 
     def _file_schema(self) -> pa.Schema:
@@ -248,17 +261,21 @@ class ParquetDatasource(Datasource):
             run: list[int] = []
             for rg in selected:
                 meta = md.row_group(rg)
-                run.append(rg)
-                acc_bytes += _row_group_bytes(meta, scan.read_columns)
-                acc_rows += meta.num_rows
-                if acc_bytes >= target:
-                    pieces.append(_Piece(entry, md, tuple(run)))
-                    run = []
+                nbytes = _row_group_bytes(meta, scan.read_columns)
+                if acc_bytes and acc_bytes + nbytes > target:
+                    if run:
+                        pieces.append(_Piece(entry, md, tuple(run)))
+                        run = []
                     yield self._task(pieces, scan, acc_bytes, acc_rows, filter is None)
-                    planned_rows += acc_rows
                     pieces, acc_bytes, acc_rows = [], 0, 0
-                    if limit is not None and filter is None and planned_rows >= limit:
-                        return
+                run.append(rg)
+                acc_bytes += nbytes
+                acc_rows += meta.num_rows
+                planned_rows += meta.num_rows
+                if limit is not None and filter is None and planned_rows >= limit:
+                    pieces.append(_Piece(entry, md, tuple(run)))
+                    yield self._task(pieces, scan, acc_bytes, acc_rows, True)
+                    return
             if run:
                 pieces.append(_Piece(entry, md, tuple(run)))
         if pieces:

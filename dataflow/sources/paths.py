@@ -93,7 +93,7 @@ def resolve_filesystem(
     stripped = [fs._strip_protocol(p) for p in paths]
     if isinstance(filesystem, pafs.FileSystem):
         arrow = filesystem
-    elif isinstance(fs, LocalFileSystem):
+    elif type(fs) is LocalFileSystem:  # a subclass may change behaviour: keep it
         arrow = pafs.LocalFileSystem()
         stripped = [os.path.abspath(p) for p in stripped]
     else:

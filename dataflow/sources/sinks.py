@@ -1,0 +1,369 @@
+"""File sinks: Parquet, CSV, JSON Lines and ``.npy``, with hive partitioning,
+size-based file rollover and an atomic commit.
+
+The commit protocol (Hadoop's ``_temporary`` + ``_SUCCESS``, made atomic for
+the reader): ``on_write_start`` (driver) checks ``mode`` and picks a staging
+prefix ``<path>/_temporary-<id>/``; every ``write`` (worker) streams its blocks
+into files under it, one open file per partition, rolled over when it reaches
+``target_file_size`` bytes; ``on_write_complete`` (driver) moves the files
+into place (``mode="overwrite"`` first removes the old content) and writes a
+``_SUCCESS`` manifest listing every file with its rows and bytes;
+``on_write_failed`` removes the staging prefix, leaving the destination as it
+was. Readers skip ``_``-prefixed names, so staging files are never read.
+
+>>> sink = ParquetDatasink("out/", partition_cols=["day"], mode="overwrite")
+>>> sink.on_write_start()
+>>> result = sink.write(blocks, task_index=0)          # in a worker   # doctest: +SKIP
+>>> manifest = sink.on_write_complete([result])        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import posixpath
+import urllib.parse
+import uuid
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from dataflow.block import column_to_numpy, table_to_pandas
+from dataflow.sources.datasource import Datasink, WriteResult
+from dataflow.sources.paths import resolve_filesystem
+
+MiB = 1024 * 1024
+DEFAULT_TARGET_FILE_SIZE = 256 * MiB
+ROW_GROUP_TARGET_BYTES = 128 * MiB
+MANIFEST = "_SUCCESS"
+MODES = ("error", "overwrite", "append")
+_HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+_MOVE_THREADS = 16
+
+
+class _FileWriter:
+    """One output file: the stream, its schema and the format's state for it."""
+
+    def __init__(self, stream: Any, schema: pa.Schema, sink: FileDatasink) -> None:
+        self.stream = stream
+        self.schema = schema
+        self.sink = sink
+        self.num_rows = 0
+        self.state = sink.open_file(stream, schema)
+
+    def accepts(self, table: pa.Table) -> pa.Table | None:
+        """``table`` cast to this file's schema, or None to start a new file."""
+        if table.schema.equals(self.schema):
+            return table
+        try:
+            return table.cast(self.schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, ValueError):
+            return None
+
+    def write(self, table: pa.Table) -> None:
+        self.sink.write_table(self.state, self.stream, table)
+        self.num_rows += table.num_rows
+
+    @property
+    def nbytes(self) -> int:
+        return self.stream.tell() + self.sink.buffered_bytes(self.state)
+
+    def close(self) -> None:
+        self.sink.close_file(self.state, self.stream)
+        self.stream.close()
+
+
+class FileDatasink(Datasink):
+    """Base of the file sinks; a format implements ``open_file``, ``write_table``
+    and ``close_file``. ``format_kwargs`` may hold ``target_file_size`` (bytes,
+    default 256 MiB); the rest goes to the format's writer."""
+
+    where = "write_files"
+    extension = ""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        filesystem: Any = None,
+        partition_cols: Sequence[str] | None = None,
+        mode: str = "error",
+        **format_kwargs: Any,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"{self.where}: mode must be one of {MODES}, got {mode!r}")
+        self.target_file_size = int(format_kwargs.pop("target_file_size", DEFAULT_TARGET_FILE_SIZE))
+        if self.target_file_size <= 0:
+            raise ValueError(f"{self.where}: target_file_size must be > 0 bytes")
+        self.fs, (self.path,) = resolve_filesystem([os.fspath(path)], filesystem, self.where)
+        self.path = self.path.rstrip("/") or "/"
+        self.partition_cols = list(partition_cols or [])
+        self.mode = mode
+        self.format_kwargs = format_kwargs
+        self.write_id = ""
+        self._dest_existed = True
+
+    def get_name(self) -> str:
+        return self.where.removeprefix("write_")
+
+    @property
+    def staging(self) -> str:
+        return f"{self.path}/_temporary-{self.write_id}"
+
+    # -- driver hooks ------------------------------------------------------------
+
+    def on_write_start(self) -> None:
+        fs = self.fs.fsspec
+        self._dest_existed = fs.exists(self.path)
+        if self._dest_existed and not fs.isdir(self.path):
+            raise FileExistsError(f"{self.where}: {self.path!r} is a file; give a directory path")
+        if self.mode == "error" and self._dest_existed and fs.ls(self.path, detail=False):
+            raise FileExistsError(
+                f"{self.where}: {self.path!r} already exists and is not empty; pass "
+                "mode='overwrite' to replace it or mode='append' to add files to it"
+            )
+        self.write_id = uuid.uuid4().hex[:12]
+        fs.makedirs(self.staging, exist_ok=True)
+
+    def on_write_complete(self, results: list[WriteResult]) -> dict:
+        """Move the staged files into place and write the ``_SUCCESS`` manifest."""
+        fs = self.fs.fsspec
+        files = [f for r in results for f in r.extra.get("manifest", ())]
+        previous: list[dict] = []
+        if self.mode == "overwrite":
+            for entry in fs.ls(self.path, detail=False):
+                if entry.rstrip("/") != self.staging:
+                    fs.rm(entry, recursive=True)
+        elif self.mode == "append" and fs.exists(f"{self.path}/{MANIFEST}"):
+            with fs.open(f"{self.path}/{MANIFEST}", "rb") as f:
+                previous = json.load(f).get("files", [])
+
+        def move(rel: str) -> None:
+            dest = f"{self.path}/{rel}"
+            parent = posixpath.dirname(dest)
+            if parent != self.path:
+                fs.makedirs(parent, exist_ok=True)
+            fs.mv(f"{self.staging}/{rel}", dest)
+
+        with ThreadPoolExecutor(_MOVE_THREADS) as pool:
+            list(pool.map(move, [f["path"] for f in files]))
+        all_files = previous + files
+        manifest = {
+            "write_id": self.write_id,
+            "format": self.get_name(),
+            "files": all_files,
+            "num_rows": sum(f["num_rows"] for f in all_files),
+            "num_bytes": sum(f["num_bytes"] for f in all_files),
+        }
+        with fs.open(f"{self.path}/{MANIFEST}", "wb") as f:
+            f.write(json.dumps(manifest, indent=1).encode())
+        fs.rm(self.staging, recursive=True)
+        return manifest
+
+    def on_write_failed(self, error: BaseException) -> None:
+        """Remove everything this write staged; a destination it created goes too."""
+        fs = self.fs.fsspec
+        if self.write_id and fs.exists(self.staging):
+            fs.rm(self.staging, recursive=True)
+        if not self._dest_existed and fs.exists(self.path) and not fs.ls(self.path, detail=False):
+            fs.rm(self.path, recursive=True)
+
+    # -- worker --------------------------------------------------------------------
+
+    def write(self, blocks: Iterable[pa.Table], task_index: int) -> WriteResult:
+        """Stream ``blocks`` into staged files: one open file per partition, a new
+        one when the current reaches ``target_file_size``."""
+        if not self.write_id:
+            raise RuntimeError(f"{self.where}: write() called before on_write_start()")
+        prefix = "part" if self.mode != "append" else f"part-{self.write_id}"
+        open_files: dict[str, tuple[str, _FileWriter]] = {}
+        done: list[dict] = []
+        seq = 0
+
+        def finish(key: str) -> None:
+            rel, writer = open_files.pop(key)
+            writer.close()
+            size = self.fs.fsspec.size(f"{self.staging}/{rel}")
+            done.append({"path": rel, "num_rows": writer.num_rows, "num_bytes": size})
+
+        try:
+            for block in blocks:
+                for key, part in self._split_partitions(block):
+                    if not part.num_rows:
+                        continue
+                    current = open_files.get(key)
+                    if current is not None:
+                        cast = current[1].accepts(part)
+                        if cast is None:
+                            finish(key)
+                            current = None
+                        else:
+                            part = cast
+                    if current is None:
+                        rel = f"{key}{prefix}-{task_index:05d}-{seq:04d}.{self.extension}"
+                        seq += 1
+                        stream = self.fs.arrow.open_output_stream(f"{self.staging}/{rel}")
+                        current = (rel, _FileWriter(stream, part.schema, self))
+                        open_files[key] = current
+                    current[1].write(part)
+                    if current[1].nbytes >= self.target_file_size:
+                        finish(key)
+            for key in list(open_files):
+                finish(key)
+        except BaseException:
+            for _, writer in open_files.values():
+                writer.stream.close()
+            raise
+        return WriteResult(
+            files=tuple(f"{self.path}/{f['path']}" for f in done),
+            num_rows=sum(f["num_rows"] for f in done),
+            num_bytes=sum(f["num_bytes"] for f in done),
+            extra={"manifest": done},
+        )
+
+    def _split_partitions(self, table: pa.Table) -> Iterable[tuple[str, pa.Table]]:
+        """``(hive directory prefix, rows)`` per partition value combination."""
+        if not self.partition_cols:
+            yield "", table
+            return
+        missing = [c for c in self.partition_cols if c not in table.column_names]
+        if missing:
+            raise KeyError(
+                f"{self.where}: partition_cols {missing} are not columns of the data "
+                f"({table.column_names})"
+            )
+        if not table.num_rows:
+            return
+        table = table.take(
+            pc.sort_indices(table, sort_keys=[(c, "ascending") for c in self.partition_cols])
+        )
+        n = table.num_rows
+        change = np.zeros(n, dtype=bool)
+        change[0] = True
+        for c in self.partition_cols:
+            col = table.column(c)
+            prev, nxt = col.slice(0, n - 1), col.slice(1)
+            differs = pc.fill_null(pc.not_equal(prev, nxt), True)
+            both_null = pc.and_(pc.is_null(prev), pc.is_null(nxt))
+            change[1:] |= np.asarray(pc.and_not(differs, both_null))
+        starts = np.flatnonzero(change).tolist() + [n]
+        data = table.drop_columns(self.partition_cols)
+        for lo, hi in zip(starts[:-1], starts[1:]):
+            dirs = "".join(
+                f"{c}={_partition_text(table.column(c)[lo].as_py())}/" for c in self.partition_cols
+            )
+            yield dirs, data.slice(lo, hi - lo)
+
+    # -- format hooks ----------------------------------------------------------------
+
+    def open_file(self, stream: Any, schema: pa.Schema) -> Any:
+        """Per-file state of the format (e.g. a ``ParquetWriter`` on ``stream``)."""
+        return None
+
+    def write_table(self, state: Any, stream: Any, table: pa.Table) -> None:
+        raise NotImplementedError
+
+    def close_file(self, state: Any, stream: Any) -> None:
+        """Flush what the format buffers before the stream closes."""
+
+    def buffered_bytes(self, state: Any) -> int:
+        """Bytes held in memory for the file, not yet in the stream."""
+        return 0
+
+
+def _partition_text(value: Any) -> str:
+    return _HIVE_NULL if value is None else urllib.parse.quote(str(value), safe="")
+
+
+class ParquetDatasink(FileDatasink):
+    """Parquet files; ``format_kwargs`` go to ``pyarrow.parquet.ParquetWriter``
+    (``compression``, ...), ``row_group_size`` (rows) to each write; by default
+    row groups hold about 128 MiB of data."""
+
+    where = "write_parquet"
+    extension = "parquet"
+
+    def open_file(self, stream: Any, schema: pa.Schema) -> pq.ParquetWriter:
+        kwargs = {k: v for k, v in self.format_kwargs.items() if k != "row_group_size"}
+        return pq.ParquetWriter(stream, schema, **kwargs)
+
+    def write_table(self, state: pq.ParquetWriter, stream: Any, table: pa.Table) -> None:
+        rows = self.format_kwargs.get("row_group_size")
+        if rows is None and table.num_rows:
+            rows = max(1, ROW_GROUP_TARGET_BYTES * table.num_rows // max(1, table.nbytes))
+        state.write_table(table, row_group_size=rows)
+
+    def close_file(self, state: pq.ParquetWriter, stream: Any) -> None:
+        state.close()
+
+
+class CSVDatasink(FileDatasink):
+    """CSV files with a header; ``format_kwargs`` go to ``pyarrow.csv.WriteOptions``."""
+
+    where = "write_csv"
+    extension = "csv"
+
+    def open_file(self, stream: Any, schema: pa.Schema) -> pacsv.CSVWriter:
+        return pacsv.CSVWriter(
+            stream, schema, write_options=pacsv.WriteOptions(**self.format_kwargs)
+        )
+
+    def write_table(self, state: pacsv.CSVWriter, stream: Any, table: pa.Table) -> None:
+        state.write_table(table)
+
+    def close_file(self, state: pacsv.CSVWriter, stream: Any) -> None:
+        state.close()
+
+
+class JSONDatasink(FileDatasink):
+    """JSON Lines files (one object per row); ``format_kwargs`` go to
+    ``pandas.DataFrame.to_json``."""
+
+    where = "write_json"
+    extension = "json"
+
+    def write_table(self, state: None, stream: Any, table: pa.Table) -> None:
+        kwargs = {"date_format": "iso", **self.format_kwargs, "orient": "records", "lines": True}
+        text = table_to_pandas(table).to_json(**kwargs)
+        if text and not text.endswith("\n"):
+            text += "\n"
+        stream.write(text.encode())
+
+
+class NumpyDatasink(FileDatasink):
+    """``.npy`` files of one column (``column=``, optional when the data has one
+    column); a file holds up to ``target_file_size`` bytes of rows."""
+
+    where = "write_numpy"
+    extension = "npy"
+
+    @property
+    def column(self) -> str | None:
+        return self.format_kwargs.get("column")
+
+    def open_file(self, stream: Any, schema: pa.Schema) -> list[np.ndarray]:
+        if self.column is None and len(schema.names) != 1:
+            raise ValueError(
+                f"{self.where}: the data has columns {schema.names}; pass column= to pick one"
+            )
+        if self.column is not None and self.column not in schema.names:
+            raise KeyError(f"{self.where}: column {self.column!r} is not in {schema.names}")
+        return []
+
+    def write_table(self, state: list[np.ndarray], stream: Any, table: pa.Table) -> None:
+        state.append(column_to_numpy(table.column(self.column or table.column_names[0])))
+
+    def buffered_bytes(self, state: list[np.ndarray]) -> int:
+        return sum(a.nbytes for a in state)
+
+    def close_file(self, state: list[np.ndarray], stream: Any) -> None:
+        buf = io.BytesIO()
+        np.save(buf, np.concatenate(state), allow_pickle=False)
+        stream.write(buf.getbuffer())
