@@ -110,7 +110,9 @@ class WriteResult:
     def from_tables(tables: Iterable[pa.Table]) -> list[WriteResult]:
         """Decode the outputs of write tasks."""
         return [
-            cloudpickle.loads(v) for t in tables for v in t.column(WRITE_RESULT_COLUMN).to_pylist()
+            cloudpickle.loads(v)
+            for t in tables
+            for v in t.column(WRITE_RESULT_COLUMN).to_pylist()
         ]
 
 
