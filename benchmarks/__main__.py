@@ -63,6 +63,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--repeat", type=int, default=3)
     run.add_argument("--timeout", type=float, default=900.0, help="seconds per run (default 900)")
+    run.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=INT",
+        help="a workload size knob, e.g. overhead_blocks=20 (repeatable)",
+    )
     run.add_argument("--json-out", type=Path, default=None, help="keep records and summary here")
     _add_data_args(run)
     return parser
@@ -86,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             engine_names = [e.strip() for e in args.engines.split(",") if e.strip()]
             for name in engine_names:
                 engines.get(name)
+            params = _params(args.param)
             if args.repeat < 1:
                 raise ValueError(f"--repeat must be >= 1, got {args.repeat}")
     except (KeyError, ValueError) as exc:
@@ -97,14 +105,26 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(paths.small_files)} small files / {paths.small_rows} rows"
         )
         return 0
-    out = run_and_report(names, engine_names, paths.root, args)
+    out = run_and_report(names, engine_names, paths.root, args, params)
     failed = any("error" in r for r in out["records"]) or not all(
         s["checksums_agree"] for s in out["summary"]
     )
     return 1 if failed else 0
 
 
-def run_and_report(names: list[str], engine_names: list[str], data_root: Path, args) -> dict:
+def _params(items: list[str]) -> dict[str, int]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value.lstrip("-").isdigit():
+            raise ValueError(f"--param expects NAME=INT (e.g. overhead_blocks=20), got {item!r}")
+        out[name] = int(value)
+    return out
+
+
+def run_and_report(
+    names: list[str], engine_names: list[str], data_root: Path, args, params: dict[str, int]
+) -> dict:
     """Run, print, and keep the results in ``--json-out`` when given."""
     from benchmarks.runner import execute
 
@@ -114,9 +134,10 @@ def run_and_report(names: list[str], engine_names: list[str], data_root: Path, a
         data_root,
         repeat=args.repeat,
         timeout_s=args.timeout,
+        params=params,
         emit=lambda line: print(line, flush=True),
     )
-    out["data"] = {"root": str(data_root), "spec": vars(_spec(args))}
+    out["data"] = {"root": str(data_root), "spec": vars(_spec(args)), "params": params}
     if args.json_out:
         args.json_out.write_text(json.dumps(out, indent=1))
     return out

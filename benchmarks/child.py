@@ -9,6 +9,7 @@ engine, not the harness.
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import time
@@ -34,10 +35,15 @@ def measure(spec: dict) -> dict:
     run = workload.run_for(spec["engine"])
     engine = engines.get(spec["engine"])
     ctx = RunContext(
-        data=_data(spec, workload.dataset), out_dir=Path(spec["out_dir"]), engine=engine.name
+        data=_data(spec, workload.dataset),
+        out_dir=Path(spec["out_dir"]),
+        engine=engine.name,
+        params=spec.get("params", {}),
     )
     timed_setup = workload.timing == "process"
     if not timed_setup:
+        for module in workload.preload:
+            importlib.import_module(module)
         ctx.handle = engine.setup()
     try:
         ctx.start_clock()

@@ -51,7 +51,13 @@ def plan(
 
 
 def run_once(
-    workload_name: str, engine_name: str, data_root: Path, *, repeat: int, timeout_s: float
+    workload_name: str,
+    engine_name: str,
+    data_root: Path,
+    *,
+    repeat: int,
+    timeout_s: float,
+    params: dict[str, int] | None = None,
 ) -> dict:
     """One fresh-process run; returns its JSON record (``error`` set when it failed)."""
     workload = workloads.get(workload_name)
@@ -63,6 +69,7 @@ def run_once(
             "data_root": str(data_root),
             "out_dir": str(Path(tmp) / "out"),
             "result_file": str(result_file),
+            "params": params or {},
         }
         Path(spec["out_dir"]).mkdir()
         env = {**os.environ, **_QUIET_ENV}
@@ -112,12 +119,15 @@ def run_all(
     *,
     repeat: int,
     timeout_s: float,
+    params: dict[str, int] | None = None,
 ) -> Iterator[dict]:
     """Yield one record per run, interleaving engines within each repeat."""
     pairs, _ = plan(workload_names, engine_names)
     for r in range(repeat):
         for workload_name, engine_name in pairs:
-            yield run_once(workload_name, engine_name, data_root, repeat=r, timeout_s=timeout_s)
+            yield run_once(
+                workload_name, engine_name, data_root, repeat=r, timeout_s=timeout_s, params=params
+            )
 
 
 def _median(values: list) -> float | None:
@@ -217,6 +227,7 @@ def execute(
     *,
     repeat: int,
     timeout_s: float,
+    params: dict[str, int] | None = None,
     emit: Callable[[str], None] = print,
 ) -> dict:
     """Run everything, emit each record as a JSON line, return records + summary + machine."""
@@ -225,7 +236,7 @@ def execute(
         emit(f"# {note}")
     records = []
     for record in run_all(
-        workload_names, engine_names, data_root, repeat=repeat, timeout_s=timeout_s
+        workload_names, engine_names, data_root, repeat=repeat, timeout_s=timeout_s, params=params
     ):
         records.append(record)
         emit(json.dumps(record))

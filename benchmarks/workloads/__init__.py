@@ -59,8 +59,14 @@ class RunContext:
     out_dir: Path
     engine: str
     handle: Any = None  # what the engine's setup() returned, e.g. a multiprocessing pool
+    # Size knobs from `run --param NAME=INT` (e.g. overhead_blocks), read with param().
+    params: Mapping[str, int] = field(default_factory=dict)
     first_batch_s: float | None = None
     _t0: float = field(default_factory=time.perf_counter)
+
+    def param(self, name: str, default: int) -> int:
+        """The ``--param`` value ``name``, or the workload's ``default``."""
+        return int(self.params.get(name, default))
 
     def start_clock(self) -> None:
         """Mark the start of the timed section (called by the harness)."""
@@ -97,6 +103,8 @@ class Workload:
     unit: str = "rows"
     # Called after the timer stops for workloads whose run() writes files and returns None.
     check: Callable[[RunContext], Result] | None = None
+    # Imported before the timer starts (e.g. torch for feed): every engine needs them anyway.
+    preload: tuple[str, ...] = ()
 
     def run_for(self, engine: str) -> RunFn:
         """The run function for ``engine``; raises KeyError naming the engines it has."""
