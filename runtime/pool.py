@@ -175,6 +175,36 @@ def _exit_text(code: int | None) -> str:
     return f"exited with code {code}"
 
 
+def check_fits(resources: Resources, total: Resources, what: str) -> None:
+    """Raise ResourceError for a request that ``total`` can never satisfy."""
+    if resources.gpu > 1 and abs(resources.gpu - round(resources.gpu)) > _EPS:
+        raise ResourceError(
+            f"{what} asks for {resources.gpu:g} GPUs: requests above one GPU must be "
+            "whole numbers (a fraction below 1 shares a device)"
+        )
+    if resources.fits_in(total):
+        return
+    short = [
+        f"{need:g} {unit}, this backend has {have:g}"
+        for unit, need, have in (
+            ("CPUs", resources.cpu, total.cpu),
+            ("GPUs", resources.gpu, total.gpu),
+            ("bytes of memory", resources.memory, total.memory),
+        )
+        if need > have + _EPS
+    ]
+    have = total.custom_dict
+    short += [
+        f"{need:g} {key!r}, this backend has {have.get(key, 0.0):g}"
+        for key, need in resources.custom
+        if need > have.get(key, 0.0) + _EPS
+    ]
+    raise ResourceError(
+        f"{what} needs {'; '.join(short)}: lower the request or declare more "
+        "(e.g. num_gpus=... / resources={...} when starting the backend)"
+    )
+
+
 class WorkerPool:
     """Runs tasks and actors on worker processes started on demand.
 
@@ -322,33 +352,7 @@ class WorkerPool:
         return total
 
     def check_fits(self, resources: Resources, what: str) -> None:
-        """Raise ResourceError for a request this pool can never satisfy."""
-        if resources.gpu > 1 and abs(resources.gpu - round(resources.gpu)) > _EPS:
-            raise ResourceError(
-                f"{what} asks for {resources.gpu:g} GPUs: requests above one GPU must be "
-                "whole numbers (a fraction below 1 shares a device)"
-            )
-        if resources.fits_in(self._total):
-            return
-        short = [
-            f"{need:g} {unit}, this backend has {have:g}"
-            for unit, need, have in (
-                ("CPUs", resources.cpu, self._total.cpu),
-                ("GPUs", resources.gpu, self._total.gpu),
-                ("bytes of memory", resources.memory, self._total.memory),
-            )
-            if need > have + _EPS
-        ]
-        have = self._total.custom_dict
-        short += [
-            f"{need:g} {key!r}, this backend has {have.get(key, 0.0):g}"
-            for key, need in resources.custom
-            if need > have.get(key, 0.0) + _EPS
-        ]
-        raise ResourceError(
-            f"{what} needs {'; '.join(short)}: lower the request or declare more "
-            "(e.g. num_gpus=... / resources={...} when starting the backend)"
-        )
+        check_fits(resources, self._total, what)
 
     def shutdown(self) -> None:
         with self._lock:
