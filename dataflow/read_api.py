@@ -170,6 +170,141 @@ def from_numpy(ndarrays: np.ndarray | list[np.ndarray]) -> Dataset:
     )
 
 
+
+# -- files ---------------------------------------------------------------------------
+
+
+def read_parquet(
+    paths: str | Sequence[str],
+    *,
+    columns: Sequence[str] | None = None,
+    filter: Any = None,
+    filesystem: Any = None,
+    partitioning: str | None = "hive",
+    override_num_blocks: int | None = None,
+    include_paths: bool = False,
+) -> Dataset:
+    """Parquet files, directories (hive partitions become columns), globs or URLs.
+
+    ``columns`` and ``filter`` (a ``col(...)`` expression or a string such as
+    ``"a > 0"``) are pushed into the scan: only those columns and the row
+    groups whose statistics may match are read.
+
+    >>> read_parquet("s3://bucket/events/", columns=["a"], filter=col("a") > 0)  # doctest: +SKIP
+    Dataset(read_parquet)
+    """
+    from dataflow.expressions import Expr, parse
+    from dataflow.sources.parquet import ParquetDatasource
+
+    _check_num_blocks("read_parquet", override_num_blocks)
+    if isinstance(filter, str):
+        filter = parse(filter)
+    if filter is not None and not isinstance(filter, Expr):
+        raise PlanError(
+            f"read_parquet: filter must be a dataflow expression (col('a') > 0) or a string, "
+            f"got {type(filter).__name__}"
+        )
+    if isinstance(columns, str):
+        raise PlanError(f"read_parquet: columns must be a list of names, got the string {columns!r}")
+    source = ParquetDatasource(
+        paths, filesystem=filesystem, partitioning=partitioning, include_paths=include_paths
+    )
+    return Dataset(
+        Read(
+            source,
+            parallelism=override_num_blocks,
+            columns=tuple(columns) if columns is not None else None,
+            predicate=filter,
+        )
+    )
+
+
+def _read_files(source: Datasource, override_num_blocks: int | None) -> Dataset:
+    _check_num_blocks(f"read_{source.get_name()}", override_num_blocks)
+    return Dataset(Read(source, parallelism=override_num_blocks))
+
+
+def read_csv(
+    paths: str | Sequence[str], *, override_num_blocks: int | None = None, **kwargs: Any
+) -> Dataset:
+    """CSV files; ``read_options``/``parse_options``/``convert_options`` (``pyarrow.csv``)
+    pass through, as do ``filesystem``, ``include_paths``, ``partitioning`` and
+    ``file_extensions``.
+
+    >>> read_csv("data/*.csv.gz")  # doctest: +SKIP
+    Dataset(read_csv)
+    """
+    from dataflow.sources.csv import CSVDatasource
+
+    return _read_files(CSVDatasource(paths, **kwargs), override_num_blocks)
+
+
+def read_json(
+    paths: str | Sequence[str], *, override_num_blocks: int | None = None, **kwargs: Any
+) -> Dataset:
+    """JSON Lines files or files holding one JSON array of objects.
+
+    >>> read_json("events.jsonl")  # doctest: +SKIP
+    Dataset(read_json)
+    """
+    from dataflow.sources.json import JSONDatasource
+
+    return _read_files(JSONDatasource(paths, **kwargs), override_num_blocks)
+
+
+def read_text(
+    paths: str | Sequence[str], *, override_num_blocks: int | None = None, **kwargs: Any
+) -> Dataset:
+    """One row per line in column ``text`` (``encoding=``, ``drop_empty_lines=True``).
+
+    >>> read_text("logs/")  # doctest: +SKIP
+    Dataset(read_text)
+    """
+    from dataflow.sources.text import TextDatasource
+
+    return _read_files(TextDatasource(paths, **kwargs), override_num_blocks)
+
+
+def read_binary_files(
+    paths: str | Sequence[str], *, override_num_blocks: int | None = None, **kwargs: Any
+) -> Dataset:
+    """One row per file, its content in column ``bytes`` (``include_paths=True`` adds ``path``).
+
+    >>> read_binary_files("blobs/", include_paths=True)  # doctest: +SKIP
+    Dataset(read_binary_files)
+    """
+    from dataflow.sources.text import BinaryDatasource
+
+    return _read_files(BinaryDatasource(paths, **kwargs), override_num_blocks)
+
+
+def read_numpy(
+    paths: str | Sequence[str], *, override_num_blocks: int | None = None, **kwargs: Any
+) -> Dataset:
+    """``.npy`` files as rows of column ``data`` (N-d arrays become tensor columns).
+
+    >>> read_numpy("arrays/")  # doctest: +SKIP
+    Dataset(read_numpy)
+    """
+    from dataflow.sources.npy import NumpyDatasource
+
+    return _read_files(NumpyDatasource(paths, **kwargs), override_num_blocks)
+
+
+def read_images(
+    paths: str | Sequence[str], *, override_num_blocks: int | None = None, **kwargs: Any
+) -> Dataset:
+    """Images (needs Pillow) as column ``image``, HWC uint8; ``size=(h, w)`` resizes
+    and ``mode="RGB"`` converts so every row has one shape.
+
+    >>> read_images("imgs/", size=(64, 64), mode="RGB")  # doctest: +SKIP
+    Dataset(read_images)
+    """
+    from dataflow.sources.images import ImageDatasource
+
+    return _read_files(ImageDatasource(paths, **kwargs), override_num_blocks)
+
+
 __all__ = [
     "from_arrow",
     "from_items",
@@ -177,5 +312,12 @@ __all__ = [
     "from_pandas",
     "range",
     "range_tensor",
+    "read_binary_files",
+    "read_csv",
     "read_datasource",
+    "read_images",
+    "read_json",
+    "read_numpy",
+    "read_parquet",
+    "read_text",
 ]
