@@ -14,16 +14,24 @@ a background thread (bounded: a slow consumer stops it).
 
 from __future__ import annotations
 
+import bisect
+import functools
 import queue
+import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dataflow.block import check_batch_format, iter_rows, rebatch, to_batch
+import numpy as np
+
+from dataflow.block import check_batch_format, concat, iter_rows, rebatch, to_batch
 from dataflow.errors import PlanError
+from dataflow.torch_utils import check_torch_args, table_to_torch
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    import torch
 
     from dataflow.plan.planner import OutputStream
 
@@ -40,6 +48,7 @@ class DataIterator:
     def __init__(self, open_stream: Callable[[], OutputStream], name: str = "dataset") -> None:
         self._open_stream = open_stream
         self._name = name
+        self._pos = _Position()
 
     def __repr__(self) -> str:
         return f"DataIterator({self._name})"
@@ -60,17 +69,88 @@ class DataIterator:
         batch_format: str | None = "default",
         prefetch_batches: int = 1,
         drop_last: bool = False,
+        local_shuffle_buffer_size: int | None = None,
+        local_shuffle_seed: int | None = None,
     ) -> Iterator[Any]:
         """Batches of ``batch_size`` rows (``None``: one batch per block) in
         ``batch_format`` ("default"/"numpy": dict of arrays, "pandas", "pyarrow").
+
+        ``local_shuffle_buffer_size`` draws each batch at random from a buffer of
+        that many rows spanning blocks; ``local_shuffle_seed`` fixes the order of
+        each epoch (without one, every iteration differs).
 
         >>> next(df.range(5).iterator().iter_batches(batch_size=2))  # doctest: +SKIP
         {'id': array([0, 1])}
         """
         fmt = _check_batch_args("iter_batches", batch_size, batch_format, prefetch_batches)
+        _check_shuffle_args("iter_batches", batch_size, local_shuffle_buffer_size)
         return self._iter_formatted(
-            lambda t: to_batch(t, fmt), batch_size, drop_last, prefetch_batches
+            lambda t: to_batch(t, fmt),
+            batch_size,
+            drop_last,
+            prefetch_batches,
+            local_shuffle_buffer_size,
+            local_shuffle_seed,
         )
+
+    def iter_torch_batches(
+        self,
+        *,
+        batch_size: int | None = 256,
+        dtypes: torch.dtype | Mapping[str, torch.dtype] | None = None,
+        device: str | torch.device | None = None,
+        collate_fn: Callable[[dict[str, np.ndarray]], Any] | None = None,
+        drop_last: bool = False,
+        local_shuffle_buffer_size: int | None = None,
+        local_shuffle_seed: int | None = None,
+        prefetch_batches: int = 1,
+        pin_memory: bool = False,
+    ) -> Iterator[Any]:
+        """Batches as dicts of tensors (zero-copy from Arrow where the dtype allows;
+        tensor columns as N-d tensors), or ``collate_fn(numpy_batch)`` when given.
+        ``device="cuda"`` copies with ``non_blocking`` (from pinned memory with
+        ``pin_memory=True``) on the prefetch thread.
+
+        >>> next(df.range(4).iterator().iter_torch_batches(batch_size=4))  # doctest: +SKIP
+        {'id': tensor([0, 1, 2, 3])}
+        """
+        where = "iter_torch_batches"
+        _check_batch_args(where, batch_size, "numpy", prefetch_batches)
+        _check_shuffle_args(where, batch_size, local_shuffle_buffer_size)
+        check_torch_args(dtypes, device, collate_fn, where)
+        convert = functools.partial(
+            table_to_torch,
+            dtypes=dtypes,
+            device=device,
+            pin_memory=pin_memory,
+            collate_fn=collate_fn,
+        )
+        return self._iter_formatted(
+            convert,
+            batch_size,
+            drop_last,
+            prefetch_batches,
+            local_shuffle_buffer_size,
+            local_shuffle_seed,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where batch iteration stands, to resume it after a restart.
+
+        Records the epoch, the rows handed out in it (and the blocks done / rows
+        into the current block they amount to) and the shuffle seed. A fresh
+        iterator over the same deterministic pipeline (``preserve_order``, seeded
+        shuffle) given ``load_state_dict(state)`` continues right after the last
+        batch consumed: no row repeated or skipped.
+
+        >>> state = it.state_dict(); it2.load_state_dict(state)  # doctest: +SKIP
+        """
+        return self._pos.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume from ``state_dict()``: the next ``iter_batches`` /
+        ``iter_torch_batches`` call continues from that position."""
+        self._pos = _Position.from_state_dict(state)
 
     def iter_rows(self) -> Iterator[dict[str, Any]]:
         """Rows as dicts (tensor cells as numpy arrays)."""
@@ -83,23 +163,171 @@ class DataIterator:
         batch_size: int | None,
         drop_last: bool,
         prefetch_batches: int,
+        shuffle_buffer_size: int | None = None,
+        shuffle_seed: int | None = None,
     ) -> Iterator[Any]:
-        """``format_fn`` over exact-size batches, computed ``prefetch_batches`` ahead."""
+        """``format_fn`` over exact-size batches, computed ``prefetch_batches`` ahead,
+        starting where ``self._pos`` says and advancing it as batches are handed out."""
+        pos = self._pos.begin(batch_size, shuffle_buffer_size, shuffle_seed)
         stream = self._open_stream()
 
-        def batches() -> Iterator[Any]:
-            for table in rebatch(stream.iter_blocks(), batch_size):
+        def batches() -> Iterator[tuple[int, Any]]:
+            blocks = pos.recorded(stream.iter_blocks())
+            if shuffle_buffer_size:
+                rng = np.random.default_rng((pos.seed, pos.epoch))
+                shuffled = shuffled_batches(blocks, batch_size, shuffle_buffer_size, rng)
+                tables = skip_rows(shuffled, pos.rows)  # replay the epoch's draws
+            else:
+                tables = rebatch(skip_rows(blocks, pos.rows), batch_size)
+            for table in tables:
                 if drop_last and batch_size is not None and table.num_rows < batch_size:
                     return
-                yield format_fn(table)
+                yield table.num_rows, format_fn(table)
 
         try:
             if prefetch_batches <= 0:
-                yield from batches()
+                source = batches()
             else:
-                yield from _prefetched(batches(), stream.close, prefetch_batches)
+                source = _prefetched(batches(), stream.close, prefetch_batches)
+            for rows, batch in source:
+                pos.rows += rows  # counted as consumed once handed out
+                yield batch
+            pos.next_epoch()
         finally:
             stream.close()
+
+
+# -- local shuffle and resumable position -----------------------------------------
+
+
+def shuffled_batches(
+    tables: Iterator[pa.Table], batch_size: int, buffer_size: int, rng: np.random.Generator
+) -> Iterator[pa.Table]:
+    """Batches of ``batch_size`` rows drawn at random from a buffer of at least
+    ``buffer_size`` rows that spans block boundaries (the last batch may be short).
+
+    The buffer is shuffled once it holds ``buffer_size`` rows plus a refill of
+    ``max(batch_size, buffer_size // 2)`` rows, and emits whole batches until it is
+    back to ``buffer_size`` rows: rows stay a random number of rounds, and each row
+    is copied about three times whatever the ratio of the two sizes. The order
+    depends only on ``rng`` and the input order, so a seeded run replays exactly.
+    """
+    refill = max(batch_size, buffer_size // 2)
+    pending: list[pa.Table] = []
+    have = 0
+    for t in tables:
+        if not t.num_rows:
+            continue
+        pending.append(t)
+        have += t.num_rows
+        if have >= buffer_size + refill:
+            buffer = concat(pending)
+            buffer = buffer.take(rng.permutation(have))
+            n_out = (have - buffer_size) // batch_size * batch_size
+            for start in range(0, n_out, batch_size):
+                yield buffer.slice(start, batch_size)
+            pending, have = [buffer.slice(n_out)], have - n_out
+    if have:
+        buffer = concat(pending).take(rng.permutation(have))
+        for start in range(0, have, batch_size):
+            yield buffer.slice(start, batch_size)
+
+
+def skip_rows(tables: Iterator[pa.Table], n: int) -> Iterator[pa.Table]:
+    """``tables`` without their first ``n`` rows (whole blocks skipped unconverted)."""
+    for t in tables:
+        if n >= t.num_rows:
+            n -= t.num_rows
+            continue
+        yield t.slice(n) if n else t
+        n = 0
+
+
+@dataclass
+class _Position:
+    """Where iteration stands: the epoch, rows handed to the consumer in it, and
+    the block boundaries seen (to report blocks done / rows into the block)."""
+
+    epoch: int = 0
+    rows: int = 0
+    seed: int | None = None
+    batch_size: int | None = None
+    shuffle_buffer_size: int | None = None
+    block_ends: list[int] = field(default_factory=list)
+    resumed: bool = False  # loaded by load_state_dict and not yet iterated
+
+    def begin(
+        self, batch_size: int | None, shuffle_buffer_size: int | None, seed: int | None
+    ) -> _Position:
+        """Start an epoch, or resume the loaded one (whose settings must match); an
+        epoch the consumer broke off counts as done."""
+        resumed, self.resumed = self.resumed and self.rows > 0, False
+        if self.rows and not resumed:
+            self.next_epoch()
+        if resumed and (batch_size, shuffle_buffer_size) != (
+            self.batch_size,
+            self.shuffle_buffer_size,
+        ):
+            raise ValueError(
+                f"load_state_dict: the state was saved with batch_size={self.batch_size}, "
+                f"local_shuffle_buffer_size={self.shuffle_buffer_size}; iterate with the same "
+                "values to resume"
+            )
+        if seed is not None:
+            if resumed and self.seed is not None and seed != self.seed:
+                raise ValueError(
+                    f"load_state_dict: the state was saved with local_shuffle_seed={self.seed}, "
+                    f"got {seed}"
+                )
+            self.seed = seed
+        elif self.seed is None:
+            self.seed = secrets.randbits(63)
+        self.batch_size, self.shuffle_buffer_size = batch_size, shuffle_buffer_size
+        self.block_ends = []
+        return self
+
+    def recorded(self, tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
+        """``tables``, noting where each block ends (rows from the epoch start)."""
+        end = 0
+        for t in tables:
+            end += t.num_rows
+            self.block_ends.append(end)
+            yield t
+
+    def next_epoch(self) -> None:
+        self.epoch += 1
+        self.rows = 0
+        self.block_ends = []
+
+    def state_dict(self) -> dict[str, Any]:
+        done = bisect.bisect_right(self.block_ends, self.rows)
+        start = self.block_ends[done - 1] if done else 0
+        return {
+            "epoch": self.epoch,
+            "rows": self.rows,
+            "blocks_done": done,
+            "rows_into_block": self.rows - start,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "local_shuffle_buffer_size": self.shuffle_buffer_size,
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any]) -> _Position:
+        try:
+            return cls(
+                epoch=int(state["epoch"]),
+                rows=int(state["rows"]),
+                seed=state["seed"],
+                batch_size=state["batch_size"],
+                shuffle_buffer_size=state["local_shuffle_buffer_size"],
+                resumed=True,
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(
+                f"load_state_dict: not a DataIterator state ({e!r}); pass what "
+                "DataIterator.state_dict() returned"
+            ) from None
 
 
 def _prefetched(source: Iterator[Any], wake: Callable[[], None], depth: int) -> Iterator[Any]:
@@ -144,6 +372,17 @@ def _prefetched(source: Iterator[Any], wake: Callable[[], None], depth: int) -> 
         if thread.is_alive():
             wake()
         thread.join()
+
+
+def _check_shuffle_args(where: str, batch_size: int | None, buffer_size: int | None) -> None:
+    if buffer_size is None:
+        return
+    if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 1:
+        raise PlanError(
+            f"{where}: local_shuffle_buffer_size must be a positive int or None, got {buffer_size!r}"
+        )
+    if batch_size is None:
+        raise PlanError(f"{where}: local_shuffle_buffer_size needs a batch_size (got None)")
 
 
 def _check_batch_args(
