@@ -1,0 +1,44 @@
+"""``import dataflow`` stays light: no optional heavy modules, no processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+HEAVY = ("torch", "cupy", "ray", "PIL", "daft", "matplotlib", "tqdm")
+
+PROBE = """
+import json, sys, multiprocessing, threading
+import dataflow
+import dataflow.dataset, dataflow.read_api, dataflow.iterators, dataflow.plan.optimizer
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in {heavy!r})
+print(json.dumps({{
+    "heavy": heavy,
+    "children": len(multiprocessing.active_children()),
+    "threads": threading.active_count(),
+    "version": dataflow.__version__,
+}}))
+"""
+
+
+def test_import_loads_no_heavy_module_and_starts_nothing():
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE.format(heavy=set(HEAVY))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report == {"heavy": [], "children": 0, "threads": 1, "version": "0.1.0"}
+
+
+def test_public_names_resolve():
+    import dataflow
+
+    missing = [n for n in dataflow.__all__ if not hasattr(dataflow, n)]
+    assert missing == []
+    assert {"range", "from_items", "col", "Dataset", "DataIterator", "OptimizerFlags"} <= set(
+        dataflow.__all__
+    )
