@@ -103,7 +103,9 @@ def split_by_partition(table: pa.Table, part: np.ndarray, n: int) -> list[pa.Tab
     Rows keep their relative order inside a partition (a stable grouping)."""
     if n == 1:
         return [table]
-    order = np.argsort(part, kind="stable")
+    # Stable sort of small integers: numpy uses a linear-time radix sort.
+    small = part.astype(np.uint8 if n <= 256 else np.uint16) if n <= 65536 else part
+    order = np.argsort(small, kind="stable")
     counts = np.bincount(part, minlength=n)
     grouped = table.take(order)
     bounds = np.concatenate([[0], np.cumsum(counts)])

@@ -1,0 +1,427 @@
+"""The exchange operator: map -> exchange -> reduce, run by the streaming executor.
+
+Phases, each a pool of tasks of the registered ``ExchangeTaskFn``:
+
+* **sample** (sort only): one task per input block as it arrives; when every
+  input is in, the driver sorts the samples and picks the range boundaries.
+* **map**: one task per input block, cutting it into ``m`` partition pieces
+  (one object each). Hash and random partitioning start as soon as a block
+  arrives (the map side streams); a sort's map waits for its boundaries.
+* **reduce**: once every map task is done, the partitions are grouped into
+  reduce tasks of about ``target_max_block_size`` bytes (at least two per
+  worker slot when there are enough partitions), in partition order; each
+  task reads the pieces of its partitions, in input order, and yields output
+  blocks. Output bundles leave in partition order, so a sort's output is
+  globally sorted and a seeded shuffle is the same on every run.
+
+Map outputs wait in the object store, which spills them to disk when they do
+not fit; they are not counted as this operator's queue (they must all exist
+before any reduce can run), so upstream keeps flowing into the map side.
+Every piece is freed once its reduce task is done; ``shutdown`` frees all.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from dataflow.errors import WorkerCrashedError
+from dataflow.exec.exchange.partition import boundaries_from_samples
+from dataflow.exec.exchange.tasks import ExchangeSpec, ExchangeTaskFn
+from dataflow.exec.interfaces import ExecEnv, PhysicalOperator, RefBundle
+from dataflow.exec.operators.map import _translate_remote
+from runtime.errors import RemoteTaskError, TaskCancelledError
+from runtime.errors import WorkerCrashedError as RuntimeWorkerCrashed
+from runtime.resources import Resources
+
+if TYPE_CHECKING:
+    from runtime.backends.base import Backend, FunctionHandle, TaskFuture, TaskResult
+    from runtime.refs import ObjectRef
+
+DEFAULT_PARTITIONS = 32
+"""Map-side partitions when the operation does not fix them; reduce tasks
+take contiguous runs of them, so this only bounds how finely work can split."""
+
+
+@dataclass(frozen=True)
+class _Block:
+    """One input block waiting for (or being processed by) the map side."""
+
+    side: int
+    block_id: tuple[int, ...]
+    ref: ObjectRef
+    owned: bool
+
+
+@dataclass
+class _Task:
+    kind: str  # "sample" | "map" | "reduce"
+    label: str
+    block: _Block | None = None
+    index: int = 0
+    inputs: list = field(default_factory=list)
+    """Refs the task reads."""
+    args: tuple = ()
+    frees: list = field(default_factory=list)
+    """Refs this operator frees once the task is done (the map pieces it merged)."""
+
+
+class ExchangeOperator(PhysicalOperator):
+    """Runs an ``ExchangeSpec`` over one input (or two: join).
+
+    ``num_partitions`` fixes the number of map partitions and of output blocks
+    (``repartition(n)``); None chooses from the data.
+
+    >>> op = ExchangeOperator("sort(a)", [upstream], SortSpec(key))  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        name: str,
+        inputs: list[PhysicalOperator],
+        spec: ExchangeSpec,
+        *,
+        num_partitions: int | None = None,
+        resources: Resources = Resources(cpu=1),
+    ) -> None:
+        super().__init__(name, inputs)
+        self.spec = spec
+        self.num_partitions = num_partitions
+        self.resources = resources
+        self._backend: Backend | None = None
+        self._handle: FunctionHandle | None = None
+        self._max_retries = 3
+        self._in_driver = False
+        self._target_bytes = 128 << 20
+        self._slots = 1
+        self._m = 0  # map partitions; 0 until known (a sort knows after sampling)
+        self._to_sample: deque[_Block] = deque()
+        self._to_map: deque[_Block] = deque()
+        self._held: list[_Block] = []  # sort: sampled, waiting for boundaries
+        self._samples: list[ObjectRef] = []
+        self._boundaries: pa.Table | None = None
+        self._pieces: list[list[tuple[tuple, ObjectRef]]] = []
+        self._schemas: list[pa.Schema | None] = [None] * max(1, len(inputs))
+        self._inputs_seen: list[_Block] = []
+        self._reduces: deque[_Task] | None = None
+        self._done_reduces: dict[int, list[RefBundle]] = {}
+        self._next_out = 0
+        self._slice_owned: list[ObjectRef] = []  # repartition: inputs freed at the end
+        self._out: deque[RefBundle] = deque()
+        self._tasks: dict[TaskFuture, _Task] = {}
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------
+    def start(self, env: ExecEnv) -> None:
+        self._backend = env.backend
+        self._max_retries = env.ctx.max_task_retries
+        self._in_driver = env.in_driver
+        self._target_bytes = env.ctx.target_max_block_size
+        self._slots = max(1, int(env.backend.total_resources().cpu // max(self.resources.cpu, 1)))
+        if self.spec.has_map and self.spec.fixed_partitions:
+            self._set_partitions(self.num_partitions or DEFAULT_PARTITIONS)
+        fn = ExchangeTaskFn(self.spec, self._target_bytes)
+        self._handle = env.backend.register_function(fn, self.name)
+
+    def _set_partitions(self, m: int) -> None:
+        self._m = m
+        self._pieces = [[] for _ in range(m)]
+
+    def shutdown(self) -> None:
+        if self._closed or self._backend is None:
+            return
+        self._closed = True
+        to_free: list[ObjectRef] = []
+        for fut, task in list(self._tasks.items()):
+            if fut.done():
+                try:
+                    to_free += fut.result().refs
+                except Exception:
+                    pass  # a failed or cancelled task holds no outputs
+            else:
+                self._backend.cancel(fut)
+            to_free += task.frees
+        self._tasks.clear()
+        blocks = list(self._to_sample) + list(self._to_map) + self._held
+        to_free += [b.ref for b in blocks if b.owned]
+        to_free += self._samples + [r for p in self._pieces for _, r in p]
+        to_free += [r for t in self._reduces or () for r in t.frees] + self._slice_owned
+        bundles = list(self._out) + [b for bs in self._done_reduces.values() for b in bs]
+        to_free += [r for b in bundles for r in b.refs]
+        for queue in (self._to_sample, self._to_map, self._out):
+            queue.clear()
+        self._held, self._samples, self._pieces = [], [], []
+        self._reduces, self._done_reduces, self._slice_owned = deque(), {}, []
+        if to_free:
+            self._backend.free(to_free)
+        if self._handle is not None:
+            self._backend.release_function(self._handle)
+            self._handle = None
+
+    # -- data in ---------------------------------------------------------------
+    def _add_input(self, bundle: RefBundle, input_index: int) -> None:
+        if self._schemas[input_index] is None and bundle.schema is not None:
+            self._schemas[input_index] = bundle.schema
+        for j, ref in enumerate(bundle.refs):
+            block = _Block(input_index, (input_index, *bundle.seq, j), ref, bundle.owns_blocks)
+            self.metrics.queued_bytes += ref.nbytes
+            if not self.spec.has_map:
+                self._inputs_seen.append(block)
+            elif self.spec.needs_sample:
+                self._to_sample.append(block)
+            else:
+                self._to_map.append(block)
+
+    def _has_queued(self) -> bool:
+        return bool(
+            self._to_sample
+            or self._to_map
+            or self._held
+            or self._inputs_seen
+            or any(self._pieces)
+            or self._reduces
+            or self._done_reduces
+        ) or (self._reduces is None and self.all_inputs_done)
+
+    # -- planning ----------------------------------------------------------------
+    def _advance(self) -> None:
+        """Move between phases when the previous one is complete."""
+        if self._reduces is not None or not self.all_inputs_done or self._closed:
+            return
+        running = {t.kind for t in self._tasks.values()}
+        if self.spec.needs_sample and self._boundaries is None:
+            if self._to_sample or "sample" in running:
+                return
+            self._choose_boundaries()
+        if self._to_map or "map" in running or "sample" in running:
+            return
+        self._reduces = deque(self._plan_reduces())
+
+    def _choose_boundaries(self) -> None:
+        total = sum(b.ref.nbytes for b in self._held)
+        m = self.num_partitions or self._default_reduces(total, len(self._held))
+        samples = [self._backend.get(r) for r in self._samples]
+        self._backend.free(self._samples)
+        self._samples = []
+        non_empty = [s for s in samples if s.num_rows]
+        merged = pa.concat_tables(non_empty) if non_empty else None
+        if merged is None:
+            m = 1
+            self._boundaries = pa.table({})
+        else:
+            self._boundaries = boundaries_from_samples(merged, self.spec.key, m)
+            m = self._boundaries.num_rows + 1
+        self._set_partitions(m)
+        self._to_map.extend(self._held)
+        self._held = []
+
+    def _default_reduces(self, total_bytes: int, num_blocks: int) -> int:
+        by_size = math.ceil(total_bytes / self._target_bytes)
+        return max(1, by_size, min(num_blocks, 2 * self._slots))
+
+    def _plan_reduces(self) -> list[_Task]:
+        if not self.spec.has_map:
+            return self._plan_slices()
+        sizes = [sum(r.nbytes for _, r in p) for p in self._pieces]
+        if self.num_partitions:
+            groups = [[p] for p in range(self._m)]
+        else:
+            n = self._default_reduces(sum(sizes), self._m)
+            groups = _contiguous_groups(sizes, min(n, self._m))
+        tasks = []
+        for i, group in enumerate(groups):
+            pieces = sorted(
+                ((key + (p,), r) for p in group for key, r in self._pieces[p]), key=lambda x: x[0]
+            )
+            refs = [r for _, r in pieces]
+            if not (refs or self.num_partitions or (self.spec.reduce_when_empty and i == 0)):
+                continue
+            num_left = sum(1 for key, _ in pieces if key[0] == 0)
+            first, last = group[0], group[-1]
+            label = f"partition {first}" if first == last else f"partitions {first}-{last}"
+            args = ("reduce", num_left, tuple(self._schemas))
+            tasks.append(
+                _Task("reduce", label, index=len(tasks), inputs=refs, args=args, frees=refs)
+            )
+        self._pieces = [[] for _ in range(self._m)]
+        return tasks
+
+    def _plan_slices(self) -> list[_Task]:
+        """repartition(n) without shuffle: cut the row sequence into n ranges."""
+        blocks = sorted(self._inputs_seen, key=lambda b: b.block_id)
+        self._inputs_seen = []
+        self._slice_owned = [b.ref for b in blocks if b.owned]
+        n = self.num_partitions or 1
+        total = sum(b.ref.num_rows for b in blocks)
+        offsets = [0]
+        for b in blocks:
+            offsets.append(offsets[-1] + b.ref.num_rows)
+        tasks = []
+        for i in range(n):
+            lo, hi = (total * i) // n, (total * (i + 1)) // n
+            refs, slices = [], []
+            for b, off in zip(blocks, offsets):
+                start, end = max(lo, off), min(hi, off + b.ref.num_rows)
+                if start < end:
+                    refs.append(b.ref)
+                    slices.append((start - off, end - start))
+            args = ("reduce", len(refs), tuple(slices))
+            tasks.append(_Task("reduce", f"output block {i}", index=i, inputs=refs, args=args))
+        return tasks
+
+    # -- work --------------------------------------------------------------------
+    def dispatch_cost(self) -> Resources | None:
+        if self._closed:
+            return None
+        self._advance()
+        if self._to_sample or self._to_map or self._reduces:
+            return self.resources
+        return None
+
+    def next_task_bytes(self) -> tuple[int, int]:
+        if self._to_sample:
+            return 0, 0
+        if self._to_map:
+            n = self._to_map[0].ref.nbytes
+            return n, n
+        if self._reduces:
+            n = sum(r.nbytes for r in self._reduces[0].inputs)
+            return n, n
+        return 0, 0
+
+    def dispatch(self) -> TaskFuture | None:
+        if self._to_sample:
+            block = self._to_sample.popleft()
+            # Sampled blocks wait for the boundaries outside the queue count:
+            # the whole input must be in before any of it can move on.
+            self.metrics.queued_bytes -= block.ref.nbytes
+            task = _Task("sample", _label(block), block=block)
+            fut = self._submit([block.ref], ("sample", block.block_id))
+        elif self._to_map:
+            block = self._to_map.popleft()
+            if not self.spec.needs_sample:
+                self.metrics.queued_bytes -= block.ref.nbytes
+            task = _Task("map", _label(block), block=block)
+            args = ("map", block.side, block.block_id, self._m, self._boundaries)
+            fut = self._submit([block.ref], args)
+        else:
+            task = self._reduces.popleft()
+            fut = self._submit(task.inputs, task.args)
+        self.metrics.tasks_launched += 1
+        self._tasks[fut] = task
+        return fut
+
+    def _submit(self, refs: list, args: tuple) -> TaskFuture:
+        return self._backend.submit(
+            self._handle,
+            refs,
+            args,
+            resources=self.resources,
+            max_retries=self._max_retries,
+            name=self.name,
+            in_driver=self._in_driver,
+        )
+
+    def active_tasks(self) -> list[TaskFuture]:
+        return list(self._tasks)
+
+    def num_active_tasks(self) -> int:
+        return len(self._tasks)
+
+    def resources_in_use(self) -> Resources:
+        return self.resources.scale(len(self._tasks)) if self._tasks else Resources()
+
+    def on_task_done(self, future: TaskFuture) -> TaskResult | None:
+        task = self._tasks.pop(future)
+        try:
+            result = future.result()
+        except TaskCancelledError:
+            return None
+        except RemoteTaskError as e:
+            failure: Exception = _translate_remote(self.name, task.label, e)
+        except RuntimeWorkerCrashed as e:
+            failure = WorkerCrashedError(
+                f"{self.name}: the worker running the {task.kind} task of {task.label} died "
+                f"({e}) and the task failed after {self._max_retries} retries; raise "
+                "DataContext.max_task_retries or find what kills the worker (memory?)",
+                e.exitcode,
+            )
+        else:
+            getattr(self, f"_{task.kind}_done")(task, result)
+            self._advance()
+            return result
+        raise failure
+
+    def _sample_done(self, task: _Task, result: TaskResult) -> None:
+        self._samples += result.refs
+        self._held.append(task.block)
+
+    def _map_done(self, task: _Task, result: TaskResult) -> None:
+        block = task.block
+        empty = []
+        for p, (ref, schema) in enumerate(zip(result.refs, result.schemas)):
+            if self._schemas[block.side] is None:
+                self._schemas[block.side] = schema
+            if ref.num_rows:
+                self._pieces[p].append(((block.side, block.block_id), ref))
+            else:
+                empty.append(ref)
+        if block.owned:
+            empty.append(block.ref)
+        self._backend.free(empty)
+
+    def _reduce_done(self, task: _Task, result: TaskResult) -> None:
+        self._backend.free(task.frees)
+        if (
+            self._slice_owned
+            and not self._reduces
+            and not any(t.kind == "reduce" for t in self._tasks.values())
+        ):
+            self._backend.free(self._slice_owned)
+            self._slice_owned = []
+        self._done_reduces[task.index] = [
+            RefBundle(refs=(ref,), schema=schema, seq=(task.index, k))
+            for k, (ref, schema) in enumerate(zip(result.refs, result.schemas))
+        ]
+        while self._next_out in self._done_reduces:
+            self._out.extend(self._done_reduces.pop(self._next_out))
+            self._next_out += 1
+
+    # -- data out ----------------------------------------------------------------
+    def has_next(self) -> bool:
+        return bool(self._out)
+
+    def _get_next(self) -> RefBundle:
+        return self._out.popleft()
+
+    def output_bytes(self) -> int:
+        """Bytes produced and not yet taken downstream."""
+        held = sum(b.nbytes for bs in self._done_reduces.values() for b in bs)
+        return held + sum(b.nbytes for b in self._out)
+
+
+def _label(block: _Block) -> str:
+    side = "" if block.side == 0 else "right input "
+    return f"{side}block " + ".".join(str(s) for s in block.block_id[1:])
+
+
+def _contiguous_groups(sizes: list[int], n: int) -> list[list[int]]:
+    """Cut partitions ``0..len(sizes)-1`` into ``n`` contiguous runs of similar bytes."""
+    total = sum(sizes)
+    if n <= 1 or total == 0:
+        return [list(range(len(sizes)))]
+    groups: list[list[int]] = [[]]
+    acc = 0
+    for p, size in enumerate(sizes):
+        if groups[-1] and acc + size / 2 > total * len(groups) / n and len(groups) < n:
+            groups.append([])
+        groups[-1].append(p)
+        acc += size
+    return groups
+
+
+__all__ = ["DEFAULT_PARTITIONS", "ExchangeOperator"]

@@ -1,0 +1,272 @@
+"""What exchange tasks run inside a worker: one ``ExchangeSpec`` per operation.
+
+A spec says how a block is cut into partitions (``map``) and how the pieces of
+one partition become output blocks (``reduce``); a sort also ``sample``s each
+block for its boundaries. ``ExchangeTaskFn`` wraps a spec as the one function
+registered with the backend (pickled once, cached per worker); its first
+argument names the phase.
+
+>>> fn = ExchangeTaskFn(SortSpec([("a", "ascending", "at_end")]), 1 << 27)
+>>> [t.column("a").to_pylist() for t in fn([pa.table({"a": [3, 1, 2]})], "reduce", 1, None)]
+[[1, 2, 3]]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from dataflow.block import check_batch_format, concat, from_batch, split_to_max_size, to_batch
+from dataflow.exec.exchange.aggregation import final_aggregate, partial_aggregate
+from dataflow.exec.exchange.partition import (
+    SortKey,
+    group_starts,
+    hash_partition,
+    key_range_partition,
+    random_keys,
+    range_partition,
+    sample_rows,
+    sort_keys,
+    sort_table,
+    split_by_partition,
+)
+from dataflow.exec.transforms import StageFailure
+
+SHUFFLE_KEY = "__dataflow_shuffle_key"
+SAMPLE_ROWS_PER_BLOCK = 64
+
+
+class ExchangeSpec:
+    """How one all-to-all operation partitions and rebuilds blocks.
+
+    ``fixed_partitions``: the map side cuts into a number of partitions chosen
+    before any input arrives (hash, random); a sort chooses it from samples.
+    ``ordered``: the output must keep partition order (sort, random shuffle).
+    ``reduce_when_empty``: run one reduce even with no input (a global
+    aggregation of nothing still has one row)."""
+
+    has_map = True
+    fixed_partitions = True
+    ordered = False
+    needs_sample = False
+    reduce_when_empty = False
+
+    def map(
+        self, table: pa.Table, side: int, block_id: tuple[int, ...], n: int, extra: Any
+    ) -> list[pa.Table]:
+        raise NotImplementedError
+
+    def reduce(self, sides: list[list[pa.Table]], extra: Any) -> Iterator[pa.Table]:
+        """``sides[i]``: the pieces of this partition from input ``i``; ``extra``:
+        what the operator knows that the spec cannot (schemas, slices)."""
+        raise NotImplementedError
+
+
+class RepartitionSpec(ExchangeSpec):
+    """repartition(n) without shuffle: no map side; reduce ``i`` concatenates
+    its row range ``extra = [(start, length), ...]`` of the inputs it is given,
+    so the output keeps row order in ``n`` blocks of near-equal row counts."""
+
+    has_map = False
+    ordered = True
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def reduce(self, sides, extra):
+        pieces = [t.slice(start, length) for t, (start, length) in zip(sides[0], extra)]
+        yield concat(pieces) if pieces else pa.table({})
+
+
+class RandomShuffleSpec(ExchangeSpec):
+    """Each row gets a random 64-bit key from (seed, block id, row); the output
+    is the rows sorted by that key, cut into key ranges."""
+
+    ordered = True
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def map(self, table, side, block_id, n, extra):
+        keys = random_keys(self.seed, block_id, table.num_rows)
+        keyed = table.append_column(SHUFFLE_KEY, pa.array(keys, pa.uint64()))
+        return split_by_partition(keyed, key_range_partition(keys, n), n)
+
+    def reduce(self, sides, extra):
+        table = concat(sides[0])
+        if SHUFFLE_KEY not in table.column_names:
+            yield table
+            return
+        order = np.argsort(table.column(SHUFFLE_KEY).to_numpy(), kind="stable")
+        yield table.drop_columns([SHUFFLE_KEY]).take(order)
+
+
+class SortSpec(ExchangeSpec):
+    """Sampled range partitioning; each partition is sorted on the reduce side."""
+
+    fixed_partitions = False
+    ordered = True
+    needs_sample = True
+
+    def __init__(self, key: SortKey) -> None:
+        self.key = list(key)
+
+    def sample(self, table: pa.Table, block_id: tuple[int, ...]) -> pa.Table:
+        seed = int(np.uint64(hash(block_id) & 0xFFFFFFFF))
+        return sample_rows(table, [k[0] for k in self.key], SAMPLE_ROWS_PER_BLOCK, seed)
+
+    def map(self, table, side, block_id, n, extra):
+        return range_partition(table, self.key, extra)
+
+    def reduce(self, sides, extra):
+        yield sort_table(concat(sides[0]), self.key)
+
+
+class AggregateSpec(ExchangeSpec):
+    """groupby().aggregate(): partial aggregation per block, hash-partitioned by key."""
+
+    def __init__(self, keys: Sequence[str], aggs: Sequence[Any]) -> None:
+        self.keys = list(keys)
+        self.aggs = list(aggs)
+        self.reduce_when_empty = not self.keys
+
+    def map(self, table, side, block_id, n, extra):
+        partial = partial_aggregate(table, self.keys, self.aggs)
+        return hash_partition(partial, self.keys, n) if self.keys else [partial]
+
+    def reduce(self, sides, extra):
+        yield final_aggregate(sides[0], self.keys, self.aggs)
+
+
+class MapGroupsSpec(ExchangeSpec):
+    """groupby().map_groups(fn): rows hash-partitioned by key; the reduce side
+    sorts its partition by key and calls ``fn`` once per group."""
+
+    def __init__(
+        self,
+        keys: Sequence[str],
+        fn: Callable,
+        batch_format: str,
+        fn_args: tuple,
+        fn_kwargs: dict,
+        label: str,
+    ) -> None:
+        self.keys = list(keys)
+        self.fn = fn
+        self.batch_format = check_batch_format(batch_format, label)
+        self.fn_args = tuple(fn_args)
+        self.fn_kwargs = dict(fn_kwargs)
+        self.label = label
+
+    def map(self, table, side, block_id, n, extra):
+        return hash_partition(table, self.keys, n)
+
+    def reduce(self, sides, extra):
+        table = sort_table(concat(sides[0]), sort_keys(self.keys, [False] * len(self.keys)))
+        starts = group_starts(table, self.keys)
+        for g in range(len(starts) - 1):
+            group = table.slice(int(starts[g]), int(starts[g + 1] - starts[g]))
+            try:
+                result = self.fn(
+                    to_batch(group, self.batch_format), *self.fn_args, **self.fn_kwargs
+                )
+                out = from_batch(result, self.label)
+            except Exception as e:  # noqa: BLE001 - user code: reported with its traceback
+                raise StageFailure.wrap(self.label, e) from None
+            if out.num_rows:
+                yield out
+
+
+_JOIN_TYPES = {
+    "inner": "inner",
+    "left": "left outer",
+    "right": "right outer",
+    "outer": "full outer",
+}
+
+
+class JoinSpec(ExchangeSpec):
+    """Hash join: both sides hash-partitioned by their keys; each partition pair
+    is joined with ``pyarrow.Table.join``. Null keys never match (SQL)."""
+
+    def __init__(
+        self, left_on: Sequence[str], right_on: Sequence[str], how: str, suffix: str
+    ) -> None:
+        self.on = (list(left_on), list(right_on))
+        self.how = how
+        self.suffix = suffix
+
+    def map(self, table, side, block_id, n, extra):
+        return hash_partition(table, self.on[side], n)
+
+    def reduce(self, sides, extra):
+        tables = []
+        for side, pieces in enumerate(sides):
+            t = concat([p for p in pieces if p.num_columns])
+            if not t.num_columns and extra[side] is not None:
+                t = extra[side].empty_table()
+            tables.append(t)
+        left, right = tables
+        if not left.num_columns or not right.num_columns:
+            # One side has no blocks and no known schema: nothing can match.
+            kept = {
+                "inner": None,
+                "left": left,
+                "right": right,
+                "outer": left if left.num_columns else right,
+            }
+            if kept[self.how] is not None and kept[self.how].num_rows:
+                yield kept[self.how]
+            return
+        right = _align_key_types(left, right, *self.on)
+        yield left.join(
+            right,
+            keys=self.on[0],
+            right_keys=self.on[1],
+            join_type=_JOIN_TYPES[self.how],
+            right_suffix=self.suffix,
+            use_threads=False,
+        )
+
+
+def _align_key_types(
+    left: pa.Table, right: pa.Table, left_on: list[str], right_on: list[str]
+) -> pa.Table:
+    """Cast ``right``'s join keys to the left key types (int32 meets int64)."""
+    for lk, rk in zip(left_on, right_on):
+        lt, rt = left.schema.field(lk).type, right.schema.field(rk).type
+        if lt != rt:
+            i = right.schema.get_field_index(rk)
+            right = right.set_column(i, rk, right.column(rk).cast(lt))
+    return right
+
+
+class ExchangeTaskFn:
+    """The registered task function of an exchange operator.
+
+    Calls: ``("sample", block_id)`` -> one sample table; ``("map", side,
+    block_id, n, extra)`` -> exactly ``n`` partition tables; ``("reduce",
+    num_left, extra)`` (the first ``num_left`` inputs are from input 0) ->
+    output blocks of at most ``max_block_bytes``."""
+
+    def __init__(self, spec: ExchangeSpec, max_block_bytes: int) -> None:
+        self.spec = spec
+        self.max_block_bytes = max_block_bytes
+
+    def __call__(self, inputs: list[pa.Table], phase: str, *args: Any) -> Iterator[pa.Table]:
+        if phase == "sample":
+            (block_id,) = args
+            yield self.spec.sample(concat(inputs), block_id)
+        elif phase == "map":
+            side, block_id, n, extra = args
+            parts = self.spec.map(concat(inputs), side, block_id, n, extra)
+            assert len(parts) == n, (len(parts), n)
+            yield from parts
+        else:
+            num_left, extra = args
+            sides = [inputs[:num_left], inputs[num_left:]]
+            for out in self.spec.reduce(sides, extra):
+                yield from split_to_max_size(out, self.max_block_bytes)
