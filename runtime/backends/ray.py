@@ -31,7 +31,9 @@ stays cheap and ``import dataflow`` never loads Ray.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -233,12 +235,18 @@ def _start_local_ray(
     num_gpus: float | None,
     object_store_memory: int | None,
     options: dict[str, Any],
-) -> None:
-    """Start a single-node Ray bound to 127.0.0.1 for this process."""
+) -> str | None:
+    """Start a new single-node Ray bound to 127.0.0.1 for this process.
+
+    Returns the temp directory made for Ray's sessions, logs and spill files
+    (removed at shutdown), or None when the caller chose ``_temp_dir``.
+    """
     import ray
     from ray._private import ray_constants
 
+    # "local" starts a new instance even when `ray start` runs on this host.
     kwargs: dict[str, Any] = {
+        "address": "local",
         "num_cpus": num_cpus,
         "num_gpus": num_gpus,
         "object_store_memory": object_store_memory,
@@ -246,6 +254,10 @@ def _start_local_ray(
         "include_dashboard": False,
     }
     kwargs.update(options)
+    temp_dir = None
+    if "_temp_dir" not in kwargs:
+        # Ray keeps /tmp/ray/session_* forever; a private directory goes away with us.
+        temp_dir = kwargs["_temp_dir"] = tempfile.mkdtemp(prefix="dataflow-ray-")
     # Workers see the driver's extra import paths (as the local backend's
     # spawned workers do), so functions defined in the user's modules unpickle.
     runtime_env = dict(kwargs.pop("runtime_env", None) or {})
@@ -265,12 +277,17 @@ def _start_local_ray(
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
         ray.init(runtime_env=runtime_env or None, **kwargs)
+    except BaseException:
+        if temp_dir is not None:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+        raise
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = saved_flag
         if saved_env is None:
             del os.environ[env_name]
         else:
             os.environ[env_name] = saved_env
+    return temp_dir
 
 
 class _RayFuture:
@@ -407,13 +424,14 @@ class RayBackend:
     ) -> None:
         import ray
 
+        self._temp_dir: str | None = None
         if ray.is_initialized():
             self._owns_ray = False
         elif address is not None:
             ray.init(address=address, **options)
             self._owns_ray = True
         else:
-            _start_local_ray(num_cpus, num_gpus, object_store_memory, options)
+            self._temp_dir = _start_local_ray(num_cpus, num_gpus, object_store_memory, options)
             self._owns_ray = True
         self._session = uuid.uuid4().hex
         self._lock = threading.Lock()
@@ -621,14 +639,15 @@ class RayBackend:
             self._objects.clear()
             self._functions.clear()
             self._used_bytes = 0
-        if not ray.is_initialized():
-            return
-        for future in pending:
-            future.cancel()
-        for actor in actors:
-            ray.kill(actor.handle, no_restart=True)
-        if self._owns_ray:
-            ray.shutdown()
+        if ray.is_initialized():
+            for future in pending:
+                future.cancel()
+            for actor in actors:
+                ray.kill(actor.handle, no_restart=True)
+            if self._owns_ray:
+                ray.shutdown()
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
 
     # -- helpers -----------------------------------------------------------
 
