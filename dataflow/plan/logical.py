@@ -250,3 +250,106 @@ class FusedMap(LogicalOperator):
     @property
     def name(self) -> str:
         return "->".join(s.name for s in self.stages)
+
+
+# -- all-to-all (an exchange: every input block is needed before output) ----------
+
+
+@dataclass(frozen=True)
+class Repartition(LogicalOperator):
+    """``num_blocks`` output blocks: row order kept (split/merge), or with
+    ``shuffle`` rows scattered randomly."""
+
+    num_blocks: int
+    shuffle: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"repartition({self.num_blocks})"
+
+
+@dataclass(frozen=True)
+class RandomShuffle(LogicalOperator):
+    """Rows in a random order; ``seed`` makes it the same order on every run."""
+
+    seed: int | None = None
+    num_blocks: int | None = None
+
+    @property
+    def name(self) -> str:
+        return "random_shuffle" if self.seed is None else f"random_shuffle(seed={self.seed})"
+
+
+@dataclass(frozen=True)
+class RandomizeBlockOrder(LogicalOperator):
+    """Blocks in a random order (rows inside a block keep theirs); no data moves."""
+
+    seed: int | None = None
+
+    @property
+    def name(self) -> str:
+        return "randomize_block_order"
+
+
+@dataclass(frozen=True)
+class Sort(LogicalOperator):
+    """Rows sorted by ``keys`` (nulls last in either direction)."""
+
+    keys: tuple[str, ...]
+    descending: tuple[bool, ...]
+
+    @property
+    def name(self) -> str:
+        return f"sort({', '.join(self.keys)})"
+
+
+@dataclass(frozen=True)
+class Aggregate(LogicalOperator):
+    """One row per distinct ``keys`` (one row overall without keys) with one
+    column per aggregation (``dataflow.aggregate.AggregateFn``)."""
+
+    keys: tuple[str, ...]
+    aggs: tuple[Any, ...]
+
+    @property
+    def name(self) -> str:
+        aggs = ", ".join(a.name for a in self.aggs)
+        if not self.keys:
+            return f"aggregate({aggs})"
+        return f"groupby({', '.join(self.keys)}).aggregate({aggs})"
+
+
+@dataclass(frozen=True)
+class MapGroups(LogicalOperator):
+    """``fn`` called once per group of rows with equal ``keys``, in ``batch_format``."""
+
+    keys: tuple[str, ...]
+    fn: Any = None
+    batch_format: str = "default"
+    fn_args: tuple = ()
+    fn_kwargs: tuple[tuple[str, Any], ...] = ()
+    resources: Resources = Resources(cpu=1)
+
+    @property
+    def name(self) -> str:
+        return f"map_groups({_fn_name(self.fn)})"
+
+
+@dataclass(frozen=True)
+class Join(LogicalOperator):
+    """Hash join of ``inputs[0]`` (left) and ``inputs[1]`` (right) on
+    ``left_on`` = ``right_on``; ``how`` is inner, left, right or outer."""
+
+    left_on: tuple[str, ...]
+    right_on: tuple[str, ...]
+    how: str = "inner"
+    right_suffix: str = "_right"
+    num_partitions: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"join({self.how}, on={', '.join(self.left_on)})"
+
+
+ALL_TO_ALL = (Repartition, RandomShuffle, RandomizeBlockOrder, Sort, Aggregate, MapGroups, Join)
+"""Operators that need every input block before their output is complete."""
