@@ -119,11 +119,12 @@ class ExchangeOperator(PhysicalOperator):
     def start(self, env: ExecEnv) -> None:
         self._backend = env.backend
         self._max_retries = env.ctx.max_task_retries
-        self._in_driver = env.in_driver
+        self._in_driver = env.in_driver and not self.spec.runs_python
         self._target_bytes = env.ctx.target_max_block_size
         self._slots = max(1, int(env.backend.total_resources().cpu // max(self.resources.cpu, 1)))
         if self.spec.has_map and self.spec.fixed_partitions:
-            self._set_partitions(self.num_partitions or DEFAULT_PARTITIONS)
+            m = self.num_partitions or self.spec.map_partitions or DEFAULT_PARTITIONS
+            self._set_partitions(m)
         fn = ExchangeTaskFn(self.spec, self._target_bytes)
         self._handle = env.backend.register_function(fn, self.name)
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from dataflow.aggregate import VectorizedAggregateFn
 from dataflow.block import check_batch_format, concat, from_batch, split_to_max_size, to_batch
 from dataflow.exec.exchange.aggregation import final_aggregate, partial_aggregate
 from dataflow.exec.exchange.partition import (
@@ -45,14 +46,18 @@ class ExchangeSpec:
     ``fixed_partitions``: the map side cuts into a number of partitions chosen
     before any input arrives (hash, random); a sort chooses it from samples.
     ``ordered``: the output must keep partition order (sort, random shuffle).
-    ``reduce_when_empty``: run one reduce even with no input (a global
-    aggregation of nothing still has one row)."""
+    ``map_partitions``: a fixed number of map partitions (a global aggregation
+    has one). ``reduce_when_empty``: run one reduce even with no input (a
+    global aggregation of nothing still has one row). ``runs_python``: user
+    code runs in the tasks, so they never run in the driver."""
 
     has_map = True
     fixed_partitions = True
+    map_partitions: int | None = None
     ordered = False
     needs_sample = False
     reduce_when_empty = False
+    runs_python = False
 
     def map(
         self, table: pa.Table, side: int, block_id: tuple[int, ...], n: int, extra: Any
@@ -132,6 +137,8 @@ class AggregateSpec(ExchangeSpec):
         self.keys = list(keys)
         self.aggs = list(aggs)
         self.reduce_when_empty = not self.keys
+        self.map_partitions = None if self.keys else 1
+        self.runs_python = any(not isinstance(a, VectorizedAggregateFn) for a in self.aggs)
 
     def map(self, table, side, block_id, n, extra):
         partial = partial_aggregate(table, self.keys, self.aggs)
@@ -160,6 +167,7 @@ class MapGroupsSpec(ExchangeSpec):
         self.fn_args = tuple(fn_args)
         self.fn_kwargs = dict(fn_kwargs)
         self.label = label
+        self.runs_python = True
 
     def map(self, table, side, block_id, n, extra):
         return hash_partition(table, self.keys, n)

@@ -1,0 +1,135 @@
+"""``GroupedData``: what ``Dataset.groupby(key)`` returns.
+
+Each method appends one ``Aggregate`` or ``MapGroups`` node and returns a new
+``Dataset``; result columns are the keys then one column per aggregation,
+named as Ray Data names them (``count()``, ``sum(a)``, ``mean(a)``...).
+
+>>> import dataflow as df
+>>> ds = df.from_items([{"k": "a", "v": 1}, {"k": "b", "v": 2}, {"k": "a", "v": 3}])
+>>> ds.groupby("k").sum("v").take_all()  # doctest: +SKIP
+[{'k': 'a', 'sum(v)': 4}, {'k': 'b', 'sum(v)': 2}]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from dataflow.aggregate import AggregateFn, Count, Max, Mean, Min, Std, Sum, check_aggs
+from dataflow.block import check_batch_format
+from dataflow.plan.logical import Aggregate, MapGroups
+from dataflow.plan.schema import known_schema
+from runtime.resources import Resources
+
+if TYPE_CHECKING:
+    from dataflow.dataset import Dataset
+
+
+def key_tuple(where: str, key: str | Sequence[str] | None) -> tuple[str, ...]:
+    """A group or sort key as a tuple of column names (clear error otherwise)."""
+    if key is None:
+        return ()
+    keys = (key,) if isinstance(key, str) else tuple(key)
+    if not all(isinstance(k, str) for k in keys):
+        raise TypeError(f"{where}: key must be a column name or a list of names, got {key!r}")
+    return keys
+
+
+def check_known_columns(where: str, dataset: Dataset, columns: Sequence[str]) -> None:
+    """Reject columns the plan's known schema lacks (unknown schema: checked at run time)."""
+    schema = known_schema(dataset._plan)
+    if schema is None:
+        return
+    missing = [c for c in columns if c not in schema.names]
+    if missing:
+        raise KeyError(
+            f"{where}: column {missing[0]!r} not in the dataset; columns: {schema.names}"
+        )
+
+
+class GroupedData:
+    """Rows of a dataset grouped by ``key`` columns (None: one global group)."""
+
+    def __init__(self, dataset: Dataset, key: str | Sequence[str] | None) -> None:
+        self._dataset = dataset
+        self._keys = key_tuple("groupby", key)
+        check_known_columns("groupby", dataset, self._keys)
+
+    def __repr__(self) -> str:
+        return f"GroupedData({self._dataset!r}, key={list(self._keys)})"
+
+    def aggregate(self, *aggs: AggregateFn) -> Dataset:
+        """One row per group with one column per aggregation.
+
+        >>> ds.groupby("k").aggregate(Count(), Mean("v"))  # doctest: +SKIP
+        """
+        where = f"groupby({', '.join(self._keys)}).aggregate"
+        aggs_ = check_aggs(aggs, where)
+        check_known_columns(where, self._dataset, [a.on for a in aggs_ if a.on is not None])
+        clash = [a.name for a in aggs_ if a.name in self._keys]
+        if clash:
+            raise ValueError(f"{where}: aggregation {clash[0]!r} has the name of a key column")
+        return self._dataset._then(Aggregate(keys=self._keys, aggs=tuple(aggs_)))
+
+    def count(self) -> Dataset:
+        """Rows per group, in column ``count()``."""
+        return self.aggregate(Count())
+
+    def sum(self, on: str | Sequence[str] | None = None, ignore_nulls: bool = True) -> Dataset:
+        """Sum of ``on`` (a column, a list, or None for every non-key column)."""
+        return self.aggregate(*(Sum(c, ignore_nulls) for c in self._targets(on)))
+
+    def min(self, on: str | Sequence[str] | None = None, ignore_nulls: bool = True) -> Dataset:
+        """Minimum of ``on`` per group."""
+        return self.aggregate(*(Min(c, ignore_nulls) for c in self._targets(on)))
+
+    def max(self, on: str | Sequence[str] | None = None, ignore_nulls: bool = True) -> Dataset:
+        """Maximum of ``on`` per group."""
+        return self.aggregate(*(Max(c, ignore_nulls) for c in self._targets(on)))
+
+    def mean(self, on: str | Sequence[str] | None = None, ignore_nulls: bool = True) -> Dataset:
+        """Mean of ``on`` per group (float64)."""
+        return self.aggregate(*(Mean(c, ignore_nulls) for c in self._targets(on)))
+
+    def std(
+        self, on: str | Sequence[str] | None = None, ddof: int = 1, ignore_nulls: bool = True
+    ) -> Dataset:
+        """Standard deviation of ``on`` per group, divisor ``N - ddof`` (NaN when N <= ddof)."""
+        return self.aggregate(*(Std(c, ddof, ignore_nulls) for c in self._targets(on)))
+
+    def map_groups(
+        self,
+        fn: Callable[..., Any],
+        *,
+        batch_format: str | None = "default",
+        fn_args: Sequence[Any] = (),
+        fn_kwargs: dict[str, Any] | None = None,
+        num_cpus: float = 1,
+    ) -> Dataset:
+        """Call ``fn(batch)`` once per group (all its rows in one batch of
+        ``batch_format``); its returned batches form the output.
+
+        >>> ds.groupby("k").map_groups(lambda df: df.head(1), batch_format="pandas")  # doctest: +SKIP
+        """
+        if not callable(fn):
+            raise TypeError(f"map_groups: fn must be callable, got {type(fn).__name__}")
+        fmt = check_batch_format(batch_format, "map_groups")
+        if not self._keys:
+            raise ValueError("map_groups: give groupby a key column; groupby(None) has no groups")
+        node = MapGroups(
+            keys=self._keys,
+            fn=fn,
+            batch_format=fmt,
+            fn_args=tuple(fn_args),
+            fn_kwargs=tuple(sorted((fn_kwargs or {}).items())),
+            resources=Resources(cpu=num_cpus),
+        )
+        return self._dataset._then(node)
+
+    def _targets(self, on: str | Sequence[str] | None) -> list[str]:
+        if on is None:
+            return [c for c in self._dataset.columns() if c not in self._keys]
+        return list(key_tuple("groupby aggregation", on))
+
+
+__all__ = ["GroupedData"]
