@@ -81,12 +81,17 @@ def coalesce(
         try:
             return pa.concat_tables([t for _, t in pending], promote_options="permissive")
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-            first = pending[0]
-            other = next(p for p in pending if not p[1].schema.equals(first[1].schema))
+            schema, bad = pending[0][1].schema, pending[-1][0]
+            for path, table in pending[1:]:
+                try:
+                    schema = pa.unify_schemas([schema, table.schema], promote_options="permissive")
+                except (pa.ArrowInvalid, pa.ArrowTypeError):
+                    bad = path
+                    break
             raise SourceError(
-                f"{where}: files {first[0]!r} and {other[0]!r} have incompatible schemas "
-                f"({e}); cast them to one schema or read them separately",
-                path=other[0],
+                f"{where}: {bad!r} has a schema incompatible with {pending[0][0]!r} ({e}); "
+                "cast the files to one schema or read them separately",
+                path=bad,
             ) from e
 
     for path, table in tables:

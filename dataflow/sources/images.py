@@ -67,4 +67,5 @@ class ImageDatasource(FileBasedDatasource):
             arr = np.asarray(img, dtype=np.uint8)
         if arr.ndim == 2:
             arr = arr[:, :, None]
-        yield pa.table({"image": array_from_numpy(arr[None], "image")})
+        arr = np.ascontiguousarray(arr).reshape((1, *arr.shape))  # a row axis with real strides
+        yield pa.table({"image": array_from_numpy(arr, "image")})

@@ -79,6 +79,14 @@ class _FileWriter:
         self.sink.close_file(self.state, self.stream)
         self.stream.close()
 
+    def abort(self) -> None:
+        """Close after a failure; the staged file is discarded with the staging prefix."""
+        try:
+            self.sink.close_file(self.state, self.stream)
+        except Exception:  # the error being raised matters, not this file
+            pass
+        self.stream.close()
+
 
 class FileDatasink(Datasink):
     """Base of the file sinks; a format implements ``open_file``, ``write_table``
@@ -209,6 +217,8 @@ class FileDatasink(Datasink):
                     if current is None:
                         rel = f"{key}{prefix}-{task_index:05d}-{seq:04d}.{self.extension}"
                         seq += 1
+                        if key:
+                            self.fs.arrow.create_dir(f"{self.staging}/{key}", recursive=True)
                         stream = self.fs.arrow.open_output_stream(f"{self.staging}/{rel}")
                         current = (rel, _FileWriter(stream, part.schema, self))
                         open_files[key] = current
@@ -219,7 +229,7 @@ class FileDatasink(Datasink):
                 finish(key)
         except BaseException:
             for _, writer in open_files.values():
-                writer.stream.close()
+                writer.abort()
             raise
         return WriteResult(
             files=tuple(f"{self.path}/{f['path']}" for f in done),
