@@ -27,7 +27,14 @@ from dataflow.read_api import (
     from_pandas,
     range,
     range_tensor,
+    read_binary_files,
+    read_csv,
     read_datasource,
+    read_images,
+    read_json,
+    read_numpy,
+    read_parquet,
+    read_text,
 )
 from dataflow.session import init, shutdown
 from dataflow.sources.datasource import BlockMetadata, Datasink, Datasource, ReadTask, WriteResult
@@ -61,6 +68,13 @@ __all__ = [
     "lit",
     "range",
     "range_tensor",
+    "read_binary_files",
+    "read_csv",
     "read_datasource",
+    "read_images",
+    "read_json",
+    "read_numpy",
+    "read_parquet",
+    "read_text",
     "shutdown",
 ]

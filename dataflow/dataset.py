@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from dataflow.block import check_batch_format, concat, table_to_pandas
 from dataflow.context import DataContext
+from dataflow.dataset_all_to_all import AllToAllMethods
 from dataflow.errors import PlanError
 from dataflow.expressions import Expr, check_columns, parse
 from dataflow.iterators import DataIterator
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
     from dataflow.sources.datasource import Datasink
 
 
-class Dataset:
+class Dataset(AllToAllMethods):
     """A lazy, immutable pipeline over blocks of rows (Arrow tables).
 
     Build one with ``dataflow.range``, ``from_*`` or ``read_*``; transforms return
@@ -299,15 +300,15 @@ class Dataset:
         plans = _plans("union", others)
         return Dataset(Union(inputs=(self._plan, *plans)))
 
-    def zip(self, *others: Dataset) -> Dataset:
-        """Columns of this dataset and ``others`` side by side, row by row (the
-        datasets must have the same number of rows; duplicate names get a suffix).
+    def zip(self, other: Dataset) -> Dataset:
+        """Columns of this dataset and ``other`` side by side, row by row (both
+        must have the same number of rows).
 
         >>> df.range(2).zip(df.range(2))
         Dataset(zip(read_range, read_range))
         """
-        plans = _plans("zip", others)
-        return Dataset(Zip(inputs=(self._plan, *plans)))
+        (plan,) = _plans("zip", (other,))
+        return Dataset(Zip(inputs=(self._plan, plan)))
 
     # -- consumption ------------------------------------------------------------
 
@@ -322,6 +323,8 @@ class Dataset:
         batch_format: str | None = "default",
         prefetch_batches: int = 1,
         drop_last: bool = False,
+        local_shuffle_buffer_size: int | None = None,
+        local_shuffle_seed: int | None = None,
     ) -> Iterator[Any]:
         """Batches of ``batch_size`` rows (see ``DataIterator.iter_batches``).
 
@@ -333,7 +336,43 @@ class Dataset:
             batch_format=batch_format,
             prefetch_batches=prefetch_batches,
             drop_last=drop_last,
+            local_shuffle_buffer_size=local_shuffle_buffer_size,
+            local_shuffle_seed=local_shuffle_seed,
         )
+
+    def iter_torch_batches(self, **kwargs: Any) -> Iterator[Any]:
+        """Batches as dicts of torch tensors; keywords as
+        ``DataIterator.iter_torch_batches`` (batch_size, dtypes, device, collate_fn,
+        drop_last, local_shuffle_buffer_size, prefetch_batches...).
+
+        >>> next(df.range(4).iter_torch_batches(batch_size=4))  # doctest: +SKIP
+        {'id': tensor([0, 1, 2, 3])}
+        """
+        return self.iterator().iter_torch_batches(**kwargs)
+
+    def to_torch_dataset(self, **kwargs: Any) -> Any:
+        """A ``torch.utils.data.IterableDataset`` for ``DataLoader(ds, batch_size=None)``
+        (keywords as ``iter_torch_batches``); with ``num_workers > 0`` the workers share
+        one execution and together yield each row once.
+
+        >>> loader = DataLoader(ds.to_torch_dataset(batch_size=64), batch_size=None)  # doctest: +SKIP
+        """
+        from dataflow.torch_utils import make_torch_dataset
+
+        return make_torch_dataset(self.iterator(), self._open_stream, kwargs)
+
+    def streaming_split(
+        self, n: int, *, equal: bool = False, host: str = "127.0.0.1"
+    ) -> list[DataIterator]:
+        """``n`` picklable iterators over one shared execution, served to other
+        processes by a gRPC coordinator in this one (a token is required unless
+        ``host`` is loopback); ``equal=True`` gives each the same number of rows.
+
+        >>> a, b = df.range(10).streaming_split(2, equal=True)  # doctest: +SKIP
+        """
+        from dataflow.service.split import streaming_split
+
+        return streaming_split(self._open_stream, n, equal=equal, host=host, name=repr(self))
 
     def iter_rows(self) -> Iterator[dict[str, Any]]:
         """Rows as dicts.
