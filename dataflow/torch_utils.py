@@ -13,6 +13,7 @@ warns on those. Tensor columns (fixed-shape tensors) become N-d tensors.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -135,7 +136,74 @@ def check_torch_args(
         raise TypeError(f"{where}: collate_fn must be callable, got {type(collate_fn).__name__}")
 
 
-def iter_tables_as_torch(tables: Iterator[pa.Table], **kwargs: Any) -> Iterator[Any]:
-    """``table_to_torch`` over a stream of batches (tables)."""
-    for t in tables:
-        yield table_to_torch(t, **kwargs)
+def make_torch_dataset(
+    local: Any, open_stream: Callable[[], Any], torch_kwargs: dict[str, Any]
+) -> torch.utils.data.IterableDataset:
+    """The ``to_torch_dataset()`` object: ``local`` (a ``DataIterator``) feeds it in
+    the main process; DataLoader workers fetch disjoint shares of one execution of
+    ``open_stream`` from a split service started here."""
+    from dataflow.service.split import start_service
+
+    check_torch_args(
+        torch_kwargs.get("dtypes"), torch_kwargs.get("device"), None, "to_torch_dataset"
+    )
+    return _torch_dataset_class()(local, start_service(open_stream, None), torch_kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    # The class subclasses torch's IterableDataset, so it is built on first use;
+    # this hook lets pickle find it by name in a fresh process.
+    if name == "TorchIterableDataset":
+        return _torch_dataset_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.cache
+def _torch_dataset_class() -> type:
+    import torch.utils.data
+
+    from dataflow.iterators import DataIterator
+    from dataflow.service.client import SplitClient
+
+    class TorchIterableDataset(torch.utils.data.IterableDataset):
+        """Batches of tensors for ``DataLoader(ds, batch_size=None)``.
+
+        With ``num_workers > 0`` every loader worker fetches its share of one
+        execution running in the main process, so together they yield each row
+        once. ``state_dict``/``load_state_dict`` resume iteration in the main
+        process (``num_workers=0``).
+        """
+
+        def __init__(self, local: Any, service: Any, torch_kwargs: dict[str, Any]) -> None:
+            self._local = local
+            self._service = service
+            self._address = service.server.address
+            self._token = service.server.token
+            self._kwargs = torch_kwargs
+
+        def __getstate__(self) -> dict[str, Any]:
+            return {**self.__dict__, "_local": None, "_service": None}
+
+        def __iter__(self) -> Iterator[Any]:
+            info = torch.utils.data.get_worker_info()
+            if info is None:
+                if self._local is None:
+                    raise RuntimeError(
+                        "to_torch_dataset: a pickled dataset can only be iterated in "
+                        "DataLoader workers; iterate the original in the main process"
+                    )
+                yield from self._local.iter_torch_batches(**self._kwargs)
+                return
+            client = SplitClient(self._address, info.id, self._token, n=info.num_workers)
+            worker_it = DataIterator(lambda: client.open(None), name=f"loader worker {info.id}")
+            yield from worker_it.iter_torch_batches(**self._kwargs)
+
+        def state_dict(self) -> dict[str, Any]:
+            return self._local.state_dict()
+
+        def load_state_dict(self, state: dict[str, Any]) -> None:
+            self._local.load_state_dict(state)
+
+    TorchIterableDataset.__module__ = __name__
+    TorchIterableDataset.__qualname__ = "TorchIterableDataset"
+    return TorchIterableDataset

@@ -81,14 +81,15 @@ class SplitCoordinator:
     def __init__(
         self,
         make_stream: Callable[[], Iterator[pa.Table]],
-        n: int,
+        n: int | None,
         *,
         equal: bool = False,
         max_buffered_blocks: int = 8,
     ) -> None:
-        if not isinstance(n, int) or n < 1:
+        if n is not None and (not isinstance(n, int) or n < 1):
             raise ValueError(f"streaming_split: n must be a positive int, got {n!r}")
-        self.n = n
+        self._elastic = n is None
+        self.n = n or 0
         self.equal = equal
         self.max_buffered_blocks = max(1, max_buffered_blocks)
         self.lost: list[LostBlocks] = []
@@ -102,16 +103,33 @@ class SplitCoordinator:
         self._exhausted = False
         self._error: BaseException | None = None
         self._shares: list[deque[pa.Table]] | None = None  # equal mode, after exhaustion
-        self._splits = [_Split(status="done") for _ in range(n)]  # as if epoch -1 ended
+        self._splits = [_Split(status="done") for _ in range(self.n)]  # as if epoch -1 ended
         self._closed = False
 
     # -- consumer API ------------------------------------------------------------
 
-    def begin(self, split: int, epoch: int, alive: Callable[[], bool] = lambda: True) -> None:
-        """Register ``split`` as consuming ``epoch``; waits for the others to
-        finish the previous epoch (the epoch barrier)."""
-        self._check_split(split)
+    def begin(
+        self,
+        split: int,
+        epoch: int | None,
+        alive: Callable[[], bool] = lambda: True,
+        n: int | None = None,
+    ) -> int:
+        """Register ``split`` as consuming ``epoch`` and return it; waits for the
+        others to finish the previous epoch (the epoch barrier).
+
+        ``epoch=None`` means this split's next epoch, for consumers that cannot
+        count epochs (DataLoader workers restart each epoch). A coordinator made
+        with ``n=None`` takes ``n`` from the consumers at each epoch start.
+        """
         with self._cv:
+            if epoch is None:
+                mine = self._splits[split] if 0 <= split < len(self._splits) else None
+                epoch = (
+                    self._epoch
+                    if mine is not None and mine.status == "waiting"
+                    else (self._epoch + 1)
+                )
             while True:
                 self._raise_if_closed()
                 if epoch == self._epoch:
@@ -119,7 +137,7 @@ class SplitCoordinator:
                 if epoch == self._epoch + 1 and all(
                     s.status in ("done", "dead") for s in self._splits
                 ):
-                    self._start_epoch(epoch)
+                    self._start_epoch(epoch, n)
                     break
                 if epoch != self._epoch + 1:
                     raise SplitUsageError(
@@ -130,6 +148,7 @@ class SplitCoordinator:
                 if not alive():
                     raise SplitClosedError(f"split {split}: consumer went away")
                 self._cv.wait(_WAIT_S)
+            self._check_split(split, n)
             s = self._splits[split]
             if s.status in ("done", "dead"):
                 raise SplitUsageError(
@@ -137,6 +156,7 @@ class SplitCoordinator:
                     "iterate it again only after every split finished this epoch"
                 )
             s.status = "active"
+            return epoch
 
     def fetch(
         self, split: int, epoch: int, alive: Callable[[], bool] = lambda: True
@@ -214,7 +234,12 @@ class SplitCoordinator:
 
     # -- internals (lock held) -----------------------------------------------------
 
-    def _check_split(self, split: int) -> None:
+    def _check_split(self, split: int, n: int | None) -> None:
+        if n is not None and n != self.n:
+            raise SplitUsageError(
+                f"streaming_split: a consumer expects {n} splits but epoch {self._epoch} has "
+                f"{self.n}"
+            )
         if not isinstance(split, int) or not 0 <= split < self.n:
             raise SplitUsageError(
                 f"streaming_split: split index {split!r} out of range 0..{self.n - 1}"
@@ -224,7 +249,7 @@ class SplitCoordinator:
         if self._closed:
             raise SplitClosedError("streaming_split: the coordinator was shut down")
 
-    def _start_epoch(self, epoch: int) -> None:
+    def _start_epoch(self, epoch: int, n: int | None) -> None:
         _close_stream(self._stream)
         self._epoch = epoch
         self._stream = None
@@ -232,6 +257,12 @@ class SplitCoordinator:
         self._exhausted = False
         self._error = None
         self._shares = None
+        if self._elastic:
+            if not isinstance(n, int) or n < 1:
+                raise SplitUsageError(
+                    "streaming_split: the first consumer must say how many splits"
+                )
+            self.n = n
         self._splits = [_Split() for _ in range(self.n)]
         self._cv.notify_all()
 

@@ -78,14 +78,18 @@ class SplitServer:
                 )
         try:
             first = protocol.decode_request(next(requests))
-            split, epoch = int(first["split"]), int(first["epoch"])
+            split = int(first["split"])
+            epoch = None if first.get("epoch") is None else int(first["epoch"])
+            n = None if first.get("n") is None else int(first["n"])
         except (StopIteration, KeyError, TypeError, ValueError) as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"streaming_split: bad hello: {e}")
         coord = self.coordinator
         consumed = 0
-        finished = False  # None from the coordinator, or the client closed on purpose
+        finished = False
+        begun = False  # None from the coordinator, or the client closed on purpose
         try:
-            coord.begin(split, epoch, context.is_active)
+            epoch = coord.begin(split, epoch, context.is_active, n)
+            begun = True
             msg = first
             while True:
                 consumed = int(msg.get("consumed", consumed))
@@ -109,7 +113,8 @@ class SplitServer:
             finished = True
             yield protocol.encode_error(e)
         finally:
-            coord.finish(split, epoch, consumed=None if finished else consumed)
+            if begun:
+                coord.finish(split, epoch, consumed=None if finished else consumed)
 
 
 def _bracket(host: str) -> str:

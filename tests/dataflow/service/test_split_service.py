@@ -42,7 +42,7 @@ def serve():
 
 
 def ids_of(client: SplitClient, epoch: int = 0) -> list[int]:
-    return [i for t in client.iter_blocks(epoch) for i in t.column("id").to_pylist()]
+    return [i for t in client.open(epoch).iter_blocks() for i in t.column("id").to_pylist()]
 
 
 def test_two_threaded_clients_cover_every_row_once(serve):
@@ -115,11 +115,13 @@ def test_execution_error_is_raised_in_the_consumer(serve):
 def test_early_break_is_a_clean_close_and_next_epoch_runs(serve):
     server = serve(blocks([2] * 10), 1)
     client = SplitClient(server.address, 0, None)
-    it = client.iter_blocks(0)
+    stream = client.open(0)
+    it = stream.iter_blocks()
     assert next(it).num_rows == 2
+    stream.close()  # as the prefetch thread's owner does: the generator stays suspended
     it.close()
+    assert ids_of(client, 1) == list(range(20))  # epoch 1 starts once split 0 left epoch 0
     assert server.coordinator.lost == []
-    assert ids_of(client, 1) == list(range(20))
 
 
 def test_lost_coordinator_is_a_clear_error(serve):
