@@ -1,0 +1,128 @@
+"""Every workload runs on a tiny dataset and every engine's checksum equals the pyarrow reference."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from benchmarks import engines, workloads
+from benchmarks.workloads import RunContext, Workload
+
+PEERS = ["pyarrow-mp", "daft", "dataflow", pytest.param("ray", marks=pytest.mark.slow)]
+
+
+def _pairs(engine_names: list) -> list:
+    out = []
+    for name in workloads.names():
+        runs = workloads.get(name).runs
+        for engine in engine_names:
+            engine_name = engine if isinstance(engine, str) else engine.values[0]
+            if engine_name in runs:
+                marks = () if isinstance(engine, str) else engine.marks
+                out.append(pytest.param(name, engine_name, marks=marks, id=f"{name}-{engine_name}"))
+    return out
+
+
+def _skip_if_missing(engine: str) -> None:
+    reason = engines.get(engine).missing()
+    if reason:
+        pytest.skip(reason)
+
+
+def _ok(record: dict) -> dict:
+    assert "error" not in record, f"{record['error']}\n{record.get('stderr_tail', '')}"
+    return record
+
+
+@pytest.mark.parametrize("workload", workloads.names())
+def test_pyarrow_reference_exact(run_tiny, tiny_data, workload: str) -> None:
+    rec = _ok(run_tiny(workload, "pyarrow"))
+    expected = {
+        "startup": "rows=1;id=0",
+        "overhead": "rows=1200",
+        "smallfiles": "count=600;mapped=600",
+    }
+    if workload in expected:
+        assert rec["checksum"] == expected[workload]
+    if workload in ("feed", "shuffle"):
+        assert rec["rows"] == tiny_data.rows == 6_000
+        assert rec["ttfb_s"] is not None and 0 < rec["ttfb_s"] <= rec["wall_s"]
+    if workload == "shuffle":
+        assert rec["checksum"] == f"rows=6000;sum_id={6000 * 5999 // 2}"
+    assert rec["wall_s"] > 0 and rec["peak_rss_bytes"] > 10 * 2**20
+    assert rec["leaked_processes"] == 0
+
+
+@pytest.mark.parametrize(("workload", "engine"), _pairs(PEERS))
+def test_engine_checksum_matches_pyarrow(run_tiny, workload: str, engine: str) -> None:
+    _skip_if_missing(engine)
+    reference = _ok(run_tiny(workload, "pyarrow"))
+    rec = _ok(run_tiny(workload, engine))
+    assert rec["checksum"] == reference["checksum"]
+    assert rec["rows"] == reference["rows"]
+    assert rec["leaked_processes"] == 0
+
+
+def test_etl_checksum_counts_filtered_rows(run_tiny, tiny_data) -> None:
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    table = pads.dataset(list(tiny_data.main_files), format="parquet").to_table()
+    d = pc.add(pc.multiply(table["a"], table["b"]), pc.cast(table["c"], "float64"))
+    kept = table.filter(pc.greater(d, 0))
+    rec = _ok(run_tiny("etl", "pyarrow"))
+    assert rec["checksum"].startswith(f"rows={kept.num_rows};sum_id={pc.sum(kept['id']).as_py()};")
+
+
+def test_every_workload_module_is_well_formed() -> None:
+    known = set(engines.names())
+    assert {"etl", "feed", "pyudf", "smallfiles", "overhead", "startup"} <= set(workloads.names())
+    for name in workloads.names():
+        w = workloads.get(name)
+        assert isinstance(w, Workload) and w.name == name and w.description
+        assert "pyarrow" in w.runs and "dataflow" in w.runs, name
+        assert set(w.runs) <= known, name
+        assert w.dataset in ("none", "main", "smallfiles")
+
+
+def test_unknown_names_list_the_known_ones() -> None:
+    with pytest.raises(KeyError, match=r"unknown workload 'nope'; known: .*etl"):
+        workloads.get("nope")
+    with pytest.raises(KeyError, match=r"unknown engine 'spark'; known: dataflow, daft"):
+        engines.get("spark")
+    with pytest.raises(KeyError, match=r"workload 'startup' has no run for engine 'pyarrow-mp'"):
+        workloads.get("startup").run_for("pyarrow-mp")
+
+
+def test_missing_package_skips_with_install_hint() -> None:
+    engine = engines.Engine("ghost", "no_such_package_xyz", lambda: None, lambda _: None)
+    assert engine.missing() == (
+        "engine 'ghost' skipped: package 'no_such_package_xyz' is not installed "
+        "(pip install -e '.[bench]')"
+    )
+    assert engines.get("pyarrow").missing() is None
+
+
+def test_first_batch_records_only_the_first(tiny_data) -> None:
+    ctx = RunContext(data=tiny_data, out_dir=tiny_data.root, engine="pyarrow")
+    ctx.start_clock()
+    ctx.first_batch()
+    first = ctx.first_batch_s
+    ctx.first_batch()
+    assert first is not None and ctx.first_batch_s == first
+    assert ctx.param("overhead_blocks", 2000) == 2000
+
+
+def test_checksum_is_exact_for_ints_and_8_digits_for_floats() -> None:
+    assert workloads.checksum(rows=3, s=1.0000000001, t="x") == "rows=3;s=1.0000000e+00;t=x"
+    assert workloads.checksum(a=123456789.0) == workloads.checksum(a=123456789.00001)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("daft") is None, reason="daft is not installed")
+def test_daft_identity_count_runs_the_udf() -> None:
+    import daft
+
+    from benchmarks.workloads._common import daft_identity_count
+
+    assert daft_identity_count(daft.range(0, 1000, partitions=4), "id") == 1000
