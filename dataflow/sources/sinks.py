@@ -172,7 +172,8 @@ class FileDatasink(Datasink):
         }
         with fs.open(f"{self.path}/{MANIFEST}", "wb") as f:
             f.write(json.dumps(manifest, indent=1).encode())
-        fs.rm(self.staging, recursive=True)
+        if fs.exists(self.staging):  # object stores drop an emptied prefix by themselves
+            fs.rm(self.staging, recursive=True)
         return manifest
 
     def on_write_failed(self, error: BaseException) -> None:

@@ -68,6 +68,10 @@ def s3(s3_endpoint, monkeypatch):
         use_listings_cache=False,
         skip_instance_cache=True,
     )
+    import boto3
+
     bucket = f"bucket-{uuid.uuid4().hex[:10]}"
-    fs.mkdir(bucket)
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket=bucket)
+    client.close()
     return fs, bucket
