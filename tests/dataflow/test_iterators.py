@@ -1,0 +1,126 @@
+"""DataIterator on a fake stream: exact batches, formats, prefetch, closing."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+import dataflow as df
+from dataflow.iterators import DataIterator
+
+
+class FakeStream:
+    """Yields ``tables``; ``close()`` is thread-safe and wakes a blocked iterator,
+    as ``OutputStream.close`` does. ``hang_after`` blocks after that many tables."""
+
+    def __init__(self, tables, hang_after=None, fail_after=None):
+        self.tables = tables
+        self.hang_after = hang_after
+        self.fail_after = fail_after
+        self.closed = threading.Event()
+        self.produced = 0
+
+    def iter_blocks(self):
+        for i, t in enumerate(self.tables):
+            if i == self.fail_after:
+                raise RuntimeError("block 2 is corrupt")
+            if i == self.hang_after:
+                self.closed.wait(timeout=30)
+            if self.closed.is_set():
+                return
+            self.produced += 1
+            yield t
+
+    def close(self):
+        self.closed.set()
+
+
+def tables(*sizes):
+    start, out = 0, []
+    for n in sizes:
+        out.append(pa.table({"x": list(range(start, start + n))}))
+        start += n
+    return out
+
+
+def make(*sizes, **kw):
+    streams = []
+
+    def open_stream():
+        streams.append(FakeStream(tables(*sizes), **kw))
+        return streams[-1]
+
+    return DataIterator(open_stream), streams
+
+
+@pytest.mark.parametrize("prefetch", [0, 1, 3])
+def test_exact_batches_across_blocks(prefetch):
+    it, streams = make(3, 5, 1, 4)
+    got = [b["x"].tolist() for b in it.iter_batches(batch_size=4, prefetch_batches=prefetch)]
+    assert got == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12]]
+    assert streams[0].closed.is_set()
+
+
+def test_drop_last_none_batch_size_and_formats():
+    it, _ = make(3, 5)
+    assert [
+        b.num_rows for b in it.iter_batches(batch_size=3, batch_format="pyarrow", drop_last=True)
+    ] == [3, 3]
+    assert [len(b["x"]) for b in it.iter_batches(batch_size=None)] == [3, 5]
+    frames = list(it.iter_batches(batch_size=8, batch_format="pandas"))
+    assert isinstance(frames[0], pd.DataFrame) and frames[0]["x"].tolist() == list(range(8))
+    assert [r["x"] for r in it.iter_rows()] == list(range(8))
+
+
+def test_each_iteration_opens_a_new_stream():
+    it, streams = make(2)
+    assert len(list(it.iter_rows())) == 2 and len(list(it.iter_rows())) == 2
+    assert len(streams) == 2 and all(s.closed.is_set() for s in streams)
+
+
+def test_break_closes_the_stream_and_stops_the_prefetch_thread():
+    it, streams = make(*([4] * 50), hang_after=5)
+    before = threading.active_count()
+    batches = it.iter_batches(batch_size=4, prefetch_batches=2)
+    assert next(batches)["x"].tolist() == [0, 1, 2, 3]
+    time.sleep(0.2)  # let the producer run ahead and block inside the stream
+    start = time.monotonic()
+    batches.close()
+    assert time.monotonic() - start < 5
+    assert streams[0].closed.is_set()
+    assert streams[0].produced <= 5  # bounded: never more than prefetch ahead + blocked one
+    assert threading.active_count() == before
+
+
+def test_errors_reach_the_consumer_after_earlier_batches():
+    it, streams = make(2, 2, 2, fail_after=2)
+    got = []
+    with pytest.raises(RuntimeError, match="block 2 is corrupt"):
+        for b in it.iter_batches(batch_size=2, prefetch_batches=2):
+            got.append(b["x"].tolist())
+    assert got == [[0, 1], [2, 3]]
+    assert streams[0].closed.is_set()
+
+
+def test_bad_arguments():
+    it, _ = make(1)
+    with pytest.raises(
+        df.PlanError, match="iter_batches: prefetch_batches must be a non-negative int"
+    ):
+        it.iter_batches(prefetch_batches=-1)
+    with pytest.raises(df.PlanError, match="iter_batches: unknown batch_format 'torch'"):
+        it.iter_batches(batch_format="torch")
+
+
+def test_dataset_iterator_end_to_end(backend):
+    ds = df.range(100, override_num_blocks=4)
+    seen = sorted(x for b in ds.iterator().iter_batches(batch_size=7) for x in b["id"].tolist())
+    assert seen == list(range(100))
+    for i, _ in enumerate(ds.iter_batches(batch_size=10)):  # break early: must not hang or leak
+        if i == 1:
+            break
+    assert backend.store_stats().num_objects == 0
