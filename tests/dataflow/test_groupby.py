@@ -1,0 +1,139 @@
+"""Dataset.groupby(...) aggregations, map_groups, aggregate and unique against pandas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+import dataflow as df
+from dataflow.aggregate import AggregateFn, Count, Max, Mean, Std, Sum
+
+
+def _table(n: int = 3000, seed: int = 0) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    return pa.table(
+        {
+            "k": pa.array(
+                list(np.array(["a", "b", "c", "d"])[rng.integers(0, 4, n)]),
+                mask=rng.random(n) < 0.05,
+            ),
+            "j": rng.integers(0, 3, n),
+            "v": pa.array(rng.integers(-100, 100, n), mask=rng.random(n) < 0.1),
+            "x": rng.normal(5.0, 2.0, n),
+        }
+    )
+
+
+def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    return frame.sort_values(keys, na_position="last").reset_index(drop=True)
+
+
+def test_groupby_builtins_match_pandas(backend, make_ds):
+    t = _table()
+    ds = make_ds(t, num_blocks=4)
+    g = t.to_pandas().groupby(["k", "j"], dropna=False)
+    got = _sorted(ds.groupby(["k", "j"]).count().to_pandas(), ["k", "j"])
+    assert got["count()"].tolist() == _sorted(g.size().reset_index(), ["k", "j"])[0].tolist()
+    got = _sorted(ds.groupby(["k", "j"]).sum("v").to_pandas(), ["k", "j"])
+    exp = _sorted(g["v"].sum(min_count=1).reset_index(), ["k", "j"])
+    assert got["sum(v)"].tolist() == exp["v"].astype("int64").tolist()
+    got = _sorted(
+        ds.groupby("k")
+        .aggregate(Mean("x"), Std("x"), Max("v"), Count("v", ignore_nulls=True))
+        .to_pandas(),
+        ["k"],
+    )
+    gk = t.to_pandas().groupby("k", dropna=False)
+    exp = _sorted(
+        gk.agg(m=("x", "mean"), s=("x", "std"), mx=("v", "max"), c=("v", "count")).reset_index(),
+        ["k"],
+    )
+    assert got["k"].tolist()[:4] == ["a", "b", "c", "d"] and got["k"].isna().iloc[4]
+    np.testing.assert_allclose(got["mean(x)"], exp["m"], rtol=1e-12)
+    np.testing.assert_allclose(got["std(x)"], exp["s"], rtol=1e-10)
+    assert got["max(v)"].tolist() == exp["mx"].astype("int64").tolist()
+    assert got["count(v)"].tolist() == exp["c"].tolist()
+
+
+def test_groupby_min_max_mean_std_of_several_columns(backend):
+    t = pa.table({"k": [1, 1, 2], "a": [1.0, 3.0, 5.0], "b": [2, 4, 6]})
+    ds = df.from_arrow([t])
+    assert _sorted(ds.groupby("k").mean().to_pandas(), ["k"]).to_dict("list") == {
+        "k": [1, 2],
+        "mean(a)": [2.0, 5.0],
+        "mean(b)": [3.0, 6.0],
+    }
+    assert ds.groupby("k").min(["a", "b"]).sort("k").take_all() == [
+        {"k": 1, "min(a)": 1.0, "min(b)": 2},
+        {"k": 2, "min(a)": 5.0, "min(b)": 6},
+    ]
+
+
+def test_custom_aggregate_fn(backend):
+    t = _table(1000)
+    ds = df.from_arrow([t.slice(0, 400), t.slice(400)])
+    prod_sign = AggregateFn(
+        init=lambda key: 0,
+        accumulate_block=lambda acc, block: (
+            acc + int(np.nansum(block["v"].to_numpy(zero_copy_only=False).astype(float) > 0))
+        ),
+        merge=lambda a, b: a + b,
+        name="positives",
+    )
+    got = _sorted(ds.groupby("k").aggregate(prod_sign).to_pandas(), ["k"])
+    pdf = t.to_pandas()
+    exp = _sorted(
+        (pdf.assign(p=pdf["v"] > 0).groupby("k", dropna=False)["p"].sum()).reset_index(), ["k"]
+    )
+    assert got["positives"].tolist() == exp["p"].tolist()
+
+
+def test_map_groups(backend, make_ds):
+    t = _table(1200)
+
+    def top(df_: pd.DataFrame) -> pd.DataFrame:
+        return df_.nlargest(2, "x")[["j", "x"]]
+
+    got = make_ds(t).groupby("j").map_groups(top, batch_format="pandas").to_pandas()
+    pdf = t.to_pandas()
+    exp = [x for j in range(3) for x in pdf[pdf["j"] == j].nlargest(2, "x")["x"]]
+    assert sorted(got["x"]) == sorted(exp)
+    assert sorted(got["j"]) == [0, 0, 1, 1, 2, 2]
+
+
+def test_map_groups_error_names_function(backend):
+    def explode(batch):
+        raise RuntimeError("no thanks")
+
+    ds = df.from_arrow([_table(100)])
+    with pytest.raises(df.UserCodeError, match="map_groups\\(explode\\).*no thanks"):
+        ds.groupby("j").map_groups(explode).take_all()
+
+
+def test_global_aggregate_and_unique(backend):
+    t = _table(500)
+    ds = df.from_arrow([t.slice(0, 200), t.slice(200)])
+    got = ds.aggregate(Count(), Sum("v"), Mean("x"))
+    pdf = t.to_pandas()
+    assert got["count()"] == 500 and got["sum(v)"] == int(pdf["v"].sum())
+    assert got["mean(x)"] == pytest.approx(pdf["x"].mean(), rel=1e-12)
+    assert sorted(ds.unique("j")) == [0, 1, 2]
+    keys = ds.unique("k")
+    assert None in keys and sorted(k for k in keys if k) == ["a", "b", "c", "d"]
+    assert None not in ds.unique("k", ignore_nulls=True)
+    empty = df.from_arrow([pa.table({"v": pa.array([], pa.int64())})])
+    assert empty.aggregate(Count(), Sum("v")) == {"count()": 0, "sum(v)": None}
+
+
+def test_groupby_bad_arguments():
+    ds = df.from_arrow([pa.table({"k": [1], "v": [2]})])
+    with pytest.raises(KeyError, match="groupby: column 'nope'"):
+        ds.groupby("nope")
+    with pytest.raises(KeyError, match="column 'w' not in the dataset"):
+        ds.groupby("k").sum("w")
+    with pytest.raises(TypeError, match="expected AggregateFn"):
+        ds.groupby("k").aggregate("sum")
+    with pytest.raises(TypeError, match="map_groups: fn must be callable"):
+        ds.groupby("k").map_groups(3)
