@@ -1,0 +1,82 @@
+"""The ``dataflow`` console script.
+
+    dataflow --version
+    dataflow info [--json]     backend, CPUs/GPUs detected, object store capacity and location
+
+``info`` reports what a new session would use; it starts no worker and creates
+no store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+MiB = 1024 * 1024
+
+
+def runtime_info() -> dict[str, Any]:
+    """What ``dataflow.init()`` would start here, without starting it.
+
+    >>> sorted(runtime_info())
+    ['backend', 'cpus', 'gpus', 'store_capacity_bytes', 'store_location', 'version']
+    """
+    import dataflow
+    from dataflow.context import DataContext
+    from runtime.resources import detect_num_cpus, detect_num_gpus
+    from runtime.store import default_capacity, default_shm_root
+
+    root = default_shm_root()
+    capacity = DataContext.get_current().object_store_memory or default_capacity(root)
+    return {
+        "version": dataflow.__version__,
+        "backend": os.environ.get("DATAFLOW_BACKEND", "local"),
+        "cpus": detect_num_cpus(),
+        "gpus": detect_num_gpus(),
+        "store_capacity_bytes": capacity,
+        "store_location": str(root),
+    }
+
+
+def _print_info(as_json: bool) -> None:
+    info = runtime_info()
+    if as_json:
+        print(json.dumps(info))
+        return
+    print(f"dataflow {info['version']}")
+    print(
+        f"backend:        {info['backend']}  (set DATAFLOW_BACKEND or dataflow.init(backend=...))"
+    )
+    print(f"CPUs:           {info['cpus']}")
+    print(f"GPUs:           {info['gpus']}")
+    print(f"store capacity: {info['store_capacity_bytes'] / MiB:,.0f} MiB")
+    print(f"store location: {info['store_location']}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dataflow`` console script; returns the exit code."""
+    from dataflow import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="dataflow", description="dataflow: a streaming dataset engine"
+    )
+    parser.add_argument("--version", action="version", version=f"dataflow {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    info = commands.add_parser(
+        "info", help="backend, CPUs/GPUs, object store capacity and location"
+    )
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    if args.command == "info":
+        _print_info(args.json)
+        return 0
+    parser.print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
