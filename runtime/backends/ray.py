@@ -31,6 +31,7 @@ stays cheap and ``import dataflow`` never loads Ray.
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import sys
 import tempfile
@@ -114,9 +115,10 @@ class _Outcome:
 def _remote_error(exc: Exception, task_name: str) -> RemoteTaskError:
     """``exc`` as a RemoteTaskError; the cause travels only if it pickles."""
     try:
-        cloudpickle.dumps(exc)
+        # Round-trip: some exceptions pickle but cannot be rebuilt (constructor arity).
+        pickle.loads(cloudpickle.dumps(exc))
         cause: BaseException | None = exc
-    except Exception:  # the record must pickle even when the user's exception does not
+    except Exception:  # the record must travel even when the user's exception cannot
         cause = None
     return RemoteTaskError(type(exc).__name__, str(exc), traceback.format_exc(), cause, task_name)
 

@@ -117,7 +117,10 @@ class BrokenFactory:
 def _plasma_mib() -> int:
     from ray._private.internal_api import memory_summary
 
-    match = re.search(r"Plasma memory usage (\d+) MiB", memory_summary(stats_only=True))
+    # The address matters: this session's Ray lives in a private temp dir, so
+    # the default lookup (/tmp/ray) could find another Ray on this host.
+    summary = memory_summary(ray.get_runtime_context().gcs_address, stats_only=True)
+    match = re.search(r"Plasma memory usage (\d+) MiB", summary)
     assert match is not None
     return int(match.group(1))
 
