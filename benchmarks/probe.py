@@ -42,10 +42,10 @@ def _shm_used() -> int:
 
 
 class _Tree:
-    def __init__(self, root: psutil.Process, marker: str) -> None:
+    def __init__(self, root: psutil.Process, marker: str, before: set[int]) -> None:
         self.marker = marker
         self.known: dict[int, psutil.Process] = {root.pid: root}
-        self.checked: set[int] = set(psutil.pids())  # existing before the run: not ours
+        self.checked = before  # processes that existed before the run are not ours
 
     def refresh(self, scan_env: bool) -> None:
         for proc in list(self.known.values()):
@@ -98,11 +98,12 @@ def run_sampled(
     peak_rss = peak_shm = 0
     stderr_path = f"/tmp/dataflow-bench-stderr-{marker}"
     with open(stderr_path, "w+b") as stderr:
+        before = set(psutil.pids())
         t0 = time.perf_counter()
         popen = subprocess.Popen(
             cmd, env={**env, MARKER_ENV: marker}, stdout=subprocess.DEVNULL, stderr=stderr
         )
-        tree = _Tree(psutil.Process(popen.pid), marker)
+        tree = _Tree(psutil.Process(popen.pid), marker, before)
         ticks = 0
         returncode: int | None = None
         while True:
