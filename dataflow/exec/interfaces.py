@@ -11,9 +11,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from runtime.refs import ObjectRef
+from runtime.resources import Resources
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from dataflow.context import DataContext
+    from runtime.backends.base import Backend, TaskFuture, TaskResult
 
 
 @dataclass(frozen=True)
@@ -37,3 +41,152 @@ class RefBundle:
     @property
     def nbytes(self) -> int:
         return sum(r.nbytes for r in self.refs)
+
+
+@dataclass
+class OpMetrics:
+    """Counters an operator keeps about itself; its public methods update them
+    around the protected ones, so every operator counts the same way."""
+
+    rows_in: int = 0
+    bytes_in: int = 0
+    rows_out: int = 0
+    bytes_out: int = 0
+    bundles_out: int = 0
+    tasks_launched: int = 0
+    queued_bytes: int = 0
+    """Bytes of bundles waiting in this operator (input queue and output buffer)."""
+
+
+class PhysicalOperator:
+    """A node of the physical DAG, driven by the streaming executor.
+
+    Data in: ``add_input(bundle, i)`` and ``inputs_done(i)`` for input ``i``.
+    Data out: ``has_next()`` / ``get_next()``. Work: ``dispatch_cost()`` says what
+    the next ``dispatch()`` needs (None = nothing to launch now); the executor
+    waits on ``active_tasks()`` and hands each finished one to ``on_task_done``.
+    Operators that do no remote work (limit, union) never have a cost.
+    Public methods keep ``metrics`` and delegate to the protected ``_`` ones.
+    """
+
+    def __init__(self, name: str, inputs: list[PhysicalOperator]) -> None:
+        self.name = name
+        self.input_dependencies = inputs
+        self.metrics = OpMetrics()
+        self._inputs_complete = [False] * len(inputs)
+        self._finished_early = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name})"
+
+    # -- lifecycle -------------------------------------------------------------
+    def start(self, env: ExecEnv) -> None:
+        """Called once before any input: register functions, put input blocks."""
+
+    def shutdown(self) -> None:
+        """Cancel running tasks, free held bundles, stop actors (idempotent)."""
+
+    # -- data in ---------------------------------------------------------------
+    def add_input(self, bundle: RefBundle, input_index: int = 0) -> None:
+        self.metrics.rows_in += bundle.num_rows
+        self.metrics.bytes_in += bundle.nbytes
+        self._add_input(bundle, input_index)
+
+    def inputs_done(self, input_index: int = 0) -> None:
+        self._inputs_complete[input_index] = True
+        self._inputs_done(input_index)
+
+    @property
+    def all_inputs_done(self) -> bool:
+        return all(self._inputs_complete)
+
+    def _add_input(self, bundle: RefBundle, input_index: int) -> None:
+        raise NotImplementedError
+
+    def _inputs_done(self, input_index: int) -> None:
+        """Hook for operators that act when an input ends (zip, ordered union)."""
+
+    # -- data out --------------------------------------------------------------
+    def has_next(self) -> bool:
+        raise NotImplementedError
+
+    def get_next(self) -> RefBundle:
+        bundle = self._get_next()
+        self.metrics.rows_out += bundle.num_rows
+        self.metrics.bytes_out += bundle.nbytes
+        self.metrics.bundles_out += 1
+        return bundle
+
+    def _get_next(self) -> RefBundle:
+        raise NotImplementedError
+
+    # -- work ------------------------------------------------------------------
+    def dispatch_cost(self) -> Resources | None:
+        """Resources the next ``dispatch()`` takes, or None when it cannot run now."""
+        return None
+
+    def dispatch(self) -> TaskFuture | None:
+        """Launch one task (or start one actor); return the task's future if any."""
+        raise NotImplementedError
+
+    def next_task_bytes(self) -> tuple[int, int]:
+        """(bytes of the input the next task consumes, estimated bytes it outputs)."""
+        return 0, 0
+
+    def output_bytes(self) -> int:
+        """Bytes of finished output not yet taken downstream."""
+        return 0
+
+    def memory_usage(self) -> int:
+        """Store bytes this operator is responsible for: queued input, finished
+        output, and the inputs plus estimated outputs of its running tasks."""
+        return self.metrics.queued_bytes + self.output_bytes()
+
+    def active_tasks(self) -> list[TaskFuture]:
+        return []
+
+    def num_active_tasks(self) -> int:
+        return len(self.active_tasks())
+
+    def resources_in_use(self) -> Resources:
+        """Resources held now by this operator's running tasks and actors."""
+        return Resources()
+
+    def on_tick(self, now: float) -> None:
+        """Called once per executor loop turn (actor pools scale down here)."""
+
+    def on_task_done(self, future: TaskFuture) -> TaskResult | None:
+        """Collect a finished future; raises a ``dataflow.errors`` exception naming
+        this operator and the block when the task failed."""
+        raise NotImplementedError
+
+    def input_exhausted(self) -> bool:
+        """True once no more input will come and nothing is queued or running."""
+        return self.all_inputs_done and self.num_active_tasks() == 0 and not self._has_queued()
+
+    def _has_queued(self) -> bool:
+        return False
+
+    def completed(self) -> bool:
+        """Nothing more will ever come out of this operator."""
+        return (self._finished_early or self.input_exhausted()) and not self.has_next()
+
+    # -- early finish (limit) --------------------------------------------------
+    def wants_no_more_input(self) -> bool:
+        """True when upstream operators may stop (a satisfied limit)."""
+        return False
+
+    def finish_early(self) -> None:
+        """Downstream needs nothing more: cancel tasks, drop queued input."""
+        self._finished_early = True
+        self.shutdown()
+
+
+@dataclass
+class ExecEnv:
+    """What operators get at start: the backend, the context snapshot, and
+    whether tasks run in the driver (small plans with no Python UDF)."""
+
+    backend: Backend
+    ctx: DataContext
+    in_driver: bool = False

@@ -1,0 +1,63 @@
+"""Resource budgets: what the backend has, what operators hold, what is free.
+
+Everything is ``runtime.resources.Resources`` arithmetic; operators report what
+their running tasks and live actors hold (``resources_in_use``), so the free
+amount is derived, never tracked separately.
+
+>>> check_request("map_batches(embed)", Resources(gpu=2), Resources(cpu=8, gpu=1))
+Traceback (most recent call last):
+...
+dataflow.errors.ResourceError: map_batches(embed) needs 2 GPUs, this machine has 1: lower num_gpus or add a GPU
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from dataflow.errors import ResourceError
+from runtime.resources import Resources
+
+if TYPE_CHECKING:
+    from dataflow.exec.interfaces import PhysicalOperator
+
+
+def free_resources(total: Resources, ops: Iterable[PhysicalOperator]) -> Resources:
+    """``total`` minus what every operator's tasks and actors hold now."""
+    used = Resources()
+    for op in ops:
+        held = op.resources_in_use()
+        if held.cpu or held.gpu or held.memory or held.custom:
+            used = used + held
+    return total - used
+
+
+def check_request(where: str, need: Resources, total: Resources) -> None:
+    """Raise ``ResourceError`` when one task of ``where`` can never run on ``total``."""
+    checks = [
+        (need.cpu, total.cpu, "CPUs", "num_cpus", "use a machine with more CPUs"),
+        (need.gpu, total.gpu, "GPUs", "num_gpus", "add a GPU"),
+        (need.memory, total.memory, "bytes of memory", "memory", "free some memory"),
+    ]
+    checks += [
+        (v, total.custom_dict.get(k, 0.0), f"of resource {k!r}", "resources", f"declare {k!r}")
+        for k, v in need.custom
+    ]
+    for amount, have, unit, knob, fix in checks:
+        if amount > have + 1e-9:
+            raise ResourceError(
+                f"{where} needs {amount:g} {unit}, this machine has {have:g}: lower {knob} or {fix}"
+            )
+
+
+def max_concurrency(need: Resources, total: Resources) -> int:
+    """How many tasks needing ``need`` fit in ``total`` at once (at least 1)."""
+    limits = [
+        total.cpu / need.cpu if need.cpu else None,
+        total.gpu / need.gpu if need.gpu else None,
+    ]
+    limits += [total.custom_dict.get(k, 0.0) / v for k, v in need.custom if v]
+    if need.memory:
+        limits.append(total.memory / need.memory)
+    known = [int(x + 1e-9) for x in limits if x is not None]
+    return max(1, min(known)) if known else max(1, int(total.cpu))

@@ -1,0 +1,364 @@
+"""Map operators: run a ``MapTaskFn`` (a fused chain of stages) once per input
+bundle, on a task pool. A map operator may also be a source: given an iterator
+of ``ReadTask`` it launches one task per read task, pulling them lazily so that
+reading starts while the datasource is still listing files.
+
+The actor-pool variant (``actor_pool.py``) reuses all of this and changes only
+where a task runs.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from dataflow.errors import DataflowError, SourceError, UserCodeError, WorkerCrashedError
+from dataflow.exec.interfaces import ExecEnv, PhysicalOperator, RefBundle
+from dataflow.exec.transforms import MapTaskFn, StageFailure
+from runtime.errors import RemoteTaskError, TaskCancelledError
+from runtime.errors import WorkerCrashedError as RuntimeWorkerCrashed
+from runtime.resources import Resources
+
+if TYPE_CHECKING:
+    from dataflow.sources.datasource import ReadTask
+    from runtime.backends.base import Backend, FunctionHandle, TaskFuture, TaskResult
+
+
+@dataclass(eq=False)
+class MapTask:
+    """One launched task: what it consumed and, once done, what it produced."""
+
+    index: int
+    seq: tuple[int, ...]
+    label: str
+    inputs: RefBundle | None
+    outputs: list[RefBundle] | None = None
+    done: bool = False
+    attempts: int = 1
+
+
+@dataclass
+class _Estimate:
+    """Running mean of output bytes per task, for the memory budget."""
+
+    total: int = 0
+    count: int = 0
+    default: int = 0
+
+    def add(self, nbytes: int) -> None:
+        self.total += nbytes
+        self.count += 1
+
+    def value(self, input_bytes: int) -> int:
+        if self.count:
+            return self.total // self.count
+        return input_bytes or self.default
+
+
+@dataclass
+class MapOptions:
+    """How a map operator's tasks run."""
+
+    resources: Resources = field(default_factory=lambda: Resources(cpu=1))
+    min_rows_per_task: int = 0
+    """Bundle inputs until a task has this many rows (map_batches' batch_size)."""
+    use_threads: bool = False
+    """Run tasks on the driver's thread pool (GIL-releasing stages)."""
+
+
+class MapOperator(PhysicalOperator):
+    """Applies a ``MapTaskFn`` to each input bundle on a pool of tasks.
+
+    >>> op = MapOperator("map_batches(f)", [upstream], MapTaskFn(stages, 1 << 27))  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        name: str,
+        inputs: list[PhysicalOperator],
+        task_fn: MapTaskFn,
+        options: MapOptions | None = None,
+        read_tasks: Iterator[ReadTask] | None = None,
+    ) -> None:
+        super().__init__(name, inputs)
+        self.task_fn = task_fn
+        self.options = options or MapOptions()
+        self._read_tasks = read_tasks
+        self._next_read: ReadTask | None = None
+        self._queue: deque[RefBundle] = deque()
+        self._pending: list[RefBundle] = []
+        self._pending_rows = 0
+        self._tasks: dict[TaskFuture, MapTask] = {}
+        self._ordered: deque[MapTask] = deque()
+        self._out: deque[RefBundle] = deque()
+        self._estimate = _Estimate()
+        self._out_bytes = 0  # finished outputs not yet taken (incl. ordered hold-back)
+        self._running_in_bytes = 0
+        self._task_count = 0
+        self._handle: FunctionHandle | None = None
+        self._backend: Backend | None = None
+        self._preserve_order = False
+        self._max_retries = 3
+        self._in_driver = False
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------
+    def start(self, env: ExecEnv) -> None:
+        self._backend = env.backend
+        self._preserve_order = env.ctx.preserve_order
+        self._max_retries = env.ctx.max_task_retries
+        self._in_driver = env.in_driver or self.options.use_threads
+        self._estimate.default = env.ctx.target_min_block_size
+        self._handle = self._register(env)
+
+    def _register(self, env: ExecEnv) -> FunctionHandle:
+        return env.backend.register_function(self.task_fn, self.name)
+
+    def shutdown(self) -> None:
+        if self._closed or self._backend is None:
+            return
+        self._closed = True
+        backend = self._backend
+        to_free: list = []
+        for fut, task in list(self._tasks.items()):
+            to_free += cancel_or_collect(backend, fut)
+            if task.inputs is not None and task.inputs.owns_blocks:
+                to_free += task.inputs.refs
+        self._tasks.clear()
+        held = list(self._queue) + self._pending + list(self._out)
+        held += [b for t in self._ordered for b in (t.outputs or ())]
+        to_free += [r for b in held if b.owns_blocks for r in b.refs]
+        self._queue.clear()
+        self._pending.clear()
+        self._out.clear()
+        self._ordered.clear()
+        self._read_tasks = None
+        self._next_read = None
+        self._out_bytes = self._running_in_bytes = self.metrics.queued_bytes = 0
+        if to_free:
+            backend.free(to_free)
+        self._release()
+
+    def _release(self) -> None:
+        if self._handle is not None:
+            self._backend.release_function(self._handle)
+            self._handle = None
+
+    # -- data in ---------------------------------------------------------------
+    def _add_input(self, bundle: RefBundle, input_index: int) -> None:
+        self.metrics.queued_bytes += bundle.nbytes
+        if self.options.min_rows_per_task <= 1:
+            self._queue.append(bundle)
+            return
+        self._pending.append(bundle)
+        self._pending_rows += bundle.num_rows
+        if self._pending_rows >= self.options.min_rows_per_task:
+            self._flush_pending()
+
+    def _inputs_done(self, input_index: int) -> None:
+        self._flush_pending()
+
+    def _flush_pending(self) -> None:
+        if not self._pending:
+            return
+        first = self._pending[0]
+        if len(self._pending) == 1:
+            self._queue.append(first)
+        else:
+            self._queue.append(
+                RefBundle(
+                    refs=tuple(r for b in self._pending for r in b.refs),
+                    schema=first.schema,
+                    seq=first.seq,
+                    owns_blocks=all(b.owns_blocks for b in self._pending),
+                )
+            )
+        self._pending = []
+        self._pending_rows = 0
+
+    def _peek_read(self) -> ReadTask | None:
+        if self._next_read is None and self._read_tasks is not None:
+            self._next_read = next(self._read_tasks, None)
+            if self._next_read is None:
+                self._read_tasks = None
+        return self._next_read
+
+    def _has_queued(self) -> bool:
+        return bool(self._queue or self._pending) or self._peek_read() is not None
+
+    # -- work ------------------------------------------------------------------
+    def _has_work(self) -> bool:
+        return bool(self._queue) or self._peek_read() is not None
+
+    def dispatch_cost(self) -> Resources | None:
+        if self._closed or not self._has_work():
+            return None
+        return self.options.resources
+
+    def next_task_bytes(self) -> tuple[int, int]:
+        if self._queue:
+            nbytes = self._queue[0].nbytes
+            return nbytes, self._estimate.value(nbytes)
+        read = self._peek_read()
+        size = read.metadata.size_bytes if read is not None else None
+        return 0, self._estimate.value(size or 0)
+
+    def _next_task(self) -> tuple[MapTask, tuple]:
+        index = self._task_count
+        self._task_count += 1
+        if self._queue:
+            bundle = self._queue.popleft()
+            self.metrics.queued_bytes -= bundle.nbytes
+            task = MapTask(index, bundle.seq, _block_label(bundle.seq), bundle)
+            return task, (index, None)
+        read = self._peek_read()
+        self._next_read = None
+        files = read.metadata.input_files
+        label = f"file {files[0]}" if len(files) == 1 else f"read task {index}"
+        if len(files) > 1:
+            label += f" ({files[0]}, ...)"
+        return MapTask(index, (index,), label, None), (index, read)
+
+    def dispatch(self) -> TaskFuture | None:
+        task, args = self._next_task()
+        refs = task.inputs.refs if task.inputs is not None else ()
+        fut = self._submit(refs, args)
+        self._track(fut, task)
+        return fut
+
+    def _submit(self, refs: tuple, args: tuple) -> TaskFuture:
+        return self._backend.submit(
+            self._handle,
+            refs,
+            args,
+            resources=self.options.resources,
+            max_retries=self._max_retries,
+            name=self.name,
+            in_driver=self._in_driver,
+        )
+
+    def _track(self, fut: TaskFuture, task: MapTask) -> None:
+        self.metrics.tasks_launched += 1
+        if task.inputs is not None:
+            self._running_in_bytes += task.inputs.nbytes
+        self._tasks[fut] = task
+        if self._preserve_order:
+            self._ordered.append(task)
+
+    def active_tasks(self) -> list[TaskFuture]:
+        return list(self._tasks)
+
+    def num_active_tasks(self) -> int:
+        return len(self._tasks)
+
+    def resources_in_use(self) -> Resources:
+        return self.options.resources.scale(len(self._tasks)) if self._tasks else Resources()
+
+    def on_task_done(self, future: TaskFuture) -> TaskResult | None:
+        task = self._tasks.pop(future)
+        try:
+            result = future.result()
+        except (TaskCancelledError, RemoteTaskError, RuntimeWorkerCrashed) as e:
+            failure = e
+        else:
+            outputs = [
+                RefBundle(refs=(ref,), schema=schema, seq=task.seq + (k,))
+                for k, (ref, schema) in enumerate(zip(result.refs, result.schemas))
+            ]
+            self._estimate.add(sum(r.nbytes for r in result.refs))
+            self._finish(task, outputs)
+            return result
+        # Raised outside the except block so the user sees one traceback, not a chain.
+        error = self._on_failure(task, failure)
+        if error is not None:
+            raise error
+        return None
+
+    def _on_failure(self, task: MapTask, failure: BaseException) -> BaseException | None:
+        """Free what the task held; the error to raise (None: nothing to report)."""
+        self._finish(task, [])
+        if isinstance(failure, RemoteTaskError):
+            return _translate_remote(self.name, task.label, failure)
+        if isinstance(failure, RuntimeWorkerCrashed):
+            return WorkerCrashedError(
+                f"{self.name}: the worker running {task.label} died ({failure}) and the task "
+                f"failed after {self._max_retries} retries; raise "
+                "DataContext.max_task_retries or find what kills the worker (memory?)",
+                failure.exitcode,
+            )
+        return None
+
+    def _finish(self, task: MapTask, outputs: list[RefBundle]) -> None:
+        if task.inputs is not None:
+            self._running_in_bytes -= task.inputs.nbytes
+            if task.inputs.owns_blocks and task.inputs.refs:
+                self._backend.free(task.inputs.refs)
+        self._out_bytes += sum(b.nbytes for b in outputs)
+        if not self._preserve_order:
+            self._out.extend(outputs)
+            return
+        task.outputs, task.done = outputs, True
+        while self._ordered and self._ordered[0].done:
+            self._out.extend(self._ordered.popleft().outputs)
+
+    # -- data out --------------------------------------------------------------
+    def has_next(self) -> bool:
+        return bool(self._out)
+
+    def _get_next(self) -> RefBundle:
+        bundle = self._out.popleft()
+        self._out_bytes -= bundle.nbytes
+        return bundle
+
+    def output_bytes(self) -> int:
+        return self._out_bytes
+
+    def memory_usage(self) -> int:
+        running = self._running_in_bytes + len(self._tasks) * self._estimate.value(0)
+        return self.metrics.queued_bytes + self._out_bytes + running
+
+
+def cancel_or_collect(backend: Backend, fut: TaskFuture) -> list:
+    """Cancel a running task; for one already done, return its output refs to free."""
+    if not fut.done():
+        backend.cancel(fut)
+        return []
+    try:
+        return list(fut.result().refs)
+    except Exception:
+        return []  # a failed or cancelled task holds no outputs
+
+
+def _block_label(seq: tuple[int, ...]) -> str:
+    return "block " + ".".join(str(s) for s in seq)
+
+
+def _translate_remote(op: str, label: str, e: RemoteTaskError) -> DataflowError:
+    """A RemoteTaskError from a map task as the dataflow error a user should see."""
+    cause = e.cause
+    if isinstance(cause, StageFailure):
+        err: DataflowError = UserCodeError(
+            f"{cause.operator} failed on {label}: {cause.type_name}: {cause.message}\n\n"
+            f"Remote traceback:\n{cause.traceback_text}",
+            operator=cause.operator,
+            block=label,
+            remote_traceback=cause.traceback_text,
+        )
+        err.__cause__ = cause.original
+        return err
+    if isinstance(cause, DataflowError):
+        if isinstance(cause, SourceError) or label in str(cause):
+            return cause
+        cause.args = (f"{cause} ({label})", *cause.args[1:])
+        return cause
+    err = UserCodeError(
+        f"{op} failed on {label}: {e.type_name}: {e.message}\n\nRemote traceback:\n"
+        f"{e.traceback_text}",
+        operator=op,
+        block=label,
+        remote_traceback=e.traceback_text,
+    )
+    err.__cause__ = cause
+    return err

@@ -1,0 +1,90 @@
+"""Which operator launches the next task: pure functions over the topology.
+
+Task selection policy
+---------------------
+Walk the operators from the sink upstream and pick the first one that
+
+1. has something to launch (``dispatch_cost()`` is not None: queued input, a
+   read task left, a ready actor with a free slot or room to start one),
+2. fits in the free resources (``dispatch_cost().fits_in(free)``; an actor
+   with a free slot costs nothing, a new actor or a task costs its resources),
+3. is not vetoed by any backpressure policy (backpressure.py).
+
+Furthest downstream first: finishing work that is already in flight frees
+memory and delivers rows sooner, while upstream (reads) only adds memory.
+The executor repeats the selection until nothing is eligible, then blocks on
+``Backend.wait_any`` for a task to finish (never a sleep).
+
+State
+-----
+Nothing here keeps state. Each call reads, from the operators:
+
+* ``dispatch_cost()``, ``next_task_bytes()`` - what the next launch needs and
+  produces;
+* ``resources_in_use()`` - what running tasks and live actors hold, giving the
+  free resources as ``total - sum``;
+* ``memory_usage()`` / ``num_active_tasks()`` - bytes held in the store and
+  tasks running, giving the ``PressureState`` the policies see;
+
+and, from the executor, the total resources, the consumer queue's fullness and
+the last sampled resident memory. Stats observe the executor's events; they
+are never read here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from dataflow.exec.backpressure import BackpressurePolicy, PressureState
+from dataflow.exec.budget import free_resources
+
+if TYPE_CHECKING:
+    from dataflow.exec.interfaces import PhysicalOperator
+    from runtime.resources import Resources
+
+
+def pressure_state(
+    ops: Sequence[PhysicalOperator],
+    *,
+    sink: PhysicalOperator | None,
+    output_queue_bytes: int = 0,
+    output_queue_full: bool = False,
+    rss_bytes: int = 0,
+) -> PressureState:
+    """Snapshot of memory held and tasks running across ``ops``."""
+    return PressureState(
+        memory_usage=output_queue_bytes + sum(op.memory_usage() for op in ops),
+        running_tasks=sum(op.num_active_tasks() for op in ops),
+        output_queue_full=output_queue_full,
+        sink=sink,
+        rss_bytes=rss_bytes,
+    )
+
+
+def select_operator(
+    ops: Sequence[PhysicalOperator],
+    total: Resources,
+    policies: Sequence[BackpressurePolicy],
+    state: PressureState,
+) -> tuple[PhysicalOperator | None, list[PhysicalOperator]]:
+    """The operator to dispatch next (or None), and the operators that had work
+    and resources but were held back by a policy (for backpressure stats).
+
+    ``ops`` is in topological order, upstream first.
+    """
+    free: Resources | None = None
+    held_back: list[PhysicalOperator] = []
+    for op in reversed(ops):
+        cost = op.dispatch_cost()
+        if cost is None:
+            continue
+        if cost.cpu or cost.gpu or cost.memory or cost.custom:
+            if free is None:
+                free = free_resources(total, ops)
+            if not cost.fits_in(free):
+                continue
+        if all(p.can_dispatch(op, state) for p in policies):
+            return op, held_back
+        held_back.append(op)
+    return None, held_back

@@ -1,0 +1,182 @@
+"""Execution statistics, built by observing executor events.
+
+``ExecutorObserver`` is the event interface (progress bars, traces and stall
+warnings subscribe the same way); ``StatsCollector`` is the observer behind
+``OutputStream.stats()``. Scheduling never reads any of it.
+
+>>> print(stream.stats())  # doctest: +SKIP
+operator               tasks  rows in  rows out ...
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dataflow.exec.interfaces import PhysicalOperator
+    from runtime.backends.base import StoreStats, TaskFuture, TaskResult
+
+
+class ExecutorObserver:
+    """Hooks the executor calls from its thread; every default does nothing.
+    Observers must be quick: they run inside the scheduling loop."""
+
+    def on_start(self, ops: list[PhysicalOperator]) -> None: ...
+
+    def on_task_start(self, op: PhysicalOperator, future: TaskFuture, now: float) -> None: ...
+
+    def on_task_done(self, op: PhysicalOperator, result: TaskResult) -> None: ...
+
+    def on_block_error(self, op: PhysicalOperator, error: BaseException) -> None:
+        """A failing block was skipped (``DataContext.max_errored_blocks``)."""
+
+    def on_tick(self, now: float, held_back: list[PhysicalOperator], rss_bytes: int) -> None:
+        """Once per loop turn; ``held_back`` operators were vetoed by backpressure."""
+
+    def on_finish(self, store: StoreStats | None) -> None: ...
+
+
+@dataclass
+class OperatorStats:
+    """What one operator did."""
+
+    name: str
+    tasks: int = 0
+    rows_in: int = 0
+    bytes_in: int = 0
+    rows_out: int = 0
+    bytes_out: int = 0
+    cpu_s: float = 0.0
+    task_wall_s: float = 0.0
+    first_start: float = math.inf
+    last_end: float = 0.0
+    block_bytes_min: int = 0
+    block_bytes_max: int = 0
+    blocks_out: int = 0
+    backpressure_s: float = 0.0
+    errored_blocks: int = 0
+    counters: dict[str, float] = field(default_factory=dict)
+    task_spans: list[tuple[float, float]] = field(default_factory=list)
+    """(start_ts, end_ts) of every task, wall-clock seconds, for overlap analysis."""
+
+    @property
+    def wall_s(self) -> float:
+        """From the first task's start to the last task's end."""
+        return max(0.0, self.last_end - self.first_start) if self.tasks else 0.0
+
+    @property
+    def block_bytes_mean(self) -> float:
+        return self.bytes_out / self.blocks_out if self.blocks_out else 0.0
+
+
+@dataclass
+class DatasetStats:
+    """Per-operator stats of one execution, plus store and memory peaks.
+
+    ``str(stats)`` is a readable table.
+    """
+
+    operators: list[OperatorStats] = field(default_factory=list)
+    wall_s: float = 0.0
+    store_peak_bytes: int = 0
+    store_spilled_bytes: int = 0
+    peak_rss_bytes: int = 0
+
+    def operator(self, name: str) -> OperatorStats:
+        """The stats of the operator called ``name`` (KeyError lists the names)."""
+        for op in self.operators:
+            if op.name == name:
+                return op
+        known = ", ".join(o.name for o in self.operators)
+        raise KeyError(f"no operator {name!r} in these stats; operators: {known}")
+
+    def __str__(self) -> str:
+        head = (
+            f"{'operator':<40} {'tasks':>6} {'rows in':>10} {'rows out':>10} {'MiB out':>9} "
+            f"{'wall s':>8} {'cpu s':>8} {'block MiB min/mean/max':>24} {'backpr s':>8}"
+        )
+        mib = 1024 * 1024
+        lines = [head, "-" * len(head)]
+        for o in self.operators:
+            blocks = (
+                f"{o.block_bytes_min / mib:.2f}/{o.block_bytes_mean / mib:.2f}/"
+                f"{o.block_bytes_max / mib:.2f}"
+            )
+            lines.append(
+                f"{o.name[:40]:<40} {o.tasks:>6} {o.rows_in:>10} {o.rows_out:>10} "
+                f"{o.bytes_out / mib:>9.1f} {o.wall_s:>8.3f} {o.cpu_s:>8.3f} {blocks:>24} "
+                f"{o.backpressure_s:>8.3f}"
+            )
+            extra = {k: v for k, v in o.counters.items() if v}
+            if o.errored_blocks:
+                extra["errored_blocks"] = o.errored_blocks
+            if extra:
+                lines.append("    " + ", ".join(f"{k}={v:g}" for k, v in sorted(extra.items())))
+        lines.append(
+            f"total wall {self.wall_s:.3f} s; store peak {self.store_peak_bytes / mib:.1f} MiB, "
+            f"spilled {self.store_spilled_bytes / mib:.1f} MiB; peak RSS "
+            f"{self.peak_rss_bytes / mib:.1f} MiB"
+        )
+        return "\n".join(lines)
+
+
+class StatsCollector(ExecutorObserver):
+    """Builds a ``DatasetStats`` from executor events."""
+
+    def __init__(self) -> None:
+        self._ops: list[PhysicalOperator] = []
+        self._by_op: dict[int, OperatorStats] = {}
+        self._last_tick: float | None = None
+        self._start = 0.0
+        self._end = 0.0
+        self.stats = DatasetStats()
+
+    def on_start(self, ops: list[PhysicalOperator]) -> None:
+        self._ops = list(ops)
+        self._by_op = {id(op): OperatorStats(op.name) for op in ops}
+        self.stats.operators = [self._by_op[id(op)] for op in ops]
+
+    def on_task_done(self, op: PhysicalOperator, result: TaskResult) -> None:
+        s = self._by_op[id(op)]
+        s.tasks += 1
+        s.cpu_s += result.cpu_s
+        s.task_wall_s += result.wall_s
+        s.first_start = min(s.first_start, result.start_ts)
+        s.last_end = max(s.last_end, result.end_ts)
+        s.task_spans.append((result.start_ts, result.end_ts))
+        for ref in result.refs:
+            s.block_bytes_min = (
+                ref.nbytes if not s.blocks_out else min(s.block_bytes_min, ref.nbytes)
+            )
+            s.block_bytes_max = max(s.block_bytes_max, ref.nbytes)
+            s.blocks_out += 1
+        for k, v in result.counters.items():
+            s.counters[k] = s.counters.get(k, 0.0) + v
+
+    def on_block_error(self, op: PhysicalOperator, error: BaseException) -> None:
+        self._by_op[id(op)].errored_blocks += 1
+
+    def on_tick(self, now: float, held_back: list[PhysicalOperator], rss_bytes: int) -> None:
+        if not self._start:
+            self._start = now
+        if self._last_tick is not None:
+            dt = now - self._last_tick
+            for op in held_back:
+                self._by_op[id(op)].backpressure_s += dt
+        self._last_tick = now
+        self._end = now
+        self.stats.peak_rss_bytes = max(self.stats.peak_rss_bytes, rss_bytes)
+
+    def on_finish(self, store: StoreStats | None) -> None:
+        for op in self._ops:
+            s, m = self._by_op[id(op)], op.metrics
+            s.rows_in, s.bytes_in = m.rows_in, m.bytes_in
+            s.rows_out, s.bytes_out = m.rows_out, m.bytes_out
+            if not s.blocks_out and m.bundles_out:
+                s.blocks_out = m.bundles_out
+        self.stats.wall_s = max(0.0, self._end - self._start)
+        if store is not None:
+            self.stats.store_peak_bytes = store.peak_bytes
+            self.stats.store_spilled_bytes = store.spilled_bytes

@@ -1,0 +1,499 @@
+"""Block transforms: what a map task runs inside a worker.
+
+Each one-to-one logical operator becomes a ``Stage``; a fused chain is a tuple
+of stages composed over a stream of blocks, so read -> map -> filter runs as one
+task per block with no intermediate objects. ``MapTaskFn`` is the function
+registered with the backend (pickled once, cached per worker); ``ActorFactory``
+builds one per actor, constructing callable classes there exactly once.
+
+Task call signature (Backend protocol): ``fn(inputs, task_index, read_task)``
+where ``read_task`` is a ``ReadTask`` for source tasks and None otherwise.
+
+>>> fn = MapTaskFn((FilterStage("filter(x > 1)", expr=pc.field("x") > 1),), 1 << 20)
+>>> [t.num_rows for t in fn([pa.table({"x": [1, 2, 3]})], 0, None)]
+[2]
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import traceback
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dataflow.block import (
+    check_batch_format,
+    from_batch,
+    iter_rows,
+    rebatch,
+    rows_to_table,
+    split_to_max_size,
+    to_batch,
+)
+from dataflow.errors import DataflowError, PlanError, SourceError
+from runtime.task import current_task
+
+if TYPE_CHECKING:
+    from dataflow.sources.datasource import Datasink, ReadTask
+
+BoundFn = Callable[[Iterator[pa.Table]], Iterator[pa.Table]]
+
+
+class StageFailure(Exception):
+    """User code raised inside a stage. Always picklable: it carries the
+    original exception only when that pickles, and its traceback as text."""
+
+    def __init__(
+        self,
+        operator: str,
+        type_name: str,
+        message: str,
+        traceback_text: str,
+        original: BaseException | None = None,
+    ) -> None:
+        super().__init__(f"{operator}: {type_name}: {message}")
+        self.operator = operator
+        self.type_name = type_name
+        self.message = message
+        self.traceback_text = traceback_text
+        self.original = original
+
+    def __reduce__(self):
+        return (
+            StageFailure,
+            (self.operator, self.type_name, self.message, self.traceback_text, self.original),
+        )
+
+    @classmethod
+    def wrap(cls, operator: str, exc: BaseException) -> StageFailure:
+        # Drop this module's frames so the traceback starts in user code.
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+            tb = tb.tb_next
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
+        try:
+            cloudpickle.dumps(exc)
+            original: BaseException | None = exc
+        except Exception:
+            original = None
+        return cls(operator, type(exc).__name__, str(exc), text, original)
+
+
+# -- row-level error policy ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ErrorPolicy:
+    """``on_error`` of a stage: raise, skip failing rows, or write them to
+    ``dead_letter_path`` as parquet with an ``error`` column."""
+
+    mode: str = "raise"
+    dead_letter_path: str | None = None
+
+    def rows_failed(
+        self, stage: str, table: pa.Table, indices: list[int], errors: list[str]
+    ) -> None:
+        if not indices:
+            return
+        current_task().add("rows_skipped", len(indices))
+        if self.mode != "dead_letter":
+            return
+        bad = table.take(pa.array(indices, pa.int64()))
+        bad = bad.append_column("error", pa.array(errors, pa.string()))
+        os.makedirs(self.dead_letter_path, exist_ok=True)
+        import pyarrow.parquet as pq
+
+        safe = "".join(c if c.isalnum() else "_" for c in stage).strip("_")
+        pq.write_table(
+            bad, os.path.join(self.dead_letter_path, f"{safe}-{uuid.uuid4().hex}.parquet")
+        )
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+# -- stages --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One one-to-one transform over a stream of blocks."""
+
+    name: str
+
+    def bind(self) -> BoundFn:
+        """Build the per-worker callable (constructs callable classes)."""
+        raise NotImplementedError
+
+    @property
+    def is_python_udf(self) -> bool:
+        return False
+
+
+@dataclass(frozen=True)
+class UDFStage(Stage):
+    """Shared parts of stages running a user function or callable class."""
+
+    fn: Any = None
+    fn_args: tuple = ()
+    fn_kwargs: tuple[tuple[str, Any], ...] = ()
+    is_class: bool = False
+    fn_constructor_args: tuple = ()
+    fn_constructor_kwargs: tuple[tuple[str, Any], ...] = ()
+    on_error: ErrorPolicy = field(default_factory=ErrorPolicy)
+
+    @property
+    def is_python_udf(self) -> bool:
+        return self.fn is not None
+
+    def _callable(self) -> Callable[..., Any]:
+        if not self.is_class:
+            return self.fn
+        try:
+            return self.fn(*self.fn_constructor_args, **dict(self.fn_constructor_kwargs))
+        except Exception as e:
+            raise StageFailure.wrap(f"{self.name} constructor", e) from None
+
+    def _call_rows(self, table: pa.Table, call: Callable[[dict], Any]) -> Iterator[tuple[int, Any]]:
+        """(row index, result) for each row; failing rows follow the error policy."""
+        bad: list[int] = []
+        errors: list[str] = []
+        for i, row in enumerate(iter_rows(table)):
+            try:
+                result = call(row)
+            except Exception as e:
+                if self.on_error.mode == "raise":
+                    raise StageFailure.wrap(self.name, e) from None
+                bad.append(i)
+                errors.append(_error_text(e))
+                continue
+            yield i, result
+        self.on_error.rows_failed(self.name, table, bad, errors)
+
+
+@dataclass(frozen=True)
+class MapBatchesStage(UDFStage):
+    batch_size: int | None = 1024
+    batch_format: str = "default"
+    zero_copy_batch: bool = False
+
+    def bind(self) -> BoundFn:
+        fn = self._callable()
+        args, kwargs = self.fn_args, dict(self.fn_kwargs)
+        fmt = check_batch_format(self.batch_format, self.name)
+
+        def call(table: pa.Table) -> list[pa.Table]:
+            out = fn(_to_udf_batch(table, fmt, self.zero_copy_batch), *args, **kwargs)
+            if inspect.isgenerator(out):
+                return [from_batch(b, self.name) for b in out]
+            return [from_batch(out, self.name)]
+
+        def run(blocks: Iterator[pa.Table]) -> Iterator[pa.Table]:
+            for batch in rebatch(blocks, self.batch_size):
+                try:
+                    yield from call(batch)
+                except Exception as e:
+                    if self.on_error.mode == "raise":
+                        raise StageFailure.wrap(self.name, e) from None
+                    # Retry row by row to keep the good rows and isolate the bad ones.
+                    yield from self._retry_rows(batch, call)
+
+        return run
+
+    def _retry_rows(
+        self, batch: pa.Table, call: Callable[[pa.Table], list[pa.Table]]
+    ) -> Iterator[pa.Table]:
+        bad: list[int] = []
+        errors: list[str] = []
+        for i in range(batch.num_rows):
+            try:
+                yield from call(batch.slice(i, 1))
+            except Exception as e:
+                bad.append(i)
+                errors.append(_error_text(e))
+        self.on_error.rows_failed(self.name, batch, bad, errors)
+
+
+def _to_udf_batch(table: pa.Table, fmt: str, zero_copy: bool) -> Any:
+    if fmt == "cupy":
+        import cupy
+
+        batch = to_batch(table, "numpy")
+        return {k: cupy.asarray(v) if v.dtype.kind in "biuf" else v for k, v in batch.items()}
+    batch = to_batch(table, fmt)
+    if fmt == "numpy" and not zero_copy:
+        # Arrays may view read-only shared memory; a UDF that writes in place needs a copy.
+        return {k: v if v.flags.writeable else v.copy() for k, v in batch.items()}
+    return batch
+
+
+@dataclass(frozen=True)
+class MapRowsStage(UDFStage):
+    def bind(self) -> BoundFn:
+        fn = self._callable()
+        args, kwargs = self.fn_args, dict(self.fn_kwargs)
+
+        def run(blocks: Iterator[pa.Table]) -> Iterator[pa.Table]:
+            for table in blocks:
+                rows = [out for _, out in self._call_rows(table, lambda r: fn(r, *args, **kwargs))]
+                if rows:
+                    yield _rows_block(rows, self.name)
+
+        return run
+
+
+@dataclass(frozen=True)
+class FlatMapStage(UDFStage):
+    def bind(self) -> BoundFn:
+        fn = self._callable()
+        args, kwargs = self.fn_args, dict(self.fn_kwargs)
+
+        def run(blocks: Iterator[pa.Table]) -> Iterator[pa.Table]:
+            for table in blocks:
+                rows = [
+                    row
+                    for _, outs in self._call_rows(table, lambda r: list(fn(r, *args, **kwargs)))
+                    for row in outs
+                ]
+                if rows:
+                    yield _rows_block(rows, self.name)
+
+        return run
+
+
+def _rows_block(rows: list[dict], where: str) -> pa.Table:
+    try:
+        return rows_to_table(rows, where)
+    except Exception as e:
+        raise StageFailure.wrap(where, e) from None
+
+
+@dataclass(frozen=True)
+class FilterStage(UDFStage):
+    """Keep rows where ``fn(row)`` is true, or where ``expr`` (a pyarrow
+    compute expression) evaluates true."""
+
+    expr: pc.Expression | None = None
+
+    def bind(self) -> BoundFn:
+        if self.expr is not None:
+            expr = self.expr
+
+            def run_expr(blocks: Iterator[pa.Table]) -> Iterator[pa.Table]:
+                for table in blocks:
+                    yield _with_columns_checked(self.name, table, lambda t=table: t.filter(expr))
+
+            return run_expr
+        fn = self._callable()
+        args, kwargs = self.fn_args, dict(self.fn_kwargs)
+
+        def run(blocks: Iterator[pa.Table]) -> Iterator[pa.Table]:
+            for table in blocks:
+                mask = np.zeros(table.num_rows, dtype=bool)
+                for i, keep in self._call_rows(table, lambda r: fn(r, *args, **kwargs)):
+                    mask[i] = bool(keep)
+                yield table.filter(pa.array(mask))
+
+        return run
+
+
+@dataclass(frozen=True)
+class ProjectStage(Stage):
+    """Column-level rewrite with Arrow expressions only (no Python per row).
+    Applied in order: ``exprs`` (the whole output), ``select``, ``drop``,
+    ``rename``, ``with_columns``."""
+
+    exprs: tuple[tuple[str, pc.Expression], ...] | None = None
+    select: tuple[str, ...] | None = None
+    drop: tuple[str, ...] | None = None
+    rename: tuple[tuple[str, str], ...] | None = None
+    with_columns: tuple[tuple[str, pc.Expression], ...] | None = None
+
+    def bind(self) -> BoundFn:
+        def run(blocks: Iterator[pa.Table]) -> Iterator[pa.Table]:
+            for table in blocks:
+                yield self.apply(table)
+
+        return run
+
+    def apply(self, table: pa.Table) -> pa.Table:
+        """Project one table (also used on an empty table to derive a schema)."""
+        if self.exprs is not None:
+            table = _project(self.name, table, self.exprs)
+        for names in (self.select, self.drop, self.rename and [a for a, _ in self.rename]):
+            if names:
+                _check_columns(self.name, table, names)
+        if self.select is not None:
+            table = table.select(list(self.select))
+        if self.drop:
+            table = table.drop_columns(list(self.drop))
+        if self.rename:
+            mapping = dict(self.rename)
+            table = table.rename_columns([mapping.get(n, n) for n in table.column_names])
+        if self.with_columns:
+            added = _project(self.name, table, self.with_columns)
+            for name in added.column_names:
+                column = added.column(name)
+                if name in table.column_names:
+                    table = table.set_column(table.column_names.index(name), name, column)
+                else:
+                    table = table.append_column(name, column)
+        return table
+
+
+def _check_columns(where: str, table: pa.Table, names: Iterable[str]) -> None:
+    missing = [n for n in names if n not in table.column_names]
+    if missing:
+        raise PlanError(
+            f"{where}: unknown column {missing[0]!r}; available columns: "
+            f"{', '.join(table.column_names) or '(none)'}"
+        )
+
+
+def _with_columns_checked(where: str, table: pa.Table, fn: Callable[[], pa.Table]) -> pa.Table:
+    try:
+        return fn()
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+        if "FieldRef" in str(e) or "No match for" in str(e):
+            raise PlanError(
+                f"{where}: expression refers to an unknown column ({e}); available "
+                f"columns: {', '.join(table.column_names) or '(none)'}"
+            ) from None
+        raise PlanError(f"{where}: cannot evaluate expression: {e}") from None
+
+
+def _project(where: str, table: pa.Table, exprs: tuple[tuple[str, pc.Expression], ...]) -> pa.Table:
+    """Evaluate named expressions over ``table``; plain column refs stay zero-copy."""
+    columns: dict[str, Any] = {}
+    computed: list[tuple[str, pc.Expression]] = []
+    for name, expr in exprs:
+        ref = next((c for c in table.column_names if expr.equals(pc.field(c))), None)
+        if ref is not None:
+            columns[name] = table.column(ref)
+        else:
+            columns[name] = None
+            computed.append((name, expr))
+    if computed:
+        import pyarrow.acero as ac
+
+        def run() -> pa.Table:
+            decl = ac.Declaration.from_sequence(
+                [
+                    ac.Declaration("table_source", ac.TableSourceNodeOptions(table)),
+                    ac.Declaration(
+                        "project",
+                        ac.ProjectNodeOptions([e for _, e in computed], [n for n, _ in computed]),
+                    ),
+                ]
+            )
+            return decl.to_table(use_threads=False)
+
+        out = _with_columns_checked(where, table, run)
+        for name, _ in computed:
+            columns[name] = out.column(name)
+    return pa.table(columns) if columns else table.select([])
+
+
+@dataclass(frozen=True)
+class WriteStage(Stage):
+    """Hand the task's blocks to ``datasink.write``; output one WriteResult row."""
+
+    datasink: Datasink | None = None
+
+    def bind(self) -> BoundFn:
+        raise TypeError("WriteStage needs the task index: use bind_write()")
+
+    def bind_write(self, task_index: int) -> BoundFn:
+        def run(blocks: Iterator[pa.Table]) -> Iterator[pa.Table]:
+            try:
+                result = self.datasink.write(blocks, task_index)
+            except (StageFailure, DataflowError):
+                raise
+            except Exception as e:
+                raise StageFailure.wrap(self.name, e) from None
+            yield result.to_table()
+
+        return run
+
+    @property
+    def is_python_udf(self) -> bool:
+        return True
+
+
+# -- the task function -------------------------------------------------------------------
+
+
+class MapTaskFn:
+    """The registered task function of a map operator: read (optionally), run the
+    chain, re-chunk outputs to ``max_block_size``. Binds the chain lazily once
+    per process, so callable classes are built once per worker or actor."""
+
+    def __init__(self, stages: tuple[Stage, ...], max_block_size: int, read_name: str = "") -> None:
+        self.stages = stages
+        self.max_block_size = max_block_size
+        self.read_name = read_name
+        self._bound: list[BoundFn | None] | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_bound": None}
+
+    def bind(self) -> MapTaskFn:
+        if self._bound is None:
+            self._bound = [None if isinstance(s, WriteStage) else s.bind() for s in self.stages]
+        return self
+
+    def __call__(
+        self, inputs: list[pa.Table], task_index: int, read_task: ReadTask | None = None
+    ) -> Iterator[pa.Table]:
+        self.bind()
+        blocks: Iterator[pa.Table] = (
+            _read(self.read_name, read_task) if read_task is not None else iter(inputs)
+        )
+        for stage, bound in zip(self.stages, self._bound):
+            fn = stage.bind_write(task_index) if isinstance(stage, WriteStage) else bound
+            blocks = fn(blocks)
+        produced = False
+        empty: pa.Table | None = None
+        for table in blocks:
+            if table.num_rows == 0:
+                empty = table
+                continue
+            produced = True
+            yield from split_to_max_size(table, self.max_block_size)
+        if not produced and empty is not None and empty.num_columns:
+            yield empty  # an all-filtered task still reports its schema
+
+
+class ActorFactory:
+    """Actor factory: builds the bound ``MapTaskFn`` once per actor."""
+
+    def __init__(self, task_fn: MapTaskFn) -> None:
+        self.task_fn = task_fn
+
+    def __call__(self) -> MapTaskFn:
+        return self.task_fn.bind()
+
+
+def _read(name: str, read_task: ReadTask) -> Iterator[pa.Table]:
+    files = read_task.metadata.input_files
+    try:
+        yield from read_task()
+    except (StageFailure, DataflowError):
+        raise
+    except (OSError, pa.ArrowException) as e:
+        path = files[0] if files else ""
+        where = f" {', '.join(files[:3])}" if files else ""
+        raise SourceError(
+            f"{name}: cannot read{where}: {type(e).__name__}: {e}", path=path
+        ) from None
+    except Exception as e:
+        raise StageFailure.wrap(name, e) from None

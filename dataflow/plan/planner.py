@@ -1,0 +1,526 @@
+"""The planner: optimized logical plan -> physical DAG -> running executor.
+
+The only module of ``dataflow.plan`` that imports ``dataflow.exec``. Planning
+is an explicit registry from logical node type to planning function; an
+unregistered node fails loudly (``tests/dataflow/plan/test_planner.py`` checks
+that every class in ``plan.logical`` is registered).
+
+>>> from dataflow.plan.logical import InputData, Limit
+>>> stream = execute(Limit(InputData(blocks=(pa.table({"x": [1, 2, 3]}),)), n=2), ctx)  # doctest: +SKIP
+>>> [t.num_rows for t in stream.iter_blocks()]  # doctest: +SKIP
+[2]
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from dataflow.errors import PlanError
+from dataflow.exec.budget import check_request, max_concurrency
+from dataflow.exec.exchange.block_order import RandomizeBlockOrderOperator
+from dataflow.exec.exchange.operator import ExchangeOperator
+from dataflow.exec.exchange.partition import sort_keys
+from dataflow.exec.exchange.tasks import (
+    AggregateSpec,
+    JoinSpec,
+    MapGroupsSpec,
+    RandomShuffleSpec,
+    RepartitionSpec,
+    SortSpec,
+)
+from dataflow.exec.executor import OutputStream, StreamingExecutor
+from dataflow.exec.interfaces import PhysicalOperator
+from dataflow.exec.operators.actor_pool import ActorPoolMapOperator
+from dataflow.exec.operators.input import InputBuffer
+from dataflow.exec.operators.limit import LimitOperator
+from dataflow.exec.operators.map import MapOperator, MapOptions
+from dataflow.exec.operators.nary import UnionOperator, ZipOperator
+from dataflow.exec.transforms import (
+    ErrorPolicy,
+    FilterStage,
+    FlatMapStage,
+    MapBatchesStage,
+    MapRowsStage,
+    MapTaskFn,
+    ProjectStage,
+    Stage,
+    WriteStage,
+)
+from dataflow.plan.logical import (
+    AbstractUDF,
+    Aggregate,
+    Compute,
+    Filter,
+    FlatMap,
+    FusedMap,
+    InputData,
+    Join,
+    Limit,
+    LogicalOperator,
+    MapBatches,
+    MapGroups,
+    MapRows,
+    MaterializedData,
+    Project,
+    RandomizeBlockOrder,
+    RandomShuffle,
+    Read,
+    Repartition,
+    Sort,
+    Union,
+    Write,
+    Zip,
+)
+from runtime.resources import Resources
+
+if TYPE_CHECKING:
+    from dataflow.context import DataContext
+    from dataflow.sources.datasource import ReadTask
+    from runtime.backends.base import Backend
+
+__all__ = [
+    "OutputStream",
+    "count_from_metadata",
+    "execute",
+    "plan_physical",
+    "schema_from_metadata",
+]
+
+
+def execute(plan: LogicalOperator, ctx: DataContext) -> OutputStream:
+    """Plan the (already optimized) logical plan into a physical DAG and start the
+    streaming executor on ``dataflow.session.get_backend()``. Returns at once."""
+    from dataflow.session import get_backend
+
+    backend = get_backend()
+    ctx = ctx.copy()
+    planning = _Planning(ctx, backend)
+    sink = planning.plan(plan)
+    executor = StreamingExecutor(sink, backend, ctx, in_driver=_runs_in_driver(plan, ctx))
+    executor.start()
+    return OutputStream(executor)
+
+
+def plan_physical(plan: LogicalOperator, ctx: DataContext) -> PhysicalOperator:
+    """The physical DAG for ``plan`` (for ``explain()``); starts nothing. Resource
+    checks run only when a backend is already running."""
+    from dataflow.session import get_backend, is_initialized
+
+    return _Planning(ctx, get_backend() if is_initialized() else None).plan(plan)
+
+
+# -- the registry ---------------------------------------------------------------------
+
+PlanFn = Callable[["_Planning", LogicalOperator, list[PhysicalOperator]], PhysicalOperator]
+_PLANNERS: dict[type, PlanFn] = {}
+
+
+def _plans(*types: type) -> Callable[[PlanFn], PlanFn]:
+    def register(fn: PlanFn) -> PlanFn:
+        for t in types:
+            _PLANNERS[t] = fn
+        return fn
+
+    return register
+
+
+def registered_node_types() -> frozenset[type]:
+    """Logical node types the planner knows."""
+    return frozenset(_PLANNERS)
+
+
+@dataclass
+class _Planning:
+    ctx: DataContext
+    backend: Backend | None
+
+    def plan(self, node: LogicalOperator) -> PhysicalOperator:
+        inputs = [self.plan(child) for child in node.inputs]
+        fn = _PLANNERS.get(type(node))
+        if fn is None:
+            known = ", ".join(sorted(t.__name__ for t in _PLANNERS))
+            raise PlanError(
+                f"the planner has no rule for logical node {type(node).__name__} ({node.name}); "
+                f"known nodes: {known}"
+            )
+        return fn(self, node, inputs)
+
+    @property
+    def total(self) -> Resources | None:
+        return self.backend.total_resources() if self.backend is not None else None
+
+    def cpu_slots(self) -> int:
+        total = self.total
+        return max(1, int(total.cpu)) if total is not None else 1
+
+
+@_plans(InputData)
+def _plan_input(p: _Planning, node: InputData, inputs: list) -> PhysicalOperator:
+    return InputBuffer(node.name, tables=list(node.blocks))
+
+
+@_plans(MaterializedData)
+def _plan_materialized(p: _Planning, node: MaterializedData, inputs: list) -> PhysicalOperator:
+    return InputBuffer(node.name, bundles=list(node.bundles))
+
+
+@_plans(Limit)
+def _plan_limit(p: _Planning, node: Limit, inputs: list) -> PhysicalOperator:
+    return LimitOperator(node.name, inputs, node.n)
+
+
+@_plans(Union)
+def _plan_union(p: _Planning, node: Union, inputs: list) -> PhysicalOperator:
+    return UnionOperator(node.name, inputs)
+
+
+@_plans(Zip)
+def _plan_zip(p: _Planning, node: Zip, inputs: list) -> PhysicalOperator:
+    if len(inputs) != 2:
+        raise PlanError(f"zip takes exactly two inputs, got {len(inputs)}")
+    return ZipOperator(node.name, inputs)
+
+
+@_plans(Read)
+def _plan_read(p: _Planning, node: Read, inputs: list) -> PhysicalOperator:
+    return _map_operator(p, node.name, [], [node])
+
+
+@_plans(MapBatches, MapRows, FlatMap, Filter, Project, Write)
+def _plan_one(p: _Planning, node: LogicalOperator, inputs: list) -> PhysicalOperator:
+    return _map_operator(p, node.name, inputs, [node])
+
+
+@_plans(FusedMap)
+def _plan_fused(p: _Planning, node: FusedMap, inputs: list) -> PhysicalOperator:
+    return _map_operator(p, node.name, inputs, list(node.stages))
+
+
+# -- map stages -----------------------------------------------------------------------
+
+
+# -- all-to-all: map -> exchange -> reduce (dataflow/exec/exchange) ------------------
+
+
+@_plans(Sort, RandomShuffle, Repartition, Aggregate, MapGroups, Join)
+def _plan_exchange(p: _Planning, node: LogicalOperator, inputs: list) -> PhysicalOperator:
+    n = None
+    if isinstance(node, Sort):
+        spec = SortSpec(sort_keys(node.keys, node.descending))
+    elif isinstance(node, RandomShuffle):
+        seed = node.seed if node.seed is not None else random.getrandbits(63)
+        spec, n = RandomShuffleSpec(seed), node.num_blocks
+    elif isinstance(node, Repartition):
+        n = node.num_blocks
+        spec = RandomShuffleSpec(random.getrandbits(63)) if node.shuffle else RepartitionSpec(n)
+    elif isinstance(node, Aggregate):
+        spec = AggregateSpec(node.keys, node.aggs)
+    elif isinstance(node, MapGroups):
+        spec = MapGroupsSpec(
+            node.keys, node.fn, node.batch_format, node.fn_args, dict(node.fn_kwargs), node.name
+        )
+    else:
+        spec = JoinSpec(node.left_on, node.right_on, node.how, node.right_suffix)
+        n = node.num_partitions
+    resources = node.resources if isinstance(node, MapGroups) else Resources(cpu=1)
+    return ExchangeOperator(node.name, inputs, spec, num_partitions=n, resources=resources)
+
+
+@_plans(RandomizeBlockOrder)
+def _plan_block_order(p: _Planning, node: RandomizeBlockOrder, inputs: list) -> PhysicalOperator:
+    return RandomizeBlockOrderOperator(node.name, inputs, node.seed)
+
+
+def _map_operator(
+    p: _Planning, name: str, inputs: list[PhysicalOperator], nodes: list[LogicalOperator]
+) -> PhysicalOperator:
+    read = nodes[0] if isinstance(nodes[0], Read) else None
+    stages: list[Stage] = []
+    read_tasks = None
+    if read is not None:
+        read_tasks, compensate = _read_tasks(p, read)
+        stages += compensate
+        nodes = nodes[1:]
+    stages += [_stage(p, n) for n in nodes]
+    udfs = [n for n in nodes if isinstance(n, AbstractUDF)]
+    compute = udfs[0].compute if udfs else Compute()
+    resources = udfs[0].resources if udfs else Resources(cpu=1)
+    total = p.total
+    if total is not None:
+        check_request(name, resources, total)
+    first = nodes[0] if nodes and read is None else None
+    options = MapOptions(
+        resources=resources,
+        min_rows_per_task=first.batch_size or 0 if isinstance(first, MapBatches) else 0,
+        use_threads=compute.use_threads,
+    )
+    task_fn = MapTaskFn(tuple(stages), p.ctx.target_max_block_size, read.name if read else "")
+    if compute.kind != "actors" and not any(n.is_class for n in udfs):
+        return MapOperator(name, inputs, task_fn, options, read_tasks=read_tasks)
+    if read is not None:
+        raise PlanError(f"{name}: a read cannot run on an actor pool; do not fuse it")
+    return _actor_pool(p, name, inputs, task_fn, options, compute)
+
+
+def _actor_pool(
+    p: _Planning,
+    name: str,
+    inputs: list[PhysicalOperator],
+    task_fn: MapTaskFn,
+    options: MapOptions,
+    compute: Compute,
+) -> PhysicalOperator:
+    res, total = options.resources, p.total
+    explicit = compute.kind == "actors"
+    min_size = compute.min_size if explicit else 1
+    max_size = compute.max_size if explicit and compute.max_size else None
+    if total is not None:
+        if max_size is None:
+            max_size = max(min_size, max_concurrency(res, total))
+        if min_size > 1:
+            check_request(f"{name} with concurrency min {min_size}", res.scale(min_size), total)
+    max_size = max_size or max(min_size, 1)
+    initial = min_size
+    if res.gpu and p.backend is not None:
+        # A GPU pool starts as large as the free devices allow, so all GPUs work at once.
+        free_gpu = p.backend.available_resources().gpu
+        initial = max(min_size, min(max_size, int(free_gpu / res.gpu + 1e-9)))
+    return ActorPoolMapOperator(
+        name,
+        inputs,
+        task_fn,
+        options,
+        min_size=min_size,
+        max_size=max_size,
+        initial_size=initial,
+    )
+
+
+def _error_policy(p: _Planning, node: AbstractUDF) -> ErrorPolicy:
+    if node.on_error not in ("raise", "skip", "dead_letter"):
+        raise PlanError(
+            f"{node.name}: on_error={node.on_error!r}; use 'raise', 'skip' or 'dead_letter'"
+        )
+    if node.on_error == "dead_letter" and not p.ctx.dead_letter_path:
+        raise PlanError(
+            f"{node.name}: on_error='dead_letter' needs a directory: set "
+            "DataContext.get_current().dead_letter_path"
+        )
+    return ErrorPolicy(node.on_error, p.ctx.dead_letter_path)
+
+
+def _udf_fields(p: _Planning, node: AbstractUDF) -> dict:
+    return dict(
+        name=node.name,
+        fn=node.fn,
+        fn_args=node.fn_args,
+        fn_kwargs=node.fn_kwargs,
+        is_class=node.is_class,
+        fn_constructor_args=node.fn_constructor_args,
+        fn_constructor_kwargs=node.fn_constructor_kwargs,
+        on_error=_error_policy(p, node),
+    )
+
+
+def _stage(p: _Planning, node: LogicalOperator) -> Stage:
+    if isinstance(node, MapBatches):
+        return MapBatchesStage(
+            **_udf_fields(p, node),
+            batch_size=node.batch_size,
+            batch_format=node.batch_format,
+            zero_copy_batch=node.zero_copy_batch,
+        )
+    if isinstance(node, MapRows):
+        return MapRowsStage(**_udf_fields(p, node))
+    if isinstance(node, FlatMap):
+        return FlatMapStage(**_udf_fields(p, node))
+    if isinstance(node, Filter):
+        if (node.fn is None) == (node.expr is None):
+            raise PlanError(f"{node.name}: give exactly one of fn or expr")
+        fields = _udf_fields(p, node)
+        if node.expr is not None:
+            fields["fn"] = None
+        expr = node.expr.to_arrow() if node.expr is not None else None
+        return FilterStage(**fields, expr=expr)
+    if isinstance(node, Project):
+        return _project_stage(node)
+    if isinstance(node, Write):
+        return WriteStage(node.name, datasink=node.datasink)
+    raise PlanError(f"{node.name} ({type(node).__name__}) cannot run inside a map stage")
+
+
+def _project_stage(node: Project) -> ProjectStage:
+    return ProjectStage(
+        node.name,
+        exprs=_arrow_exprs(node.exprs),
+        select=node.select,
+        drop=node.drop,
+        rename=node.rename,
+        with_columns=_arrow_exprs(node.with_columns),
+    )
+
+
+def _arrow_exprs(exprs: tuple | None) -> tuple | None:
+    return None if exprs is None else tuple((n, e.to_arrow()) for n, e in exprs)
+
+
+def _read_tasks(p: _Planning, read: Read) -> tuple[Iterator[ReadTask], list[Stage]]:
+    """The datasource's read tasks (a lazy iterator) with the pushdowns it
+    supports, plus stages applying in the task the ones it does not."""
+    ds = read.datasource
+    parallelism = read.parallelism or p.ctx.read_parallelism_factor * p.cpu_slots()
+    pushdown: dict = {}
+    compensate: list[Stage] = []
+    if read.predicate is not None:
+        if ds.supports_predicate_pushdown:
+            pushdown["filter"] = read.predicate.to_arrow()
+        else:
+            compensate.append(
+                FilterStage(f"filter({read.predicate})", expr=read.predicate.to_arrow())
+            )
+    if read.columns is not None:
+        if ds.supports_projection_pushdown:
+            pushdown["columns"] = list(read.columns)
+        else:
+            compensate.append(ProjectStage("select_columns", select=tuple(read.columns)))
+    if read.limit is not None and ds.supports_limit_pushdown:
+        pushdown["limit"] = read.limit
+
+    def tasks() -> Iterator[ReadTask]:
+        yield from ds.iter_read_tasks(parallelism, **pushdown)
+
+    return tasks(), compensate
+
+
+# -- metadata-only answers -----------------------------------------------------------
+
+
+def _has_python_udf(plan: LogicalOperator) -> bool:
+    for node in plan.walk():
+        stages = node.stages if isinstance(node, FusedMap) else (node,)
+        for s in stages:
+            if isinstance(s, Write) or (isinstance(s, AbstractUDF) and s.fn is not None):
+                return True
+    return False
+
+
+def _row_bound(node: LogicalOperator) -> int | None:
+    """An upper bound on the rows ``node`` outputs, from metadata only."""
+    if isinstance(node, Limit):
+        child = _row_bound(node.input)
+        return node.n if child is None else min(node.n, child)
+    if isinstance(node, FusedMap) and not node.inputs:
+        return _row_bound(node.stages[0])
+    if isinstance(node, (FlatMap, MapBatches)) or (
+        isinstance(node, FusedMap)
+        and any(isinstance(s, (FlatMap, MapBatches)) for s in node.stages)
+    ):
+        return None
+    if isinstance(node, Read):
+        n = node.datasource.num_rows()
+        if node.limit is not None:
+            return node.limit if n is None else min(n, node.limit)
+        return n
+    if isinstance(node, Join):
+        return None
+    if isinstance(node, (Union, Zip)):
+        bounds = [_row_bound(c) for c in node.inputs]
+        if any(b is None for b in bounds):
+            return None
+        return sum(bounds) if isinstance(node, Union) else min(bounds)
+    if not node.inputs:
+        return count_from_metadata(node)
+    return _row_bound(node.input)
+
+
+def _runs_in_driver(plan: LogicalOperator, ctx: DataContext) -> bool:
+    """Small plans with no Python UDF run on the driver's threads: no workers start."""
+    if _has_python_udf(plan):
+        return False
+    bound = _row_bound(plan)
+    return bound is not None and bound <= ctx.driver_inline_max_rows
+
+
+def count_from_metadata(plan: LogicalOperator) -> int | None:
+    """The exact row count when metadata alone gives it (no filter, no UDF that
+    may change the count), else None.
+
+    >>> count_from_metadata(Limit(InputData(blocks=(pa.table({"x": [1, 2, 3]}),)), n=2))
+    2
+    """
+    node = plan
+    if isinstance(node, InputData):
+        return sum(t.num_rows for t in node.blocks)
+    if isinstance(node, MaterializedData):
+        return sum(b.num_rows for b in node.bundles)
+    if isinstance(node, Read):
+        if node.predicate is not None:
+            return None
+        n = node.datasource.num_rows()
+        if n is None:
+            return None
+        return n if node.limit is None else min(n, node.limit)
+    if isinstance(node, Limit):
+        child = count_from_metadata(node.input)
+        return None if child is None else min(node.n, child)
+    if isinstance(node, Union):
+        counts = [count_from_metadata(c) for c in node.inputs]
+        return None if any(c is None for c in counts) else sum(counts)
+    if isinstance(node, Zip):
+        counts = {count_from_metadata(c) for c in node.inputs}
+        return counts.pop() if len(counts) == 1 else None
+    if isinstance(node, FusedMap):
+        if not all(_keeps_rows(s) for s in node.stages if not isinstance(s, Read)):
+            return None
+        return count_from_metadata(node.stages[0] if not node.inputs else node.input)
+    if _keeps_rows(node):
+        return count_from_metadata(node.input)
+    return None
+
+
+def _keeps_rows(node: LogicalOperator) -> bool:
+    return isinstance(node, Project) or (isinstance(node, MapRows) and node.on_error == "raise")
+
+
+def schema_from_metadata(plan: LogicalOperator) -> pa.Schema | None:
+    """The output schema when known without running user code, else None."""
+    node = plan
+    if isinstance(node, InputData):
+        return node.blocks[0].schema if node.blocks else None
+    if isinstance(node, MaterializedData):
+        return next((b.schema for b in node.bundles if b.schema is not None), None)
+    if isinstance(node, Read):
+        schema = node.datasource.schema()
+        if schema is None or node.columns is None:
+            return schema
+        try:
+            return pa.schema([schema.field(c) for c in node.columns])
+        except KeyError:
+            return None
+    if isinstance(node, (Limit, Union)):
+        return schema_from_metadata(node.inputs[0])
+    if isinstance(node, FusedMap):
+        schema = schema_from_metadata(node.stages[0] if not node.inputs else node.input)
+        for s in node.stages:
+            if schema is None or isinstance(s, Read):
+                continue
+            schema = _stage_schema(s, schema)
+        return schema
+    if isinstance(node, (Project, Filter)):
+        child = schema_from_metadata(node.input)
+        return None if child is None else _stage_schema(node, child)
+    return None
+
+
+def _stage_schema(node: LogicalOperator, schema: pa.Schema) -> pa.Schema | None:
+    """Run an Arrow-only stage on an empty table of ``schema`` to get its output schema."""
+    if isinstance(node, Filter) and node.fn is None:
+        return schema
+    if not isinstance(node, Project):
+        return None
+    return _project_stage(node).apply(schema.empty_table()).schema
