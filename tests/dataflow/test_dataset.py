@@ -79,6 +79,14 @@ def test_column_transforms(backend, make_ds):
         {"a": r["a"], "kind": r["cat"], "c": 3 * r["a"] + 1, "d": r["b"] * 2} for r in ROWS
     ]
     assert ds.columns() == ["a", "kind", "c", "d"]
+    arrow = make_ds(TABLE).add_column(
+        "a", lambda t: pa.compute.negate(t["a"]), batch_format="pyarrow"
+    )
+    numpy = arrow.add_column("e", lambda batch: batch["a"] * 2, batch_format="numpy")
+    assert (
+        sorted(r["e"] for r in numpy.select_columns("e").take_all())
+        == [-2 * i for i in range(N)][::-1]
+    )
 
 
 def test_limit_union_count(backend, make_ds):
@@ -206,3 +214,11 @@ def test_range_and_tensor_sources(backend):
     data = data[np.argsort(data[:, 0, 0])]  # blocks may arrive in any order
     np.testing.assert_array_equal(data, np.arange(5)[:, None, None] * np.ones((1, 2, 3), int))
     assert df.range(0).take_all() == [] and df.range(0).count() == 0
+
+
+def test_show_and_repr(backend, capsys):
+    ds = df.from_items([{"a": 1}, {"a": 2}, {"a": 3}], override_num_blocks=1)
+    ds.show(2)
+    assert capsys.readouterr().out == "{'a': 1}\n{'a': 2}\n"
+    both = ds.map_batches(add_one).union(df.range(2).limit(1))
+    assert repr(both) == "Dataset(union(from_blocks -> map_batches(add_one), read_range -> limit(1)))"

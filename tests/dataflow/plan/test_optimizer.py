@@ -86,3 +86,32 @@ def test_context_flags_are_used_by_the_dataset(monkeypatch):
     assert ds._optimized() is ds._plan
     monkeypatch.setattr(ctx, "optimizer_flags", None)
     assert ds._optimized().input.limit == 2
+
+
+def test_explain_shows_every_stage_and_the_physical_plan(capsys):
+    ds = df.range(50).filter(expr="id > 3").select_columns("id").map_batches(double).limit(2)
+    ds.explain()
+    text = capsys.readouterr().out
+    sections = text.rstrip("\n").split("\n\n")
+    assert sections[0] == (
+        "-- Logical plan --\n"
+        "limit(2)\n  map_batches(double)\n    select_columns(id)\n      filter(id > 3)\n"
+        "        read_range"
+    )
+    assert [s.splitlines()[0] for s in sections] == [
+        "-- Logical plan --",
+        "-- After predicate_pushdown --",
+        "-- After limit_pushdown --",
+        "-- After projection_pushdown --",
+        "-- After fusion --",
+        "-- Physical plan --",
+    ]
+    assert sections[2] == "-- After limit_pushdown --\n(unchanged)"
+    assert sections[4] == (
+        "-- After fusion --\nlimit(2)\n  fused[3 stages]\n"
+        "    | read_range columns=[id] predicate=id > 3\n"
+        "    | select_columns(id)\n    | map_batches(double)"
+    )
+    assert sections[5] == (
+        "-- Physical plan --\nlimit(2)\n  read_range->select_columns(id)->map_batches(double)"
+    )
