@@ -170,7 +170,6 @@ def from_numpy(ndarrays: np.ndarray | list[np.ndarray]) -> Dataset:
     )
 
 
-
 # -- files ---------------------------------------------------------------------------
 
 
@@ -205,7 +204,9 @@ def read_parquet(
             f"got {type(filter).__name__}"
         )
     if isinstance(columns, str):
-        raise PlanError(f"read_parquet: columns must be a list of names, got the string {columns!r}")
+        raise PlanError(
+            f"read_parquet: columns must be a list of names, got the string {columns!r}"
+        )
     source = ParquetDatasource(
         paths, filesystem=filesystem, partitioning=partitioning, include_paths=include_paths
     )

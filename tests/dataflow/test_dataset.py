@@ -221,4 +221,6 @@ def test_show_and_repr(backend, capsys):
     ds.show(2)
     assert capsys.readouterr().out == "{'a': 1}\n{'a': 2}\n"
     both = ds.map_batches(add_one).union(df.range(2).limit(1))
-    assert repr(both) == "Dataset(union(from_blocks -> map_batches(add_one), read_range -> limit(1)))"
+    assert (
+        repr(both) == "Dataset(union(from_blocks -> map_batches(add_one), read_range -> limit(1)))"
+    )
