@@ -38,6 +38,7 @@ import math
 import os
 import pickle
 import secrets
+import selectors
 import signal
 import socket
 import subprocess
@@ -46,10 +47,11 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, answer_challenge, deliver_challenge, wait
+from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 from pathlib import Path
 
 import psutil
+import pyarrow as pa
 
 import runtime
 from runtime.backends.base import TaskResult
@@ -239,6 +241,10 @@ class WorkerPool:
         self._address = str(Path(store.location.shm_dir) / "workers.sock")
         self._listener: socket.socket | None = None
         self._wake_r, self._wake_w = -1, -1
+        # A persistent epoll set: building a new one per wait costs more than
+        # the rest of a task's driver-side handling.
+        self._selector = selectors.DefaultSelector()
+        self._schemas: dict[bytes, pa.Schema] = {}
         self._reactor: threading.Thread | None = None
 
     # -- public API (called by the backend) --------------------------------
@@ -381,6 +387,7 @@ class WorkerPool:
                 _kill(worker)
                 worker.proc.wait()
             self._close_worker(worker)
+        self._selector.close()
         if self._listener is not None:
             self._listener.close()
             os.close(self._wake_r)
@@ -531,7 +538,8 @@ class WorkerPool:
         pidfd = os.pidfd_open(proc.pid) if hasattr(os, "pidfd_open") else None
         worker = _Worker(worker_id, proc, devices, pidfd)
         self._workers[worker_id] = worker
-        os.write(self._wake_w, b"x")  # the reactor must wait on the new fds
+        if pidfd is not None:  # else its death shows as its socket's EOF
+            self._selector.register(pidfd, selectors.EVENT_READ, (worker, False))
         return worker
 
     def _stop_worker(self, worker: _Worker, kill: bool) -> None:
@@ -559,35 +567,30 @@ class WorkerPool:
         self._listener.bind(self._address)
         self._listener.listen(64)
         self._wake_r, self._wake_w = os.pipe()
+        self._selector.register(self._wake_r, selectors.EVENT_READ, (None, False))
+        self._selector.register(self._listener, selectors.EVENT_READ, (None, True))
         self._reactor = threading.Thread(
             target=self._run_reactor, name="dataflow-pool", daemon=True
         )
         self._reactor.start()
 
     def _run_reactor(self) -> None:
-        while True:
-            with self._lock:
-                if self._closing:
-                    return
-                by_fd: dict[object, _Worker | None] = {self._wake_r: None, self._listener: None}
-                for worker in self._workers.values():
-                    if worker.conn is not None:
-                        by_fd[worker.conn] = worker
-                    if worker.pidfd is not None:
-                        by_fd[worker.pidfd] = worker
-            ready = wait(list(by_fd))
+        while not self._closing:
+            events = self._selector.select()
             # Replies before deaths: a worker may reply and then exit.
-            ready.sort(key=lambda obj: not isinstance(obj, Connection))
+            events.sort(key=lambda event: not isinstance(event[0].fileobj, Connection))
             exited: list[_Worker] = []
-            for obj in ready:
-                worker = by_fd[obj]
-                if obj == self._wake_r:
-                    os.read(self._wake_r, 4096)
-                elif obj is self._listener:
+            for key, _ in events:
+                worker, is_listener = key.data
+                if is_listener:
                     self._accept()
-                elif isinstance(obj, Connection):
+                elif worker is None:
+                    os.read(self._wake_r, 4096)
+                elif isinstance(key.fileobj, Connection):
+                    if worker.conn is not key.fileobj:
+                        continue  # closed by an earlier event of this round
                     try:
-                        data = obj.recv_bytes()
+                        data = key.fileobj.recv_bytes()
                     except (EOFError, OSError):
                         exited.append(worker)
                         continue
@@ -614,6 +617,7 @@ class WorkerPool:
                 conn.close()
                 return
             worker.conn = conn
+            self._selector.register(conn, selectors.EVENT_READ, (worker, False))
             for task in worker.inflight:
                 self._send_task(worker, task)
 
@@ -634,7 +638,7 @@ class WorkerPool:
             else:
                 result = TaskResult(
                     list(msg.refs),
-                    list(msg.schemas),
+                    [self._schema(b) for b in msg.schemas],
                     str(worker.pid),
                     msg.start_ts,
                     msg.end_ts,
@@ -644,6 +648,15 @@ class WorkerPool:
                 )
                 task.future.resolve(result)
             self._task_finished(worker)
+
+    def _schema(self, data: bytes) -> pa.Schema:
+        """Deserialize a schema; tasks of one operator share theirs, so cache."""
+        schema = self._schemas.get(data)
+        if schema is None:
+            if len(self._schemas) > 1024:
+                self._schemas.clear()
+            schema = self._schemas[data] = pa.ipc.read_schema(pa.py_buffer(data))
+        return schema
 
     def _actor_failed(self, worker: _Worker, error: BaseException) -> None:
         actor = worker.actor
@@ -704,6 +717,9 @@ class WorkerPool:
             self._pending.setdefault(task.resources, deque()).appendleft(task)
 
     def _close_worker(self, worker: _Worker) -> None:
+        for fileobj in (worker.conn, worker.pidfd):
+            if fileobj is not None and fileobj in self._selector.get_map():
+                self._selector.unregister(fileobj)
         if worker.conn is not None:
             worker.conn.close()
             worker.conn = None

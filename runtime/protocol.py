@@ -19,7 +19,7 @@ Shutdown()
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
@@ -27,12 +27,23 @@ import cloudpickle
 from runtime.refs import ObjectRef
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-
     from runtime.store import StoreLocation
 
 
-@dataclass(frozen=True, slots=True)
+def _message(cls: type) -> type:
+    """A frozen message class that pickles as a plain tuple of its fields
+    (dataclasses' generic slots state costs several times more per task)."""
+    cls = dataclass(frozen=True, slots=True)(cls)
+    names = tuple(f.name for f in fields(cls))
+
+    def __reduce__(self: Any) -> tuple:
+        return (cls, tuple([getattr(self, n) for n in names]))
+
+    cls.__reduce__ = __reduce__
+    return cls
+
+
+@_message
 class WorkerInit:
     """Written to a new worker's stdin: where to connect and what to load."""
 
@@ -43,13 +54,13 @@ class WorkerInit:
     sys_path: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@_message
 class Hello:
     worker_id: int
     pid: int
 
 
-@dataclass(frozen=True, slots=True)
+@_message
 class RunTask:
     """Run function (or, with ``actor``, the actor's state) on ``inputs``."""
 
@@ -62,7 +73,7 @@ class RunTask:
     actor: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@_message
 class StartActor:
     """Build the actor's state with ``factory()`` (function ``fn_id``)."""
 
@@ -72,28 +83,30 @@ class StartActor:
     gpu_ids: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@_message
 class ReleaseFunction:
     fn_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@_message
 class Shutdown:
     pass
 
 
-@dataclass(frozen=True, slots=True)
+@_message
 class TaskDone:
+    """A finished task; ``schemas`` are Arrow-serialized (cheaper than pickling)."""
+
     task_id: int
     refs: tuple[ObjectRef, ...]
-    schemas: tuple[pa.Schema, ...]
+    schemas: tuple[bytes, ...]
     start_ts: float
     end_ts: float
     cpu_s: float
     counters: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@_message
 class TaskFailed:
     """User code raised; ``cause`` is the pickled exception when it pickles."""
 

@@ -56,6 +56,9 @@ _SUFFIX = ".arrow"
 _ORPHAN_GRACE_S = 60.0
 # Below this size an object is written from, and read into, process memory.
 _SMALL_BYTES = 64 * 1024
+# Explicit options: the defaults re-read environment variables on every call.
+_WRITE_OPTIONS = pa.ipc.IpcWriteOptions()
+_READ_OPTIONS = pa.ipc.IpcReadOptions()
 
 
 def default_shm_root() -> Path:
@@ -88,8 +91,9 @@ class StoreClient:
 
     def __init__(self, location: StoreLocation, id_prefix: str = "") -> None:
         self.location = location
-        self._shm = Path(location.shm_dir)
-        self._spill = Path(location.spill_dir)
+        # Plain string paths: pathlib costs more than the syscalls of a small object.
+        self._shm = location.shm_dir + os.sep
+        self._spill = location.spill_dir + os.sep
         self._prefix = f"{id_prefix}{secrets.token_hex(4)}-"
         self._counter = itertools.count()
 
@@ -97,29 +101,32 @@ class StoreClient:
         return f"{self._prefix}{next(self._counter)}"
 
     def shm_path(self, object_id: str) -> Path:
-        return self._shm / (object_id + _SUFFIX)
+        return Path(self._shm + object_id + _SUFFIX)
 
     def spill_path(self, object_id: str) -> Path:
-        return self._spill / (object_id + _SUFFIX)
+        return Path(self._spill + object_id + _SUFFIX)
 
     def write(self, table: pa.Table, *, to_disk: bool = False) -> ObjectRef:
         """Write ``table`` as a new object (shared memory, or the spill dir)."""
         object_id = self.new_id()
-        path = str(self.spill_path(object_id) if to_disk else self.shm_path(object_id))
+        path = (self._spill if to_disk else self._shm) + object_id + _SUFFIX
         if table.nbytes < _SMALL_BYTES:
             # Serializing to memory and writing once costs half of streaming
             # through an OSFile for small blocks, which dominate task overhead.
             sink = pa.BufferOutputStream()
-            with pa.ipc.new_file(sink, table.schema) as writer:
-                writer.write_table(table)
+            with pa.ipc.RecordBatchFileWriter(sink, table.schema, options=_WRITE_OPTIONS) as w:
+                w.write_table(table)
             data = sink.getvalue()
-            with open(path, "wb") as f:
-                f.write(data)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
             nbytes = data.size
         else:
             with pa.OSFile(path, "wb") as sink:
-                with pa.ipc.new_file(sink, table.schema) as writer:
-                    writer.write_table(table)
+                with pa.ipc.RecordBatchFileWriter(sink, table.schema, options=_WRITE_OPTIONS) as w:
+                    w.write_table(table)
                 nbytes = sink.tell()
         location = "disk" if to_disk else "shm"
         return ObjectRef(object_id, nbytes, table.num_rows, location, self.location.session)
@@ -132,23 +139,39 @@ class StoreClient:
                 f"{ref!r} belongs to store session {ref.session!r}, not to this one "
                 f"({self.location.session!r}): refs do not outlive their backend"
             )
-        for path in (self.shm_path(ref.id), self.spill_path(ref.id)):
+        for base in (self._shm, self._spill):
+            path = base + ref.id + _SUFFIX
             try:
                 if ref.nbytes < _SMALL_BYTES:
-                    with open(path, "rb") as f:
-                        source = pa.py_buffer(f.read())
+                    source = pa.py_buffer(_read_file(path, ref.nbytes))
                 else:
-                    source = pa.memory_map(str(path), "r")
+                    source = pa.memory_map(path, "r")
             except FileNotFoundError:
                 continue
-            return pa.ipc.open_file(source).read_all()
+            return pa.ipc.RecordBatchFileReader(source, options=_READ_OPTIONS).read_all()
         raise ObjectLostError(
             f"{ref!r} is not in the object store: it was freed or its session ended"
         )
 
-    def unlink(self, object_id: str) -> None:
-        for path in (self.shm_path(object_id), self.spill_path(object_id)):
-            path.unlink(missing_ok=True)
+    def unlink(self, object_id: str, spilled: bool | None = None) -> None:
+        """Remove an object's file (``spilled`` None: wherever it is)."""
+        bases = {None: (self._shm, self._spill), False: (self._shm,), True: (self._spill,)}
+        for base in bases[spilled]:
+            try:
+                os.unlink(base + object_id + _SUFFIX)
+            except FileNotFoundError:
+                pass
+
+
+def _read_file(path: str, size: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = [os.read(fd, size)]
+        while chunks[-1] and sum(map(len, chunks)) < size:
+            chunks.append(os.read(fd, size))
+    finally:
+        os.close(fd)
+    return b"".join(chunks) if len(chunks) > 1 else chunks[0]
 
 
 class ObjectStore(StoreClient):
@@ -241,7 +264,7 @@ class ObjectStore(StoreClient):
                 nbytes, spilled = entry
                 if not spilled:
                     self._used -= nbytes
-                self.unlink(ref.id)
+                self.unlink(ref.id, spilled)
 
     def stats(self) -> StoreStats:
         """Bytes in shared memory now, capacity, peak, bytes spilled so far

@@ -144,7 +144,7 @@ class _WorkerLoop:
         return TaskDone(
             msg.task_id,
             tuple(result.refs),
-            tuple(result.schemas),
+            tuple(s.serialize().to_pybytes() for s in result.schemas),
             result.start_ts,
             result.end_ts,
             result.cpu_s,

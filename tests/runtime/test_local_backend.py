@@ -58,7 +58,15 @@ class Model:
 
 
 def children() -> list[psutil.Process]:
-    return psutil.Process().children(recursive=True)
+    """This process's live worker processes (other suites may leave, e.g., Ray's)."""
+    found = []
+    for proc in psutil.Process().children():
+        try:
+            if "runtime.worker" in proc.cmdline() and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
+            pass
+    return found
 
 
 def rows(backend, result) -> list[dict]:
