@@ -302,8 +302,8 @@ class BackendContract:
         fast = backend.submit(handle, (), (0.0, "fast"))
         done = backend.wait_any([slow, fast], 30)
         assert fast in done and all(f.done() for f in done)
-        if not slow.done():
-            assert backend.wait_any([slow], 0.01) == []
+        if not slow.done():  # a timeout returns only what is done by then
+            assert backend.wait_any([slow], 0.01) in ([], [slow] if slow.done() else [])
         for future in (slow, fast):
             backend.free(future.result(timeout=60).refs)
         assert backend.wait_any([], 0) == []
