@@ -84,37 +84,41 @@ class SplitServer:
         except (StopIteration, KeyError, TypeError, ValueError) as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"streaming_split: bad hello: {e}")
         coord = self.coordinator
-        consumed = 0
-        finished = False
-        begun = False  # None from the coordinator, or the client closed on purpose
         try:
             epoch = coord.begin(split, epoch, context.is_active, n)
-            begun = True
+        except SplitClosedError:
+            return
+        except SplitUsageError as e:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+        # ``consumed`` is None once the split finished on purpose (its share ran out,
+        # it said goodbye, or the execution failed); otherwise the RPC ending means the
+        # consumer died. gRPC calls back when the RPC ends even if it abandons this
+        # generator (a cancelled call never resumes it).
+        state = {"consumed": 0}
+        context.add_callback(lambda: coord.finish(split, epoch, consumed=state["consumed"]))
+        try:
             msg = first
             while True:
-                consumed = int(msg.get("consumed", consumed))
+                state["consumed"] = int(msg.get("consumed", state["consumed"]))
                 if msg.get("close"):
-                    finished = True
+                    state["consumed"] = None
                     return
                 table = coord.fetch(split, epoch, context.is_active)
                 if table is None:
-                    finished = True
+                    state["consumed"] = None
                     return
                 yield protocol.encode_table(table)
                 raw = next(requests, None)
                 if raw is None:
-                    return  # the client went away without a close message: it died
+                    return  # the client went away without a goodbye: it died
                 msg = protocol.decode_request(raw)
         except SplitClosedError:
             return
-        except (SplitUsageError, KeyError) as e:
+        except SplitUsageError as e:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
         except Exception as e:  # noqa: BLE001 - the execution failed: tell the consumer
-            finished = True
+            state["consumed"] = None
             yield protocol.encode_error(e)
-        finally:
-            if begun:
-                coord.finish(split, epoch, consumed=None if finished else consumed)
 
 
 def _bracket(host: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import pickle
 import threading
+import time
 
 import grpc
 import pyarrow as pa
@@ -130,3 +131,17 @@ def test_lost_coordinator_is_a_clear_error(serve):
     server.stop(0)
     with pytest.raises(DataflowError, match="split 0 lost its coordinator"):
         ids_of(client)
+
+
+def test_cancelled_call_is_reported_as_a_dead_consumer(serve):
+    server = serve(blocks([2] * 10), 2)
+    stream = SplitClient(server.address, 0, None, prefetch=1).open(0)
+    assert next(stream.iter_blocks()).num_rows == 2
+    stream._call.cancel()  # what a killed process looks like to the server
+    other = SplitClient(server.address, 1, None)
+    assert len(ids_of(other)) == 18  # the survivor gets everything else
+    deadline = time.monotonic() + 5  # gRPC reports the cancellation asynchronously
+    while not server.coordinator.lost and time.monotonic() < deadline:
+        time.sleep(0.01)
+    [lost] = server.coordinator.lost
+    assert (lost.split, lost.blocks, lost.rows) == (0, 1, 2)
