@@ -44,8 +44,10 @@ def column_to_numpy(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
         return col.to_numpy_ndarray()
     if pa.types.is_fixed_size_list(col.type) and col.null_count == 0:
         inner = column_to_numpy(col.flatten())
-        return inner.reshape(len(col), -1, *inner.shape[1:]) if inner.ndim > 1 else (
-            inner.reshape(len(col), col.type.list_size)
+        return (
+            inner.reshape(len(col), -1, *inner.shape[1:])
+            if inner.ndim > 1
+            else (inner.reshape(len(col), col.type.list_size))
         )
     zero_copy = col.null_count == 0 and (
         pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
@@ -59,7 +61,10 @@ def array_from_numpy(arr: Any, name: str = "") -> pa.Array:
         return arr
     a = np.asarray(arr) if not isinstance(arr, np.ndarray) else arr
     if a.ndim > 1:
-        a = np.ascontiguousarray(a)
+        # A size-1 axis may carry a zero stride (e.g. ``x[None]``), which numpy
+        # still calls contiguous but Arrow rejects; a fresh copy has real strides.
+        if not a.flags.c_contiguous or 0 in a.strides:
+            a = a.copy(order="C")
         return pa.FixedShapeTensorArray.from_numpy_ndarray(a)
     if a.dtype == object:
         return pa.array(list(a))
@@ -86,7 +91,8 @@ def to_batch(table: pa.Table, batch_format: str) -> Any:
 def table_to_pandas(table: pa.Table) -> pd.DataFrame:
     """A block as a DataFrame; tensor columns become a column of N-d arrays per row."""
     tensor_cols = [
-        n for n, t in zip(table.column_names, table.schema.types)
+        n
+        for n, t in zip(table.column_names, table.schema.types)
         if isinstance(t, pa.FixedShapeTensorType)
     ]
     if not tensor_cols:
@@ -127,7 +133,8 @@ def from_batch(batch: Any, where: str = "") -> pa.Table:
 def pandas_to_table(df: pd.DataFrame) -> pa.Table:
     """DataFrame -> block; columns of equal-shape ndarrays become tensor columns."""
     tensor_cols = [
-        c for c in df.columns
+        c
+        for c in df.columns
         if df[c].dtype == object and len(df) and isinstance(df[c].iloc[0], np.ndarray)
     ]
     if not tensor_cols:
@@ -157,9 +164,7 @@ def rows_to_table(rows: list[Mapping[str, Any]], where: str = "") -> pa.Table:
     names: dict[str, None] = {}
     for r in rows:
         if not isinstance(r, Mapping):
-            raise TypeError(
-                f"{where or 'row'}: expected a dict per row, got {type(r).__name__}"
-            )
+            raise TypeError(f"{where or 'row'}: expected a dict per row, got {type(r).__name__}")
         names.update(dict.fromkeys(r))
     columns = {}
     for n in names:
@@ -174,15 +179,18 @@ def rows_to_table(rows: list[Mapping[str, Any]], where: str = "") -> pa.Table:
 def iter_rows(table: pa.Table) -> Iterator[dict[str, Any]]:
     """Rows of a block as dicts (tensor cells as numpy arrays)."""
     tensor = {
-        n for n, t in zip(table.column_names, table.schema.types)
+        n
+        for n, t in zip(table.column_names, table.schema.types)
         if isinstance(t, pa.FixedShapeTensorType)
     }
     if not tensor:
         yield from table.to_pylist()
         return
     arrays = {n: column_to_numpy(table.column(n)) for n in tensor}
-    plain = table.drop_columns(list(tensor)).to_pylist() if table.num_columns > len(tensor) else (
-        [{} for _ in range(table.num_rows)]
+    plain = (
+        table.drop_columns(list(tensor)).to_pylist()
+        if table.num_columns > len(tensor)
+        else ([{} for _ in range(table.num_rows)])
     )
     for i, row in enumerate(plain):
         row.update({n: arrays[n][i] for n in tensor})

@@ -1,0 +1,120 @@
+"""Block conversions: batch formats both ways, tensor columns, rows, slicing and re-batching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from dataflow.block import (
+    check_batch_format,
+    column_to_numpy,
+    concat,
+    from_batch,
+    iter_rows,
+    rebatch,
+    rows_to_table,
+    split_to_max_size,
+    to_batch,
+)
+
+
+def _table() -> pa.Table:
+    emb = np.arange(12, dtype=np.float32).reshape(3, 2, 2)
+    return from_batch(
+        {"id": np.arange(3), "s": np.array(["a", "b", "c"], dtype=object), "emb": emb}
+    )
+
+
+def test_numpy_round_trip_keeps_values_and_tensor_shape():
+    batch = to_batch(_table(), "numpy")
+    assert batch["id"].tolist() == [0, 1, 2]
+    assert batch["s"].tolist() == ["a", "b", "c"]
+    assert batch["emb"].shape == (3, 2, 2)
+    assert batch["emb"][2].tolist() == [[8.0, 9.0], [10.0, 11.0]]
+    again = from_batch(batch)
+    assert again.equals(_table())
+
+
+def test_numpy_column_is_zero_copy_for_null_free_primitives():
+    table = pa.table({"a": np.arange(1000, dtype=np.float64)})
+    arr = column_to_numpy(table.column("a"))
+    assert arr.ctypes.data == table.column("a").chunk(0).buffers()[1].address
+
+
+def test_pandas_round_trip_with_tensor_column():
+    df = to_batch(_table(), "pandas")
+    assert list(df.columns) == ["id", "s", "emb"]
+    assert df["emb"].iloc[1].tolist() == [[4.0, 5.0], [6.0, 7.0]]
+    back = from_batch(df)
+    assert back.column("emb").combine_chunks().to_numpy_ndarray().tolist() == (
+        _table().column("emb").combine_chunks().to_numpy_ndarray().tolist()
+    )
+    assert back.column("id").to_pylist() == [0, 1, 2]
+
+
+def test_pyarrow_format_is_identity():
+    t = _table()
+    assert to_batch(t, "pyarrow") is t
+    assert from_batch(t) is t
+
+
+def test_zero_stride_and_broadcast_arrays_become_tensor_columns():
+    x = np.arange(6.0).reshape(2, 3)
+    assert from_batch({"x": x[None]}).column("x").combine_chunks().to_numpy_ndarray().shape == (
+        1,
+        2,
+        3,
+    )
+    b = np.broadcast_to(np.arange(3.0), (4, 3))
+    got = from_batch({"b": b}).column("b").combine_chunks().to_numpy_ndarray()
+    assert got.tolist() == [[0.0, 1.0, 2.0]] * 4
+
+
+def test_bad_batches_name_the_caller():
+    with pytest.raises(ValueError, match=r"map_batches\(f\): columns have different lengths"):
+        from_batch({"a": np.arange(3), "b": np.arange(2)}, where="map_batches(f)")
+    with pytest.raises(TypeError, match=r"map_batches\(f\): returned list"):
+        from_batch([1, 2], where="map_batches(f)")
+    with pytest.raises(ValueError, match="unknown batch_format 'arrow'"):
+        check_batch_format("arrow", "iter_batches")
+    assert check_batch_format(None, "x") == "numpy"
+
+
+def test_rows_round_trip_with_tensor_cells():
+    rows = list(iter_rows(_table()))
+    assert [r["id"] for r in rows] == [0, 1, 2]
+    assert rows[0]["emb"].tolist() == [[0.0, 1.0], [2.0, 3.0]]
+    back = rows_to_table(rows)
+    assert back.column("s").to_pylist() == ["a", "b", "c"]
+    assert back.column("emb").combine_chunks().to_numpy_ndarray().shape == (3, 2, 2)
+    with pytest.raises(TypeError, match=r"map\(f\): expected a dict per row, got int"):
+        rows_to_table([1], where="map(f)")
+
+
+def test_rebatch_gives_exact_sizes_across_block_boundaries():
+    blocks = [pa.table({"x": np.arange(i * 7, i * 7 + 7)}) for i in range(5)]
+    batches = list(rebatch(iter(blocks), 10))
+    assert [b.num_rows for b in batches] == [10, 10, 10, 5]
+    assert concat(batches).column("x").to_pylist() == list(range(35))
+    assert [b.num_rows for b in rebatch(iter(blocks), None)] == [7] * 5
+
+
+def test_split_to_max_size_is_zero_copy_and_covers_all_rows():
+    t = pa.table({"x": np.arange(100_000, dtype=np.int64)})  # 800 kB
+    parts = list(split_to_max_size(t, 100_000))
+    assert len(parts) == 8
+    assert all(p.nbytes <= 100_000 for p in parts)
+    assert concat(parts).column("x").to_pylist() == list(range(100_000))
+
+
+def test_concat_unifies_missing_columns_with_nulls():
+    out = concat([pa.table({"a": [1]}), pa.table({"a": [2], "b": ["x"]})])
+    assert out.to_pydict() == {"a": [1, 2], "b": [None, "x"]}
+
+
+def test_from_pandas_frame_with_string_dtype():
+    df = pd.DataFrame({"s": pd.array(["x", None], dtype="string"), "n": [1.5, 2.5]})
+    t = from_batch(df)
+    assert t.to_pydict() == {"s": ["x", None], "n": [1.5, 2.5]}
