@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from dataflow.exec.interfaces import PhysicalOperator
+    from dataflow.exec.stall import StallReport
+    from dataflow.exec.trace import Timeline
     from runtime.backends.base import StoreStats, TaskFuture, TaskResult
 
 
@@ -83,6 +85,10 @@ class DatasetStats:
     store_peak_bytes: int = 0
     store_spilled_bytes: int = 0
     peak_rss_bytes: int = 0
+    timeline: Timeline | None = None
+    """Sampled rows out, store and RSS over time (``exec/trace.py``; ``plot_stats`` draws it)."""
+    stalls: list[StallReport] = field(default_factory=list)
+    """Stalls seen during the run (``exec/stall.py``), also printed when they happen."""
 
     def operator(self, name: str) -> OperatorStats:
         """The stats of the operator called ``name`` (KeyError lists the names)."""
@@ -119,6 +125,7 @@ class DatasetStats:
             f"spilled {self.store_spilled_bytes / mib:.1f} MiB; peak RSS "
             f"{self.peak_rss_bytes / mib:.1f} MiB"
         )
+        lines.extend(f"stall: {report}" for report in self.stalls)
         return "\n".join(lines)
 
 

@@ -1,0 +1,201 @@
+"""Live progress of a running pipeline, and the set of built-in observers.
+
+``ProgressBars`` shows one line per physical operator (rows and blocks out,
+rows/s, running tasks, queued bytes) under an overall line (rows delivered,
+tasks running, store usage). In a terminal the lines are tqdm bars on stderr
+(the ``progress`` extra); in a Jupyter notebook they are one text block
+updated in place (no widget library needed). Bars are off when
+``DataContext.enable_progress_bars`` is False (or the environment variable
+``DATAFLOW_DISABLE_PROGRESS_BARS`` is set) and when stderr is neither a
+terminal nor a notebook. They refresh at most every ``REFRESH_S`` seconds, so
+a loop turn costs one clock comparison.
+
+``builtin_observers`` is what every executor gets: the timeline recorder, the
+stall detector, progress bars and the Chrome trace, each as the context asks.
+
+>>> df.DataContext.get_current().enable_progress_bars = False  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import TYPE_CHECKING, Any, TextIO
+
+from dataflow.exec.stall import StallDetector
+from dataflow.exec.stats import ExecutorObserver
+from dataflow.exec.trace import ChromeTrace, TimelineRecorder
+
+if TYPE_CHECKING:
+    from dataflow.context import DataContext
+    from dataflow.exec.interfaces import PhysicalOperator
+    from dataflow.exec.stats import DatasetStats
+    from runtime.backends.base import Backend, StoreStats
+
+log = logging.getLogger("dataflow")
+
+REFRESH_S = 0.5
+MiB = 1024 * 1024
+_hinted_tqdm = False
+
+
+def builtin_observers(
+    ctx: DataContext, backend: Backend, stats: DatasetStats
+) -> list[ExecutorObserver]:
+    """The observers an executor registers next to its ``StatsCollector``.
+
+    Order matters at the end of a run: the recorder and the stall detector fill
+    ``stats`` before the Chrome trace reads it.
+    """
+    observers: list[ExecutorObserver] = [TimelineRecorder(stats, backend)]
+    if ctx.stall_warning_s:
+        observers.append(StallDetector(ctx.stall_warning_s, stats, backend))
+    mode = display_mode(ctx)
+    if mode is not None:
+        observers.append(ProgressBars(backend, mode))
+    if ctx.trace_path:
+        observers.append(ChromeTrace(ctx.trace_path, stats))
+    return observers
+
+
+def display_mode(ctx: DataContext, stream: TextIO | None = None) -> str | None:
+    """``"notebook"``, ``"terminal"`` or None (no bars) for this context and
+    ``stream`` (default stderr)."""
+    global _hinted_tqdm
+    if not ctx.enable_progress_bars:
+        return None
+    if _in_notebook():
+        return "notebook"
+    stream = stream if stream is not None else sys.stderr
+    if not getattr(stream, "isatty", lambda: False)():
+        return None
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        if not _hinted_tqdm:
+            _hinted_tqdm = True
+            log.warning(
+                "dataflow: progress bars need tqdm: pip install 'dataflow[progress]' "
+                "(or set DataContext.enable_progress_bars = False)"
+            )
+        return None
+    return "terminal"
+
+
+def _in_notebook() -> bool:
+    """True inside a Jupyter kernel (IPython already imported by the kernel)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
+class _OpLine:
+    """What one operator's line shows, from its metrics and its rate."""
+
+    __slots__ = ("op", "rows", "rate", "_last_rows", "_last_t")
+
+    def __init__(self, op: PhysicalOperator, now: float) -> None:
+        self.op = op
+        self.rows = 0
+        self.rate = 0.0
+        self._last_rows = 0
+        self._last_t = now
+
+    def update(self, now: float) -> int:
+        """Refresh from the operator; return the rows added since the last call."""
+        rows = self.op.metrics.rows_out
+        dt = now - self._last_t
+        if dt > 0:
+            self.rate = (rows - self._last_rows) / dt
+        added, self.rows, self._last_rows, self._last_t = rows - self.rows, rows, rows, now
+        return added
+
+    def postfix(self) -> str:
+        m = self.op.metrics
+        return (
+            f"{m.bundles_out} blocks, {self.op.num_active_tasks()} running, "
+            f"{m.queued_bytes / MiB:.1f} MiB queued"
+        )
+
+    def text(self) -> str:
+        return f"{self.op.name}: {self.rows:,} rows, {self.rate:,.0f} rows/s, {self.postfix()}"
+
+
+class ProgressBars(ExecutorObserver):
+    """Per-operator progress lines plus an overall line; ``mode`` is
+    ``"terminal"`` (tqdm on ``file``, default stderr) or ``"notebook"``."""
+
+    def __init__(
+        self, backend: Backend, mode: str = "terminal", file: TextIO | None = None
+    ) -> None:
+        if mode not in ("terminal", "notebook"):
+            raise ValueError(f"ProgressBars mode must be 'terminal' or 'notebook', got {mode!r}")
+        self._backend = backend
+        self._mode = mode
+        self._file = file
+        self._lines: list[_OpLine] = []
+        self._bars: list[Any] = []
+        self._handle: Any = None
+        self._t0 = 0.0
+        self._next = 0.0
+        self._closed = False
+
+    def on_start(self, ops: list[PhysicalOperator]) -> None:
+        now = time.monotonic()
+        self._t0, self._next = now, now + REFRESH_S
+        self._lines = [_OpLine(op, now) for op in ops]
+        if self._mode == "terminal":
+            from tqdm.std import tqdm
+
+            file = self._file if self._file is not None else sys.stderr
+            self._bars = [tqdm(desc="dataflow", unit=" rows", position=0, file=file)]
+            self._bars += [
+                tqdm(desc=f"  {line.op.name}", unit=" rows", position=i + 1, file=file)
+                for i, line in enumerate(self._lines)
+            ]
+        else:
+            from IPython.display import Pretty, display
+
+            self._handle = display(Pretty(self._text(now)), display_id=True)
+
+    def on_tick(self, now: float, held_back: list[PhysicalOperator], rss_bytes: int) -> None:
+        if now >= self._next:
+            self._next = now + REFRESH_S
+            self._refresh(now)
+
+    def on_finish(self, store: StoreStats | None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._refresh(time.monotonic())
+        for bar in self._bars:
+            bar.close()
+
+    def _overall(self) -> str:
+        running = sum(line.op.num_active_tasks() for line in self._lines)
+        try:
+            store = f"store {self._backend.store_stats().used_bytes / MiB:,.0f} MiB"
+        except Exception:  # the backend is shutting down: leave the figure out
+            store = "store -"
+        return f"{running} tasks running, {store}"
+
+    def _text(self, now: float) -> str:
+        sink = self._lines[-1] if self._lines else None
+        rows = sink.rows if sink is not None else 0
+        head = f"dataflow: {rows:,} rows out in {now - self._t0:.1f} s, {self._overall()}"
+        return "\n".join([head] + ["  " + line.text() for line in self._lines])
+
+    def _refresh(self, now: float) -> None:
+        added = [line.update(now) for line in self._lines]
+        if self._mode == "notebook":
+            from IPython.display import Pretty
+
+            self._handle.update(Pretty(self._text(now)))
+            return
+        overall, *bars = self._bars
+        for bar, line, n in zip(bars, self._lines, added):
+            bar.set_postfix_str(line.postfix(), refresh=False)
+            bar.update(n)
+        overall.set_postfix_str(self._overall(), refresh=False)
+        overall.update(added[-1] if added else 0)
