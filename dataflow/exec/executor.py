@@ -33,6 +33,7 @@ from dataflow.exec.backpressure import (
     OutputQueuePolicy,
 )
 from dataflow.exec.interfaces import ExecEnv, PhysicalOperator, RefBundle
+from dataflow.exec.progress import builtin_observers
 from dataflow.exec.scheduling import pressure_state, select_operator
 from dataflow.exec.stats import DatasetStats, ExecutorObserver, StatsCollector
 from dataflow.exec.topology import Topology
@@ -129,7 +130,11 @@ class StreamingExecutor:
         self.in_driver = in_driver
         self.output = OutputQueue(ctx.output_queue_max_blocks)
         self.collector = StatsCollector()
-        self.observers: list[ExecutorObserver] = [self.collector, *observers]
+        self.observers: list[ExecutorObserver] = [
+            self.collector,
+            *builtin_observers(ctx, backend, self.collector.stats),
+            *observers,
+        ]
         budget = ctx.object_store_memory or backend.store_stats().capacity_bytes
         self.policies: list[BackpressurePolicy] = [MemoryBudgetPolicy(budget), OutputQueuePolicy()]
         if ctx.memory_limit:
@@ -186,29 +191,32 @@ class StreamingExecutor:
         topo, ops, backend = self.topology, self.topology.ops, self.backend
         rss, next_rss = 0, 0.0
         while not self._stop.is_set():
-            topo.move_outputs(self.output)
+            moved = topo.move_outputs(self.output)
             topo.propagate_completion()
             if topo.done():
                 return
             now = time.monotonic()
             if now >= next_rss:
                 rss, next_rss = self._sample_rss(), now + _RSS_EVERY_S
-            held_back = self._dispatch(ops, rss, now)
+            launched, held_back = self._dispatch(ops, rss, now)
             for op in ops:
                 op.on_tick(now)
             for obs in self.observers:
                 obs.on_tick(now, held_back, rss)
             owners = {f: op for op in ops for f in op.active_tasks()}
             if not owners:
-                self.output.wait(_WAIT_S)
+                if not (moved or launched):  # nothing can change until the consumer acts
+                    self.output.wait(_WAIT_S)
                 continue
             for fut in backend.wait_any(list(owners), _WAIT_S):
                 self._collect(owners[fut], fut)
 
     def _dispatch(
         self, ops: list[PhysicalOperator], rss: int, now: float
-    ) -> list[PhysicalOperator]:
+    ) -> tuple[int, list[PhysicalOperator]]:
+        """Launch tasks while an operator is eligible; (launched, held back)."""
         sink = self.topology.sink
+        launched = 0
         while True:
             state = pressure_state(
                 ops,
@@ -219,7 +227,8 @@ class StreamingExecutor:
             )
             op, held_back = select_operator(ops, self._total, self.policies, state)
             if op is None:
-                return held_back
+                return launched, held_back
+            launched += 1
             fut = op.dispatch()
             if fut is not None:
                 for obs in self.observers:

@@ -56,13 +56,20 @@ class Timeline:
     store_bytes: list[int] = field(default_factory=list)
     rss_bytes: list[int] = field(default_factory=list)
 
-    def rows_per_s(self, i: int) -> list[float]:
-        """Operator ``i``'s output rate over each sampling interval (one value per
-        sample; the first is 0)."""
-        rows, rates = self.rows_out[i], [0.0] * len(self.t)
-        for k in range(1, len(self.t)):
-            dt = self.t[k] - self.t[k - 1]
-            rates[k] = (rows[k] - rows[k - 1]) / dt if dt > 0 else 0.0
+    def rows_per_s(self, i: int, window_s: float = 1.0) -> list[float]:
+        """Operator ``i``'s output rate at each sample, over the last ``window_s``
+        seconds (rows arrive a block at a time: a window smooths the steps).
+
+        >>> Timeline(["op"], 0.0, [0.0, 1.0, 2.0], [[0, 10, 30]]).rows_per_s(0)
+        [0.0, 10.0, 20.0]
+        """
+        rows, t = self.rows_out[i], self.t
+        rates, j = [0.0] * len(t), 0
+        for k in range(1, len(t)):
+            while j < k - 1 and t[k] - t[j + 1] >= window_s:
+                j += 1
+            dt = t[k] - t[j]
+            rates[k] = (rows[k] - rows[j]) / dt if dt > 0 else 0.0
         return rates
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import traceback
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -360,15 +361,14 @@ def _check_columns(where: str, table: pa.Table, names: Iterable[str]) -> None:
 
 
 def _with_columns_checked(where: str, table: pa.Table, fn: Callable[[], pa.Table]) -> pa.Table:
+    """Run an Arrow expression; an unknown column becomes a PlanError naming it."""
     try:
         return fn()
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
-        if "FieldRef" in str(e) or "No match for" in str(e):
-            raise PlanError(
-                f"{where}: expression refers to an unknown column ({e}); available "
-                f"columns: {', '.join(table.column_names) or '(none)'}"
-            ) from None
-        raise PlanError(f"{where}: cannot evaluate expression: {e}") from None
+        missing = re.search(r"FieldRef\.Name\((.*?)\)", str(e))
+        if missing:
+            _check_columns(where, table, [missing.group(1)])
+        raise PlanError(f"{where}: cannot evaluate the expression: {e}") from None
 
 
 def _project(where: str, table: pa.Table, exprs: tuple[tuple[str, pc.Expression], ...]) -> pa.Table:

@@ -258,6 +258,7 @@ def _map_operator(
         resources=resources,
         min_rows_per_task=first.batch_size or 0 if isinstance(first, MapBatches) else 0,
         use_threads=compute.use_threads,
+        max_tasks=compute.max_size if compute.kind == "tasks" else None,
     )
     task_fn = MapTaskFn(tuple(stages), p.ctx.target_max_block_size, read.name if read else "")
     if compute.kind != "actors" and not any(n.is_class for n in udfs):

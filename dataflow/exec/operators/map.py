@@ -66,6 +66,8 @@ class MapOptions:
     """Bundle inputs until a task has this many rows (map_batches' batch_size)."""
     use_threads: bool = False
     """Run tasks on the driver's thread pool (GIL-releasing stages)."""
+    max_tasks: int | None = None
+    """At most this many tasks at once (``concurrency=n`` of a function)."""
 
 
 class MapOperator(PhysicalOperator):
@@ -194,6 +196,8 @@ class MapOperator(PhysicalOperator):
 
     def dispatch_cost(self) -> Resources | None:
         if self._closed or not self._has_work():
+            return None
+        if self.options.max_tasks is not None and len(self._tasks) >= self.options.max_tasks:
             return None
         return self.options.resources
 

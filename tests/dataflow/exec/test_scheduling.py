@@ -1,0 +1,164 @@
+"""Selection policy and backpressure on hand-built 3-operator topologies (inline backend)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from dataflow.context import DataContext
+from dataflow.errors import ResourceError
+from dataflow.exec.backpressure import MemoryBudgetPolicy, OutputQueuePolicy
+from dataflow.exec.budget import check_request, free_resources, max_concurrency
+from dataflow.exec.interfaces import ExecEnv
+from dataflow.exec.operators.input import InputBuffer
+from dataflow.exec.operators.map import MapOperator
+from dataflow.exec.scheduling import pressure_state, select_operator
+from dataflow.exec.topology import Topology
+from dataflow.exec.transforms import MapTaskFn, ProjectStage
+from runtime.backends.inline import InlineBackend
+from runtime.resources import Resources
+
+
+@pytest.fixture
+def backend():
+    b = InlineBackend(num_cpus=2)
+    yield b
+    b.shutdown()
+
+
+def _chain(backend, n_blocks=4, rows=10):
+    """input -> map a -> map b, started on ``backend``."""
+    tables = [pa.table({"x": list(range(i * rows, (i + 1) * rows))}) for i in range(n_blocks)]
+    src = InputBuffer("input", tables=tables)
+    identity = MapTaskFn((ProjectStage("p", select=("x",)),), 1 << 20)
+    a = MapOperator("a", [src], identity)
+    b = MapOperator("b", [a], identity)
+    topo = Topology(b)
+    env = ExecEnv(backend, DataContext())
+    for op in topo.ops:
+        op.start(env)
+    return topo, src, a, b
+
+
+class FakeOutput:
+    def __init__(self, room=True):
+        self.room = room
+        self.items = []
+
+    def has_room(self):
+        return self.room
+
+    def put(self, bundle):
+        self.items.append(bundle)
+
+
+def _select(topo, total=Resources(cpu=2), policies=(), **state):
+    st = pressure_state(topo.ops, sink=topo.sink, **state)
+    return select_operator(topo.ops, total, list(policies), st)
+
+
+def test_topology_orders_upstream_first(backend):
+    topo, src, a, b = _chain(backend)
+    assert [op.name for op in topo.ops] == ["input", "a", "b"]
+    assert topo.upstream_of(b) == [a, src]
+
+
+def test_furthest_downstream_operator_with_input_is_picked(backend):
+    topo, src, a, b = _chain(backend)
+    out = FakeOutput()
+    # Only `a` has input after the first move: the input buffer feeds it.
+    topo.move_outputs(out)
+    op, _ = _select(topo)
+    assert op is a
+    fut = a.dispatch()  # inline: done at once
+    a.on_task_done(fut)
+    topo.move_outputs(out)
+    # Now both a (3 bundles left) and b (1 bundle) have input: b wins.
+    op, _ = _select(topo)
+    assert op is b
+
+
+def test_no_free_resources_means_no_dispatch(backend):
+    topo, src, a, b = _chain(backend)
+    topo.move_outputs(FakeOutput())
+    op, _ = _select(topo, total=Resources(cpu=0.5))
+    assert op is None
+
+
+def test_free_resources_subtract_running_tasks(backend):
+    topo, src, a, b = _chain(backend)
+    a._tasks[object()] = None  # a pretend running task holds one CPU
+    assert free_resources(Resources(cpu=2, gpu=1), topo.ops) == Resources(cpu=1, gpu=1)
+
+
+def test_memory_budget_vetoes_and_reports_held_back(backend):
+    topo, src, a, b = _chain(backend, rows=1000)
+    topo.move_outputs(FakeOutput())
+    a._tasks[object()] = None  # something is running, so the budget applies
+    usage = pressure_state(topo.ops, sink=b).memory_usage
+    assert usage == sum(bundle.nbytes for bundle in a._queue) + a._estimate.value(0)
+    op, held = _select(topo, policies=[MemoryBudgetPolicy(usage)])
+    assert op is None and held == [a]
+    op, held = _select(topo, policies=[MemoryBudgetPolicy(usage + 8000)])
+    assert op is a and held == []
+
+
+def test_memory_budget_never_blocks_an_idle_pipeline(backend):
+    topo, src, a, b = _chain(backend)
+    topo.move_outputs(FakeOutput())
+    op, _ = _select(topo, policies=[MemoryBudgetPolicy(0)])
+    assert op is a
+
+
+def test_full_output_queue_stops_the_sink_only(backend):
+    topo, src, a, b = _chain(backend)
+    out = FakeOutput()
+    topo.move_outputs(out)
+    a.on_task_done(a.dispatch())
+    topo.move_outputs(out)
+    op, held = _select(topo, policies=[OutputQueuePolicy()], output_queue_full=True)
+    assert op is a and held == [b]
+
+
+def test_sink_bundles_wait_while_the_consumer_queue_is_full(backend):
+    topo, src, a, b = _chain(backend, n_blocks=1)
+    out = FakeOutput(room=False)
+    topo.move_outputs(out)
+    a.on_task_done(a.dispatch())
+    topo.move_outputs(out)
+    b.on_task_done(b.dispatch())
+    topo.move_outputs(out)
+    assert out.items == [] and b.has_next()
+    out.room = True
+    topo.move_outputs(out)
+    assert [bundle.num_rows for bundle in out.items] == [10]
+
+
+def test_completion_propagates_downstream(backend):
+    topo, src, a, b = _chain(backend, n_blocks=1)
+    out = FakeOutput()
+    topo.move_outputs(out)
+    topo.propagate_completion()
+    assert a.all_inputs_done and not b.all_inputs_done
+    a.on_task_done(a.dispatch())
+    topo.move_outputs(out)
+    topo.propagate_completion()
+    assert b.all_inputs_done and not topo.done()
+    b.on_task_done(b.dispatch())
+    topo.move_outputs(out)
+    assert topo.done()
+    assert backend.get(out.items[0].refs[0]).column("x").to_pylist() == list(range(10))
+
+
+def test_resource_error_message_names_stage_number_and_knob():
+    with pytest.raises(ResourceError, match=r"map_batches\(embed\) needs 2 GPUs, this machine has 1: lower num_gpus or add a GPU"):
+        check_request("map_batches(embed)", Resources(gpu=2), Resources(cpu=8, gpu=1))
+    check_request("map_batches(embed)", Resources(cpu=1, gpu=1), Resources(cpu=8, gpu=1))
+
+
+def test_max_concurrency_is_the_tightest_resource():
+    assert max_concurrency(Resources(cpu=1), Resources(cpu=8)) == 8
+    assert max_concurrency(Resources(cpu=1, gpu=1), Resources(cpu=8, gpu=2)) == 2
+    assert max_concurrency(Resources(cpu=0.5, gpu=0.5), Resources(cpu=8, gpu=2)) == 4
+    assert max_concurrency(Resources(), Resources(cpu=3)) == 3
+
