@@ -63,7 +63,9 @@ def test_fused_and_unfused_chains_give_the_same_rows(backend):
     src = InputData(blocks=blocks())
     mb = MapBatches(fn=double, batch_size=10)
     filt = Filter(expr=col("x") % 3 == 0)
-    unfused = Filter(expr=col("x") % 3 == 0, inputs=(MapBatches(fn=double, batch_size=10, inputs=(src,)),))
+    unfused = Filter(
+        expr=col("x") % 3 == 0, inputs=(MapBatches(fn=double, batch_size=10, inputs=(src,)),)
+    )
     fused = FusedMap(stages=(mb, filt), inputs=(src,))
     expected = [2 * v for v in range(100) if (2 * v) % 3 == 0]
     for plan in (unfused, fused):
@@ -109,7 +111,8 @@ def test_union_keeps_every_row_and_orders_inputs_when_asked(backend):
 def test_zip_aligns_rows_across_different_block_sizes_and_suffixes_clashes(backend):
     left = InputData(blocks=blocks(4, rows=25))
     right = Project(
-        with_columns=(("y", col("x") * 10),), inputs=(InputData(blocks=blocks(3, rows=33) + blocks(1, rows=1, start=99)),)
+        with_columns=(("y", col("x") * 10),),
+        inputs=(InputData(blocks=blocks(3, rows=33) + blocks(1, rows=1, start=99)),),
     )
     with execute(Zip(inputs=(left, right)), ctx(preserve_order=True)) as stream:
         table = pa.concat_tables(list(stream.iter_blocks()))
@@ -121,13 +124,17 @@ def test_zip_aligns_rows_across_different_block_sizes_and_suffixes_clashes(backe
 
 def test_zip_of_unequal_lengths_is_a_clear_error(backend):
     plan = Zip(inputs=(InputData(blocks=blocks(1)), InputData(blocks=blocks(2))))
-    with pytest.raises(df.PlanError, match=r"zip: the datasets have different numbers of rows \(25 and 50\)"):
+    with pytest.raises(
+        df.PlanError, match=r"zip: the datasets have different numbers of rows \(25 and 50\)"
+    ):
         collect(plan)
     assert no_objects_left(backend)
 
 
 def test_limit_slices_exactly_and_frees_the_rest(backend):
-    got, stream = collect(Limit(inputs=(InputData(blocks=blocks()),), n=37), ctx(preserve_order=True))
+    got, stream = collect(
+        Limit(inputs=(InputData(blocks=blocks()),), n=37), ctx(preserve_order=True)
+    )
     assert got == list(range(37))
     assert no_objects_left(backend)
 
@@ -184,7 +191,7 @@ def test_pushdowns_are_passed_only_when_supported_and_applied_otherwise(backend)
     for supported in (True, False):
         source = CountingSource(3, 10, projection=supported, predicate=supported)
         read = Read(source, columns=("x",), predicate=col("x") >= 25)
-        got, stream = collect(read)
+        got, _ = collect(read)
         assert source.calls == [["columns", "filter"] if supported else []]
         if not supported:  # the read task itself filtered and projected
             assert sorted(got) == list(range(25, 30))
@@ -211,7 +218,9 @@ def test_user_error_names_operator_block_and_has_the_remote_traceback(backend):
     with pytest.raises(UserCodeError) as info:
         collect(plan, ctx(preserve_order=True))
     e = info.value
-    assert str(e).startswith("map_batches(normalize) failed on block 2: ValueError: cannot normalize 50")
+    assert str(e).startswith(
+        "map_batches(normalize) failed on block 2: ValueError: cannot normalize 50"
+    )
     assert 'raise ValueError("cannot normalize 50")' in e.remote_traceback
     assert e.operator == "map_batches(normalize)" and e.block == "block 2"
     assert isinstance(e.__cause__, ValueError)
@@ -230,7 +239,11 @@ def test_max_errored_blocks_skips_and_counts(backend):
 
 
 def test_row_skip_policy_reports_skipped_rows(backend):
-    plan = MapRows(fn=lambda r: {"x": 100 // (r["x"] % 10)}, on_error="skip", inputs=(InputData(blocks=blocks()),))
+    plan = MapRows(
+        fn=lambda r: {"x": 100 // (r["x"] % 10)},
+        on_error="skip",
+        inputs=(InputData(blocks=blocks()),),
+    )
     got, stream = collect(plan)
     assert len(got) == 90
     assert stream.stats().operator("map(<lambda>)").counters["rows_skipped"] == 10
@@ -290,13 +303,17 @@ def test_worker_crash_is_retried_with_an_identical_result(tmp_path):
     df.init("local", num_cpus=2)
     try:
         plan = MapBatches(
-            fn=crash_once, fn_args=(str(tmp_path / "crashed"),), batch_size=None,
+            fn=crash_once,
+            fn_args=(str(tmp_path / "crashed"),),
+            batch_size=None,
             inputs=(InputData(blocks=blocks()),),
         )
         got, _ = collect(plan)
         assert sorted(got) == list(range(1, 101))
         plan = MapBatches(fn=always_crash, inputs=(InputData(blocks=blocks(1)),))
-        with pytest.raises(df.WorkerCrashedError, match=r"map_batches\(always_crash\).*after 1 retries"):
+        with pytest.raises(
+            df.WorkerCrashedError, match=r"map_batches\(always_crash\).*after 1 retries"
+        ):
             collect(plan, ctx(max_task_retries=1))
     finally:
         df.shutdown()

@@ -151,7 +151,10 @@ def test_completion_propagates_downstream(backend):
 
 
 def test_resource_error_message_names_stage_number_and_knob():
-    with pytest.raises(ResourceError, match=r"map_batches\(embed\) needs 2 GPUs, this machine has 1: lower num_gpus or add a GPU"):
+    with pytest.raises(
+        ResourceError,
+        match=r"map_batches\(embed\) needs 2 GPUs, this machine has 1: lower num_gpus or add a GPU",
+    ):
         check_request("map_batches(embed)", Resources(gpu=2), Resources(cpu=8, gpu=1))
     check_request("map_batches(embed)", Resources(cpu=1, gpu=1), Resources(cpu=8, gpu=1))
 
@@ -161,4 +164,3 @@ def test_max_concurrency_is_the_tightest_resource():
     assert max_concurrency(Resources(cpu=1, gpu=1), Resources(cpu=8, gpu=2)) == 2
     assert max_concurrency(Resources(cpu=0.5, gpu=0.5), Resources(cpu=8, gpu=2)) == 4
     assert max_concurrency(Resources(), Resources(cpu=3)) == 3
-

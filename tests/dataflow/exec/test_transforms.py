@@ -49,7 +49,10 @@ def test_map_batches_rebatches_to_exact_size_across_blocks():
         seen.append(len(b["x"]))
         return {"x": b["x"] + 1}
 
-    out = run([MapBatchesStage("mb", fn=f, batch_size=4)], [pa.table({"x": range(3)}), pa.table({"x": range(3, 10)})])
+    out = run(
+        [MapBatchesStage("mb", fn=f, batch_size=4)],
+        [pa.table({"x": range(3)}), pa.table({"x": range(3, 10)})],
+    )
     assert seen == [4, 4, 2]
     assert rows(out) == list(range(1, 11))
 
@@ -66,7 +69,14 @@ def test_map_batches_none_batch_size_is_whole_blocks_and_formats_round_trip():
     assert [t.num_rows for t in out] == [2, 1]
     assert rows(out, "y") == [3, 6, 15]
     out = run(
-        [MapBatchesStage("mb", fn=lambda t: t.append_column("z", pa.array([7] * t.num_rows)), batch_format="pyarrow", fn_kwargs=())],
+        [
+            MapBatchesStage(
+                "mb",
+                fn=lambda t: t.append_column("z", pa.array([7] * t.num_rows)),
+                batch_format="pyarrow",
+                fn_kwargs=(),
+            )
+        ],
         [pa.table({"x": [1, 2]})],
     )
     assert out[0].to_pydict() == {"x": [1, 2], "z": [7, 7]}
@@ -80,7 +90,17 @@ def test_numpy_batches_are_writable_unless_zero_copy():
     table = pa.table({"x": np.arange(4)})
     assert rows(run([MapBatchesStage("mb", fn=inplace, batch_size=None)], [table])) == [1, 2, 3, 4]
     flags = []
-    run([MapBatchesStage("mb", fn=lambda b: flags.append(b["x"].flags.writeable) or b, batch_size=None, zero_copy_batch=True)], [table])
+    run(
+        [
+            MapBatchesStage(
+                "mb",
+                fn=lambda b: flags.append(b["x"].flags.writeable) or b,
+                batch_size=None,
+                zero_copy_batch=True,
+            )
+        ],
+        [table],
+    )
     assert flags == [False]
 
 
@@ -89,7 +109,9 @@ def test_generator_udf_outputs_every_batch():
         for v in b["x"]:
             yield {"x": np.array([v, v])}
 
-    assert rows(run([MapBatchesStage("mb", fn=gen, batch_size=None)], [pa.table({"x": [1, 2]})])) == [1, 1, 2, 2]
+    assert rows(
+        run([MapBatchesStage("mb", fn=gen, batch_size=None)], [pa.table({"x": [1, 2]})])
+    ) == [1, 1, 2, 2]
 
 
 def test_fused_chain_of_row_ops():
@@ -108,7 +130,11 @@ def test_all_filtered_task_keeps_its_schema():
 
 
 def test_outputs_are_rechunked_to_max_block_size():
-    out = run([MapBatchesStage("mb", fn=lambda b: b, batch_size=None)], [pa.table({"x": np.arange(1000)})], max_bytes=800)
+    out = run(
+        [MapBatchesStage("mb", fn=lambda b: b, batch_size=None)],
+        [pa.table({"x": np.arange(1000)})],
+        max_bytes=800,
+    )
     assert [t.num_rows for t in out] == [100] * 10
     assert rows(out) == list(range(1000))
 
@@ -146,26 +172,39 @@ def test_skip_drops_failing_rows_and_counts_them(task_ctx):
             raise ValueError("three")
         return b
 
-    out = run([MapBatchesStage("mb", fn=f, batch_size=4, on_error=ErrorPolicy("skip"))], [pa.table({"x": range(8)})])
+    out = run(
+        [MapBatchesStage("mb", fn=f, batch_size=4, on_error=ErrorPolicy("skip"))],
+        [pa.table({"x": range(8)})],
+    )
     assert rows(out) == [0, 1, 2, 4, 5, 6, 7]
-    out = run([MapRowsStage("m", fn=lambda r: {"x": 1 // r["x"]}, on_error=ErrorPolicy("skip"))], [pa.table({"x": [0, 1, 0]})])
+    out = run(
+        [MapRowsStage("m", fn=lambda r: {"x": 1 // r["x"]}, on_error=ErrorPolicy("skip"))],
+        [pa.table({"x": [0, 1, 0]})],
+    )
     assert rows(out) == [1]
     assert current_task().counters["rows_skipped"] == 3
 
 
 def test_dead_letter_writes_failing_rows_with_the_error(tmp_path, task_ctx):
     policy = ErrorPolicy("dead_letter", str(tmp_path / "dl"))
-    out = run([FilterStage("filter(f)", fn=lambda r: 1 // r["x"] >= 0, on_error=policy)], [pa.table({"x": [1, 0, 2]})])
+    out = run(
+        [FilterStage("filter(f)", fn=lambda r: 1 // r["x"] >= 0, on_error=policy)],
+        [pa.table({"x": [1, 0, 2]})],
+    )
     assert rows(out) == [1, 2]
     (file,) = (tmp_path / "dl").iterdir()
     bad = pq.read_table(file)
     assert bad.column("x").to_pylist() == [0]
-    assert bad.column("error").to_pylist() == ["ZeroDivisionError: integer division or modulo by zero"]
+    assert bad.column("error").to_pylist() == [
+        "ZeroDivisionError: integer division or modulo by zero"
+    ]
 
 
 def test_project_select_drop_rename_with_columns():
     table = pa.table({"a": [1, 2], "b": [3, 4], "c": [5, 6]})
-    stage = ProjectStage("p", drop=("c",), rename=(("a", "x"),), with_columns=(("s", pc.field("x") + pc.field("b")),))
+    stage = ProjectStage(
+        "p", drop=("c",), rename=(("a", "x"),), with_columns=(("s", pc.field("x") + pc.field("b")),)
+    )
     assert stage.apply(table).to_pydict() == {"x": [1, 2], "b": [3, 4], "s": [4, 6]}
     stage = ProjectStage("p", exprs=(("b", pc.field("b")), ("d", pc.field("a") * 2)))
     assert stage.apply(table).to_pydict() == {"b": [3, 4], "d": [2, 4]}
@@ -173,9 +212,13 @@ def test_project_select_drop_rename_with_columns():
 
 def test_project_unknown_column_names_it_and_the_available_ones():
     table = pa.table({"a": [1], "b": [2]})
-    with pytest.raises(PlanError, match=r"select_columns: unknown column 'zz'; available columns: a, b"):
+    with pytest.raises(
+        PlanError, match=r"select_columns: unknown column 'zz'; available columns: a, b"
+    ):
         ProjectStage("select_columns", select=("a", "zz")).apply(table)
-    with pytest.raises(PlanError, match=r"with_column: unknown column 'q'; available columns: a, b"):
+    with pytest.raises(
+        PlanError, match=r"with_column: unknown column 'q'; available columns: a, b"
+    ):
         ProjectStage("with_column", with_columns=(("n", pc.field("q") + 1),)).apply(table)
 
 
@@ -190,7 +233,10 @@ def test_callable_class_is_built_once_per_actor():
         def __call__(self, b):
             return {"x": b["x"] + self.k}
 
-    fn = MapTaskFn((MapBatchesStage("mb", fn=AddK, is_class=True, fn_constructor_args=(5,), batch_size=None),), 1 << 20)
+    fn = MapTaskFn(
+        (MapBatchesStage("mb", fn=AddK, is_class=True, fn_constructor_args=(5,), batch_size=None),),
+        1 << 20,
+    )
     state = ActorFactory(fn)()
     assert rows(state([pa.table({"x": [1]})], 0)) + rows(state([pa.table({"x": [2]})], 1)) == [6, 7]
     assert built == [5]
@@ -202,6 +248,8 @@ def test_read_errors_become_source_errors_naming_the_file():
         yield
 
     task = ReadTask(read, BlockMetadata(input_files=("/data/a.parquet",)))
-    with pytest.raises(SourceError, match=r"read_test: cannot read /data/a.parquet: OSError: disk on fire") as info:
+    with pytest.raises(
+        SourceError, match=r"read_test: cannot read /data/a.parquet: OSError: disk on fire"
+    ) as info:
         run([], [], read=task)
     assert info.value.path == "/data/a.parquet"
