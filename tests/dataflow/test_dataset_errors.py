@@ -215,7 +215,8 @@ def test_write_datasink_rolls_back_on_failure(backend):
 def test_take_all_limit_and_empty_take_batch(backend):
     with pytest.raises(ValueError, match="more than the given limit of 3 rows"):
         df.range(10).take_all(limit=3)
-    assert df.range(3).take_all(limit=3) == [{"id": 0}, {"id": 1}, {"id": 2}]
+    rows = df.range(3).take_all(limit=3)
+    assert sorted(r["id"] for r in rows) == [0, 1, 2]  # blocks arrive in any order
     with pytest.raises(ValueError, match="take_batch: the dataset is empty"):
         df.range(0).take_batch()
 
