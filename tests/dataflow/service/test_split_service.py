@@ -136,7 +136,8 @@ def test_lost_coordinator_is_a_clear_error(serve):
 def test_cancelled_call_is_reported_as_a_dead_consumer(serve):
     server = serve(blocks([2] * 10), 2)
     stream = SplitClient(server.address, 0, None, prefetch=1).open(0)
-    assert next(stream.iter_blocks()).num_rows == 2
+    blocks_it = stream.iter_blocks()  # kept open: closing it would say goodbye
+    assert next(blocks_it).num_rows == 2
     stream._call.cancel()  # what a killed process looks like to the server
     other = SplitClient(server.address, 1, None)
     assert len(ids_of(other)) == 18  # the survivor gets everything else
@@ -145,3 +146,4 @@ def test_cancelled_call_is_reported_as_a_dead_consumer(serve):
         time.sleep(0.01)
     [lost] = server.coordinator.lost
     assert (lost.split, lost.blocks, lost.rows) == (0, 1, 2)
+    blocks_it.close()
