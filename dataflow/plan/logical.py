@@ -5,7 +5,7 @@ construction; optimizer rules build new trees with ``transform_up`` and
 ``dataclasses.replace``. ``inputs`` holds the upstream nodes (empty for sources).
 
 >>> from dataflow.plan.logical import Limit, InputData
->>> Limit(InputData(blocks=()), n=5).name
+>>> Limit(n=5, inputs=(InputData(blocks=()),)).name
 'limit(5)'
 """
 
