@@ -4,7 +4,7 @@
 and the executor account for slots with plain arithmetic.
 
 >>> Resources(cpu=1) + Resources(cpu=0.5, gpu=1)
-Resources(cpu=1.5, gpu=1.0)
+Resources(cpu=1.5, gpu=1)
 """
 
 from __future__ import annotations
