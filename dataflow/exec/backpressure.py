@@ -12,9 +12,10 @@ policies ship:
 * ``MemoryLimitPolicy`` - nothing new starts while the process tree's resident
   memory is over ``DataContext.memory_limit``.
 
-A policy never vetoes when no task is running anywhere: something must run
-for memory to drain, so progress is guaranteed (peak = budget + one block per
-running task).
+A policy never vetoes when the pipeline is stalled - no task running and
+nothing for the consumer to take - since only a new task can then make
+progress (peak = budget + one block per running task). While the consumer has
+bundles to take, its progress frees memory, so the vetoes stand.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class PressureState:
     """Store bytes held by all operators (queues, outputs, running tasks) and the output queue."""
     running_tasks: int
     output_queue_full: bool
+    stalled: bool
+    """No task running and nothing waiting for the consumer: only a dispatch can progress."""
     sink: PhysicalOperator | None
     rss_bytes: int = 0
 
@@ -47,7 +50,7 @@ class MemoryBudgetPolicy:
     budget_bytes: int
 
     def can_dispatch(self, op: PhysicalOperator, state: PressureState) -> bool:
-        if state.running_tasks == 0:
+        if state.stalled:
             return True
         _, estimate = op.next_task_bytes()
         return state.memory_usage + estimate <= self.budget_bytes
@@ -64,4 +67,4 @@ class MemoryLimitPolicy:
     limit_bytes: int
 
     def can_dispatch(self, op: PhysicalOperator, state: PressureState) -> bool:
-        return state.running_tasks == 0 or state.rss_bytes <= self.limit_bytes
+        return state.stalled or state.rss_bytes <= self.limit_bytes

@@ -149,9 +149,10 @@ class ProgressBars(ExecutorObserver):
             from tqdm.std import tqdm
 
             file = self._file if self._file is not None else sys.stderr
-            self._bars = [tqdm(desc="dataflow", unit=" rows", position=0, file=file)]
+            opts = {"unit": " rows", "unit_scale": True, "dynamic_ncols": True, "file": file}
+            self._bars = [tqdm(desc="dataflow", position=0, **opts)]
             self._bars += [
-                tqdm(desc=f"  {line.op.name}", unit=" rows", position=i + 1, file=file)
+                tqdm(desc=f"  {_short(line.op.name)}", position=i + 1, **opts)
                 for i, line in enumerate(self._lines)
             ]
         else:
@@ -199,3 +200,8 @@ class ProgressBars(ExecutorObserver):
             bar.update(n)
         overall.set_postfix_str(self._overall(), refresh=False)
         overall.update(added[-1] if added else 0)
+
+
+def _short(name: str, width: int = 40) -> str:
+    """Operator names of fused stages get long; a bar's label must fit a line."""
+    return name if len(name) <= width else name[: width - 3] + "..."

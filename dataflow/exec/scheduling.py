@@ -52,11 +52,15 @@ def pressure_state(
     output_queue_full: bool = False,
     rss_bytes: int = 0,
 ) -> PressureState:
-    """Snapshot of memory held and tasks running across ``ops``."""
+    """Snapshot of memory held and tasks running across ``ops``; the consumer's
+    queue holds ``output_queue_bytes`` (0 = empty)."""
+    running = sum(op.num_active_tasks() for op in ops)
+    consumer_has_work = output_queue_bytes > 0 or (sink is not None and sink.has_next())
     return PressureState(
         memory_usage=output_queue_bytes + sum(op.memory_usage() for op in ops),
-        running_tasks=sum(op.num_active_tasks() for op in ops),
+        running_tasks=running,
         output_queue_full=output_queue_full,
+        stalled=running == 0 and not consumer_has_work,
         sink=sink,
         rss_bytes=rss_bytes,
     )

@@ -98,7 +98,7 @@ class TimelineRecorder(ExecutorObserver):
             queued_bytes=[[] for _ in ops],
         )
         self._stats.timeline = self.timeline
-        self._sample(self._mono0, self._store_used())
+        self._next = self._mono0  # the first loop turn samples (it has the first RSS)
 
     def on_tick(self, now: float, held_back: list[PhysicalOperator], rss_bytes: int) -> None:
         self._rss = rss_bytes
