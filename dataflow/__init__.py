@@ -20,6 +20,7 @@ from dataflow.errors import (
 from dataflow.expressions import Expr, col, lit
 from dataflow.iterators import DataIterator
 from dataflow.plan.optimizer import OptimizerFlags
+from dataflow.plot import plot_stats
 from dataflow.read_api import (
     from_arrow,
     from_items,
@@ -66,6 +67,7 @@ __all__ = [
     "from_pandas",
     "init",
     "lit",
+    "plot_stats",
     "range",
     "range_tensor",
     "read_binary_files",

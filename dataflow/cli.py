@@ -2,6 +2,8 @@
 
     dataflow --version
     dataflow info [--json]     backend, CPUs/GPUs detected, object store capacity and location
+    dataflow demo [--rows N]   the main job: read_parquet -> map_batches -> filter -> torch
+                               loop and write_parquet on a generated sample, with stats
 
 ``info`` reports what a new session would use; it starts no worker and creates
 no store.
@@ -57,6 +59,31 @@ def _print_info(as_json: bool) -> None:
     print(f"store location: {info['store_location']}")
 
 
+def _run_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dataflow.demo import DEFAULT_ROWS, run_demo
+
+    rows = DEFAULT_ROWS if args.rows is None else args.rows
+    if rows < 1000:
+        print(f"dataflow demo: --rows must be at least 1000, got {rows}", file=sys.stderr)
+        return 2
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print(
+            "dataflow demo trains with PyTorch: pip install torch (or 'dataflow[torch]')",
+            file=sys.stderr,
+        )
+        return 1
+    run_demo(
+        rows,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        output_dir=Path(args.output) if args.output else None,
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dataflow`` console script; returns the exit code."""
     from dataflow import __version__
@@ -70,10 +97,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "info", help="backend, CPUs/GPUs, object store capacity and location"
     )
     info.add_argument("--json", action="store_true", help="print one JSON object")
+    demo = commands.add_parser(
+        "demo", help="run the main job on a generated sample dataset, with progress and stats"
+    )
+    demo.add_argument("--rows", type=int, default=None, help="sample size (default 1,000,000)")
+    demo.add_argument("--cache-dir", default=None, help="where the sample is cached")
+    demo.add_argument("--output", default=None, help="where write_parquet writes")
     args = parser.parse_args(argv)
     if args.command == "info":
         _print_info(args.json)
         return 0
+    if args.command == "demo":
+        return _run_demo(args)
     parser.print_help()
     return 2
 
