@@ -1,0 +1,157 @@
+"""The planner: registry coverage, physical DAG shape, metadata-only answers, plan-time errors."""
+
+from __future__ import annotations
+
+import inspect
+
+import pyarrow as pa
+import pytest
+
+import dataflow as df
+from dataflow.context import DataContext
+from dataflow.errors import PlanError
+from dataflow.exec.operators.actor_pool import ActorPoolMapOperator
+from dataflow.exec.operators.input import InputBuffer
+from dataflow.exec.operators.limit import LimitOperator
+from dataflow.exec.operators.map import MapOperator
+from dataflow.expressions import col
+from dataflow.plan import logical
+from dataflow.plan.logical import (
+    Compute,
+    Filter,
+    FusedMap,
+    InputData,
+    Limit,
+    LogicalOperator,
+    MapBatches,
+    MapRows,
+    Project,
+    Read,
+    Union,
+    Zip,
+)
+from dataflow.plan.planner import (
+    count_from_metadata,
+    execute,
+    plan_physical,
+    registered_node_types,
+    schema_from_metadata,
+)
+from dataflow.sources.range import RangeDatasource
+
+T = pa.table({"a": [1, 2, 3], "b": ["x", "y", "z"]})
+
+
+def data(*tables):
+    return InputData(blocks=tables or (T,))
+
+
+def test_every_logical_node_is_registered():
+    nodes = {
+        cls
+        for _, cls in inspect.getmembers(logical, inspect.isclass)
+        if issubclass(cls, LogicalOperator)
+        and cls.__module__ == logical.__name__
+        and cls not in (LogicalOperator, logical.AbstractUDF)
+    }
+    assert nodes - registered_node_types() == set()
+
+
+def test_unknown_node_fails_loudly():
+    class Mystery(LogicalOperator):
+        pass
+
+    with pytest.raises(
+        PlanError, match=r"no rule for logical node Mystery .*known nodes: .*FusedMap"
+    ):
+        plan_physical(Mystery(), DataContext())
+
+
+def test_physical_dag_shape():
+    udf = MapBatches(fn=lambda b: b, inputs=(data(),))
+    sink = plan_physical(Limit(inputs=(udf,), n=2), DataContext())
+    assert isinstance(sink, LimitOperator)
+    (map_op,) = sink.input_dependencies
+    assert isinstance(map_op, MapOperator) and map_op.name == "map_batches(<lambda>)"
+    assert isinstance(map_op.input_dependencies[0], InputBuffer)
+    fused = FusedMap(stages=(Read(RangeDatasource(10)), MapRows(fn=lambda r: r)))
+    op = plan_physical(fused, DataContext())
+    assert op.input_dependencies == [] and op.name == "read_range->map(<lambda>)"
+    assert [type(s).__name__ for s in op.task_fn.stages] == ["MapRowsStage"]
+
+
+class Model:
+    def __call__(self, b):
+        return b
+
+
+def test_callable_class_without_concurrency_gets_a_pool_up_to_the_cpus():
+    df.init("inline", num_cpus=3)
+    try:
+        op = plan_physical(
+            MapBatches(fn=Model, compute=Compute("actors", 1, None), inputs=(data(),)),
+            DataContext(),
+        )
+        assert isinstance(op, ActorPoolMapOperator)
+        assert (op.min_size, op.max_size, op.initial_size) == (1, 3, 1)
+    finally:
+        df.shutdown()
+
+
+def test_dead_letter_without_a_path_is_a_plan_error():
+    plan = MapRows(fn=lambda r: r, on_error="dead_letter", inputs=(data(),))
+    with pytest.raises(
+        PlanError, match=r"map\(<lambda>\): on_error='dead_letter' needs a directory"
+    ):
+        plan_physical(plan, DataContext())
+
+
+def test_filter_needs_exactly_one_of_fn_and_expr():
+    with pytest.raises(PlanError, match="give exactly one of fn or expr"):
+        plan_physical(Filter(inputs=(data(),)), DataContext())
+
+
+def test_count_from_metadata():
+    rng = Read(RangeDatasource(100))
+    assert count_from_metadata(rng) == 100
+    assert count_from_metadata(Limit(inputs=(rng,), n=7)) == 7
+    assert count_from_metadata(Union(inputs=(rng, data()))) == 103
+    assert count_from_metadata(Project(select=("id",), inputs=(rng,))) == 100
+    assert count_from_metadata(MapRows(fn=lambda r: r, inputs=(rng,))) == 100
+    assert count_from_metadata(FusedMap(stages=(rng, Project(select=("id",))))) == 100
+    assert count_from_metadata(Zip(inputs=(rng, Read(RangeDatasource(100))))) == 100
+    # Anything that may drop or add rows needs execution.
+    assert count_from_metadata(Filter(expr=col("id") > 3, inputs=(rng,))) is None
+    assert count_from_metadata(Read(RangeDatasource(100), predicate=col("id") > 3)) is None
+    assert count_from_metadata(MapBatches(fn=lambda b: b, inputs=(rng,))) is None
+    assert count_from_metadata(MapRows(fn=lambda r: r, on_error="skip", inputs=(rng,))) is None
+
+
+def test_schema_from_metadata():
+    rng = Read(RangeDatasource(10))
+    assert schema_from_metadata(rng) == pa.schema([("id", pa.int64())])
+    project = Project(
+        rename=(("id", "n"),), with_columns=(("double", col("n") * 2),), inputs=(rng,)
+    )
+    assert schema_from_metadata(project).names == ["n", "double"]
+    assert schema_from_metadata(Filter(expr=col("a") > 1, inputs=(data(),))) == T.schema
+    assert schema_from_metadata(MapBatches(fn=lambda b: b, inputs=(data(),))) is None
+
+
+def test_metadata_counts_match_execution(backend):
+    plans = [
+        Limit(inputs=(Read(RangeDatasource(100)),), n=7),
+        Union(inputs=(Read(RangeDatasource(20)), Project(select=("a",), inputs=(data(),)))),
+    ]
+    for plan in plans:
+        with execute(plan, DataContext().replace(enable_progress_bars=False)) as stream:
+            assert sum(t.num_rows for t in stream.iter_blocks()) == count_from_metadata(plan)
+
+
+def test_unknown_column_in_a_projection_is_raised_as_plan_error(backend):
+    plan = Project(select=("a", "nope"), label="select_columns", inputs=(data(),))
+    with pytest.raises(
+        PlanError, match=r"select_columns: unknown column 'nope'; available columns: a, b"
+    ):
+        with execute(plan, DataContext()) as stream:
+            list(stream.iter_blocks())
