@@ -44,6 +44,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -71,7 +72,7 @@ from runtime.protocol import (
 from runtime.refs import ObjectRef
 from runtime.resources import Resources
 from runtime.store import ObjectStore
-from runtime.worker import error_from_failure
+from runtime.worker import error_from_failure, stack_path
 
 PIPELINE_DEPTH = 2
 _EPS = 1e-9
@@ -347,6 +348,31 @@ class WorkerPool:
     def worker_pids(self) -> list[int]:
         with self._lock:
             return [w.pid for w in self._workers.values()]
+
+    def task_stack(self, future: Future, timeout: float) -> str | None:
+        """The Python stack of the worker running ``future`` (its faulthandler
+        dump on SIGUSR1); None when the task is not on a worker now."""
+        with self._lock:
+            worker = future._task.worker if future._task is not None else None
+        if worker is None:
+            return None
+        path = stack_path(self._store.location.shm_dir, worker.pid)
+        start = path.stat().st_size if path.exists() else 0
+        try:
+            os.kill(worker.pid, signal.SIGUSR1)
+        except ProcessLookupError:
+            return None
+        # The dump is written from a signal handler: wait until it stops growing.
+        deadline, size = time.monotonic() + timeout, start
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            now = path.stat().st_size if path.exists() else 0
+            if now > start and now == size:
+                break
+            size = now
+        with open(path, "rb") as f:
+            f.seek(start)
+            return f.read().decode(errors="replace") or None
 
     def worker_rss_bytes(self) -> int:
         total = 0

@@ -9,6 +9,7 @@ started by ``runtime.pool`` as ``python -m runtime.worker`` (see protocol.py).
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import pickle
 import signal
@@ -117,6 +118,11 @@ def function_path(shm_dir: str, fn_id: str) -> Path:
     return Path(shm_dir) / f"fn-{fn_id}.pkl"
 
 
+def stack_path(shm_dir: str, pid: int) -> Path:
+    """Where worker ``pid`` dumps its Python stack on SIGUSR1 (stall diagnosis)."""
+    return Path(shm_dir) / f"stack-{pid}.txt"
+
+
 class _WorkerLoop:
     def __init__(self, conn: Connection, init: WorkerInit) -> None:
         self.conn = conn
@@ -190,6 +196,10 @@ def main() -> None:
     init: WorkerInit = pickle.load(sys.stdin.buffer)
     # The driver's import path, so functions pickled by reference resolve here.
     sys.path[:] = list(init.sys_path)
+    # The driver diagnoses a stalled task by asking for this stack; faulthandler
+    # dumps it from the signal handler, even while the task is stuck in C code.
+    stack_file = open(stack_path(init.store.shm_dir, os.getpid()), "w")  # noqa: SIM115
+    faulthandler.register(signal.SIGUSR1, file=stack_file, all_threads=True)
     conn = Client(init.address, family="AF_UNIX", authkey=init.authkey)
     conn.send_bytes(encode(Hello(init.worker_id, os.getpid())))
     _WorkerLoop(conn, init).serve()

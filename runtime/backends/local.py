@@ -245,6 +245,12 @@ class LocalBackend:
         """Pids of the live worker processes (for tests and diagnostics)."""
         return self._pool.worker_pids()
 
+    def task_stack(self, future: TaskFuture, timeout: float = 1.0) -> str | None:
+        """The Python stack of the worker running ``future`` (None if none runs it)."""
+        if not isinstance(future, Future):  # a driver-thread task: no worker to ask
+            return None
+        return self._pool.task_stack(future, timeout)
+
     def shutdown(self) -> None:
         """Stop every worker, abandon driver-thread tasks and remove every
         object of the session (idempotent)."""
