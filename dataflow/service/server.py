@@ -108,7 +108,10 @@ class SplitServer:
                     state["consumed"] = None
                     return
                 yield protocol.encode_table(table)
-                raw = next(requests, None)
+                try:
+                    raw = next(requests, None)
+                except grpc.RpcError:  # cancelled while waiting for the next request
+                    raw = None
                 if raw is None:
                     return  # the client went away without a goodbye: it died
                 msg = protocol.decode_request(raw)
