@@ -11,13 +11,13 @@ wins:
 1. user code running long: a task has been running the whole stall; the report
    names the operator, the task's ordinal (its block) and, where the backend can
    (``task_stack``), the worker's Python stack dumped by ``faulthandler``;
-2. a consumer that is not reading: the last operator holds finished output the
-   consumer's queue has no room for;
-3. backpressure: an operator with queued input is held back by the memory
-   budget; the report lists what each operator holds;
-4. resources it can never get: the next task needs more than the backend has
+2. backpressured by a consumer that is not reading: nothing runs and work is
+   held back (backpressure policies veto only while the consumer has output
+   to take, see backpressure.py) or the last operator holds output the
+   consumer's queue has no room for; the report lists what each operator holds;
+3. resources it can never get: the next task needs more than the backend has
    (or waits for resources other operators hold);
-5. otherwise, every operator's state (queued, running, done).
+4. otherwise, every operator's state (queued, running, done).
 
 >>> ctx = df.DataContext.get_current()  # doctest: +SKIP
 >>> ctx.stall_warning_s = 10            # warn after 10 s without progress
@@ -46,7 +46,7 @@ _STACK_TIMEOUT_S = 1.0
 @dataclass(frozen=True)
 class StallReport:
     """One stall: which operator, why (``reason`` is one of ``user_code``,
-    ``consumer``, ``backpressure``, ``resources``, ``unknown``), and worker stacks."""
+    ``consumer``, ``resources``, ``unknown``), and worker stacks."""
 
     after_s: float
     wall_ts: float
@@ -135,8 +135,7 @@ class StallDetector(ExecutorObserver):
         after = now - self._last_progress
         return (
             self._long_task(after)
-            or self._consumer(after)
-            or self._backpressure(after, held_back)
+            or self._consumer(after, held_back)
             or self._resources(after)
             or self._report(after, "(every operator)", "unknown", self._states())
         )
@@ -179,29 +178,19 @@ class StallDetector(ExecutorObserver):
         except Exception as e:  # diagnosis must never break the pipeline
             return f"(could not dump the stack: {e})"
 
-    def _consumer(self, after: float) -> StallReport | None:
+    def _consumer(self, after: float, held_back: list[PhysicalOperator]) -> StallReport | None:
         sink = self._ops[-1] if self._ops else None
-        if sink is None or not sink.has_next():
+        if sink is None or not (held_back or sink.has_next()):
             return None
-        detail = (
-            f"backpressured by a consumer that is not reading: {sink.output_bytes() / MiB:.1f} MiB "
-            "of finished output wait for the iterator; keep iterating, or close/break out of "
-            "the iterator to stop the pipeline"
-        )
-        return self._report(after, sink.name, "consumer", detail)
-
-    def _backpressure(self, after: float, held_back: list[PhysicalOperator]) -> StallReport | None:
-        if not held_back:
-            return None
-        op = held_back[-1]
         holding = ", ".join(
             f"{o.name}: {o.memory_usage() / MiB:.1f} MiB" for o in self._ops if o.memory_usage()
         )
         detail = (
-            "held back by the memory budget (backpressure) with input queued; store bytes held: "
-            f"{holding or 'none'}; raise DataContext.object_store_memory or lower batch/block sizes"
+            "backpressured by a consumer that is not reading: finished output waits for the "
+            f"iterator (store bytes held: {holding or 'none in operators'}); keep iterating, "
+            "or close/break out of the iterator to stop the pipeline"
         )
-        return self._report(after, op.name, "backpressure", detail)
+        return self._report(after, (held_back or [sink])[-1].name, "consumer", detail)
 
     def _resources(self, after: float) -> StallReport | None:
         total = self._backend.total_resources()

@@ -1,0 +1,91 @@
+"""Progress bars: when they show, what each line says, and the builtin observer set."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import sys
+import types
+
+import pytest
+
+import dataflow as df
+from dataflow import session
+from dataflow.exec import progress
+from dataflow.exec.progress import ProgressBars, builtin_observers, display_mode
+from dataflow.exec.stall import StallDetector
+from dataflow.exec.stats import DatasetStats
+from dataflow.exec.trace import ChromeTrace, TimelineRecorder
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture(scope="module")
+def local():
+    started = session.init("local", num_cpus=2)
+    yield started
+    session.shutdown()
+
+
+def test_display_mode_follows_the_context_and_the_stream(monkeypatch):
+    ctx = df.DataContext()
+    assert display_mode(ctx, io.StringIO()) is None  # not a terminal (a CI log, a pipe)
+    assert display_mode(ctx, _Tty()) == "terminal"
+    assert display_mode(ctx.replace(enable_progress_bars=False), _Tty()) is None
+    monkeypatch.setenv("DATAFLOW_DISABLE_PROGRESS_BARS", "1")
+    assert display_mode(df.DataContext._from_env(), _Tty()) is None
+
+
+def test_a_jupyter_kernel_gets_the_notebook_display(monkeypatch):
+    shell = type("ZMQInteractiveShell", (), {})()
+    fake = types.SimpleNamespace(get_ipython=lambda: shell)
+    monkeypatch.setitem(sys.modules, "IPython", fake)
+    assert display_mode(df.DataContext(), io.StringIO()) == "notebook"
+
+
+def test_without_tqdm_a_terminal_gets_one_install_hint(monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setattr(progress, "_hinted_tqdm", False)
+    with caplog.at_level(logging.WARNING, logger="dataflow"):
+        assert display_mode(df.DataContext(), _Tty()) is None
+        assert display_mode(df.DataContext(), _Tty()) is None
+    assert caplog.text.count("pip install 'dataflow[progress]'") == 1
+
+
+def test_builtin_observers_follow_the_context(local, tmp_path):
+    stats = DatasetStats()
+    quiet = df.DataContext(enable_progress_bars=False, stall_warning_s=0)
+    assert [type(o) for o in builtin_observers(quiet, local, stats)] == [TimelineRecorder]
+    full = quiet.replace(stall_warning_s=5.0, trace_path=str(tmp_path / "t.json"))
+    kinds = [type(o) for o in builtin_observers(full, local, stats)]
+    assert kinds == [TimelineRecorder, StallDetector, ChromeTrace]
+
+
+def test_terminal_bars_show_every_operator_and_the_final_counts(local, monkeypatch, capsys):
+    ctx = df.DataContext.get_current()
+    monkeypatch.setattr(ctx, "enable_progress_bars", True)
+    monkeypatch.setattr(progress, "display_mode", lambda ctx: "terminal")
+    ds = df.range(6000, override_num_blocks=6).map_batches(lambda b: b).limit(5000)
+    ids = [r["id"] for r in ds.take_all()]
+    assert len(ids) == len(set(ids)) == 5000 and set(ids) <= set(range(6000))
+    err = capsys.readouterr().err
+    final = {}
+    for line in re.split(r"[\r\n]", err):
+        m = re.match(r"\s*(dataflow|read_range->map_batches\(<lambda>\)|limit\(5000\)): (.*)", line)
+        if m:
+            final[m.group(1)] = m.group(2)
+    assert set(final) == {"dataflow", "read_range->map_batches(<lambda>)", "limit(5000)"}, err
+    assert final["limit(5000)"].startswith("5.00k rows")
+    assert (
+        final["dataflow"].startswith("5.00k rows") and "tasks running, store" in final["dataflow"]
+    )
+    assert "0 running" in final["read_range->map_batches(<lambda>)"]
+
+
+def test_bars_refuse_an_unknown_mode(local):
+    with pytest.raises(ValueError, match="mode must be 'terminal' or 'notebook'"):
+        ProgressBars(local, "html")
