@@ -26,7 +26,13 @@ from typing import TYPE_CHECKING
 
 from dataflow.errors import WorkerCrashedError
 from dataflow.exec.interfaces import ExecEnv, PhysicalOperator
-from dataflow.exec.operators.map import MapOperator, MapOptions, MapTask, _translate_remote
+from dataflow.exec.operators.map import (
+    MapOperator,
+    MapOptions,
+    MapTask,
+    _scaled,
+    _translate_remote,
+)
 from dataflow.exec.transforms import ActorFactory, MapTaskFn
 from runtime.errors import RemoteTaskError
 from runtime.errors import WorkerCrashedError as RuntimeWorkerCrashed
@@ -152,8 +158,7 @@ class ActorPoolMapOperator(MapOperator):
         return len(self._tasks) + len(self._starting)
 
     def resources_in_use(self) -> Resources:
-        n = len(self._actors)
-        return self.options.resources.scale(n) if n else Resources()
+        return _scaled(self.options.resources, len(self._actors))
 
     # -- completion ------------------------------------------------------------
     def on_task_done(self, future: TaskFuture) -> TaskResult | None:

@@ -9,6 +9,7 @@ where a task runs.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -258,7 +259,7 @@ class MapOperator(PhysicalOperator):
         return len(self._tasks)
 
     def resources_in_use(self) -> Resources:
-        return self.options.resources.scale(len(self._tasks)) if self._tasks else Resources()
+        return _scaled(self.options.resources, len(self._tasks))
 
     def on_task_done(self, future: TaskFuture) -> TaskResult | None:
         task = self._tasks.pop(future)
@@ -322,6 +323,12 @@ class MapOperator(PhysicalOperator):
     def memory_usage(self) -> int:
         running = self._running_in_bytes + len(self._tasks) * self._estimate.value(0)
         return self.metrics.queued_bytes + self._out_bytes + running
+
+
+@functools.lru_cache(maxsize=256)
+def _scaled(resources: Resources, n: int) -> Resources:
+    """``resources`` times ``n``, memoized: asked once per dispatch per operator."""
+    return resources.scale(n) if n else Resources()
 
 
 def cancel_or_collect(backend: Backend, fut: TaskFuture) -> list:
