@@ -142,3 +142,72 @@ def test_more_gpus_than_the_machine_has_fails_at_plan_time():
             execute(plan, ctx())
     finally:
         df.shutdown()
+
+
+def _pool_op(backend, min_size, max_size, initial, n_inputs):
+    from dataflow.exec.interfaces import ExecEnv, RefBundle
+    from dataflow.exec.operators.actor_pool import ActorPoolMapOperator
+    from dataflow.exec.operators.map import MapOptions
+    from dataflow.exec.transforms import MapBatchesStage, MapTaskFn
+
+    fn = MapTaskFn(
+        (MapBatchesStage("mb", fn=Tag, is_class=True, fn_constructor_args=(0,)),), 1 << 20
+    )
+    op = ActorPoolMapOperator(
+        "map_batches(Tag)",
+        [],
+        fn,
+        MapOptions(),
+        min_size=min_size,
+        max_size=max_size,
+        initial_size=initial,
+    )
+    op._inputs_complete = [False]  # pretend it has one upstream
+    op.start(ExecEnv(backend, ctx(actor_max_tasks_in_flight=1)))
+    for table in blocks(n_inputs):
+        op.add_input(RefBundle((backend.put(table),), table.schema, (0,)))
+    return op
+
+
+def _settle(op):
+    for fut in list(op.active_tasks()):
+        op.on_task_done(fut)
+
+
+def test_pool_scales_up_with_the_queue_then_down_to_zero_when_drained(monkeypatch):
+    from dataflow.exec.operators import actor_pool
+    from runtime.backends.inline import InlineBackend
+
+    backend = InlineBackend(num_cpus=4)
+    try:
+        op = _pool_op(backend, min_size=0, max_size=3, initial=0, n_inputs=6)
+        assert op.dispatch_cost() == Resources(cpu=1)  # no actor yet: starting one costs a CPU
+        op.dispatch()
+        _settle(op)  # the actor is ready
+        assert op.dispatch_cost() == Resources()  # a ready actor with a free slot costs nothing
+        op.dispatch()
+        assert op.dispatch_cost() == Resources(cpu=1)  # busy (in-flight limit 1): scale up
+        op.dispatch()
+        _settle(op)
+        op.dispatch(), op.dispatch()
+        assert len(op._actors) == 2
+        # Idle actors above min_size go after IDLE_ACTOR_S; with min 0 all of them.
+        monkeypatch.setattr(actor_pool, "IDLE_ACTOR_S", 0.0)
+        _settle(op)
+        op.on_tick(time.monotonic() + 1)
+        assert op._actors == []
+        op.shutdown()
+        # Upstream exhausted and queue drained: every actor goes, whatever min_size says.
+        op = _pool_op(backend, min_size=2, max_size=2, initial=2, n_inputs=2)
+        _settle(op)
+        op.dispatch(), op.dispatch()
+        _settle(op)
+        op.on_tick(time.monotonic())
+        assert len(op._actors) == 2  # upstream may still send more
+        op.inputs_done(0)
+        op.on_tick(time.monotonic())
+        assert op._actors == [] and op.resources_in_use() == Resources()
+        assert sum(b.num_rows for b in op._out) == 20
+        op.shutdown()
+    finally:
+        backend.shutdown()

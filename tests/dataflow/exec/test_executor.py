@@ -56,7 +56,21 @@ def double(b):
 
 
 def no_objects_left(backend):
-    return backend.store_stats().num_objects == 0
+    """Nothing in the store, no object file in the session's shm dir, no worker busy."""
+    if backend.store_stats().num_objects:
+        return False
+    if backend.name == "local":
+        from pathlib import Path
+
+        if list(Path(backend.store.location.shm_dir).glob("**/*.arrow")):
+            return False
+        # Running tasks hold resources; cancelled ones must have given them back.
+        deadline = time.monotonic() + 5
+        while backend.available_resources() != backend.total_resources():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+    return True
 
 
 def test_fused_and_unfused_chains_give_the_same_rows(backend):
@@ -267,6 +281,15 @@ def test_break_and_close_free_every_object_and_stop_the_executor(backend):
 
     with pytest.raises(RuntimeError, match="consumer failed"):
         consume()
+    assert not [t for t in threading.enumerate() if t.name == "dataflow-executor"]
+    assert no_objects_left(backend)
+
+    def interrupted():
+        for _ in execute(plan, ctx(output_queue_max_blocks=2)).iter_blocks():
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted()
     assert not [t for t in threading.enumerate() if t.name == "dataflow-executor"]
     assert no_objects_left(backend)
 

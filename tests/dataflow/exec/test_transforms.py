@@ -253,3 +253,33 @@ def test_read_errors_become_source_errors_naming_the_file():
     ) as info:
         run([], [], read=task)
     assert info.value.path == "/data/a.parquet"
+
+
+def test_cupy_batches_put_numeric_columns_on_the_device(monkeypatch):
+    import sys
+    import types
+
+    class FakeDeviceArray:
+        """Stands in for cupy.ndarray: has the CUDA interface and .get()."""
+
+        __cuda_array_interface__ = {}
+
+        def __init__(self, host):
+            self.host = host
+
+        def get(self):
+            return self.host
+
+    fake = types.ModuleType("cupy")
+    fake.asarray = FakeDeviceArray
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    seen = {}
+
+    def on_gpu(batch):
+        seen.update({k: type(v).__name__ for k, v in batch.items()})
+        return {"x": FakeDeviceArray(batch["x"].host * 2), "s": batch["s"]}
+
+    table = pa.table({"x": [1, 2], "s": ["a", "b"]})
+    out = run([MapBatchesStage("mb", fn=on_gpu, batch_format="cupy", batch_size=None)], [table])
+    assert seen == {"x": "FakeDeviceArray", "s": "ndarray"}
+    assert out[0].to_pydict() == {"x": [2, 4], "s": ["a", "b"]}
