@@ -95,14 +95,23 @@ def slow_cpu(b):
     return b
 
 
-def test_cpu_and_gpu_stages_run_as_separate_pools_at_the_same_time():
+class DeviceModel(Tag):
+    """A Tag that also records, at construction, the device its actor got."""
+
+    def __init__(self, offset, record_dir):
+        super().__init__(offset)
+        device = os.environ.get("CUDA_VISIBLE_DEVICES", "none")
+        open(os.path.join(record_dir, f"device-{device}"), "w").close()
+
+
+def test_cpu_and_gpu_stages_run_as_separate_pools_at_the_same_time(tmp_path):
     df.init("local", num_cpus=4, num_gpus=2)
     try:
         src = InputData(blocks=blocks(12))
         pre = MapBatches(fn=slow_cpu, batch_size=None, inputs=(src,))
         model = MapBatches(
-            fn=Tag,
-            fn_constructor_args=(0,),
+            fn=DeviceModel,
+            fn_constructor_args=(0, str(tmp_path)),
             compute=Compute("actors", 1, 2),
             resources=Resources(cpu=1, gpu=1),
             batch_size=None,
@@ -111,15 +120,16 @@ def test_cpu_and_gpu_stages_run_as_separate_pools_at_the_same_time():
         post = MapBatches(fn=slow_cpu, batch_size=None, inputs=(model,))
         table, stream = run(post)
         assert sorted(table.column("x").to_pylist()) == list(range(120))
-        # The GPU pool started at the size the free devices allow: both GPUs in use.
-        assert set(table.column("device").to_pylist()) == {"0", "1"}
+        # The GPU pool started at the size the free devices allow: one actor per GPU.
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["device-0", "device-1"]
+        assert set(table.column("device").to_pylist()) <= {"0", "1"}
         stats = stream.stats()
         spans = {
             name: stats.operator(name).task_spans
-            for name in ("map_batches(slow_cpu)", "map_batches(Tag)")
+            for name in ("map_batches(slow_cpu)", "map_batches(DeviceModel)")
         }
         pre_spans = sorted(spans["map_batches(slow_cpu)"])
-        gpu_spans = spans["map_batches(Tag)"]
+        gpu_spans = spans["map_batches(DeviceModel)"]
         overlapping = [g for g in gpu_spans if any(p[0] < g[1] and g[0] < p[1] for p in pre_spans)]
         assert overlapping, "the GPU stage never ran while a CPU stage task ran"
     finally:
@@ -211,3 +221,33 @@ def test_pool_scales_up_with_the_queue_then_down_to_zero_when_drained(monkeypatc
         op.shutdown()
     finally:
         backend.shutdown()
+
+
+class CrashOnce:
+    """Kills its worker the first time any actor sees block 30..39."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __call__(self, b):
+        if 30 in b["x"] and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os._exit(9)
+        return {"x": b["x"] * 3}
+
+
+def test_an_actor_that_dies_is_replaced_and_its_block_retried(tmp_path):
+    df.init("local", num_cpus=2)
+    try:
+        plan = MapBatches(
+            fn=CrashOnce,
+            fn_constructor_args=(str(tmp_path / "crashed"),),
+            compute=Compute("actors", 1, 1),
+            batch_size=None,
+            inputs=(InputData(blocks=blocks()),),
+        )
+        table, _ = run(plan, ctx(preserve_order=True))
+        assert table.column("x").to_pylist() == [3 * v for v in range(80)]
+        assert (tmp_path / "crashed").exists()
+    finally:
+        df.shutdown()

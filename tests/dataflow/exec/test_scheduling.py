@@ -164,3 +164,16 @@ def test_max_concurrency_is_the_tightest_resource():
     assert max_concurrency(Resources(cpu=1, gpu=1), Resources(cpu=8, gpu=2)) == 2
     assert max_concurrency(Resources(cpu=0.5, gpu=0.5), Resources(cpu=8, gpu=2)) == 4
     assert max_concurrency(Resources(), Resources(cpu=3)) == 3
+
+
+def test_memory_limit_holds_new_work_while_resident_memory_is_over(backend):
+    from dataflow.exec.backpressure import MemoryLimitPolicy
+
+    topo, src, a, b = _chain(backend)
+    topo.move_outputs(FakeOutput())
+    a._tasks[object()] = None
+    policy = MemoryLimitPolicy(1000)
+    assert _select(topo, policies=[policy], rss_bytes=1001) == (None, [a])
+    assert _select(topo, policies=[policy], rss_bytes=1000)[0] is a
+    a._tasks.clear()  # stalled: one task may run whatever the memory says
+    assert _select(topo, policies=[policy], rss_bytes=10**12)[0] is a
