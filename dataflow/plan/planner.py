@@ -201,9 +201,6 @@ def _plan_fused(p: _Planning, node: FusedMap, inputs: list) -> PhysicalOperator:
     return _map_operator(p, node.name, inputs, list(node.stages))
 
 
-# -- map stages -----------------------------------------------------------------------
-
-
 # -- all-to-all: map -> exchange -> reduce (dataflow/exec/exchange) ------------------
 
 
@@ -234,6 +231,9 @@ def _plan_exchange(p: _Planning, node: LogicalOperator, inputs: list) -> Physica
 @_plans(RandomizeBlockOrder)
 def _plan_block_order(p: _Planning, node: RandomizeBlockOrder, inputs: list) -> PhysicalOperator:
     return RandomizeBlockOrderOperator(node.name, inputs, node.seed)
+
+
+# -- map stages -----------------------------------------------------------------------
 
 
 def _map_operator(
@@ -405,7 +405,8 @@ def _has_python_udf(plan: LogicalOperator) -> bool:
     for node in plan.walk():
         stages = node.stages if isinstance(node, FusedMap) else (node,)
         for s in stages:
-            if isinstance(s, Write) or (isinstance(s, AbstractUDF) and s.fn is not None):
+            # Any node carrying a function (map, filter, map_groups...) runs Python.
+            if isinstance(s, Write) or getattr(s, "fn", None) is not None:
                 return True
     return False
 
@@ -436,6 +437,8 @@ def _row_bound(node: LogicalOperator) -> int | None:
         return sum(bounds) if isinstance(node, Union) else min(bounds)
     if not node.inputs:
         return count_from_metadata(node)
+    if len(node.inputs) > 1:  # a join may multiply rows
+        return None
     return _row_bound(node.input)
 
 

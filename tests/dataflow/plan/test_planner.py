@@ -155,3 +155,19 @@ def test_unknown_column_in_a_projection_is_raised_as_plan_error(backend):
     ):
         with execute(plan, DataContext()) as stream:
             list(stream.iter_blocks())
+
+
+def test_driver_mode_only_for_small_plans_without_python():
+    from dataflow.plan.logical import Join, MapGroups, Sort
+    from dataflow.plan.planner import _runs_in_driver
+
+    c = DataContext()
+    small = Read(RangeDatasource(10))
+    huge = Read(RangeDatasource(10**10))
+    assert _runs_in_driver(Project(select=("id",), inputs=(small,)), c)
+    assert _runs_in_driver(Limit(inputs=(huge,), n=1), c)  # a limit bounds the rows
+    assert _runs_in_driver(Sort(keys=("id",), descending=(False,), inputs=(small,)), c)
+    assert not _runs_in_driver(huge, c)
+    assert not _runs_in_driver(MapRows(fn=lambda r: r, inputs=(small,)), c)
+    assert not _runs_in_driver(MapGroups(keys=("id",), fn=lambda g: g, inputs=(small,)), c)
+    assert not _runs_in_driver(Join(left_on=("id",), right_on=("id",), inputs=(small, small)), c)
