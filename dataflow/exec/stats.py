@@ -11,6 +11,7 @@ operator               tasks  rows in  rows out ...
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -137,13 +138,15 @@ class StatsCollector(ExecutorObserver):
         self._by_op: dict[int, OperatorStats] = {}
         self._last_tick: float | None = None
         self._start = 0.0
-        self._end = 0.0
         self.stats = DatasetStats()
 
     def on_start(self, ops: list[PhysicalOperator]) -> None:
         self._ops = list(ops)
         self._by_op = {id(op): OperatorStats(op.name) for op in ops}
         self.stats.operators = [self._by_op[id(op)] for op in ops]
+        # Total wall spans on_start..on_finish: tasks launched in the first loop
+        # turn and collected in the last one fall inside it.
+        self._start = time.monotonic()
 
     def on_task_done(self, op: PhysicalOperator, result: TaskResult) -> None:
         s = self._by_op[id(op)]
@@ -166,14 +169,11 @@ class StatsCollector(ExecutorObserver):
         self._by_op[id(op)].errored_blocks += 1
 
     def on_tick(self, now: float, held_back: list[PhysicalOperator], rss_bytes: int) -> None:
-        if not self._start:
-            self._start = now
         if self._last_tick is not None:
             dt = now - self._last_tick
             for op in held_back:
                 self._by_op[id(op)].backpressure_s += dt
         self._last_tick = now
-        self._end = now
         self.stats.peak_rss_bytes = max(self.stats.peak_rss_bytes, rss_bytes)
 
     def on_finish(self, store: StoreStats | None) -> None:
@@ -183,7 +183,7 @@ class StatsCollector(ExecutorObserver):
             s.rows_out, s.bytes_out = m.rows_out, m.bytes_out
             if not s.blocks_out and m.bundles_out:
                 s.blocks_out = m.bundles_out
-        self.stats.wall_s = max(0.0, self._end - self._start)
+        self.stats.wall_s = max(0.0, time.monotonic() - self._start)
         if store is not None:
             self.stats.store_peak_bytes = store.peak_bytes
             self.stats.store_spilled_bytes = store.spilled_bytes

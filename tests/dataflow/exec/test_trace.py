@@ -91,3 +91,19 @@ def test_a_trace_path_in_a_missing_directory_is_refused_before_running(
     with pytest.raises(ValueError, match="trace_path=.*no-such-dir.*does not exist"):
         df.range(10).map_batches(lambda b: b).take_all()
     assert not bad.parent.exists()
+
+
+def test_stats_add_up_from_stage_to_stage(local, ctx):
+    ds = df.range(8_000, override_num_blocks=8).map_batches(slow_double).limit(5_000)
+    assert len(ds.take_all()) == 5_000
+    stats = ds._last_stream.stats()
+    ops = stats.operators
+    assert [o.name for o in ops] == ["read_range->map_batches(slow_double)", "limit(5000)"]
+    for up, down in zip(ops, ops[1:]):
+        assert up.rows_out == down.rows_in and up.bytes_out == down.bytes_in
+    assert ops[-1].rows_out == 5_000
+    slots = 2
+    assert 0 < ops[0].cpu_s <= ops[0].wall_s * slots
+    assert ops[0].task_wall_s >= 0.05 * ops[0].tasks  # every task slept 50 ms per batch
+    assert ops[0].block_bytes_min <= ops[0].block_bytes_mean <= ops[0].block_bytes_max
+    assert stats.wall_s >= ops[0].wall_s and stats.peak_rss_bytes > 0
