@@ -455,22 +455,56 @@ class MapTaskFn:
         self, inputs: list[pa.Table], task_index: int, read_task: ReadTask | None = None
     ) -> Iterator[pa.Table]:
         self.bind()
-        blocks: Iterator[pa.Table] = (
+        source: Iterator[pa.Table] = (
             _read(self.read_name, read_task) if read_task is not None else iter(inputs)
         )
+        pulled = 0  # input blocks the chain has taken so far
+
+        def counted() -> Iterator[pa.Table]:
+            nonlocal pulled
+            for table in source:
+                pulled += 1
+                yield table
+
+        blocks: Iterator[pa.Table] = counted()
         for stage, bound in zip(self.stages, self._bound):
             fn = stage.bind_write(task_index) if isinstance(stage, WriteStage) else bound
             blocks = fn(blocks)
         produced = False
         empty: pa.Table | None = None
+        # The outputs made from one input block (e.g. one per 1024-row batch) merge
+        # into one block: one store object per input block, not one per batch.
+        pending: list[pa.Table] = []
+        pending_from = held = 0
         for table in blocks:
             if table.num_rows == 0:
                 empty = table
                 continue
             produced = True
-            yield from split_to_max_size(table, self.max_block_size)
+            if pending and (
+                pulled != pending_from
+                or held + table.nbytes > self.max_block_size
+                or not table.schema.equals(pending[0].schema)
+            ):
+                yield from _merged(pending, self.max_block_size)
+                pending, held = [], 0
+            if not pending:
+                pending_from = pulled
+            pending.append(table)
+            held += table.nbytes
+        if pending:
+            yield from _merged(pending, self.max_block_size)
         if not produced and empty is not None and empty.num_columns:
             yield empty  # an all-filtered task still reports its schema
+
+
+def _merged(tables: list[pa.Table], max_bytes: int) -> Iterator[pa.Table]:
+    """One contiguous block from same-schema ``tables`` (a single one passes as is,
+    split when over ``max_bytes``): readers then get one chunk per column."""
+    if len(tables) == 1:
+        yield from split_to_max_size(tables[0], max_bytes)
+        return
+    yield pa.concat_tables(tables).combine_chunks()
 
 
 class ActorFactory:

@@ -293,26 +293,63 @@ def _partition_text(value: Any) -> str:
     return _HIVE_NULL if value is None else urllib.parse.quote(str(value), safe="")
 
 
+class _ParquetFile:
+    """A ``ParquetWriter`` and the rows waiting to fill its next row group: each
+    ``write_table`` call ends a row group, so small blocks are buffered first."""
+
+    def __init__(self, writer: pq.ParquetWriter, group_rows: int | None) -> None:
+        self.writer = writer
+        self.group_rows = group_rows
+        self.pending: list[pa.Table] = []
+        self.rows = 0
+        self.nbytes = 0
+
+    def add(self, table: pa.Table) -> None:
+        self.pending.append(table)
+        self.rows += table.num_rows
+        self.nbytes += table.nbytes
+        if self.group_rows is not None:
+            if self.rows >= self.group_rows:
+                whole = pa.concat_tables(self.pending)
+                cut = self.rows - self.rows % self.group_rows
+                self.writer.write_table(whole.slice(0, cut), row_group_size=self.group_rows)
+                rest = whole.slice(cut)
+                self.pending, self.rows, self.nbytes = [rest], rest.num_rows, rest.nbytes
+        elif self.nbytes >= ROW_GROUP_TARGET_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            whole = pa.concat_tables(self.pending)
+            rows = self.group_rows or max(
+                1, ROW_GROUP_TARGET_BYTES * whole.num_rows // max(1, whole.nbytes)
+            )
+            self.writer.write_table(whole, row_group_size=rows)
+        self.pending, self.rows, self.nbytes = [], 0, 0
+
+
 class ParquetDatasink(FileDatasink):
     """Parquet files; ``format_kwargs`` go to ``pyarrow.parquet.ParquetWriter``
-    (``compression``, ...), ``row_group_size`` (rows) to each write; by default
-    row groups hold about 128 MiB of data."""
+    (``compression``, ...), ``row_group_size`` (rows) fixes the row groups' size;
+    by default row groups hold about 128 MiB of data."""
 
     where = "write_parquet"
     extension = "parquet"
 
-    def open_file(self, stream: Any, schema: pa.Schema) -> pq.ParquetWriter:
+    def open_file(self, stream: Any, schema: pa.Schema) -> _ParquetFile:
         kwargs = {k: v for k, v in self.format_kwargs.items() if k != "row_group_size"}
-        return pq.ParquetWriter(stream, schema, **kwargs)
-
-    def write_table(self, state: pq.ParquetWriter, stream: Any, table: pa.Table) -> None:
         rows = self.format_kwargs.get("row_group_size")
-        if rows is None and table.num_rows:
-            rows = max(1, ROW_GROUP_TARGET_BYTES * table.num_rows // max(1, table.nbytes))
-        state.write_table(table, row_group_size=rows)
+        return _ParquetFile(pq.ParquetWriter(stream, schema, **kwargs), rows)
 
-    def close_file(self, state: pq.ParquetWriter, stream: Any) -> None:
-        state.close()
+    def write_table(self, state: _ParquetFile, stream: Any, table: pa.Table) -> None:
+        state.add(table)
+
+    def buffered_bytes(self, state: _ParquetFile) -> int:
+        return state.nbytes
+
+    def close_file(self, state: _ParquetFile, stream: Any) -> None:
+        state.flush()
+        state.writer.close()
 
 
 class CSVDatasink(FileDatasink):

@@ -8,6 +8,8 @@ directly below a chain that runs on the default task pool (``Compute()``, one
 CPU) joins it as ``stages[0]``: ``FusedMap[Read, A, B]``. Actor-pool stages
 (callable classes) never fuse: each keeps its own pool of long-lived workers.
 ``Project`` has no compute of its own and counts as the default task pool.
+A ``Write`` over a default-pool chain (or a ``Read``) joins it as the last
+stage: read -> map -> write runs as one task per read task, one file each.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataflow.plan.logical import (
     FusedMap,
     LogicalOperator,
     Read,
+    Write,
 )
 from runtime.resources import Resources
 
@@ -37,6 +40,8 @@ def _key(node: LogicalOperator) -> tuple | None:
 
 
 def _rewrite(node: LogicalOperator) -> LogicalOperator:
+    if isinstance(node, Write):
+        return _fuse_write(node)
     if not isinstance(node, ONE_TO_ONE):
         return node
     key = _key(node)
@@ -50,6 +55,17 @@ def _rewrite(node: LogicalOperator) -> LogicalOperator:
         return FusedMap(stages=(child.with_inputs(), stage), inputs=child.inputs)
     if isinstance(child, Read) and key == _DEFAULT:
         return FusedMap(stages=(child, stage))
+    return node
+
+
+def _fuse_write(node: Write) -> LogicalOperator:
+    child = node.input
+    if isinstance(child, FusedMap) and _key(child) == _DEFAULT:
+        return FusedMap(stages=(*child.stages, node.with_inputs()), inputs=child.inputs)
+    if isinstance(child, ONE_TO_ONE) and _key(child) == _DEFAULT:
+        return FusedMap(stages=(child.with_inputs(), node.with_inputs()), inputs=child.inputs)
+    if isinstance(child, Read):
+        return FusedMap(stages=(child, node.with_inputs()))
     return node
 
 
