@@ -104,11 +104,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--cache-dir", default=None, help="where the sample is cached")
     demo.add_argument("--output", default=None, help="where write_parquet writes")
     args = parser.parse_args(argv)
-    if args.command == "info":
-        _print_info(args.json)
-        return 0
-    if args.command == "demo":
-        return _run_demo(args)
+    try:
+        if args.command == "info":
+            _print_info(args.json)
+            return 0
+        if args.command == "demo":
+            return _run_demo(args)
+    except BrokenPipeError:
+        # The reader went away (`dataflow info | head`): stop quietly, and keep
+        # the interpreter's final flush from raising again (Python docs' recipe).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     parser.print_help()
     return 2
 

@@ -40,3 +40,15 @@ def test_no_command_prints_help_and_fails(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["frobnicate"])
     assert exit_info.value.code == 2
+
+
+def test_info_into_a_closed_pipe_stops_quietly():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dataflow.cli", "info"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # the reader is gone before the CLI prints (as with `| head -0`)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert b"Traceback" not in err and b"BrokenPipeError" not in err
