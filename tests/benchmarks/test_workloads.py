@@ -63,7 +63,12 @@ def test_pyarrow_reference_exact(run_tiny, tiny_data, workload: str) -> None:
 def test_engine_checksum_matches_pyarrow(run_tiny, workload: str, engine: str) -> None:
     _skip_if_missing(engine)
     reference = _ok(run_tiny(workload, _reference(workload)))
-    rec = _ok(run_tiny(workload, engine))
+    rec = run_tiny(workload, engine)
+    if engine == "daft" and str(rec.get("error", "")).startswith("exit code -"):
+        # Daft 0.7 now and then dies by a signal (SIGSEGV/SIGABRT) under load;
+        # that is the peer's bug, not a checksum difference: one more try.
+        rec = run_tiny(workload, engine)
+    _ok(rec)
     assert rec["checksum"] == reference["checksum"]
     assert rec["rows"] == reference["rows"]
     assert rec["leaked_processes"] == 0
