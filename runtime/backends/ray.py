@@ -41,6 +41,7 @@ import traceback
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -232,6 +233,21 @@ def _ray_options(resources: Resources) -> dict[str, Any]:
     return opts
 
 
+@contextmanager
+def _scoped_environ(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of the block."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _start_local_ray(
     num_cpus: float | None,
     num_gpus: float | None,
@@ -260,35 +276,30 @@ def _start_local_ray(
     if "_temp_dir" not in kwargs:
         # Ray keeps /tmp/ray/session_* forever; a private directory goes away with us.
         temp_dir = kwargs["_temp_dir"] = tempfile.mkdtemp(prefix="dataflow-ray-")
-    # Workers see the driver's extra import paths (as the local backend's
-    # spawned workers do), so functions defined in the user's modules unpickle.
-    runtime_env = dict(kwargs.pop("runtime_env", None) or {})
-    env_vars = dict(runtime_env.get("env_vars", {}))
+    # Ray's processes inherit the environment they start with:
+    # * PYTHONPATH: workers see the driver's extra import paths (as the local
+    #   backend's spawned workers do), so functions from the user's modules
+    #   unpickle. Not a job runtime_env: its workers would not be the ones Ray
+    #   prestarts, and each task would wait for a fresh worker to boot.
+    # * Ray swaps 127.0.0.1 for the host's routable address (and its servers
+    #   then listen on every interface) unless its multi-node mode is off. The
+    #   driver read that flag at import time: set the constant too.
     prefixes = (sys.prefix, sys.base_prefix)
     extra = [p for p in sys.path if p and os.path.isdir(p) and not p.startswith(prefixes)]
-    if extra and "PYTHONPATH" not in env_vars:
-        env_vars["PYTHONPATH"] = os.pathsep.join(extra)
-        runtime_env["env_vars"] = env_vars
-    # Ray swaps 127.0.0.1 for the host's routable address (and its servers then
-    # listen on every interface) unless its multi-node mode is off. The flag is
-    # read by the driver at import time and by Ray's processes from the
-    # environment they inherit, so set both while Ray starts.
-    env_name = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
-    saved_env, saved_flag = os.environ.get(env_name), ray_constants.ENABLE_RAY_CLUSTER
-    os.environ[env_name] = "0"
+    env = {ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR: "0"}
+    if extra:
+        env["PYTHONPATH"] = os.pathsep.join(extra)
+    saved_flag = ray_constants.ENABLE_RAY_CLUSTER
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
-        ray.init(runtime_env=runtime_env or None, **kwargs)
+        with _scoped_environ(env):
+            ray.init(**kwargs)
     except BaseException:
         if temp_dir is not None:
             shutil.rmtree(temp_dir, ignore_errors=True)
         raise
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = saved_flag
-        if saved_env is None:
-            del os.environ[env_name]
-        else:
-            os.environ[env_name] = saved_env
     return temp_dir
 
 
