@@ -238,12 +238,8 @@ class ParquetDatasource(Datasource):
         total_disk = sum(e.size for e in entries)
         file_mem = sum(rg.total_byte_size for rg in _row_groups(first.metadata))
         ratio = file_mem / max(1, entries[0].size) if first.metadata.num_row_groups else 1.0
-        target = int(
-            min(
-                ctx.target_max_block_size,
-                max(ctx.target_min_block_size, total_disk * ratio / max(1, parallelism)),
-            )
-        )
+        group = file_mem / max(1, first.metadata.num_row_groups)
+        target = _task_bytes(total_disk * ratio, group, parallelism, ctx)
 
         unifier = _Unifier()
         pieces: list[_Piece] = []
@@ -387,6 +383,17 @@ class _Unifier:
                 "rewrite the files with one schema or read them separately",
                 path=path,
             ) from e
+
+
+def _task_bytes(total: float, group: float, parallelism: int, ctx: DataContext) -> int:
+    """Bytes per read task: a multiple of ``parallelism`` tasks of even size, so
+    the last wave keeps every worker busy, each within the block size bounds.
+    Half a row group (``group`` bytes) of slack keeps the whole-row-group
+    tasks from leaving a tiny remainder task."""
+    parallelism = max(1, parallelism)
+    waves = max(1, -(-int(total) // (parallelism * ctx.target_max_block_size)))
+    even = total / (waves * parallelism) + group / 2
+    return int(min(ctx.target_max_block_size, max(ctx.target_min_block_size, even)))
 
 
 def _row_groups(md: pq.FileMetaData) -> Iterator[pq.RowGroupMetaData]:
