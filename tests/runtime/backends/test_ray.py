@@ -375,27 +375,36 @@ def test_local_ray_listens_on_loopback_only(ray_session: None) -> None:
 
 
 _OWNED_RAY_SCRIPT = """
-import json, os, psutil, pyarrow as pa
+import json, os, time, psutil, pyarrow as pa
 from runtime.backends.ray import RayBackend
+from runtime.resources import Resources
+from runtime.task import current_task
 
-def one(tables):
-    yield pa.table({"pid": [os.getpid()]})
+def on_gpu(tables):
+    time.sleep(0.5)  # both tasks hold their GPU at once
+    yield pa.table({"pid": [os.getpid()], "gpu_ids": [list(current_task().gpu_ids)],
+                    "visible": [os.environ.get("CUDA_VISIBLE_DEVICES")]})
 
-backend = RayBackend(num_cpus=1)
+# Two declared GPUs: Ray assigns them without hardware, like CUDA_VISIBLE_DEVICES would.
+backend = RayBackend(num_cpus=2, num_gpus=2)
 temp_dir = backend._temp_dir
-ref = backend.submit(backend.register_function(one)).result(60).refs[0]
-worker = backend.get(ref)["pid"][0].as_py()
+fn = backend.register_function(on_gpu)
+futures = [backend.submit(fn, resources=Resources(cpu=1, gpu=1)) for _ in range(2)]
+rows = [backend.get(f.result(60).refs[0]).to_pylist()[0] for f in futures]
 children = [p.pid for p in psutil.Process().children(recursive=True)]
 backend.shutdown()
 alive = [pid for pid in children if psutil.pid_exists(pid)
          and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
-print(json.dumps({"worker_was_child": worker in children, "temp_dir": temp_dir,
+print(json.dumps({"rows": rows, "children": children, "temp_dir": temp_dir,
                   "temp_left": os.path.exists(temp_dir), "alive": alive}))
 """
 
 
-def test_owned_ray_stops_every_process_and_removes_its_temp_dir(tmp_path: Path) -> None:
-    """A backend that started Ray leaves no process and no temp dir behind."""
+def test_owned_ray_assigns_gpus_then_stops_every_process_and_its_temp_dir(
+    tmp_path: Path,
+) -> None:
+    """A backend that started Ray hands each GPU task its own device, and its
+    shutdown leaves no process and no temp dir behind."""
     root = Path(__file__).resolve().parents[3]
     env = {**os.environ, "PYTHONPATH": str(root)}
     out = subprocess.run(
@@ -408,6 +417,8 @@ def test_owned_ray_stops_every_process_and_removes_its_temp_dir(tmp_path: Path) 
     )
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
-    assert report["worker_was_child"] is True
+    rows = report["rows"]
+    assert sorted((r["gpu_ids"], r["visible"]) for r in rows) == [([0], "0"), ([1], "1")]
+    assert all(r["pid"] in report["children"] for r in rows)
     assert report["temp_dir"].startswith(tempfile.gettempdir())
     assert (report["temp_left"], report["alive"]) == (False, [])
