@@ -15,7 +15,8 @@ Placement of a task with resources R: (1) if R fits in what is available,
 lease it to an idle worker with the right GPUs or to a new one; (2) else queue
 it behind a running task of the same shape on a worker with fewer than
 ``PIPELINE_DEPTH`` tasks, so that the worker finds its next task in its socket
-instead of idling for a driver round trip; (3) else leave it pending.
+instead of idling for a driver round trip, unless an actor start is pending
+(queued tasks would keep the lease it waits for); (3) else leave it pending.
 
 A reactor thread blocks in ``multiprocessing.connection.wait`` on the listening
 socket, every worker's socket and process fd, and a wake-up pipe; it accepts
@@ -438,6 +439,8 @@ class WorkerPool:
             self._busy.setdefault(task.resources, set()).add(worker)
             self._assign(worker, task)
             return True
+        if self._pending_actors:
+            return False  # let task leases drain: the actor start needs them
         for worker in self._busy.get(task.resources, ()):
             if len(worker.inflight) < PIPELINE_DEPTH:
                 self._assign(worker, task)

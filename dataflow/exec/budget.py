@@ -16,10 +16,15 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from dataflow.errors import ResourceError
+from dataflow.exec.operators.actor_pool import ActorPoolMapOperator
+from dataflow.exec.operators.map import MapOperator
 from runtime.resources import Resources
 
 if TYPE_CHECKING:
     from dataflow.exec.interfaces import PhysicalOperator
+
+
+_UNBOUNDED = 1 << 30
 
 
 def free_resources(total: Resources, ops: Iterable[PhysicalOperator]) -> Resources:
@@ -37,6 +42,39 @@ def free_resources(total: Resources, ops: Iterable[PhysicalOperator]) -> Resourc
     if not (cpu or gpu or memory or custom):
         return total
     return total - Resources.of(cpu, gpu, memory, custom)
+
+
+def task_reserve(ops: Iterable[PhysicalOperator]) -> Resources:
+    """What one more task of any task operator among ``ops`` needs
+    (component-wise maximum): the room an actor pool must leave free.
+
+    Actors hold their resources for their whole life, so a pool that took the
+    last CPU an upstream task stage needs would wait forever for that stage's
+    output.
+    """
+    cpu = gpu = memory = 0.0
+    custom: dict[str, float] = {}
+    for op in ops:
+        if not isinstance(op, MapOperator) or isinstance(op, ActorPoolMapOperator):
+            continue
+        need = op.options.resources
+        cpu, gpu, memory = max(cpu, need.cpu), max(gpu, need.gpu), max(memory, need.memory)
+        for k, v in need.custom:
+            custom[k] = max(custom.get(k, 0.0), v)
+    return Resources.of(cpu, gpu, memory, custom)
+
+
+def actors_that_fit(need: Resources, total: Resources, reserve: Resources) -> int:
+    """How many actors needing ``need`` fit in ``total`` while leaving ``reserve`` free (may be 0)."""
+    room = [
+        (total.cpu - reserve.cpu, need.cpu),
+        (total.gpu - reserve.gpu, need.gpu),
+        (total.memory - reserve.memory, need.memory),
+    ]
+    have = total.custom_dict
+    room += [(have.get(k, 0.0) - dict(reserve.custom).get(k, 0.0), v) for k, v in need.custom]
+    counts = [int(max(0.0, left) / amount + 1e-9) for left, amount in room if amount]
+    return min(counts) if counts else _UNBOUNDED  # an actor needing nothing always fits
 
 
 def check_request(where: str, need: Resources, total: Resources) -> None:

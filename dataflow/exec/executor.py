@@ -139,7 +139,8 @@ class StreamingExecutor:
         self.policies: list[BackpressurePolicy] = [MemoryBudgetPolicy(budget), OutputQueuePolicy()]
         if ctx.memory_limit:
             self.policies.append(MemoryLimitPolicy(ctx.memory_limit))
-        self._total = backend.total_resources().scale(_QUEUE_DEPTH)
+        self._actor_total = backend.total_resources()
+        self._total = self._actor_total.scale(_QUEUE_DEPTH)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dataflow-executor", daemon=True)
         self._errored_blocks = 0
@@ -225,7 +226,9 @@ class StreamingExecutor:
                 output_queue_full=not self.output.has_room(),
                 rss_bytes=rss,
             )
-            op, held_back = select_operator(ops, self._total, self.policies, state)
+            op, held_back = select_operator(
+                ops, self._total, self.policies, state, actor_total=self._actor_total
+            )
             if op is None:
                 return launched, held_back
             launched += 1

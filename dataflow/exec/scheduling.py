@@ -10,6 +10,12 @@ Walk the operators from the sink upstream and pick the first one that
    with a free slot costs nothing, a new actor or a task costs its resources),
 3. is not vetoed by any backpressure policy (backpressure.py).
 
+An actor start is checked against the backend's real resources (actors are
+never queued behind each other: each holds its lease for life) and must leave
+one task's worth free for every unfinished task operator
+(``budget.task_reserve``): an actor pool that took the last CPU an upstream
+stage needs would wait forever for that stage's output.
+
 Furthest downstream first: finishing work that is already in flight frees
 memory and delivers rows sooner, while upstream (reads) only adds memory.
 The executor repeats the selection until nothing is eligible, then blocks on
@@ -37,7 +43,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from dataflow.exec.backpressure import BackpressurePolicy, PressureState
-from dataflow.exec.budget import free_resources
+from dataflow.exec.budget import free_resources, task_reserve
+from dataflow.exec.operators.actor_pool import ActorPoolMapOperator
 
 if TYPE_CHECKING:
     from dataflow.exec.interfaces import PhysicalOperator
@@ -71,11 +78,15 @@ def select_operator(
     total: Resources,
     policies: Sequence[BackpressurePolicy],
     state: PressureState,
+    *,
+    actor_total: Resources | None = None,
 ) -> tuple[PhysicalOperator | None, list[PhysicalOperator]]:
     """The operator to dispatch next (or None), and the operators that had work
     and resources but were held back by a policy (for backpressure stats).
 
-    ``ops`` is in topological order, upstream first.
+    ``ops`` is in topological order, upstream first. ``total`` may count each
+    slot more than once (tasks queue in the backend); ``actor_total`` is what
+    the backend really has, for actor starts (default ``total``).
     """
     free: Resources | None = None
     held_back: list[PhysicalOperator] = []
@@ -88,7 +99,19 @@ def select_operator(
                 free = free_resources(total, ops)
             if not cost.fits_in(free):
                 continue
+            if isinstance(op, ActorPoolMapOperator) and not _actor_fits(
+                cost, ops, actor_total or total
+            ):
+                continue
         if all(p.can_dispatch(op, state) for p in policies):
             return op, held_back
         held_back.append(op)
     return None, held_back
+
+
+def _actor_fits(cost: Resources, ops: Sequence[PhysicalOperator], total: Resources) -> bool:
+    """True when a new actor fits next to the live actors and still leaves the
+    reserve of every unfinished task operator."""
+    actors = [op for op in ops if isinstance(op, ActorPoolMapOperator)]
+    reserve = task_reserve(op for op in ops if not op.completed())
+    return (cost + reserve).fits_in(free_resources(total, actors))

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from dataflow.errors import PlanError
-from dataflow.exec.budget import check_request, max_concurrency
+from dataflow.exec.budget import actors_that_fit, check_request, max_concurrency, task_reserve
 from dataflow.exec.exchange.block_order import RandomizeBlockOrderOperator
 from dataflow.exec.exchange.operator import ExchangeOperator
 from dataflow.exec.exchange.partition import sort_keys
@@ -291,6 +291,12 @@ def _actor_pool(
         # A GPU pool starts as large as the free devices allow, so all GPUs work at once.
         free_gpu = p.backend.available_resources().gpu
         initial = max(min_size, min(max_size, int(free_gpu / res.gpu + 1e-9)))
+    if total is not None:
+        # Actors hold their CPUs for life: start no more than leave room for one
+        # task of every upstream task stage (the executor grows the pool to
+        # min_size once those stages are done; see scheduling.py).
+        upstream = [op for i in inputs for op in _upstream(i)]
+        initial = min(initial, actors_that_fit(res, total, task_reserve(upstream)))
     return ActorPoolMapOperator(
         name,
         inputs,
@@ -300,6 +306,11 @@ def _actor_pool(
         max_size=max_size,
         initial_size=initial,
     )
+
+
+def _upstream(op: PhysicalOperator) -> list[PhysicalOperator]:
+    """``op`` and everything upstream of it."""
+    return [op, *(u for i in op.input_dependencies for u in _upstream(i))]
 
 
 def _error_policy(p: _Planning, node: AbstractUDF) -> ErrorPolicy:

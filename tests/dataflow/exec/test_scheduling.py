@@ -11,7 +11,7 @@ from dataflow.exec.backpressure import MemoryBudgetPolicy, OutputQueuePolicy
 from dataflow.exec.budget import check_request, free_resources, max_concurrency
 from dataflow.exec.interfaces import ExecEnv
 from dataflow.exec.operators.input import InputBuffer
-from dataflow.exec.operators.map import MapOperator
+from dataflow.exec.operators.map import MapOperator, MapOptions
 from dataflow.exec.scheduling import pressure_state, select_operator
 from dataflow.exec.topology import Topology
 from dataflow.exec.transforms import MapTaskFn, ProjectStage
@@ -177,3 +177,47 @@ def test_memory_limit_holds_new_work_while_resident_memory_is_over(backend):
     assert _select(topo, policies=[policy], rss_bytes=1000)[0] is a
     a._tasks.clear()  # stalled: one task may run whatever the memory says
     assert _select(topo, policies=[policy], rss_bytes=10**12)[0] is a
+
+
+def test_actor_reserve_leaves_one_task_of_every_task_stage():
+    from dataflow.exec.budget import actors_that_fit, task_reserve
+
+    identity = MapTaskFn((ProjectStage("p", select=("x",)),), 1 << 20)
+    src = InputBuffer("input", tables=[])
+    reads = MapOperator("a", [src], identity, MapOptions(resources=Resources(cpu=1)))
+    gpu_map = MapOperator("g", [reads], identity, MapOptions(resources=Resources(cpu=0.5, gpu=1)))
+    assert task_reserve([src, reads, gpu_map]) == Resources(cpu=1, gpu=1)
+    # 2 CPUs, 1 held back for the task stage: one 1-CPU actor, not two.
+    assert actors_that_fit(Resources(cpu=1), Resources(cpu=2), Resources(cpu=1)) == 1
+    assert actors_that_fit(Resources(cpu=1), Resources(cpu=1), Resources(cpu=1)) == 0
+    assert actors_that_fit(Resources(cpu=0.5), Resources(cpu=4), Resources()) == 8
+
+
+def test_actor_pool_taking_every_cpu_no_longer_starves_its_upstream_stage():
+    """2 CPUs, an upstream 1-CPU task stage and an actor pool of min 2 x 1 CPU:
+    the pool used to hold both CPUs while its input waited in the upstream
+    stage, forever (a hang); the pool now leaves that stage one CPU."""
+    import threading
+
+    import dataflow as df
+    from dataflow import session
+
+    class AddOne:
+        def __call__(self, batch):
+            return {"id": batch["id"] + 1}
+
+    session.init("local", num_cpus=2)
+    try:
+        ds = (
+            df.range(200, override_num_blocks=20)
+            .map_batches(lambda b: b)
+            .map_batches(AddOne, concurrency=(2, 4))
+        )
+        result: dict = {}
+        worker = threading.Thread(target=lambda: result.update(rows=ds.take_all()), daemon=True)
+        worker.start()
+        worker.join(timeout=60)
+        assert not worker.is_alive(), "the pipeline deadlocked"
+        assert sorted(r["id"] for r in result["rows"]) == list(range(1, 201))
+    finally:
+        session.shutdown()
