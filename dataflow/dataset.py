@@ -428,7 +428,13 @@ class Dataset(AllToAllMethods):
         n = count_from_metadata(self._optimized())
         if n is not None:
             return n
-        return sum(t.num_rows for t in self.iterator().iter_blocks())
+        # Bundles carry their row counts: sum them without fetching a block.
+        with self._open_stream() as stream:
+            total = 0
+            for bundle in stream:
+                total += bundle.num_rows
+                stream.free(bundle)
+            return total
 
     def schema(self) -> pa.Schema | None:
         """The output schema (from metadata, or by running the plan up to its
