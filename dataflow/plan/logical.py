@@ -293,14 +293,17 @@ class RandomizeBlockOrder(LogicalOperator):
 
 @dataclass(frozen=True)
 class Sort(LogicalOperator):
-    """Rows sorted by ``keys`` (nulls last in either direction)."""
+    """Rows sorted by ``keys`` (nulls last in either direction). ``limit``: only
+    the first ``limit`` rows are needed (set by the optimizer's ``topk`` rule)."""
 
     keys: tuple[str, ...]
     descending: tuple[bool, ...]
+    limit: int | None = None
 
     @property
     def name(self) -> str:
-        return f"sort({', '.join(self.keys)})"
+        top = "" if self.limit is None else f", top {self.limit}"
+        return f"sort({', '.join(self.keys)}{top})"
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ Rules (one a module under ``plan/rules``, the rewrite stated in its docstring):
 
 1. ``predicate_pushdown``  ``Filter[expr]`` over a ``Read`` -> ``Read.predicate``
 2. ``limit_pushdown``      ``Limit`` below row-preserving ops, into ``Read.limit``
-3. ``projection_pushdown`` needed columns -> ``Read.columns``
-4. ``fusion``              consecutive one-to-one ops (and their ``Read``) -> ``FusedMap``
+3. ``topk``                ``Limit[n]`` over ``Sort`` -> ``Sort[limit=n]`` (per-block top n)
+4. ``projection_pushdown`` needed columns -> ``Read.columns``
+5. ``fusion``              consecutive one-to-one ops (and their ``Read``) -> ``FusedMap``
 
 Fusion runs last because the pushdowns match unfused nodes. ``OptimizerFlags``
 has one switch per rule (``DataContext.optimizer_flags``; None = all on).
@@ -27,13 +28,20 @@ from dataclasses import dataclass
 
 from dataflow.errors import PlanError
 from dataflow.plan.logical import LogicalOperator
-from dataflow.plan.rules import fusion, limit_pushdown, predicate_pushdown, projection_pushdown
+from dataflow.plan.rules import (
+    fusion,
+    limit_pushdown,
+    predicate_pushdown,
+    projection_pushdown,
+    topk,
+)
 
 Rule = Callable[[LogicalOperator], LogicalOperator]
 
 RULES: tuple[tuple[str, Rule], ...] = (
     ("predicate_pushdown", predicate_pushdown.apply),
     ("limit_pushdown", limit_pushdown.apply),
+    ("topk", topk.apply),
     ("projection_pushdown", projection_pushdown.apply),
     ("fusion", fusion.apply),
 )
@@ -53,6 +61,7 @@ class OptimizerFlags:
 
     predicate_pushdown: bool = True
     limit_pushdown: bool = True
+    topk: bool = True
     projection_pushdown: bool = True
     fusion: bool = True
 

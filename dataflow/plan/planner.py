@@ -208,7 +208,7 @@ def _plan_fused(p: _Planning, node: FusedMap, inputs: list) -> PhysicalOperator:
 def _plan_exchange(p: _Planning, node: LogicalOperator, inputs: list) -> PhysicalOperator:
     n = None
     if isinstance(node, Sort):
-        spec = SortSpec(sort_keys(node.keys, node.descending))
+        spec = SortSpec(sort_keys(node.keys, node.descending), node.limit)
     elif isinstance(node, RandomShuffle):
         seed = node.seed if node.seed is not None else random.getrandbits(63)
         spec, n = RandomShuffleSpec(seed), node.num_blocks

@@ -18,6 +18,7 @@ from dataflow.exec.exchange.partition import (
     sample_rows,
     sort_keys,
     sort_table,
+    top_k,
 )
 
 
@@ -136,3 +137,59 @@ def test_group_starts_treats_nulls_and_nans_as_equal():
     )
     assert group_starts(t, ["a", "f"]).tolist() == [0, 2, 4, 5, 6]
     assert group_starts(t.slice(0, 0), ["a"]).tolist() == [0]
+
+
+def _numeric_keys(n: int, seed: int) -> pa.Table:
+    """Float (NaN, nulls, heavy ties), int and timestamp keys with a row id."""
+    rng = np.random.default_rng(seed)
+    f = rng.integers(0, 9, n).astype(float)
+    f[rng.random(n) < 0.05] = np.nan
+    return pa.table(
+        {
+            "f": pa.array(f, mask=rng.random(n) < 0.05),
+            "i": pa.array(rng.integers(-5, 5, n), pa.int16()),
+            "t": pa.array(rng.integers(0, 50, n).astype("datetime64[s]")),
+            "row": np.arange(n),
+        }
+    )
+
+
+@pytest.mark.parametrize("name", ["f", "i", "t"])
+@pytest.mark.parametrize("descending", [False, True])
+def test_single_numeric_key_partitions_by_binary_search(name, descending):
+    t = _numeric_keys(4000, 3)
+    blocks = [t.slice(i, 1000) for i in range(0, 4000, 1000)]
+    key = sort_keys([name], [descending])
+    bounds = boundaries_from_samples(t.select([name]), key, 5)
+    parts = [range_partition(b, key, bounds) for b in blocks]
+    # Rows keep their order inside a piece (no sort on the map side).
+    assert all(np.all(np.diff(p.column("row").to_numpy()) > 0) for ps in parts for p in ps)
+    merged = [pa.concat_tables(ps[j] for ps in parts) for j in range(5)]
+    # Equal keys never straddle two partitions, and partitions are in key order.
+    where: dict = {}
+    for j, part in enumerate(merged):
+        for v in part.column(name).to_pylist():
+            where.setdefault(repr(v), set()).add(j)
+    assert all(len(js) == 1 for js in where.values())
+    out = pa.concat_tables(sort_table(m, key) for m in merged)
+    exp = t.to_pandas().sort_values(name, ascending=not descending, na_position="last")
+    got = out.to_pandas()
+    pd.testing.assert_series_equal(
+        got[name].reset_index(drop=True), exp[name].reset_index(drop=True)
+    )
+    assert sorted(got["row"]) == list(range(4000))
+    assert sum(m.num_rows > 0 for m in merged) >= 3  # really spread
+
+
+@pytest.mark.parametrize(
+    "keys,descending", [(["f"], [False]), (["f"], [True]), (["s", "i"], [True, False])]
+)
+def test_top_k_equals_the_head_of_a_stable_sort(keys, descending):
+    t = _mixed_table(3000, 4)  # nulls, NaN-free ties: the stable order decides
+    key = sort_keys(keys, descending)
+    for k in (0, 1, 37, 3000, 5000):
+        expected = sort_table(t, key).slice(0, k)
+        assert top_k(t, key, k).to_pydict() == expected.to_pydict()
+    nan = pa.table({"f": [np.nan, 1.0, None, 0.5, np.nan], "row": np.arange(5)})
+    got = top_k(nan, sort_keys(["f"], [True]), 4).column("row").to_pylist()
+    assert got == [1, 3, 0, 4]  # NaN after numbers, nulls last, even descending

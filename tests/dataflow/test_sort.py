@@ -103,3 +103,20 @@ def test_bad_arguments_are_named():
         ds.repartition(0)
     with pytest.raises(ValueError, match="random_shuffle: seed must be None or an int"):
         ds.random_shuffle(seed=-1)
+
+
+@pytest.mark.parametrize("keys,descending", [("f", True), (["a", "s"], [False, True])])
+def test_sort_then_take_runs_as_top_k_with_the_full_sort_result(backend, make_ds, keys, descending):
+    from dataflow.plan.optimizer import OptimizerFlags
+
+    t = _table()
+    ds = make_ds(t, num_blocks=4).sort(keys, descending=descending)
+    assert ds.limit(25)._optimized().input.name.endswith("top 25)")
+    top = ds.take(25)
+    ctx = df.DataContext.get_current()
+    old, ctx.optimizer_flags = ctx.optimizer_flags, OptimizerFlags.none()
+    try:
+        assert top == ds.take(25)  # unoptimized: a full sort, then the limit
+    finally:
+        ctx.optimizer_flags = old
+    assert top == ds.take_all()[:25]

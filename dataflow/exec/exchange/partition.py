@@ -8,7 +8,8 @@ side and rebuilds one output per partition on the reduce side:
   normalised first (any integer width hashes as int64, strings by value), so
   an int32 key on one side of a join meets an int64 key on the other.
 * ``range_partition``: rows cut by sampled ``boundaries`` so that partition
-  ``i`` sorts before partition ``i + 1`` (sort).
+  ``i`` sorts before partition ``i + 1`` (sort); ``top_k`` keeps a block's
+  first rows when only they are needed (sort then limit).
 * ``random_keys``: a 64-bit key per row derived only from the seed, the
   block's id and the row's position; sorting by it is the shuffle, so the
   permutation does not depend on the number of partitions or workers.
@@ -180,15 +181,20 @@ def boundaries_from_samples(samples: pa.Table, key: SortKey, n: int) -> pa.Table
 
 
 def range_partition(table: pa.Table, key: SortKey, boundaries: pa.Table) -> list[pa.Table]:
-    """Sort ``table`` and cut it at ``boundaries`` into ``len(boundaries) + 1`` runs.
+    """Cut ``table`` at ``boundaries`` into ``len(boundaries) + 1`` partitions such
+    that partition ``i`` sorts before partition ``i + 1``; a partition's rows are
+    not necessarily sorted (the reduce side sorts them).
 
-    A row equal to boundary ``j`` goes to partition ``j`` on every block: the
-    boundary rows are sorted together with the block (stable, boundaries last
-    among equals), so ties resolve the same way everywhere with any mix of
-    key types, directions and nulls."""
+    A row equal to boundary ``j`` goes to partition ``j`` on every block, so
+    ties resolve the same way everywhere. One numeric or temporal key takes a
+    vectorized binary search (rows keep their order); other keys sort the block
+    together with the boundary rows (stable, boundaries last among equals)."""
     n = boundaries.num_rows + 1
     if n == 1 or table.num_rows == 0:
         return [sort_table(table, key)] + [table.slice(0, 0)] * (n - 1)
+    part = _searchsorted_partition(table, key, boundaries)
+    if part is not None:
+        return split_by_partition(table, part, n)
     names = [k[0] for k in key]
     probe = table.select(names)
     combined = pa.concat_tables(
@@ -201,6 +207,67 @@ def range_partition(table: pa.Table, key: SortKey, boundaries: pa.Table) -> list
     ordered = table.take(order[~is_boundary])
     bounds = np.concatenate([[0], np.cumsum(counts)])
     return [ordered.slice(int(bounds[i]), int(counts[i])) for i in range(n)]
+
+
+def _as_numbers(arr: pa.Array) -> np.ndarray | None:
+    """``arr``'s values as a numpy array that orders like Arrow (nulls filled
+    with 0), or None for types without such a view."""
+    t = arr.type
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        return pc.fill_null(arr, 0).to_numpy(zero_copy_only=False)
+    if pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_duration(t):
+        int_type = pa.int32() if t.bit_width == 32 else pa.int64()
+        return pc.fill_null(arr.view(int_type), 0).to_numpy(zero_copy_only=False)
+    return None
+
+
+def _searchsorted_partition(
+    table: pa.Table, key: SortKey, boundaries: pa.Table
+) -> np.ndarray | None:
+    """The partition of each row by one numeric key: the number of boundaries
+    that sort strictly before it. None when the fast path does not apply (several
+    keys, another type, a null or NaN boundary)."""
+    if len(key) != 1:
+        return None
+    name, order, _ = key[0]
+    col = table.column(name)
+    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    bounds_arr = boundaries.column(name).combine_chunks()
+    if bounds_arr.type != arr.type:
+        bounds_arr = bounds_arr.cast(arr.type)
+    values, bounds = _as_numbers(arr), _as_numbers(bounds_arr)
+    if values is None or bounds_arr.null_count or np.isnan(bounds.astype(np.float64)).any():
+        return None
+    n = len(bounds) + 1
+    if order == "ascending":
+        part = np.searchsorted(bounds, values, side="left")
+    else:  # boundaries descend: count those greater than the row
+        part = len(bounds) - np.searchsorted(bounds[::-1], values, side="right")
+    # Nulls and NaN sort after every value in either direction ("at_end").
+    if pa.types.is_floating(arr.type):
+        part[np.isnan(values)] = n - 1
+    if arr.null_count:
+        part[arr.is_null().to_numpy(zero_copy_only=False)] = n - 1
+    return part
+
+
+def top_k(table: pa.Table, key: SortKey, k: int) -> pa.Table:
+    """The first ``k`` rows of ``sort_table(table, key)`` without sorting the
+    whole table (ties keep row order, as the stable sort does).
+
+    >>> top_k(pa.table({"a": [3, 1, 2, 1]}), sort_keys(["a"], [False]), 2).to_pydict()
+    {'a': [1, 1]}
+    """
+    if table.num_rows <= k:
+        return sort_table(table, key)
+    names = [name for name, _, _ in key]
+    row = "__dataflow_row"
+    while row in names:
+        row += "_"
+    probe = table.select(names).append_column(row, pa.array(np.arange(table.num_rows)))
+    # select_k orders NaN then nulls last in either direction, as "at_end" does.
+    order = [(name, direction) for name, direction, _ in key] + [(row, "ascending")]
+    return table.take(pc.select_k_unstable(probe, k, order))
 
 
 # -- groups ------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from dataflow.exec.exchange.partition import (
     sort_keys,
     sort_table,
     split_by_partition,
+    top_k,
 )
 from dataflow.exec.transforms import StageFailure
 
@@ -110,24 +111,37 @@ class RandomShuffleSpec(ExchangeSpec):
 
 
 class SortSpec(ExchangeSpec):
-    """Sampled range partitioning; each partition is sorted on the reduce side."""
+    """Sampled range partitioning; each partition is sorted on the reduce side.
+
+    With a ``limit`` (a sort followed by a limit: the optimizer's ``topk``
+    rule) no sampling is needed: each block keeps its first ``limit`` rows and
+    one reduce sorts those and keeps the first ``limit``."""
 
     fixed_partitions = False
     ordered = True
     needs_sample = True
 
-    def __init__(self, key: SortKey) -> None:
+    def __init__(self, key: SortKey, limit: int | None = None) -> None:
         self.key = list(key)
+        self.limit = limit
+        if limit is not None:
+            self.fixed_partitions, self.needs_sample, self.map_partitions = True, False, 1
 
     def sample(self, table: pa.Table, block_id: tuple[int, ...]) -> pa.Table:
         seed = int(np.uint64(hash(block_id) & 0xFFFFFFFF))
         return sample_rows(table, [k[0] for k in self.key], SAMPLE_ROWS_PER_BLOCK, seed)
 
     def map(self, table, side, block_id, n, extra):
+        if self.limit is not None:
+            return [top_k(table, self.key, self.limit)]
         return range_partition(table, self.key, extra)
 
     def reduce(self, sides, extra):
-        yield sort_table(concat(sides[0]), self.key)
+        table = concat(sides[0])
+        if self.limit is None:
+            yield sort_table(table, self.key)
+        else:
+            yield top_k(table, self.key, self.limit)
 
 
 class AggregateSpec(ExchangeSpec):
