@@ -110,7 +110,11 @@ class _Outcome:
 
     @property
     def worker_id(self) -> str:
-        return f"{self.node_id[:12]}:{self.pid}"
+        return _worker_id(self.node_id, self.pid)
+
+
+def _worker_id(node_id: str, pid: int) -> str:
+    return f"{node_id[:12]}:{pid}"
 
 
 def _remote_error(exc: Exception, task_name: str) -> RemoteTaskError:
@@ -134,10 +138,9 @@ def _run(
     import ray
 
     node_id = ray.get_runtime_context().get_node_id()
-    gpu_ids = tuple(int(g) for g in ray.get_gpu_ids())
-    ctx = TaskContext(
-        task_name=task_name, worker_id=f"{node_id[:12]}:{os.getpid()}", gpu_ids=gpu_ids
-    )
+    # Ray names GPUs by index, or by UUID when CUDA_VISIBLE_DEVICES does: keep indices.
+    gpu_ids = tuple(int(g) for g in ray.get_gpu_ids() if str(g).isdigit())
+    ctx = TaskContext(task_name, _worker_id(node_id, os.getpid()), gpu_ids)
     blocks: list[tuple[int, int, pa.Schema]] = []
     error = None
     start_ts, start_cpu = time.time(), time.process_time()
@@ -361,38 +364,45 @@ class _RayFuture:
             ray.get(self.done_ref)
             refs = list(self._gen)
             outcome: _Outcome = ray.get(refs[-1])
-        except rex.TaskCancelledError:
-            self._finish(error=TaskCancelledError(f"task {self.name!r} was cancelled"))
-        except (
+        except rex.RayError as exc:
+            self._finish(error=self._translate(exc))
+            return
+        if outcome.error is not None:
+            self._finish(error=outcome.error)
+        else:
+            self._finish(result=self._backend._task_result(refs[:-1], outcome))
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        """A Ray failure of this task as the runtime's exception."""
+        import ray.exceptions as rex
+
+        if isinstance(exc, rex.TaskCancelledError):
+            return TaskCancelledError(f"task {self.name!r} was cancelled")
+        died = (
             rex.WorkerCrashedError,
             rex.RayActorError,
             rex.NodeDiedError,
             rex.OutOfMemoryError,
             rex.LocalRayletDiedError,
-        ) as exc:
-            self._finish(
-                error=WorkerCrashedError(
-                    f"task {self.name!r}: its Ray worker died ({type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}) after all retries"
-                )
+        )
+        if isinstance(exc, died):
+            detail = str(exc).splitlines()[0] if str(exc) else "no detail"
+            return WorkerCrashedError(
+                f"task {self.name!r}: its Ray worker died ({type(exc).__name__}: {detail}) "
+                "after all retries"
             )
-        except rex.ObjectLostError as exc:
-            self._finish(error=ObjectLostError(f"task {self.name!r}: an input was lost: {exc}"))
-        except rex.RayTaskError as exc:  # Ray could not run the wrapper itself
-            self._finish(
-                error=RemoteTaskError(
-                    type(exc.cause).__name__ if exc.cause else "RayTaskError",
-                    str(exc.cause or exc),
-                    exc.traceback_str,
-                    exc.cause,
-                    self.name,
-                )
+        if isinstance(exc, rex.ObjectLostError):
+            return ObjectLostError(f"task {self.name!r}: an input was lost: {exc}")
+        if isinstance(exc, rex.RayTaskError):  # Ray could not run the wrapper (bad arguments)
+            cause = exc.cause
+            return RemoteTaskError(
+                type(cause).__name__ if cause else "RayTaskError",
+                str(cause or exc),
+                exc.traceback_str,
+                cause,
+                self.name,
             )
-        else:
-            if outcome.error is not None:
-                self._finish(error=outcome.error)
-            else:
-                self._finish(result=self._backend._task_result(refs[:-1], outcome))
+        return RuntimeFailure(f"task {self.name!r}: Ray failed to run it: {exc}")
 
     def _finish(self, result: TaskResult | None = None, error: BaseException | None = None) -> None:
         self._result, self._error = result, error
