@@ -12,6 +12,7 @@ from dataflow.exec.exchange.partition import (
     group_starts,
     hash_partition,
     hash_rows,
+    key_order,
     key_range_partition,
     random_keys,
     range_partition,
@@ -193,3 +194,11 @@ def test_top_k_equals_the_head_of_a_stable_sort(keys, descending):
     nan = pa.table({"f": [np.nan, 1.0, None, 0.5, np.nan], "row": np.arange(5)})
     got = top_k(nan, sort_keys(["f"], [True]), 4).column("row").to_pylist()
     assert got == [1, 3, 0, 4]  # NaN after numbers, nulls last, even descending
+
+
+def test_key_order_is_the_stable_order_with_or_without_ties():
+    keys = random_keys(1, (0, 2), 5000)
+    chunked = pa.chunked_array([keys[:1234], keys[1234:]])
+    np.testing.assert_array_equal(key_order(chunked), np.argsort(keys, kind="stable"))
+    ties = pa.chunked_array([np.array([5, 1, 5, 1, 0, 5], np.uint64)])
+    assert key_order(ties).tolist() == [4, 1, 3, 0, 2, 5]

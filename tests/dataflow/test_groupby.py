@@ -137,3 +137,15 @@ def test_groupby_bad_arguments():
         ds.groupby("k").aggregate("sum")
     with pytest.raises(TypeError, match="map_groups: fn must be callable"):
         ds.groupby("k").map_groups(3)
+
+
+def test_small_groupby_result_is_one_block_sorted_by_key(backend, make_ds):
+    rng = np.random.default_rng(3)
+    keys = [f"k{i:02d}" for i in rng.permutation(40)]
+    t = pa.table({"k": np.array(keys, dtype=object)[rng.integers(0, 40, 4000)], "v": np.ones(4000)})
+    ds = make_ds(t, num_blocks=8).groupby("k").sum("v")
+    blocks = list(ds.iterator().iter_blocks())
+    assert len(blocks) == 1  # one reduce: the partial aggregates are tiny
+    out = blocks[0].to_pydict()
+    assert out["k"] == sorted(set(keys))
+    assert out["sum(v)"] == [float((t["k"].to_numpy() == k).sum()) for k in out["k"]]

@@ -230,6 +230,9 @@ class ExchangeOperator(PhysicalOperator):
         sizes = [sum(r.nbytes for _, r in p) for p in self._pieces]
         if self.num_partitions:
             groups = [[p] for p in range(self._m)]
+        elif self.spec.small_output:
+            n = math.ceil(sum(sizes) / self._target_bytes)
+            groups = _contiguous_groups(sizes, min(n, self._m))
         else:
             n = self._default_reduces(sum(sizes), self._m)
             groups = _contiguous_groups(sizes, min(n, self._m))

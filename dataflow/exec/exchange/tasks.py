@@ -26,6 +26,7 @@ from dataflow.exec.exchange.partition import (
     SortKey,
     group_starts,
     hash_partition,
+    key_order,
     key_range_partition,
     random_keys,
     range_partition,
@@ -50,7 +51,9 @@ class ExchangeSpec:
     ``map_partitions``: a fixed number of map partitions (a global aggregation
     has one). ``reduce_when_empty``: run one reduce even with no input (a
     global aggregation of nothing still has one row). ``runs_python``: user
-    code runs in the tasks, so they never run in the driver."""
+    code runs in the tasks, so they never run in the driver. ``small_output``:
+    the map side already shrinks the data (partial aggregates), so reduces are
+    sized by bytes alone: a small result is one task and one key-sorted block."""
 
     has_map = True
     fixed_partitions = True
@@ -59,6 +62,7 @@ class ExchangeSpec:
     needs_sample = False
     reduce_when_empty = False
     runs_python = False
+    small_output = False
 
     def map(
         self, table: pa.Table, side: int, block_id: tuple[int, ...], n: int, extra: Any
@@ -106,8 +110,7 @@ class RandomShuffleSpec(ExchangeSpec):
         if SHUFFLE_KEY not in table.column_names:
             yield table
             return
-        order = np.argsort(table.column(SHUFFLE_KEY).to_numpy(), kind="stable")
-        yield table.drop_columns([SHUFFLE_KEY]).take(order)
+        yield table.drop_columns([SHUFFLE_KEY]).take(key_order(table.column(SHUFFLE_KEY)))
 
 
 class SortSpec(ExchangeSpec):
@@ -146,6 +149,8 @@ class SortSpec(ExchangeSpec):
 
 class AggregateSpec(ExchangeSpec):
     """groupby().aggregate(): partial aggregation per block, hash-partitioned by key."""
+
+    small_output = True
 
     def __init__(self, keys: Sequence[str], aggs: Sequence[Any]) -> None:
         self.keys = list(keys)
