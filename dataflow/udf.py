@@ -97,18 +97,20 @@ def udf_fields(
 
 
 def _compute(where: str, is_class: bool, concurrency: Any) -> Compute:
-    def positive(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+    def whole(v: Any, least: int) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= least
 
     if concurrency is None:
         return Compute("actors", 1, None) if is_class else Compute()
-    if positive(concurrency):
+    if whole(concurrency, 1):
         return (
             Compute("actors", concurrency, concurrency)
             if is_class
             else Compute("tasks", 1, concurrency)
         )
-    if isinstance(concurrency, tuple) and len(concurrency) == 2 and all(map(positive, concurrency)):
+    # min may be 0: the pool then scales to zero when idle (Ray Data's pools cannot).
+    pair = isinstance(concurrency, tuple) and len(concurrency) == 2
+    if pair and whole(concurrency[0], 0) and whole(concurrency[1], 1):
         lo, hi = concurrency
         if lo > hi:
             raise PlanError(f"{where}: concurrency=(min, max) needs min <= max, got {concurrency}")
@@ -119,8 +121,8 @@ def _compute(where: str, is_class: bool, concurrency: Any) -> Compute:
             )
         return Compute("actors", lo, hi)
     raise PlanError(
-        f"{where}: concurrency must be None, a positive int or a (min, max) tuple, "
-        f"got {concurrency!r}"
+        f"{where}: concurrency must be None, a positive int or a (min, max) tuple "
+        f"with 0 <= min <= max and max >= 1, got {concurrency!r}"
     )
 
 

@@ -7,7 +7,7 @@ consumer is done (``owns_blocks``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from runtime.refs import ObjectRef
@@ -56,6 +56,8 @@ class OpMetrics:
     tasks_launched: int = 0
     queued_bytes: int = 0
     """Bytes of bundles waiting in this operator (input queue and output buffer)."""
+    actor_spans: list[tuple[float, float]] = field(default_factory=list)
+    """(start_ts, stop_ts) wall-clock seconds of each stopped actor (actor pools)."""
 
 
 class PhysicalOperator:

@@ -63,11 +63,20 @@ class OperatorStats:
     counters: dict[str, float] = field(default_factory=dict)
     task_spans: list[tuple[float, float]] = field(default_factory=list)
     """(start_ts, end_ts) of every task, wall-clock seconds, for overlap analysis."""
+    actor_spans: list[tuple[float, float]] = field(default_factory=list)
+    """(start_ts, stop_ts) of every actor of an actor pool, wall-clock seconds."""
 
     @property
     def wall_s(self) -> float:
         """From the first task's start to the last task's end."""
         return max(0.0, self.last_end - self.first_start) if self.tasks else 0.0
+
+    @property
+    def actor_utilisation(self) -> float | None:
+        """Busy time over lifetime of an actor pool's actors (None for task pools);
+        the lifetime counts from the start request, so slow constructors lower it."""
+        alive = sum(stop - start for start, stop in self.actor_spans)
+        return min(1.0, self.task_wall_s / alive) if alive > 0 else None
 
     @property
     def block_bytes_mean(self) -> float:
@@ -117,6 +126,9 @@ class DatasetStats:
                 f"{o.backpressure_s:>8.3f}"
             )
             extra = {k: v for k, v in o.counters.items() if v}
+            if o.actor_spans:
+                extra["actors"] = len(o.actor_spans)
+                extra["actor_utilisation"] = round(o.actor_utilisation or 0.0, 3)
             if o.errored_blocks:
                 extra["errored_blocks"] = o.errored_blocks
             if extra:
@@ -181,6 +193,7 @@ class StatsCollector(ExecutorObserver):
             s, m = self._by_op[id(op)], op.metrics
             s.rows_in, s.bytes_in = m.rows_in, m.bytes_in
             s.rows_out, s.bytes_out = m.rows_out, m.bytes_out
+            s.actor_spans = list(m.actor_spans)
             if not s.blocks_out and m.bundles_out:
                 s.blocks_out = m.bundles_out
         self.stats.wall_s = max(0.0, time.monotonic() - self._start)

@@ -24,7 +24,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from dataflow.errors import WorkerCrashedError
+from dataflow.errors import ResourceError, WorkerCrashedError
 from dataflow.exec.interfaces import ExecEnv, PhysicalOperator
 from dataflow.exec.operators.map import (
     MapOperator,
@@ -35,6 +35,7 @@ from dataflow.exec.operators.map import (
 )
 from dataflow.exec.transforms import ActorFactory, MapTaskFn
 from runtime.errors import RemoteTaskError
+from runtime.errors import ResourceError as RuntimeResourceError
 from runtime.errors import WorkerCrashedError as RuntimeWorkerCrashed
 from runtime.resources import Resources
 
@@ -51,6 +52,8 @@ class _Actor:
     ready: bool = False
     in_flight: int = 0
     idle_since: float = 0.0
+    started_ts: float = 0.0
+    """Wall clock at the start request, for ``OpMetrics.actor_spans``."""
 
 
 class ActorPoolMapOperator(MapOperator):
@@ -89,10 +92,13 @@ class ActorPoolMapOperator(MapOperator):
         return env.backend.register_function(ActorFactory(self.task_fn), self.name)
 
     def _start_actor(self) -> None:
-        handle = self._backend.start_actor(
-            self._handle, resources=self.options.resources, name=self.name
-        )
-        actor = _Actor(handle, idle_since=time.monotonic())
+        try:
+            handle = self._backend.start_actor(
+                self._handle, resources=self.options.resources, name=self.name
+            )
+        except RuntimeResourceError as e:  # e.g. 1.5 GPUs: the user's error, not the runtime's
+            raise ResourceError(str(e)) from None
+        actor = _Actor(handle, idle_since=time.monotonic(), started_ts=time.time())
         self._actors.append(actor)
         self._starting[handle.ready] = actor
         self.peak_actors = max(self.peak_actors, len(self._actors))
@@ -100,6 +106,7 @@ class ActorPoolMapOperator(MapOperator):
     def _stop_actor(self, actor: _Actor) -> None:
         self._actors.remove(actor)
         self._backend.stop_actor(actor.handle)
+        self.metrics.actor_spans.append((actor.started_ts, time.time()))
 
     def shutdown(self) -> None:
         if self._closed or self._backend is None:

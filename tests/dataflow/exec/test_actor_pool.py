@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import dataflow as df
@@ -91,47 +92,141 @@ def test_constructor_error_names_the_stage(backend):
 
 
 def slow_cpu(b):
-    time.sleep(0.05)
+    time.sleep(0.03)
     return b
 
 
-class DeviceModel(Tag):
-    """A Tag that also records, at construction, the device its actor got."""
+class Model:
+    """A fake GPU model: records its actor (pid, CUDA_VISIBLE_DEVICES) in ``record_dir``
+    when built and tags every row with the device it ran on."""
 
-    def __init__(self, offset, record_dir):
-        super().__init__(offset)
-        device = os.environ.get("CUDA_VISIBLE_DEVICES", "none")
-        open(os.path.join(record_dir, f"device-{device}"), "w").close()
+    def __init__(self, record_dir):
+        self.device = os.environ.get("CUDA_VISIBLE_DEVICES", "none")
+        open(os.path.join(record_dir, f"{os.getpid()}-device-{self.device}"), "w").close()
+
+    def __call__(self, b):
+        time.sleep(0.03)
+        return {"x": b["x"] + 1, "device": np.array([self.device] * len(b["x"]))}
 
 
-def test_cpu_and_gpu_stages_run_as_separate_pools_at_the_same_time(tmp_path):
-    df.init("local", num_cpus=4, num_gpus=2)
-    try:
-        src = InputData(blocks=blocks(12))
-        pre = MapBatches(fn=slow_cpu, batch_size=None, inputs=(src,))
-        model = MapBatches(
-            fn=DeviceModel,
-            fn_constructor_args=(0, str(tmp_path)),
-            compute=Compute("actors", 1, 2),
-            resources=Resources(cpu=1, gpu=1),
+def post(b):
+    time.sleep(0.03)
+    return {"x": b["x"] * 10, "device": b["device"]}
+
+
+def slow_post(b):
+    time.sleep(0.1)
+    return b
+
+
+def devices_built(record_dir):
+    """Sorted devices of the actors built (one record file each)."""
+    return sorted(p.name.split("-device-")[1] for p in record_dir.iterdir())
+
+
+def op_stats(stats, prefix):
+    (op,) = [o for o in stats.operators if o.name.startswith(prefix)]
+    return op
+
+
+def all_overlap(*span_lists):
+    """True when some instant lies inside one span of every list."""
+    for start, _ in (s for spans in span_lists for s in spans):
+        if all(any(a <= start < b for a, b in spans) for spans in span_lists):
+            return True
+    return False
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Each small Parquet file is its own read task (no coalescing to 1 MiB)."""
+    monkeypatch.setattr(DataContext.get_current(), "target_min_block_size", 1)
+    monkeypatch.setattr(DataContext.get_current(), "enable_progress_bars", False)
+
+
+@pytest.fixture
+def fake_gpus():
+    """A local backend declaring 4 CPUs and 2 GPUs on this GPU-less machine."""
+    yield df.init("local", num_cpus=4, num_gpus=2)
+    df.shutdown()
+
+
+def test_read_cpu_gpu_cpu_write_runs_as_three_pools_at_once(tmp_path, small_blocks, fake_gpus):
+    src, records = tmp_path / "in", tmp_path / "records"
+    src.mkdir(), records.mkdir()
+    for i in range(16):
+        pq.write_table(pa.table({"x": np.arange(i * 10, i * 10 + 10)}), src / f"{i:02d}.parquet")
+    ds = (
+        df.read_parquet(str(src), override_num_blocks=16)
+        .map_batches(slow_cpu, batch_size=None)
+        .map_batches(
+            Model,
+            fn_constructor_args=(str(records),),
+            concurrency=(1, 2),
+            num_gpus=1,
             batch_size=None,
-            inputs=(pre,),
         )
-        post = MapBatches(fn=slow_cpu, batch_size=None, inputs=(model,))
-        table, stream = run(post)
-        assert sorted(table.column("x").to_pylist()) == list(range(120))
-        # The GPU pool started at the size the free devices allow: one actor per GPU.
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["device-0", "device-1"]
-        assert set(table.column("device").to_pylist()) <= {"0", "1"}
-        stats = stream.stats()
-        spans = {
-            name: stats.operator(name).task_spans
-            for name in ("map_batches(slow_cpu)", "map_batches(DeviceModel)")
-        }
-        pre_spans = sorted(spans["map_batches(slow_cpu)"])
-        gpu_spans = spans["map_batches(DeviceModel)"]
-        overlapping = [g for g in gpu_spans if any(p[0] < g[1] and g[0] < p[1] for p in pre_spans)]
-        assert overlapping, "the GPU stage never ran while a CPU stage task ran"
+        .map_batches(post, batch_size=None)
+    )
+    ds.write_parquet(str(tmp_path / "out"))
+
+    out = pq.read_table(tmp_path / "out")
+    assert sorted(out.column("x").to_pylist()) == [(x + 1) * 10 for x in range(160)]
+    # The GPU pool started at the size the free devices allow (not 1, ramping): an
+    # actor per GPU, each with its own CUDA_VISIBLE_DEVICES.
+    assert devices_built(records) == ["0", "1"]
+    assert set(out.column("device").to_pylist()) <= {"0", "1"}
+    stats = ds._last_stream.stats()
+    assert [o.name for o in stats.operators] == [
+        "read_parquet->map_batches(slow_cpu)",
+        "map_batches(Model)",
+        "map_batches(post)->write_parquet",
+    ]
+    read, model, write = (o.task_spans for o in stats.operators)
+    assert (len(read), len(model), len(write)) == (16, 16, 16)
+    assert all_overlap(read, model, write), "no instant where all three pools ran"
+    assert len(stats.operators[1].actor_spans) == 2
+    assert 0 < stats.operators[1].actor_utilisation <= 1
+
+
+def test_pool_is_released_as_soon_as_upstream_is_exhausted(tmp_path, fake_gpus):
+    # min=max=2: only exhaustion (not idleness) may stop these actors, and the slow
+    # stage downstream (one task at a time) is still running when it does.
+    ds = (
+        df.from_arrow(list(blocks(8)))
+        .map_batches(
+            Model, fn_constructor_args=(str(tmp_path),), concurrency=2, num_gpus=1, batch_size=None
+        )
+        .map_batches(slow_post, batch_size=None, concurrency=1)
+    )
+    rows = ds.take_all()
+    assert sorted(r["x"] for r in rows) == list(range(1, 81))
+    assert {r["device"] for r in rows} <= {"0", "1"}
+    stats = ds._last_stream.stats()
+    model, after = op_stats(stats, "map_batches(Model)"), op_stats(stats, "map_batches(slow_post)")
+    assert len(model.actor_spans) == 2 and len(after.task_spans) == 8
+    last_stop = max(stop for _, stop in model.actor_spans)
+    assert last_stop < max(start for start, _ in after.task_spans)
+
+
+def test_fractional_gpus_share_one_device(tmp_path):
+    df.init("local", num_cpus=2, num_gpus=1)
+    try:
+        ds = df.from_arrow(list(blocks(8))).map_batches(
+            Model,
+            fn_constructor_args=(str(tmp_path),),
+            concurrency=2,
+            num_gpus=0.5,
+            num_cpus=0.5,
+            batch_size=None,
+        )
+        rows = ds.take_all()
+        assert sorted(r["x"] for r in rows) == list(range(1, 81))
+        assert {r["device"] for r in rows} == {"0"}
+        # Two actors on device 0, alive at the same time.
+        assert devices_built(tmp_path) == ["0", "0"]
+        (a, b) = op_stats(ds._last_stream.stats(), "map_batches(Model)").actor_spans
+        assert a[0] < b[1] and b[0] < a[1]
     finally:
         df.shutdown()
 
