@@ -335,6 +335,16 @@ class WorkerPool:
                     _kill(worker)
             # A queued or actor task runs anyway; its outputs are freed on arrival.
 
+    def prestart(self) -> None:
+        """Start the CPU task workers now, in the background (no wait), so that
+        the first tasks find them booted; a no-op once workers exist."""
+        with self._lock:
+            self._check_open()
+            n = min(self._max_idle, math.ceil(self._total.cpu)) - len(self._workers)
+            idle = self._idle.setdefault((), [])
+            for _ in range(n):
+                idle.append(self._spawn(()))
+
     def release_function(self, fn_id: str) -> None:
         with self._lock:
             for worker in self._workers.values():

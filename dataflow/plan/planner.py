@@ -100,8 +100,12 @@ def execute(plan: LogicalOperator, ctx: DataContext) -> OutputStream:
     backend = get_backend()
     ctx = ctx.copy()
     planning = _Planning(ctx, backend)
+    in_driver = _runs_in_driver(plan, ctx)
+    prestart = getattr(backend, "prestart", None)  # an optional Backend extra (local)
+    if prestart is not None and not in_driver:
+        prestart()  # workers boot while the plan is built and the first tasks queue
     sink = planning.plan(plan)
-    executor = StreamingExecutor(sink, backend, ctx, in_driver=_runs_in_driver(plan, ctx))
+    executor = StreamingExecutor(sink, backend, ctx, in_driver=in_driver)
     executor.start()
     return OutputStream(executor)
 

@@ -198,6 +198,11 @@ class LocalBackend:
         self._threads.submit(run)
         return future
 
+    def prestart(self) -> None:
+        """Boot the CPU workers in the background (the planner calls this for a
+        plan that needs them; driver-only plans never start a worker)."""
+        self._pool.prestart()
+
     def cancel(self, future: TaskFuture) -> None:
         assert isinstance(future, Future)
         if future._task is not None:

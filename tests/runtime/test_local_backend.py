@@ -97,6 +97,20 @@ def test_construction_and_driver_work_start_no_process(local):
     assert children() == [] and local.worker_pids() == []
 
 
+def test_prestarted_workers_take_the_first_tasks_and_shutdown_stops_them(tmp_path):
+    backend = LocalBackend(num_cpus=2, num_gpus=0, spill_dir=str(tmp_path))
+    backend.prestart()
+    backend.prestart()  # a no-op once the workers exist
+    started = sorted(backend.worker_pids())
+    assert len(started) == 2 and sorted(p.pid for p in children()) == started
+    fn = backend.register_function(report_worker)
+    futures = [backend.submit(fn, (), (0.2,)) for _ in range(2)]
+    pids = sorted(rows(backend, f.result(timeout=60))[0]["pid"] for f in futures)
+    assert pids == started  # the tasks ran on the prestarted workers, one each
+    backend.shutdown()
+    assert children() == []
+
+
 def test_workers_are_reused_and_pipelined(tmp_path):
     backend = LocalBackend(num_cpus=1, num_gpus=0, spill_dir=str(tmp_path))
     fn = backend.register_function(report_worker)

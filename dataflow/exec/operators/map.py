@@ -9,6 +9,7 @@ where a task runs.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections import deque
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 from dataflow.errors import DataflowError, SourceError, UserCodeError, WorkerCrashedError
 from dataflow.exec.interfaces import ExecEnv, PhysicalOperator, RefBundle
 from dataflow.exec.transforms import MapTaskFn, StageFailure
+from dataflow.sources.datasource import BlockMetadata
 from runtime.errors import RemoteTaskError, TaskCancelledError
 from runtime.errors import WorkerCrashedError as RuntimeWorkerCrashed
 from runtime.resources import Resources
@@ -224,7 +226,10 @@ class MapOperator(PhysicalOperator):
         label = f"file {files[0]}" if len(files) == 1 else f"read task {index}"
         if len(files) > 1:
             label += f" ({files[0]}, ...)"
-        return MapTask(index, (index,), label, None), (index, read)
+        # The worker needs the read function and the file names (for errors) only:
+        # the rest of the metadata (a schema, sizes) would be pickled with every task.
+        slim = dataclasses.replace(read, metadata=BlockMetadata(input_files=files))
+        return MapTask(index, (index,), label, None), (index, slim)
 
     def dispatch(self) -> TaskFuture | None:
         task, args = self._next_task()

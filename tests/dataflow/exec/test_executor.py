@@ -307,6 +307,8 @@ def test_plans_without_python_udfs_run_in_the_driver():
         assert backend.worker_rss_bytes() == 0  # no worker process was started
         got, _ = collect(MapBatches(fn=double, inputs=(InputData(blocks=blocks(1)),)))
         assert backend.worker_rss_bytes() > 0  # a Python UDF always runs in a worker
+        # The plan prestarted one worker per CPU, booting while it was planned.
+        assert len(backend.worker_pids()) == 2
     finally:
         df.shutdown()
 
