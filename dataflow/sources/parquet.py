@@ -47,6 +47,8 @@ from dataflow.sources.paths import (
 
 WHERE = "read_parquet"
 _FOOTER_THREADS_REMOTE = 64
+# Read tasks at least this big start with a wave of quarter-size tasks.
+_RAMP_MIN_TASK_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -236,10 +238,22 @@ class ParquetDatasource(Datasource):
         first = self._footer(entries[0], part_schema)
         scan = self._scan(first.physical_schema, part_schema, columns, filter, limit, ctx)
         total_disk = sum(e.size for e in entries)
-        file_mem = sum(rg.total_byte_size for rg in _row_groups(first.metadata))
+        # In-memory bytes of the columns read, extrapolated from the first file.
+        file_mem = sum(
+            _row_group_bytes(rg, scan.read_columns) for rg in _row_groups(first.metadata)
+        )
         ratio = file_mem / max(1, entries[0].size) if first.metadata.num_row_groups else 1.0
         group = file_mem / max(1, first.metadata.num_row_groups)
-        target = _task_bytes(total_disk * ratio, group, parallelism, ctx)
+        total = total_disk * ratio
+        # A task returns its blocks when it ends: with big tasks, the first wave
+        # is cut 4x finer so the first batch comes early; the rest stay even.
+        full = _task_bytes(total, group, parallelism, ctx)
+        first_wave = rest = full
+        if full >= _RAMP_MIN_TASK_BYTES:
+            first_wave = full // 4
+            rest = _task_bytes(max(0.0, total - parallelism * first_wave), group, parallelism, ctx)
+        made = 0
+        target = first_wave
 
         unifier = _Unifier()
         pieces: list[_Piece] = []
@@ -264,6 +278,8 @@ class ParquetDatasource(Datasource):
                         run = []
                     yield self._task(pieces, scan, acc_bytes, acc_rows, filter is None)
                     pieces, acc_bytes, acc_rows = [], 0, 0
+                    made += 1
+                    target = first_wave if made < parallelism else rest
                 run.append(rg)
                 acc_bytes += nbytes
                 acc_rows += meta.num_rows
@@ -388,11 +404,11 @@ class _Unifier:
 def _task_bytes(total: float, group: float, parallelism: int, ctx: DataContext) -> int:
     """Bytes per read task: a multiple of ``parallelism`` tasks of even size, so
     the last wave keeps every worker busy, each within the block size bounds.
-    Half a row group (``group`` bytes) of slack keeps the whole-row-group
+    A row group (``group`` bytes) of slack keeps the whole-row-group
     tasks from leaving a tiny remainder task."""
     parallelism = max(1, parallelism)
     waves = max(1, -(-int(total) // (parallelism * ctx.target_max_block_size)))
-    even = total / (waves * parallelism) + group / 2
+    even = total / (waves * parallelism) + group
     return int(min(ctx.target_max_block_size, max(ctx.target_min_block_size, even)))
 
 

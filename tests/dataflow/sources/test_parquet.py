@@ -260,3 +260,28 @@ def test_planning_streams_first_batch_before_footers_finish(tmp_path, monkeypatc
     assert first_batch.num_rows % 1000 == 0
     assert 1 + len(rest) >= 60
     assert to_first_batch < sequential_listing / 4, (to_first_batch, sequential_listing)
+
+
+def test_read_tasks_ramp_up_then_even_waves(tmp_path, monkeypatch, run_tasks):
+    """Big tasks: a first wave of quarter-size tasks, then whole waves of even tasks
+    (none left over for a lone last task); tasks are sized on the columns read."""
+    import dataflow.sources.parquet as parquet
+
+    ctx = DataContext.get_current()
+    monkeypatch.setattr(ctx, "target_max_block_size", 1 << 20)
+    monkeypatch.setattr(ctx, "target_min_block_size", 1)
+    monkeypatch.setattr(parquet, "_RAMP_MIN_TASK_BYTES", 100_000)
+    for i in range(4):
+        ids = np.arange(i * 100_000, (i + 1) * 100_000, dtype=np.int64)
+        table = pa.table({"x": ids, "y": ids.astype(np.float64), "z": ids * 2})
+        write(str(tmp_path / f"f{i}.parquet"), table, row_group_size=5_000)
+    src = ParquetDatasource(str(tmp_path))
+    rows = [t.metadata.num_rows for t in src.get_read_tasks(2, columns=["x"])]
+    # 3.2 MB of x over 2 slots: 2 waves of 0.8 MB (+ a row group of slack); the
+    # first wave is cut into 0.21 MB tasks: 5 row groups of 40 kB each.
+    assert rows[:2] == [25_000, 25_000]
+    assert len(rows) % 2 == 0 and sum(rows) == 400_000
+    assert rows[2:] == [90_000, 90_000, 90_000, 80_000]
+    tasks = run_tasks(src, 2)
+    got = pa.concat_tables([b for t in tasks for b in t]).column("x").to_pylist()
+    assert got == list(range(400_000))
