@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import time
 
@@ -13,8 +14,9 @@ import pytest
 import dataflow as df
 from dataflow.context import DataContext
 from dataflow.errors import ResourceError, UserCodeError
+from dataflow.exec.operators.actor_pool import ActorPoolMapOperator
 from dataflow.plan.logical import Compute, InputData, MapBatches
-from dataflow.plan.planner import execute
+from dataflow.plan.planner import execute, plan_physical
 from runtime.resources import Resources
 
 
@@ -231,6 +233,62 @@ def test_fractional_gpus_share_one_device(tmp_path):
         df.shutdown()
 
 
+class SlowFirst:
+    """The first actor to see a batch sleeps on it; every row names its actor."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __call__(self, b):
+        try:
+            os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL))
+            time.sleep(1.5)
+        except FileExistsError:
+            pass
+        return {"x": b["x"], "actor": np.full(len(b["x"]), os.getpid())}
+
+
+def test_in_flight_limit_keeps_a_slow_actor_from_hoarding_blocks(tmp_path, monkeypatch):
+    monkeypatch.setattr(DataContext.get_current(), "actor_max_tasks_in_flight", 1)
+    df.init("local", num_cpus=2)
+    try:
+        ds = df.from_arrow(list(blocks(16))).map_batches(
+            SlowFirst, fn_constructor_args=(str(tmp_path / "slow"),), concurrency=2, batch_size=None
+        )
+        rows = ds.take_all()
+    finally:
+        df.shutdown()
+    assert sorted(r["x"] for r in rows) == list(range(160))
+    per_actor = sorted(collections.Counter(r["actor"] for r in rows).values())
+    # While the slow actor sleeps on its one block, the other serves the rest; with
+    # a limit of 2 or more it would hold a second block behind the slow one.
+    assert per_actor == [10, 150]
+
+
+def _pool(ds):
+    op = plan_physical(ds._plan, ctx())
+    while not isinstance(op, ActorPoolMapOperator):
+        (op,) = op.input_dependencies
+    return op.min_size, op.initial_size, op.max_size
+
+
+def test_pool_sizes_from_concurrency_and_resources():
+    df.init("inline", num_cpus=4, num_gpus=2)
+    try:
+        ds = df.from_arrow(list(blocks(4)))
+        # A class without concurrency: from one actor up to what its resources allow.
+        assert _pool(ds.map_batches(Tag, fn_constructor_args=(0,))) == (1, 1, 4)
+        assert _pool(ds.map_batches(Tag, fn_constructor_args=(0,), num_gpus=0.5)) == (1, 4, 4)
+        # min 0: no actor until input arrives; a GPU pool starts as wide as the devices allow.
+        assert _pool(ds.map_batches(Tag, fn_constructor_args=(0,), concurrency=(0, 3))) == (0, 0, 3)
+        gpu = ds.map_batches(Tag, fn_constructor_args=(0,), concurrency=(0, 3), num_gpus=1)
+        assert _pool(gpu) == (0, 2, 3)
+        out = ds.map_batches(Tag, fn_constructor_args=(5,), concurrency=(0, 2), batch_size=None)
+        assert sorted(r["x"] for r in out.take_all()) == list(range(5, 45))
+    finally:
+        df.shutdown()
+
+
 def test_more_gpus_than_the_machine_has_fails_at_plan_time():
     df.init("inline", num_cpus=2, num_gpus=1)
     try:
@@ -245,6 +303,13 @@ def test_more_gpus_than_the_machine_has_fails_at_plan_time():
             match=r"map_batches\(Tag\) needs 2 GPUs, this machine has 1: lower num_gpus or add a GPU",
         ):
             execute(plan, ctx())
+        ds = df.from_arrow(list(blocks(2))).map_batches(Tag, fn_constructor_args=(0,), num_gpus=1.5)
+        df.shutdown()
+        df.init("inline", num_cpus=2, num_gpus=2)
+        with pytest.raises(
+            ResourceError, match=r"asks for 1.5 GPUs: requests above one GPU must be"
+        ):
+            ds.take_all()
     finally:
         df.shutdown()
 
