@@ -10,12 +10,15 @@ Tensor columns (embeddings, images) are Arrow fixed-shape tensor columns; in the
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Block = pa.Table
 
@@ -113,7 +116,10 @@ def from_batch(batch: Any, where: str = "") -> pa.Table:
         return batch
     if isinstance(batch, pa.RecordBatch):
         return pa.Table.from_batches([batch])
-    if isinstance(batch, pd.DataFrame):
+    # pandas is imported only when used (it doubles `import dataflow` and worker
+    # start-up): a batch can only be a DataFrame once pandas is loaded.
+    pandas = sys.modules.get("pandas")
+    if pandas is not None and isinstance(batch, pandas.DataFrame):
         return pandas_to_table(batch)
     if isinstance(batch, Mapping):
         columns = {str(k): array_from_numpy(_to_host(v), str(k)) for k, v in batch.items()}

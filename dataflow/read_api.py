@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from dataflow.block import array_from_numpy, pandas_to_table, rows_to_table
@@ -23,6 +22,9 @@ from dataflow.plan.logical import InputData, Read
 from dataflow.sources.datasource import Datasource
 from dataflow.sources.range import RangeDatasource
 from runtime.resources import detect_num_cpus
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _check_num_blocks(where: str, override_num_blocks: int | None) -> None:
@@ -136,9 +138,12 @@ def _as_list(where: str, obj: Any, kind: type | tuple[type, ...]) -> list:
 def from_pandas(dfs: pd.DataFrame | list[pd.DataFrame]) -> Dataset:
     """One block per DataFrame (the index is dropped).
 
+    >>> import pandas as pd
     >>> from_pandas(pd.DataFrame({"a": [1, 2]}))
     Dataset(from_blocks)
     """
+    import pandas as pd  # on use: pandas doubles the cost of `import dataflow`
+
     frames = _as_list("from_pandas", dfs, pd.DataFrame)
     return Dataset(InputData(blocks=tuple(pandas_to_table(f) for f in frames)))
 

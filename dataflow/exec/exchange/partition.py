@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -74,6 +73,8 @@ def _column_hash(col: pa.ChunkedArray, name: str) -> np.ndarray:
     ):
         # Hash each distinct value once (siphash with pandas' fixed key: the
         # same in every process), then spread to rows through the codes.
+        import pandas as pd  # on use: it doubles worker start-up
+
         encoded = arr.dictionary_encode()
         uniques = encoded.dictionary.to_numpy(zero_copy_only=False).astype(object)
         per_value = pd.util.hash_array(uniques, categorize=False)
