@@ -413,7 +413,8 @@ class WorkerPool:
                 if worker.actor is not None:
                     for task in worker.actor.backlog:
                         task.future.resolve(exc=gone)
-                self._stop_worker(worker, kill=bool(worker.inflight))
+                # A worker still booting has no socket to hear Shutdown on.
+                self._stop_worker(worker, kill=bool(worker.inflight) or worker.conn is None)
         if self._reactor is not None:
             os.write(self._wake_w, b"x")
             self._reactor.join(timeout=10)

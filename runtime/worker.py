@@ -198,10 +198,15 @@ def main() -> None:
     sys.path[:] = list(init.sys_path)
     # The driver diagnoses a stalled task by asking for this stack; faulthandler
     # dumps it from the signal handler, even while the task is stuck in C code.
-    stack_file = open(stack_path(init.store.shm_dir, os.getpid()), "w")  # noqa: SIM115
-    faulthandler.register(signal.SIGUSR1, file=stack_file, all_threads=True)
-    conn = Client(init.address, family="AF_UNIX", authkey=init.authkey)
-    conn.send_bytes(encode(Hello(init.worker_id, os.getpid())))
+    try:
+        stack_file = open(stack_path(init.store.shm_dir, os.getpid()), "w")  # noqa: SIM115
+        faulthandler.register(signal.SIGUSR1, file=stack_file, all_threads=True)
+        conn = Client(init.address, family="AF_UNIX", authkey=init.authkey)
+        conn.send_bytes(encode(Hello(init.worker_id, os.getpid())))
+    except (FileNotFoundError, ConnectionError, EOFError):
+        # The session ended while this worker was booting (its directory or
+        # socket is gone): nothing is waiting for it, so leave without a traceback.
+        return
     _WorkerLoop(conn, init).serve()
     conn.close()
 

@@ -111,6 +111,16 @@ def test_prestarted_workers_take_the_first_tasks_and_shutdown_stops_them(tmp_pat
     assert children() == []
 
 
+def test_shutdown_while_workers_boot_is_prompt_and_quiet(tmp_path, capfd):
+    backend = LocalBackend(num_cpus=2, num_gpus=0, spill_dir=str(tmp_path))
+    backend.prestart()
+    start = time.monotonic()
+    backend.shutdown()
+    assert time.monotonic() - start < 1.5  # booting workers are killed, not awaited
+    assert children() == []
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_workers_are_reused_and_pipelined(tmp_path):
     backend = LocalBackend(num_cpus=1, num_gpus=0, spill_dir=str(tmp_path))
     fn = backend.register_function(report_worker)
