@@ -37,6 +37,7 @@ from dataflow.read_api import (
     read_parquet,
     read_text,
 )
+from dataflow.service.connect import connect
 from dataflow.session import init, shutdown
 from dataflow.sources.datasource import BlockMetadata, Datasink, Datasource, ReadTask, WriteResult
 
@@ -61,6 +62,7 @@ __all__ = [
     "WriteResult",
     "__version__",
     "col",
+    "connect",
     "from_arrow",
     "from_items",
     "from_numpy",

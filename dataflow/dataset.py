@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from dataflow.plan.planner import OutputStream
+    from dataflow.service.feed_server import FeedServer
     from dataflow.sources.datasource import Datasink
 
 
@@ -373,6 +374,21 @@ class Dataset(AllToAllMethods):
         from dataflow.service.split import streaming_split
 
         return streaming_split(self._open_stream, n, equal=equal, host=host, name=repr(self))
+
+    def serve(self, address: str, *, token: str | None = None, epochs: int = 1) -> FeedServer:
+        """Run this dataset ``epochs`` times and serve its batches at ``address``
+        (``host:port``, port 0 picks one) to ``dataflow.connect`` consumers in
+        other processes or hosts, which share each epoch's rows disjointly.
+
+        Returns the running server (``.address``, ``.wait()``, ``.stop()``). Off
+        loopback a ``token`` is required (default ``$DATAFLOW_SERVICE_TOKEN``).
+
+        >>> server = df.range(1000).serve("127.0.0.1:0")          # doctest: +SKIP
+        >>> it = df.connect(server.address)                        # doctest: +SKIP
+        """
+        from dataflow.service.feed_server import serve
+
+        return serve(self._open_stream, address, token=token, epochs=epochs)
 
     def iter_rows(self) -> Iterator[dict[str, Any]]:
         """Rows as dicts.

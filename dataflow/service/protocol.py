@@ -27,6 +27,14 @@ SERVICE = "dataflow.SplitService"
 METHOD = "Fetch"
 FULL_METHOD = f"/{SERVICE}/{METHOD}"
 TOKEN_KEY = "x-dataflow-token"
+# Dataset.serve's service (see feed_server.py): the epoch travels in the initial
+# metadata and b"X" ends a consumer's share of it.
+FEED_SERVICE = "dataflow.FeedService"
+FEED_METHOD = "Feed"
+FEED_FULL_METHOD = f"/{FEED_SERVICE}/{FEED_METHOD}"
+EPOCH_KEY = "x-dataflow-epoch"
+END = b"X"
+TOKEN_ENV = "DATAFLOW_SERVICE_TOKEN"
 MAX_MESSAGE_BYTES = 2**31 - 1  # blocks are up to target_max_block_size (128 MiB default)
 CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -1,0 +1,185 @@
+"""Dataset.serve / dataflow.connect on 127.0.0.1: dynamic sharding, acknowledgements,
+re-serving, epochs, tokens and errors."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pyarrow as pa
+import pytest
+
+import dataflow as df
+from dataflow.errors import DataflowError
+from dataflow.service.feed import FeedCoordinator
+from dataflow.service.feed_server import FeedServer
+
+
+def blocks(sizes: list[int]) -> list[pa.Table]:
+    out, start = [], 0
+    for n in sizes:
+        out.append(pa.table({"id": pa.array(range(start, start + n), pa.int64())}))
+        start += n
+    return out
+
+
+@pytest.fixture
+def serve():
+    servers: list[FeedServer] = []
+
+    def start(tables_or_fn, **kw) -> FeedServer:
+        make = tables_or_fn if callable(tables_or_fn) else (lambda: iter(tables_or_fn))
+        epochs = kw.pop("epochs", 1)
+        server = FeedServer(FeedCoordinator(make, epochs=epochs), "127.0.0.1:0", **kw)
+        servers.append(server)
+        return server
+
+    yield start
+    for s in servers:
+        s.stop(0)
+
+
+def wait_until(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def ids(batches) -> list[int]:
+    return [i for b in batches for i in b["id"].tolist()]
+
+
+def test_coordinator_reserves_what_a_consumer_did_not_acknowledge():
+    c = FeedCoordinator(lambda: iter(blocks([10, 10, 10])))
+    a, _ = c.join(None)
+    b, _ = c.join(None)
+    first, second = c.fetch(a), c.fetch(a)
+    c.ack(a, 14)  # the first block and 4 rows of the second reached the user
+    c.leave(a)
+    got = []
+    while (t := c.fetch(b)) is not None:
+        got.extend(t.column("id").to_pylist())
+    assert first.num_rows == second.num_rows == 10
+    assert got == list(range(14, 30))  # the cut block first, then the rest
+    assert c.reserved_rows == 6
+    c.ack(b, len(got))
+    c.leave(b)
+    assert c.wait(0)
+
+
+def test_two_consumers_share_a_dataset_disjointly():
+    df.init("inline")
+    try:
+        server = df.range(5000, override_num_blocks=10).serve("127.0.0.1:0")
+        out: list[list[int]] = [[], []]
+
+        def work(i: int) -> None:
+            out[i] = ids(df.connect(server.address).iter_batches(batch_size=300))
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(out[0] + out[1]) == list(range(5000))
+        assert server.wait(5)
+        server.stop()
+    finally:
+        df.shutdown()
+
+
+def test_early_break_hands_the_rest_to_another_consumer(serve):
+    server = serve(blocks([500] * 10))
+    first = df.connect(server.address, prefetch_blocks=3)
+    got: list[int] = []
+    for batch in first.iter_batches(batch_size=100):
+        got.extend(batch["id"].tolist())
+        if len(got) == 300:
+            break  # 3 or 4 blocks were sent ahead (credits): all but 300 rows are served again
+    rest = ids(df.connect(server.address).iter_batches(batch_size=128))
+    assert got == list(range(300))
+    assert sorted(got + rest) == list(range(5000))
+    assert server.coordinator.reserved_rows in (1200, 1700)
+
+
+def test_a_dead_consumers_unacknowledged_rows_go_to_the_survivor(serve):
+    server = serve(blocks([100] * 20))
+    victim = df.connect(server.address)
+    it = victim.iter_batches(batch_size=50, prefetch_batches=0)
+    handed = ids([next(it), next(it), next(it)])  # 150 rows reached the user
+    wait_until(lambda: [c.acked for c in server.coordinator._consumers.values()] == [150])
+    victim._opener.stream._call.cancel()  # what a killed process looks like to the server
+    wait_until(lambda: server.coordinator.reserved_rows > 0)  # gRPC reports it asynchronously
+    survivor = ids(df.connect(server.address).iter_batches(batch_size=64))
+    assert sorted(handed + survivor) == list(range(2000))
+    # half a block, then the blocks sent ahead on credit
+    assert server.coordinator.reserved_rows in (150, 250)
+
+
+def test_drop_last_rows_are_not_served_again(serve):
+    server = serve(blocks([7, 7, 7]))
+    it = df.connect(server.address)
+    assert ids(it.iter_batches(batch_size=5, drop_last=True)) == list(range(20))
+    assert server.wait(5)
+    assert server.coordinator.reserved_rows == 0
+
+
+def test_epochs_in_order_then_a_clear_error(serve):
+    server = serve(blocks([4, 4]), epochs=2)
+    it = df.connect(server.address)
+    assert ids(it.iter_batches(batch_size=3)) == list(range(8))
+    assert ids(it.iter_batches(batch_size=3)) == list(range(8))
+    assert server.wait(5)
+    with pytest.raises(DataflowError, match="serves 2 epoch"):
+        ids(it.iter_batches())
+    with pytest.raises(ValueError, match="connect\\(\\) again"):
+        it.load_state_dict(it.state_dict())
+
+
+def test_torch_batches_and_state_dict(serve):
+    server = serve(blocks([10, 10]))
+    it = df.connect(server.address)
+    batches = list(it.iter_torch_batches(batch_size=8))
+    assert [b["id"].tolist() for b in batches] == [
+        list(range(8)),
+        list(range(8, 16)),
+        list(range(16, 20)),
+    ]
+    assert it.state_dict()["epoch"] == 1
+
+
+def test_token_is_required_off_loopback_and_checked(serve, monkeypatch):
+    with pytest.raises(ValueError, match="needs a token"):
+        FeedServer(FeedCoordinator(lambda: iter([])), "0.0.0.0:0")
+    server = serve(blocks([3]), token="right")
+    with pytest.raises(DataflowError, match="UNAUTHENTICATED.*token"):
+        ids(df.connect(server.address, token="wrong").iter_batches())
+    with pytest.raises(DataflowError, match="UNAUTHENTICATED"):
+        ids(df.connect(server.address).iter_batches())
+    monkeypatch.setenv("DATAFLOW_SERVICE_TOKEN", "right")
+    assert ids(df.connect(server.address).iter_batches()) == [0, 1, 2]
+
+
+def test_execution_error_reaches_the_consumer(serve):
+    def make():
+        yield blocks([2])[0]
+        raise ValueError("bad row 7 in normalize")
+
+    server = serve(make)
+    with pytest.raises(ValueError, match="bad row 7 in normalize"):
+        ids(df.connect(server.address).iter_batches(batch_size=1))
+
+
+def test_bad_arguments_and_lost_server(serve):
+    with pytest.raises(ValueError, match="host:port"):
+        df.connect("nowhere")
+    with pytest.raises(ValueError, match="host:port"):
+        FeedServer(FeedCoordinator(lambda: iter([])), "127.0.0.1")
+    with pytest.raises(ValueError, match="epochs must be"):
+        FeedCoordinator(lambda: iter([]), epochs=0)
+    server = serve(blocks([2]))
+    address = server.address
+    server.stop(0)
+    with pytest.raises(DataflowError, match=f"stream from {address} broke"):
+        ids(df.connect(address).iter_batches())
