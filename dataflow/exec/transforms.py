@@ -495,8 +495,10 @@ class MapTaskFn:
             blocks = fn(blocks)
         produced = False
         empty: pa.Table | None = None
-        # The outputs made from one input block (e.g. one per 1024-row batch) merge
-        # into one block: one store object per input block, not one per batch.
+        # In a read task the outputs made from one read block (e.g. one per
+        # 1024-row batch) merge into one block: one store object per read block,
+        # not one per batch. Other tasks keep the blocks their stages made.
+        merge = read_task is not None
         pending: list[pa.Table] = []
         pending_from = held = 0
         for table in blocks:
@@ -505,7 +507,8 @@ class MapTaskFn:
                 continue
             produced = True
             if pending and (
-                pulled != pending_from
+                not merge
+                or pulled != pending_from
                 or held + table.nbytes > self.max_block_size
                 or not table.schema.equals(pending[0].schema)
             ):
@@ -522,12 +525,12 @@ class MapTaskFn:
 
 
 def _merged(tables: list[pa.Table], max_bytes: int) -> Iterator[pa.Table]:
-    """One contiguous block from same-schema ``tables`` (a single one passes as is,
-    split when over ``max_bytes``): readers then get one chunk per column."""
-    if len(tables) == 1:
-        yield from split_to_max_size(tables[0], max_bytes)
-        return
-    yield pa.concat_tables(tables).combine_chunks()
+    """Contiguous blocks (one chunk per column, so readers slice batches without
+    copying) from same-schema ``tables``; one over ``max_bytes`` is split."""
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+    if table.num_columns and table.column(0).num_chunks > 1:
+        table = table.combine_chunks()
+    yield from split_to_max_size(table, max_bytes)
 
 
 class ActorFactory:

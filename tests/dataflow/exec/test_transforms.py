@@ -283,3 +283,30 @@ def test_cupy_batches_put_numeric_columns_on_the_device(monkeypatch):
     out = run([MapBatchesStage("mb", fn=on_gpu, batch_format="cupy", batch_size=None)], [table])
     assert seen == {"x": "FakeDeviceArray", "s": "ndarray"}
     assert out[0].to_pydict() == {"x": [2, 4], "s": ["a", "b"]}
+
+
+def reading(*tables):
+    """A read task yielding ``tables``."""
+    return ReadTask(lambda: iter(tables), BlockMetadata(input_files=("/data/a.parquet",)))
+
+
+def test_read_task_outputs_of_one_read_block_merge_into_one_contiguous_block():
+    """map_batches(batch_size=5) makes 2 outputs per 10-row read block: they leave
+    the task as one single-chunk block per read block (one store object), not 2.
+    Without a read, blocks keep the granularity the stages gave them."""
+    double = MapBatchesStage("mb", fn=lambda b: {"x": b["x"] * 2}, batch_size=5)
+    ten = (pa.table({"x": range(10)}), pa.table({"x": range(10, 20)}))
+    out = run([double], [], read=reading(*ten))
+    assert [(t.num_rows, t.column("x").num_chunks) for t in out] == [(10, 1), (10, 1)]
+    assert rows(out) == [2 * i for i in range(20)]
+    assert [t.num_rows for t in run([double], list(ten))] == [5, 5, 5, 5]
+    # An expression filter joins small blocks before it runs (one call, not one
+    # per block), so the small blocks of both read blocks come out as one.
+    out = run([double, FilterStage("f", expr=pc.field("x") != 6)], [], read=reading(*ten))
+    assert [(t.num_rows, t.column("x").num_chunks) for t in out] == [(19, 1)]
+    assert rows(out) == [2 * i for i in range(20) if i != 3]
+    # Merging stops at max_bytes: 16 rows of int64 per block at most.
+    same = MapBatchesStage("mb", fn=lambda b: b, batch_size=4)
+    out = run([same], [], max_bytes=128, read=reading(pa.table({"x": range(40)})))
+    assert [t.num_rows for t in out] == [16, 16, 8]
+    assert rows(out) == list(range(40))

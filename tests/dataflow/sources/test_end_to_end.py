@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -14,6 +15,9 @@ import dataflow as df
 from dataflow import read_api
 from dataflow.errors import SourceError, UserCodeError
 from dataflow.expressions import col
+from dataflow.plan.logical import Write
+from dataflow.plan.optimizer import optimize
+from dataflow.sources.sinks import ParquetDatasink
 
 
 @pytest.fixture(autouse=True)
@@ -104,3 +108,31 @@ def test_corrupt_file_surfaces_source_error_with_path(parquet_dir):
     with pytest.raises(SourceError) as info:
         read_api.read_parquet(str(parquet_dir)).take_all()
     assert info.value.path == str(parquet_dir / "zz.parquet")
+
+
+def test_read_map_filter_write_is_one_task_per_read_task(parquet_dir, tmp_path, monkeypatch):
+    """The write fuses into the read chain: one task (and one file) per read
+    task, whatever the map's batch size; each file holds one row group."""
+    monkeypatch.setattr(df.DataContext.get_current(), "target_min_block_size", 1)
+    ds = (
+        df.read_parquet(str(parquet_dir), override_num_blocks=2)
+        .map_batches(
+            lambda t: t.append_column("c", pc.multiply(t["a"], 2)),
+            batch_size=100,
+            batch_format="pyarrow",
+        )
+        .filter(expr="b < 3")
+    )
+    ds.write_parquet(str(tmp_path / "out"))
+    files = sorted(p for p in os.listdir(tmp_path / "out") if p.endswith(".parquet"))
+    assert files == ["part-00000-0000.parquet", "part-00001-0000.parquet"]
+    for name in files:
+        assert pq.ParquetFile(tmp_path / "out" / name).metadata.num_row_groups == 1
+    got = pq.read_table(tmp_path / "out").sort_by("a")
+    expected = [a for a in range(4000) if a % 7 < 3]
+    assert got.column("a").to_pylist() == expected
+    assert got.column("c").to_pylist() == [2 * a for a in expected]
+    sink = ParquetDatasink(str(tmp_path / "plan"))
+    fused = optimize(Write(sink, inputs=(ds._plan,)))
+    assert fused.name == "read_parquet->map_batches(<lambda>)->filter(b < 3)->write_parquet"
+    assert not fused.inputs

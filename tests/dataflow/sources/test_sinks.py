@@ -195,3 +195,16 @@ def test_partition_values_with_nulls_and_special_characters(tmp_path, read_all):
     ]
     with pytest.raises(KeyError, match=r"partition_cols \['nope'\]"):
         run_write(ParquetDatasink(str(tmp_path / "o2"), partition_cols=["nope"]), [iter([data])])
+
+
+def test_parquet_small_blocks_fill_whole_row_groups(tmp_path, read_all):
+    """Each ParquetWriter.write_table call ends a row group: 100-row blocks are
+    buffered into one row group by default, into exact ``row_group_size`` ones."""
+    run_write(ParquetDatasink(str(tmp_path / "a")), [blocks(10)])
+    md = pq.ParquetFile(tmp_path / "a" / "part-00000-0000.parquet").metadata
+    assert [md.row_group(i).num_rows for i in range(md.num_row_groups)] == [1000]
+    run_write(ParquetDatasink(str(tmp_path / "b"), row_group_size=250), [blocks(9)])
+    md = pq.ParquetFile(tmp_path / "b" / "part-00000-0000.parquet").metadata
+    assert [md.row_group(i).num_rows for i in range(md.num_row_groups)] == [250, 250, 250, 150]
+    got = read_all(ParquetDatasource(str(tmp_path / "b")))
+    assert got.column("id").to_pylist() == list(range(900))
