@@ -4,6 +4,10 @@
     dataflow info [--json]     backend, CPUs/GPUs detected, object store capacity and location
     dataflow demo [--rows N]   the main job: read_parquet -> map_batches -> filter -> torch
                                loop and write_parquet on a generated sample, with stats
+    dataflow serve SPEC --address HOST:PORT [--token T] [--epochs N]
+                               run the Dataset that SPEC (file.py:function or
+                               module:function) returns and serve its batches to
+                               dataflow.connect() consumers
 
 ``info`` reports what a new session would use; it starts no worker and creates
 no store.
@@ -84,6 +88,65 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_dataset(spec: str) -> Any:
+    """The Dataset that ``spec`` returns: ``path/to/file.py:function`` or
+    ``package.module:function`` (called with no arguments).
+
+    >>> load_dataset("no_colon")
+    Traceback (most recent call last):
+    ...
+    ValueError: dataflow serve: SPEC must be 'file.py:function' or 'module:function', got 'no_colon'
+    """
+    import importlib
+    import importlib.util
+
+    from dataflow.dataset import Dataset
+
+    where, _, name = spec.rpartition(":")
+    if not where or not name.isidentifier():
+        raise ValueError(
+            f"dataflow serve: SPEC must be 'file.py:function' or 'module:function', got {spec!r}"
+        )
+    if where.endswith(".py"):
+        if not os.path.isfile(where):
+            raise ValueError(f"dataflow serve: no such file {where!r}")
+        loader = importlib.util.spec_from_file_location("_dataflow_served", where)
+        module = importlib.util.module_from_spec(loader)
+        loader.loader.exec_module(module)
+    else:
+        module = importlib.import_module(where)
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise ValueError(f"dataflow serve: {where!r} has no function {name!r}")
+    ds = fn()
+    if not isinstance(ds, Dataset):
+        raise ValueError(
+            f"dataflow serve: {spec} returned {type(ds).__name__}, not a dataflow.Dataset"
+        )
+    return ds
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import signal
+
+    try:
+        ds = load_dataset(args.spec)
+        server = ds.serve(args.address, token=args.token, epochs=args.epochs)
+    except (ValueError, OSError) as e:
+        print(e, file=sys.stderr)
+        return 2
+    # SIGTERM stops the server like Ctrl-C: the pipeline's workers and objects are freed.
+    signal.signal(signal.SIGTERM, lambda *_: server.coordinator.close())
+    print(f"dataflow serve: serving {args.spec} at {server.address}", flush=True)
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dataflow`` console script; returns the exit code."""
     from dataflow import __version__
@@ -103,6 +166,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--rows", type=int, default=None, help="sample size (default 1,000,000)")
     demo.add_argument("--cache-dir", default=None, help="where the sample is cached")
     demo.add_argument("--output", default=None, help="where write_parquet writes")
+    serve = commands.add_parser(
+        "serve", help="serve the batches of a Dataset to dataflow.connect() consumers"
+    )
+    serve.add_argument("spec", help="file.py:function or module:function returning a Dataset")
+    serve.add_argument("--address", default="127.0.0.1:0", help="HOST:PORT (port 0: any)")
+    serve.add_argument(
+        "--token",
+        default=None,
+        help="required off loopback (default: $DATAFLOW_SERVICE_TOKEN)",
+    )
+    serve.add_argument("--epochs", type=int, default=1, help="passes over the dataset")
     args = parser.parse_args(argv)
     try:
         if args.command == "info":
@@ -110,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "demo":
             return _run_demo(args)
+        if args.command == "serve":
+            return _run_serve(args)
     except BrokenPipeError:
         # The reader went away (`dataflow info | head`): stop quietly, and keep
         # the interpreter's final flush from raising again (Python docs' recipe).
