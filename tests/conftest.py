@@ -8,7 +8,7 @@ checks both input paths.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -24,6 +24,18 @@ def backend(request):
     started = session.init(request.param, num_cpus=2)
     yield started
     session.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray for the whole test session (it takes seconds to start): 2 CPUs
+    and 2 units of the custom resource ``slot``, on 127.0.0.1. Tests that need Ray
+    ask for it; a ``RayBackend()`` made inside then reuses it."""
+    from runtime.backends.ray import RayBackend
+
+    owner = RayBackend(num_cpus=2, resources={"slot": 2})
+    yield
+    owner.shutdown()
 
 
 @pytest.fixture(params=["memory", "parquet"])

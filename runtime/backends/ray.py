@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import secrets
 import shutil
 import sys
 import tempfile
@@ -44,6 +45,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
@@ -60,6 +62,7 @@ from runtime.errors import (
 )
 from runtime.refs import ObjectRef
 from runtime.resources import Resources
+from runtime.store import _OWNER_FILE, _make_session_dir, _owner_alive
 from runtime.task import TaskContext, set_current_task
 
 if TYPE_CHECKING:
@@ -67,6 +70,9 @@ if TYPE_CHECKING:
 
 # Ray resource names that map onto Resources fields rather than custom resources.
 _BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+
+# Private Ray temp directories (sessions, logs, spill files) made by _start_local_ray.
+_TEMP_PREFIX = f"dataflow-ray-{os.getuid()}-"
 
 # Functions each worker keeps unpickled; released handles age out of it.
 _FUNCTION_CACHE_SIZE = 64
@@ -251,6 +257,21 @@ def _scoped_environ(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
+def remove_dead_temp_dirs(root: Path) -> list[Path]:
+    """Remove the ``dataflow-ray-*`` directories under ``root`` whose owning
+    driver is dead (each holds the owner's pid file); return the removed paths."""
+    removed = []
+    for entry in root.glob(f"{_TEMP_PREFIX}*"):
+        try:
+            owner = (entry / _OWNER_FILE).read_text()
+        except OSError:
+            continue  # not ours, or its owner is still writing it
+        if not _owner_alive(owner):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
 def _start_local_ray(
     num_cpus: float | None,
     num_gpus: float | None,
@@ -277,8 +298,12 @@ def _start_local_ray(
     kwargs.update(options)
     temp_dir = None
     if "_temp_dir" not in kwargs:
-        # Ray keeps /tmp/ray/session_* forever; a private directory goes away with us.
-        temp_dir = kwargs["_temp_dir"] = tempfile.mkdtemp(prefix="dataflow-ray-")
+        # Ray keeps /tmp/ray/session_* forever; a private directory goes away with us,
+        # and one a hard-killed driver left behind goes at the next start.
+        root = Path(tempfile.gettempdir())
+        remove_dead_temp_dirs(root)
+        path = _make_session_dir(root / f"{_TEMP_PREFIX}{secrets.token_hex(6)}")
+        temp_dir = kwargs["_temp_dir"] = str(path)
     # Ray's processes inherit the environment they start with:
     # * PYTHONPATH: workers see the driver's extra import paths (as the local
     #   backend's spawned workers do), so functions from the user's modules
