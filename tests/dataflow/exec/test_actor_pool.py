@@ -94,7 +94,9 @@ def test_constructor_error_names_the_stage(backend):
 
 
 def slow_cpu(b):
-    time.sleep(0.03)
+    # Much slower than the model's first call (a loaded machine makes that 0.5 s), so
+    # reads still run when the first writes start.
+    time.sleep(0.2)
     return b
 
 
@@ -185,7 +187,7 @@ def test_read_cpu_gpu_cpu_write_runs_as_three_pools_at_once(tmp_path, small_bloc
         "map_batches(post)->write_parquet",
     ]
     read, model, write = (o.task_spans for o in stats.operators)
-    assert (len(read), len(model), len(write)) == (16, 16, 16)
+    assert len(read) >= 8 and len(model) == len(write) == len(read)  # ~1 file per read task
     assert all_overlap(read, model, write), "no instant where all three pools ran"
     assert len(stats.operators[1].actor_spans) == 2
     assert 0 < stats.operators[1].actor_utilisation <= 1
