@@ -1,4 +1,5 @@
-"""dataflow: the embedded local backend, started before the timer like the peers' runtimes."""
+"""dataflow: the embedded local backend (``dataflow``) or the ray backend on a local Ray
+(``dataflow-ray``), started before the timer like the peers' runtimes."""
 
 from __future__ import annotations
 
@@ -20,4 +21,26 @@ def _teardown(_: Any) -> None:
     dataflow.shutdown()
 
 
-ENGINES = (Engine("dataflow", "dataflow", _setup, _teardown),)
+def _setup_on_ray() -> Any:
+    """dataflow's ray backend on a local Ray started exactly as the ``ray`` engine's."""
+    import dataflow
+    from benchmarks.engines.ray_engine import start
+
+    start()
+    dataflow.init(backend="ray")  # attaches to the running Ray
+    return None
+
+
+def _teardown_on_ray(_: Any) -> None:
+    import ray
+
+    import dataflow
+
+    dataflow.shutdown()
+    ray.shutdown()
+
+
+ENGINES = (
+    Engine("dataflow", "dataflow", _setup, _teardown),
+    Engine("dataflow-ray", "ray", _setup_on_ray, _teardown_on_ray),
+)
