@@ -10,6 +10,7 @@ Tensor columns (embeddings, images) are Arrow fixed-shape tensor columns; in the
 
 from __future__ import annotations
 
+import operator
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -167,15 +168,27 @@ def rows_to_table(rows: list[Mapping[str, Any]], where: str = "") -> pa.Table:
     """Row dicts -> block (columns in first-seen order; N-d array values become tensors)."""
     if not rows:
         return pa.table({})
-    names: dict[str, None] = {}
-    for r in rows:
-        if not isinstance(r, Mapping):
-            raise TypeError(f"{where or 'row'}: expected a dict per row, got {type(r).__name__}")
-        names.update(dict.fromkeys(r))
-    columns = {}
-    for n in names:
-        values = [r.get(n) for r in rows]
-        if values and isinstance(values[0], np.ndarray) and values[0].ndim >= 1:
+    first = rows[0]
+    width = len(first) if isinstance(first, dict) else -1
+    columns: dict[str, Any] | None = None
+    # Fast path, C loops only: rows as wide as the first that all hold its keys
+    # have exactly its keys.
+    if width >= 0 and all(map(width.__eq__, map(len, rows))):
+        try:
+            columns = {n: list(map(operator.itemgetter(n), rows)) for n in first}
+        except (KeyError, TypeError, IndexError):  # other keys, or not a mapping
+            columns = None
+    if columns is None:
+        names: dict[str, None] = {}
+        for r in rows:
+            if not isinstance(r, Mapping):
+                raise TypeError(
+                    f"{where or 'row'}: expected a dict per row, got {type(r).__name__}"
+                )
+            names.update(dict.fromkeys(r))
+        columns = {n: [r.get(n) for r in rows] for n in names}
+    for n, values in columns.items():
+        if isinstance(values[0], np.ndarray) and values[0].ndim >= 1:
             columns[n] = array_from_numpy(np.stack(values), n)
         else:
             columns[n] = pa.array(values)

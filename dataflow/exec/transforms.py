@@ -164,6 +164,21 @@ class UDFStage(Stage):
         except Exception as e:
             raise StageFailure.wrap(f"{self.name} constructor", e) from None
 
+    def _row_fn(self, fn: Callable[..., Any]) -> Callable[[dict], Any]:
+        """``fn`` with the stage's extra arguments bound (``fn`` itself when none)."""
+        args, kwargs = self.fn_args, dict(self.fn_kwargs)
+        return (lambda r: fn(r, *args, **kwargs)) if args or kwargs else fn
+
+    def _map_rows(self, table: pa.Table, call: Callable[[dict], Any]) -> list[Any]:
+        """``call`` on every row, results in row order (failing rows skipped when the
+        error policy allows). Raising policy: one C-level ``map``, no Python per row."""
+        if self.on_error.mode != "raise":
+            return [out for _, out in self._call_rows(table, call)]
+        try:
+            return list(map(call, iter_rows(table)))
+        except Exception as e:
+            raise StageFailure.wrap(self.name, e) from None
+
     def _call_rows(self, table: pa.Table, call: Callable[[dict], Any]) -> Iterator[tuple[int, Any]]:
         """(row index, result) for each row; failing rows follow the error policy."""
         bad: list[int] = []
@@ -240,14 +255,13 @@ def _to_udf_batch(table: pa.Table, fmt: str, zero_copy: bool) -> Any:
 @dataclass(frozen=True)
 class MapRowsStage(UDFStage):
     def bind(self) -> BoundFn:
-        fn = self._callable()
-        args, kwargs = self.fn_args, dict(self.fn_kwargs)
+        call = self._row_fn(self._callable())
 
         def run(blocks: Iterator[pa.Table]) -> Iterator[pa.Table]:
             for table in blocks:
-                rows = [out for _, out in self._call_rows(table, lambda r: fn(r, *args, **kwargs))]
-                if rows:
-                    yield _rows_block(rows, self.name)
+                out = _rows_block(self.name, table, lambda part: self._map_rows(part, call))
+                if out is not None:
+                    yield out
 
         return run
 
@@ -255,25 +269,41 @@ class MapRowsStage(UDFStage):
 @dataclass(frozen=True)
 class FlatMapStage(UDFStage):
     def bind(self) -> BoundFn:
-        fn = self._callable()
-        args, kwargs = self.fn_args, dict(self.fn_kwargs)
+        fn = self._row_fn(self._callable())
+
+        def rows(part: pa.Table) -> list[dict]:
+            return [row for outs in self._map_rows(part, lambda r: list(fn(r))) for row in outs]
 
         def run(blocks: Iterator[pa.Table]) -> Iterator[pa.Table]:
             for table in blocks:
-                rows = [
-                    row
-                    for _, outs in self._call_rows(table, lambda r: list(fn(r, *args, **kwargs)))
-                    for row in outs
-                ]
-                if rows:
-                    yield _rows_block(rows, self.name)
+                out = _rows_block(self.name, table, rows)
+                if out is not None:
+                    yield out
 
         return run
 
 
-def _rows_block(rows: list[dict], where: str) -> pa.Table:
+# Rows turned into dicts at a time: the dicts of a slice stay in cache (~20 %
+# faster than a whole block on a per-row UDF) and memory stays bounded.
+_ROW_SLICE = 16 * 1024
+
+
+def _rows_block(
+    where: str, table: pa.Table, rows_of: Callable[[pa.Table], list[dict]]
+) -> pa.Table | None:
+    """The output rows of ``table`` as one block (None when there are none),
+    made slice by slice."""
     try:
-        return rows_to_table(rows, where)
+        parts = []
+        for start in range(0, table.num_rows, _ROW_SLICE):
+            rows = rows_of(table.slice(start, _ROW_SLICE))
+            if rows:
+                parts.append(rows_to_table(rows, where))
+        if len(parts) <= 1:
+            return parts[0] if parts else None
+        return pa.concat_tables(parts, promote_options="permissive")
+    except StageFailure:
+        raise
     except Exception as e:
         raise StageFailure.wrap(where, e) from None
 
@@ -296,14 +326,17 @@ class FilterStage(UDFStage):
                     yield _with_columns_checked(self.name, table, lambda t=table: t.filter(expr))
 
             return run_expr
-        fn = self._callable()
-        args, kwargs = self.fn_args, dict(self.fn_kwargs)
+        call = self._row_fn(self._callable())
 
         def run(blocks: Iterator[pa.Table]) -> Iterator[pa.Table]:
             for table in blocks:
-                mask = np.zeros(table.num_rows, dtype=bool)
-                for i, keep in self._call_rows(table, lambda r: fn(r, *args, **kwargs)):
-                    mask[i] = bool(keep)
+                if self.on_error.mode == "raise":
+                    keep = self._map_rows(table, call)
+                    mask = np.fromiter(map(bool, keep), dtype=bool, count=len(keep))
+                else:
+                    mask = np.zeros(table.num_rows, dtype=bool)
+                    for i, kept in self._call_rows(table, call):
+                        mask[i] = bool(kept)
                 yield table.filter(pa.array(mask))
 
         return run

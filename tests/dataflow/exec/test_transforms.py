@@ -310,3 +310,19 @@ def test_read_task_outputs_of_one_read_block_merge_into_one_contiguous_block():
     out = run([same], [], max_bytes=128, read=reading(pa.table({"x": range(40)})))
     assert [t.num_rows for t in out] == [16, 16, 8]
     assert rows(out) == list(range(40))
+
+
+def test_map_rows_over_a_big_block_is_one_block_with_promoted_types():
+    """Rows become dicts slice by slice; the slices join into one output block
+    per input block, a column int in one slice and float in another is float."""
+    n = 40_000
+
+    def f(r):
+        return {"x": r["x"], "y": r["x"] if r["x"] < 20_000 else r["x"] + 0.5}
+
+    out = run([MapRowsStage("map(f)", fn=f)], [pa.table({"x": range(n)})])
+    assert [t.num_rows for t in out] == [n]
+    assert out[0].schema.field("y").type == pa.float64()
+    assert rows(out, "y") == [x if x < 20_000 else x + 0.5 for x in range(n)]
+    flat = run([FlatMapStage("flat_map(g)", fn=lambda r: [r] * (r["x"] % 2))], out)
+    assert rows(flat) == list(range(1, n, 2))
