@@ -17,6 +17,8 @@ it behind a running task of the same shape on a worker with fewer than
 ``PIPELINE_DEPTH`` tasks, so that the worker finds its next task in its socket
 instead of idling for a driver round trip, unless an actor start is pending
 (queued tasks would keep the lease it waits for); (3) else leave it pending.
+The depth is ``SHORT_PIPELINE_DEPTH`` for functions whose tasks have been
+short (a running mean per function).
 
 A reactor thread blocks in ``multiprocessing.connection.wait`` on the listening
 socket, every worker's socket and process fd, and a wake-up pipe; it accepts
@@ -73,9 +75,16 @@ from runtime.protocol import (
 from runtime.refs import ObjectRef
 from runtime.resources import Resources
 from runtime.store import ObjectStore
-from runtime.worker import error_from_failure, stack_path
+from runtime.worker import error_from_failure, stack_path, worker_object_prefix
 
 PIPELINE_DEPTH = 2
+SHORT_PIPELINE_DEPTH = 8
+"""Queue depth per worker for a function whose tasks are short (under
+``SHORT_TASK_S`` on average): many short tasks queue in the worker's socket,
+which then never idles for a driver round trip. Long tasks queue only
+``PIPELINE_DEPTH`` deep, so that none waits behind a busy worker while another
+frees up."""
+SHORT_TASK_S = 0.005
 _EPS = 1e-9
 _RUNTIME_ROOT = str(Path(runtime.__file__).resolve().parent.parent)
 
@@ -247,6 +256,7 @@ class WorkerPool:
         # the rest of a task's driver-side handling.
         self._selector = selectors.DefaultSelector()
         self._schemas: dict[bytes, pa.Schema] = {}
+        self._task_s: dict[str, float] = {}  # running mean task seconds per function
         self._reactor: threading.Thread | None = None
 
     # -- public API (called by the backend) --------------------------------
@@ -319,6 +329,7 @@ class WorkerPool:
             self._schedule()
 
     def cancel(self, future: Future) -> None:
+        killed: _Worker | None = None
         with self._lock:
             task = future._task
             if future.done() or task is None:
@@ -333,7 +344,12 @@ class WorkerPool:
                     # The only way to stop running user code is to end its process;
                     # the reactor re-places the tasks queued behind it.
                     _kill(worker)
+                    killed = worker
             # A queued or actor task runs anyway; its outputs are freed on arrival.
+            if killed is not None:
+                # Return once the reactor has reaped it and removed the outputs of
+                # tasks it finished unreported, so the caller sees nothing left over.
+                self.cv.wait_for(lambda: killed.id not in self._workers or self._closing, 5)
 
     def prestart(self) -> None:
         """Start the CPU task workers now, in the background (no wait), so that
@@ -347,6 +363,7 @@ class WorkerPool:
 
     def release_function(self, fn_id: str) -> None:
         with self._lock:
+            self._task_s.pop(fn_id, None)
             for worker in self._workers.values():
                 if fn_id in worker.known_fns:
                     worker.known_fns.discard(fn_id)
@@ -452,8 +469,10 @@ class WorkerPool:
             return True
         if self._pending_actors:
             return False  # let task leases drain: the actor start needs them
+        short = self._task_s.get(task.fn_id, SHORT_TASK_S) < SHORT_TASK_S
+        depth = SHORT_PIPELINE_DEPTH if short else PIPELINE_DEPTH
         for worker in self._busy.get(task.resources, ()):
-            if len(worker.inflight) < PIPELINE_DEPTH:
+            if len(worker.inflight) < depth:
                 self._assign(worker, task)
                 return True
         return False
@@ -676,6 +695,10 @@ class WorkerPool:
             elif task.future.done():  # cancelled or its actor stopped: nobody wants it
                 self._store.free(msg.refs)
             else:
+                if task.actor is None:
+                    seconds = msg.end_ts - msg.start_ts
+                    mean = self._task_s.get(task.fn_id, seconds)
+                    self._task_s[task.fn_id] = 0.8 * mean + 0.2 * seconds
                 result = TaskResult(
                     list(msg.refs),
                     [self._schema(b) for b in msg.schemas],
@@ -720,6 +743,8 @@ class WorkerPool:
             if worker in idle:
                 idle.remove(worker)
             self._close_worker(worker)
+            # Tasks it finished whose replies died with it left unadopted outputs.
+            self._store.remove_unadopted(worker_object_prefix(worker.id))
             tasks = list(worker.inflight)
             worker.inflight.clear()
             if worker.stopping or self._closing:
@@ -735,6 +760,7 @@ class WorkerPool:
             else:
                 self._requeue(worker, tasks, code)
             self._schedule()
+            self.cv.notify_all()  # a cancel() may wait for this worker to be gone
 
     def _requeue(self, worker: _Worker, tasks: list[_Task], code: int | None) -> None:
         """The first task was running when ``worker`` died: charge it a crash;

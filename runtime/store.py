@@ -246,6 +246,19 @@ class ObjectStore(StoreClient):
                 self._spilled_total += ref.nbytes
             self._objects[ref.id] = (ref.nbytes, spill or ref.location == "disk")
 
+    def remove_unadopted(self, id_prefix: str) -> int:
+        """Unlink the objects whose id starts with ``id_prefix`` that were never
+        adopted: the outputs of a dead worker whose replies were lost with it.
+        Returns how many were removed."""
+        removed = 0
+        with self._lock:
+            for directory in self.session_dirs:
+                for path in directory.glob(f"{id_prefix}*{_SUFFIX}"):
+                    if path.name[: -len(_SUFFIX)] not in self._objects:
+                        path.unlink(missing_ok=True)
+                        removed += 1
+        return removed
+
     def _spill_file(self, object_id: str) -> None:
         src, dst = self.shm_path(object_id), self.spill_path(object_id)
         tmp = dst.with_suffix(".tmp")

@@ -113,6 +113,11 @@ def error_from_failure(msg: TaskFailed, task_name: str) -> RemoteTaskError:
     return RemoteTaskError(msg.type_name, msg.message, msg.traceback_text, cause, task_name)
 
 
+def worker_object_prefix(worker_id: int) -> str:
+    """How the ids of the objects worker ``worker_id`` writes start."""
+    return f"w{worker_id}."
+
+
 def function_path(shm_dir: str, fn_id: str) -> Path:
     """Where the driver writes a registered function for workers to load."""
     return Path(shm_dir) / f"fn-{fn_id}.pkl"
@@ -126,7 +131,7 @@ def stack_path(shm_dir: str, pid: int) -> Path:
 class _WorkerLoop:
     def __init__(self, conn: Connection, init: WorkerInit) -> None:
         self.conn = conn
-        self.store = StoreClient(init.store, id_prefix=f"w{init.worker_id}")
+        self.store = StoreClient(init.store, id_prefix=worker_object_prefix(init.worker_id))
         self.worker_id = str(os.getpid())
         self.functions: dict[str, Callable[..., Any]] = {}
         self.actor_state: Callable[..., Any] | None = None

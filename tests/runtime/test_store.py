@@ -150,6 +150,20 @@ ZERO_COPY_READER = """
 """
 
 
+def test_remove_unadopted_drops_only_a_dead_workers_unreported_outputs(store):
+    from runtime.worker import worker_object_prefix
+
+    w3 = StoreClient(store.location, id_prefix=worker_object_prefix(3))
+    w31 = StoreClient(store.location, id_prefix=worker_object_prefix(31))
+    reported, lost = w3.write(pa.table({"x": [1]})), w3.write(pa.table({"x": [2]}))
+    other = w31.write(pa.table({"x": [3]}))
+    store.adopt(reported)
+    assert store.remove_unadopted(worker_object_prefix(3)) == 1
+    assert not w3.shm_path(lost.id).exists()
+    assert store.get(reported).column("x").to_pylist() == [1]
+    assert w31.read(other).column("x").to_pylist() == [3]  # worker 31 is not worker 3
+
+
 def test_get_in_another_process_is_zero_copy(roots):
     store = ObjectStore(1 << 30, shm_root=roots[0], spill_root=roots[1])
     table = big_table(200 * 1024 * 1024)

@@ -60,6 +60,16 @@ class _Estimate:
         return input_bytes or self.default
 
 
+SHORT_TASK_S = 0.005
+"""Tasks shorter than this on average are short: the driver round trip is a
+large part of them."""
+SHORT_TASKS_PER_SLOT = 4
+"""A short-task operator counts each task as this fraction of its resources, so
+this many times more tasks are in flight: they queue in the workers, which then
+never wait for the driver, and the executor collects several per wake-up."""
+_SHORT_AFTER = 8  # tasks measured before an operator may count as short
+
+
 @dataclass
 class MapOptions:
     """How a map operator's tasks run."""
@@ -99,6 +109,9 @@ class MapOperator(PhysicalOperator):
         self._ordered: deque[MapTask] = deque()
         self._out: deque[RefBundle] = deque()
         self._estimate = _Estimate()
+        self._task_s = 0.0  # summed wall time of finished tasks
+        self._task_n = 0
+        self._slot = self.options.resources  # what one task counts against the budget
         self._out_bytes = 0  # finished outputs not yet taken (incl. ordered hold-back)
         self._running_in_bytes = 0
         self._task_count = 0
@@ -202,7 +215,7 @@ class MapOperator(PhysicalOperator):
             return None
         if self.options.max_tasks is not None and len(self._tasks) >= self.options.max_tasks:
             return None
-        return self.options.resources
+        return self._slot
 
     def next_task_bytes(self) -> tuple[int, int]:
         if self._queue:
@@ -264,7 +277,7 @@ class MapOperator(PhysicalOperator):
         return len(self._tasks)
 
     def resources_in_use(self) -> Resources:
-        return _scaled(self.options.resources, len(self._tasks))
+        return _scaled(self._slot, len(self._tasks))
 
     def on_task_done(self, future: TaskFuture) -> TaskResult | None:
         task = self._tasks.pop(future)
@@ -278,6 +291,7 @@ class MapOperator(PhysicalOperator):
                 for k, (ref, schema) in enumerate(zip(result.refs, result.schemas))
             ]
             self._estimate.add(sum(r.nbytes for r in result.refs))
+            self._time_task(result.wall_s)
             self._finish(task, outputs)
             return result
         # Raised outside the except block so the user sees one traceback, not a chain.
@@ -285,6 +299,14 @@ class MapOperator(PhysicalOperator):
         if error is not None:
             raise error
         return None
+
+    def _time_task(self, seconds: float) -> None:
+        self._task_s += seconds
+        self._task_n += 1
+        if self._task_n >= _SHORT_AFTER:
+            short = self._task_s < SHORT_TASK_S * self._task_n
+            res = self.options.resources
+            self._slot = _scaled(res, 1 / SHORT_TASKS_PER_SLOT) if short else res
 
     def _on_failure(self, task: MapTask, failure: BaseException) -> BaseException | None:
         """Free what the task held; the error to raise (None: nothing to report)."""

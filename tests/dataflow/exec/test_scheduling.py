@@ -221,3 +221,18 @@ def test_actor_pool_taking_every_cpu_no_longer_starves_its_upstream_stage():
         assert sorted(r["id"] for r in result["rows"]) == list(range(1, 201))
     finally:
         session.shutdown()
+
+
+def test_an_operator_of_short_tasks_counts_each_as_a_fraction_of_a_slot(backend):
+    from dataflow.exec.operators.map import SHORT_TASK_S, SHORT_TASKS_PER_SLOT
+
+    topo, src, a, b = _chain(backend, n_blocks=12)
+    topo.move_outputs(FakeOutput())
+    assert a.dispatch_cost() == Resources(cpu=1)
+    for _ in range(8):
+        a.on_task_done(a.dispatch())  # inline tasks of a few microseconds
+    assert a._task_s < SHORT_TASK_S * 8
+    slot = Resources(cpu=1 / SHORT_TASKS_PER_SLOT)
+    assert a.dispatch_cost() == slot
+    a._tasks[object()] = None  # a running task holds one fraction
+    assert a.resources_in_use() == slot
