@@ -2,14 +2,15 @@
 
 Phases, each a pool of tasks of the registered ``ExchangeTaskFn``:
 
-* **sample** (sort only): one task per input block as it arrives; when every
+* **sample** (a sort without a limit): one task per input block as it arrives; when every
   input is in, the driver sorts the samples and picks the range boundaries.
 * **map**: one task per input block, cutting it into ``m`` partition pieces
   (one object each). Hash and random partitioning start as soon as a block
   arrives (the map side streams); a sort's map waits for its boundaries.
 * **reduce**: once every map task is done, the partitions are grouped into
   reduce tasks of about ``target_max_block_size`` bytes (at least two per
-  worker slot when there are enough partitions), in partition order; each
+  worker slot when there are enough partitions; an aggregation's by bytes
+  alone, so a small result is one task), in partition order; each
   task reads the pieces of its partitions, in input order, and yields output
   blocks. Output bundles leave in partition order, so a sort's output is
   globally sorted and a seeded shuffle is the same on every run.
