@@ -158,6 +158,13 @@ class FeedStream:
                 self._received += table.num_rows
                 self._send(credit=1)
                 yield table
+            if not self._finished:
+                # Only a server that stopped this consumer ends without b"X": what
+                # it sent and was not acknowledged may already go to others.
+                raise DataflowError(
+                    f"connect: {self._opener.address} ended the stream before the end of "
+                    "the epoch (server stopped?)"
+                )
         except grpc.RpcError as e:
             if self._finished and e.code() == grpc.StatusCode.CANCELLED:
                 return  # closed by us
@@ -174,7 +181,12 @@ class FeedStream:
                 self._outbox.put(protocol.encode_request(ack=rows))
 
     def close(self) -> None:
-        """Leave the stream; rows not acknowledged go to the other consumers."""
+        """Leave the stream; rows not acknowledged go to the other consumers.
+
+        Returns once the server has the last acknowledgement (its call ended), or
+        after ``_CLOSE_GRACE_S``: a process that exits right after its loop would
+        otherwise lose acknowledgements still queued, and the server would serve
+        rows this consumer already handed out to another one."""
         with self._lock:
             if self._finished:
                 return
@@ -182,9 +194,11 @@ class FeedStream:
             self._outbox.put(protocol.encode_request(close=True, ack=self._acked))
             self._outbox.put(None)
         if not self._call.done():
-            from dataflow.service.client import _drain
+            from dataflow.service.client import _CLOSE_GRACE_S, _drain
 
-            threading.Thread(target=_drain, args=(self._call,), daemon=True).start()
+            drain = threading.Thread(target=_drain, args=(self._call,), daemon=True)
+            drain.start()
+            drain.join(_CLOSE_GRACE_S + 1.0)
 
     def _send(self, **fields: Any) -> None:
         with self._lock:

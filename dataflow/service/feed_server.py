@@ -144,8 +144,8 @@ class FeedServer:
                     session.wait_closed(context.is_active)
                     return
                 yield protocol.encode_table(table)
-        except FeedClosedError:
-            return
+        except FeedClosedError as e:
+            yield protocol.encode_error(e)  # the server stopped: never a silent end
         except Exception as e:  # noqa: BLE001 - the execution failed: tell the consumer
             yield protocol.encode_error(e)
 
@@ -171,7 +171,7 @@ class _Session:
                     self._credit += int(msg.get("credit", 0))
                     self._closed = self._closed or bool(msg.get("close"))
                     self._cv.notify_all()
-        except (grpc.RpcError, ValueError):
+        except (grpc.RpcError, ValueError, TypeError, KeyError):
             pass  # the call broke or sent garbage: it ends as a dead consumer
         finally:
             with self._cv:

@@ -3,6 +3,7 @@ re-serving, epochs, tokens and errors."""
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 
@@ -11,6 +12,7 @@ import pytest
 
 import dataflow as df
 from dataflow.errors import DataflowError
+from dataflow.service import connect
 from dataflow.service.feed import FeedCoordinator
 from dataflow.service.feed_server import FeedServer
 
@@ -115,6 +117,46 @@ def test_a_dead_consumers_unacknowledged_rows_go_to_the_survivor(serve):
     assert sorted(handed + survivor) == list(range(2000))
     # half a block, then the blocks sent ahead on credit
     assert server.coordinator.reserved_rows in (150, 250)
+
+
+def test_exit_right_after_the_loop_hands_nothing_twice(serve, monkeypatch):
+    """The service_feed duplication: a consumer got b"X" while the other waited for
+    its tail; it handed the tail and its process exited with acknowledgements still
+    queued, so the server re-served rows it had handed out."""
+
+    class Starved(queue.SimpleQueue):  # the gRPC sending thread lags (busy GIL)
+        def get(self, *args, **kwargs):
+            time.sleep(0.03)
+            return super().get(*args, **kwargs)
+
+    monkeypatch.setattr(connect.queue, "SimpleQueue", Starved)
+    server = serve(blocks([100] * 4))
+    first = df.connect(server.address, prefetch_blocks=4)
+    it = first.iter_batches(batch_size=50, prefetch_batches=0)
+    got = ids([next(it)])
+    wait_until(lambda: server.coordinator._exhausted)  # all 4 blocks went to `first`
+    other: list[int] = []
+    late = df.connect(server.address)
+    waiter = threading.Thread(target=lambda: other.extend(ids(late.iter_batches())))
+    waiter.start()
+    wait_until(lambda: len(server.coordinator._consumers) == 2)
+    got += ids(it)
+    first._opener._channel.close()  # what the process exiting does
+    waiter.join(10)
+    assert sorted(got) == list(range(400))
+    assert other == []
+    assert server.coordinator.reserved_rows == 0
+
+
+def test_stopped_server_is_an_error_not_an_end(serve):
+    server = serve(blocks([100] * 4))
+    it = df.connect(server.address, prefetch_blocks=1).iter_batches(
+        batch_size=100, prefetch_batches=0
+    )
+    assert next(it)["id"].tolist() == list(range(100))
+    server.coordinator.close()
+    with pytest.raises(DataflowError, match="stopped"):
+        ids(it)
 
 
 def test_drop_last_rows_are_not_served_again(serve):
