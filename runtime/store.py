@@ -47,9 +47,13 @@ import pyarrow as pa
 from runtime.backends.base import StoreStats
 from runtime.errors import ObjectLostError
 from runtime.refs import ObjectRef
+from runtime.sessiondirs import OWNER_FILE, make_session_dir, owner_alive
+
+# dataflow/service/server.py imports the old private name; it goes once that
+# module imports runtime.sessiondirs.
+_make_session_dir = make_session_dir
 
 _PREFIX = f"dataflow-{os.getuid()}-"
-_OWNER_FILE = "owner.pid"
 _SUFFIX = ".arrow"
 # A directory without an owner file younger than this may be one that another
 # process is creating right now; older ones are debris.
@@ -197,8 +201,8 @@ class ObjectStore(StoreClient):
         for base in {shm_base, spill_base}:
             remove_dead_sessions(base)
         session = f"{os.getpid()}-{secrets.token_hex(6)}"
-        shm_dir = _make_session_dir(shm_base / f"{_PREFIX}{session}")
-        spill_dir = _make_session_dir(spill_base / f"{_PREFIX}spill-{session}")
+        shm_dir = make_session_dir(shm_base / f"{_PREFIX}{session}")
+        spill_dir = make_session_dir(spill_base / f"{_PREFIX}spill-{session}")
         super().__init__(StoreLocation(session, str(shm_dir), str(spill_dir)), id_prefix="d")
         self.capacity_bytes = (
             capacity_bytes if capacity_bytes is not None else default_capacity(shm_base)
@@ -302,24 +306,6 @@ class ObjectStore(StoreClient):
             raise ObjectLostError(f"ObjectStore.{what}: the store was shut down")
 
 
-def _make_session_dir(path: Path) -> Path:
-    path.mkdir(mode=0o700)
-    os.chmod(path, 0o700)  # mkdir's mode is masked by the umask
-    proc = psutil.Process()
-    (path / _OWNER_FILE).write_text(f"{proc.pid} {proc.create_time()}")
-    return path
-
-
-def _owner_alive(owner_text: str) -> bool:
-    pid_text, _, created_text = owner_text.partition(" ")
-    try:
-        proc = psutil.Process(int(pid_text))
-        # A recycled pid belongs to a process created later than the owner.
-        return abs(proc.create_time() - float(created_text)) < 1.0
-    except (ValueError, psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-
-
 def remove_dead_sessions(root: Path) -> list[Path]:
     """Remove this user's session directories under ``root`` whose owner process
     is dead (a crashed or SIGKILLed driver); return the removed paths."""
@@ -332,7 +318,7 @@ def remove_dead_sessions(root: Path) -> list[Path]:
         if not entry.name.startswith(_PREFIX) or not entry.is_dir():
             continue
         try:
-            alive = _owner_alive((entry / _OWNER_FILE).read_text())
+            alive = owner_alive((entry / OWNER_FILE).read_text())
         except FileNotFoundError:
             alive = time.time() - entry.stat().st_mtime < _ORPHAN_GRACE_S
         except OSError:

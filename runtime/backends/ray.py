@@ -62,7 +62,7 @@ from runtime.errors import (
 )
 from runtime.refs import ObjectRef
 from runtime.resources import Resources
-from runtime.store import _OWNER_FILE, _make_session_dir, _owner_alive
+from runtime.sessiondirs import OWNER_FILE, make_session_dir, owner_alive
 from runtime.task import TaskContext, set_current_task
 
 if TYPE_CHECKING:
@@ -263,10 +263,10 @@ def remove_dead_temp_dirs(root: Path) -> list[Path]:
     removed = []
     for entry in root.glob(f"{_TEMP_PREFIX}*"):
         try:
-            owner = (entry / _OWNER_FILE).read_text()
+            owner = (entry / OWNER_FILE).read_text()
         except OSError:
             continue  # not ours, or its owner is still writing it
-        if not _owner_alive(owner):
+        if not owner_alive(owner):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     return removed
@@ -302,7 +302,7 @@ def _start_local_ray(
         # and one a hard-killed driver left behind goes at the next start.
         root = Path(tempfile.gettempdir())
         remove_dead_temp_dirs(root)
-        path = _make_session_dir(root / f"{_TEMP_PREFIX}{secrets.token_hex(6)}")
+        path = make_session_dir(root / f"{_TEMP_PREFIX}{secrets.token_hex(6)}")
         temp_dir = kwargs["_temp_dir"] = str(path)
     # Ray's processes inherit the environment they start with:
     # * PYTHONPATH: workers see the driver's extra import paths (as the local
