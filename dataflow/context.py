@@ -52,8 +52,9 @@ class DataContext:
     actor_max_tasks_in_flight: int = 2
     """Per-actor in-flight limit, so one slow actor does not hoard blocks."""
     driver_inline_max_rows: int = 100_000
-    """Plans with no Python UDF and at most this many input rows run in the
-    driver without starting workers."""
+    """Plans with no Python UDF run on driver threads without starting workers
+    when they have at most this many input rows, or at any size when every read
+    releases the GIL (Parquet, CSV, JSON, range: ``Datasource.reads_without_gil``)."""
 
     optimizer_flags: Any = None
     """``dataflow.plan.optimizer.OptimizerFlags``; None = every rule on."""

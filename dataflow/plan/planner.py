@@ -458,11 +458,21 @@ def _row_bound(node: LogicalOperator) -> int | None:
 
 
 def _runs_in_driver(plan: LogicalOperator, ctx: DataContext) -> bool:
-    """Small plans with no Python UDF run on the driver's threads: no workers start."""
+    """Plans with no Python UDF run on the driver's threads, with no process hop
+    (DESIGN point 7), when they are small or every read releases the GIL
+    (Arrow's readers); a Python datasource's reads still go to workers."""
     if _has_python_udf(plan):
         return False
     bound = _row_bound(plan)
-    return bound is not None and bound <= ctx.driver_inline_max_rows
+    if bound is not None and bound <= ctx.driver_inline_max_rows:
+        return True
+    reads = [
+        s
+        for node in plan.walk()
+        for s in (node.stages if isinstance(node, FusedMap) else (node,))
+        if isinstance(s, Read)
+    ]
+    return all(r.datasource.reads_without_gil for r in reads)
 
 
 def count_from_metadata(plan: LogicalOperator) -> int | None:

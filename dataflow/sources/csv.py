@@ -19,6 +19,8 @@ class CSVDatasource(FileBasedDatasource):
     """Reads CSV; ``read_options``, ``parse_options`` and ``convert_options`` are
     ``pyarrow.csv`` objects passed to ``pyarrow.csv.read_csv`` unchanged."""
 
+    reads_without_gil = True
+
     where = "read_csv"
     expansion = 1.5
 

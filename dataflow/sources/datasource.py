@@ -54,6 +54,9 @@ class Datasource:
     supports_projection_pushdown: bool = False
     supports_predicate_pushdown: bool = False
     supports_limit_pushdown: bool = False
+    reads_without_gil: bool = False
+    """True when reading is Arrow's C++ readers (Parquet, CSV, JSON) that release
+    the GIL: a plan of such reads and no Python UDF runs on driver threads."""
 
     def get_name(self) -> str:
         """Short name shown in plans, e.g. ``parquet`` -> ``read_parquet``."""
@@ -110,9 +113,7 @@ class WriteResult:
     def from_tables(tables: Iterable[pa.Table]) -> list[WriteResult]:
         """Decode the outputs of write tasks."""
         return [
-            cloudpickle.loads(v)
-            for t in tables
-            for v in t.column(WRITE_RESULT_COLUMN).to_pylist()
+            cloudpickle.loads(v) for t in tables for v in t.column(WRITE_RESULT_COLUMN).to_pylist()
         ]
 
 

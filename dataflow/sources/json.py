@@ -20,6 +20,8 @@ class JSONDatasource(FileBasedDatasource):
     """Reads JSON Lines (``pyarrow.json.read_json`` with ``read_options`` /
     ``parse_options``) and files holding a single array of objects."""
 
+    reads_without_gil = True
+
     where = "read_json"
     expansion = 0.7
 

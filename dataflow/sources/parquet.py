@@ -76,6 +76,8 @@ class _Scan:
 class ParquetDatasource(Datasource):
     """Parquet files or directories (hive-partitioned or not) on any filesystem."""
 
+    reads_without_gil = True
+
     supports_projection_pushdown = True
     supports_predicate_pushdown = True
     supports_limit_pushdown = True

@@ -30,6 +30,8 @@ class RangeDatasource(Datasource):
     """Rows ``0..n-1``; with ``tensor_shape`` each row is ``np.full(tensor_shape, i)``
     in column ``data`` (as ``range_tensor``), else an int64 in column ``id``."""
 
+    reads_without_gil = True
+
     supports_projection_pushdown = True
     supports_predicate_pushdown = True
     supports_limit_pushdown = True

@@ -10,13 +10,19 @@ when the datasource supports projection pushdown:
 Python UDF may read any column). ``Project[select x]`` over ``Project[select y]``
 with ``x`` within ``y`` becomes ``Project[select x]``. The top ``Project`` stays:
 it still orders the columns.
+
+An ``Aggregate`` of built-in aggregations reads only its keys and the columns
+it aggregates: ``Aggregate[cat: mean(a)](Read)`` becomes
+``Aggregate[cat: mean(a)](Read[columns=cat, a])``. A custom ``AggregateFn``
+sees whole blocks, so it stops the rewrite.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from dataflow.plan.logical import Filter, Limit, LogicalOperator, Project, Read
+from dataflow.aggregate import VectorizedAggregateFn
+from dataflow.plan.logical import Aggregate, Filter, Limit, LogicalOperator, Project, Read
 
 
 def _defines_output(node: LogicalOperator) -> bool:
@@ -79,7 +85,19 @@ def _narrow(read: Read, required: list[str]) -> Read:
     return dataclasses.replace(read, columns=columns)
 
 
+def _aggregate_needs(node: Aggregate) -> list[str] | None:
+    """The columns built-in aggregations read; None when one may read any column."""
+    if not all(isinstance(a, VectorizedAggregateFn) for a in node.aggs):
+        return None
+    needs = _union(list(node.keys), [a.on for a in node.aggs if a.on is not None])
+    return needs or None  # a bare count() reads no column: keep the read as it is
+
+
 def _rewrite(node: LogicalOperator) -> LogicalOperator:
+    if isinstance(node, Aggregate):
+        needs = _aggregate_needs(node)
+        pushed = node.input if needs is None else _push(node.input, needs)
+        return node if pushed is node.input else node.with_inputs(pushed)
     if not _defines_output(node):
         return node
     assert isinstance(node, Project)

@@ -167,7 +167,20 @@ def test_driver_mode_only_for_small_plans_without_python():
     assert _runs_in_driver(Project(select=("id",), inputs=(small,)), c)
     assert _runs_in_driver(Limit(inputs=(huge,), n=1), c)  # a limit bounds the rows
     assert _runs_in_driver(Sort(keys=("id",), descending=(False,), inputs=(small,)), c)
-    assert not _runs_in_driver(huge, c)
+    # Arrow-only plans of any size: readers that release the GIL need no process hop.
+    assert _runs_in_driver(huge, c)
+    assert _runs_in_driver(Join(left_on=("id",), right_on=("id",), inputs=(huge, small)), c)
+    python_reads = Read(_PythonSource())
+    assert not _runs_in_driver(python_reads, c)  # a Python datasource reads in workers...
+    assert _runs_in_driver(Limit(inputs=(python_reads,), n=5), c)  # ...unless tiny
     assert not _runs_in_driver(MapRows(fn=lambda r: r, inputs=(small,)), c)
     assert not _runs_in_driver(MapGroups(keys=("id",), fn=lambda g: g, inputs=(small,)), c)
-    assert not _runs_in_driver(Join(left_on=("id",), right_on=("id",), inputs=(small, small)), c)
+
+
+class _PythonSource(RangeDatasource):
+    """A datasource whose reads run Python (the default for user datasources)."""
+
+    reads_without_gil = False
+
+    def __init__(self) -> None:
+        super().__init__(10**9)

@@ -202,3 +202,43 @@ def test_fused_stages_keep_their_parameters():
         isinstance(stage, MapBatches) and stage.batch_size == 7 and stage.batch_format == "pyarrow"
     )
     assert out.stages[0] == READ
+
+
+# -- projection pushdown through aggregations ---------------------------------------------
+
+
+def test_builtin_aggregations_read_only_their_keys_and_columns():
+    plan = ds().groupby("c").mean("a")._plan
+    out = projection_pushdown.apply(plan)
+    assert out == plan.with_inputs(Read(SRC, columns=("a", "c")))
+
+
+def test_custom_aggregation_or_bare_count_keeps_every_column():
+    from dataflow.aggregate import AggregateFn
+    from dataflow.plan.logical import Aggregate
+
+    custom = AggregateFn(
+        init=lambda k: 0,
+        merge=lambda x, y: x + y,
+        name="n",
+        accumulate_block=lambda acc, b: acc + b.num_rows,
+    )
+    bare_count = Aggregate(keys=(), aggs=(df.aggregate.Count(),), inputs=(READ,))
+    for plan in (ds().groupby("c").aggregate(custom)._plan, bare_count):
+        assert projection_pushdown.apply(plan) == plan
+
+
+def test_grouped_results_equal_with_and_without_projection_pushdown(tmp_path):
+    import pyarrow.parquet as pq
+
+    table = pa.table({"k": ["x", "y", "x", None], "a": [1.0, 2.0, 3.0, 4.0], "t": list("abcd")})
+    pq.write_table(table, tmp_path / "t.parquet")
+    grouped = df.read_parquet(str(tmp_path)).groupby("k")
+    ctx = df.DataContext.get_current()
+    expected = [{"k": "x", "mean(a)": 2.0}, {"k": "y", "mean(a)": 2.0}, {"k": None, "mean(a)": 4.0}]
+    assert sorted(map(str, grouped.mean("a").take_all())) == sorted(map(str, expected))
+    old, ctx.optimizer_flags = ctx.optimizer_flags, df.OptimizerFlags.none()
+    try:
+        assert sorted(map(str, grouped.mean("a").take_all())) == sorted(map(str, expected))
+    finally:
+        ctx.optimizer_flags = old
