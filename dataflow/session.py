@@ -18,6 +18,7 @@ from typing import Any
 from runtime.backends import get_backend_class
 from runtime.backends.base import Backend
 
+_PRESTART_WAIT_S = 60.0  # give up waiting (workers still boot) on a very slow machine
 _lock = threading.RLock()
 _backend: Backend | None = None
 
@@ -28,20 +29,32 @@ def init(
     num_cpus: float | None = None,
     num_gpus: float | None = None,
     object_store_memory: int | None = None,
+    prestart_workers: bool = False,
     **backend_options: Any,
 ) -> Backend:
     """Start (or restart) the runtime with ``backend`` ("local", "inline" or "ray").
 
     ``num_gpus`` declares GPUs instead of detecting them; ``object_store_memory``
-    caps the shared-memory store (default 30 % of RAM). Extra keywords go to the
-    backend (e.g. ``address=`` for ray).
+    caps the shared-memory store (default 30 % of RAM). ``prestart_workers=True``
+    boots the local backend's CPU workers now and waits until they are ready, so
+    that the first pipeline does not pay for them (as ``ray.init`` does); by
+    default they start with the first plan that needs them. Extra keywords go to
+    the backend (e.g. ``address=`` for ray).
 
-    >>> init("local", num_cpus=2)  # doctest: +SKIP
+    >>> init("local", num_cpus=2, prestart_workers=True)  # doctest: +SKIP
     """
     global _backend
     name = backend or os.environ.get("DATAFLOW_BACKEND", "local")
-    if name == "ray" and "address" not in backend_options and os.environ.get("DATAFLOW_RAY_ADDRESS"):
+    if (
+        name == "ray"
+        and "address" not in backend_options
+        and os.environ.get("DATAFLOW_RAY_ADDRESS")
+    ):
         backend_options["address"] = os.environ["DATAFLOW_RAY_ADDRESS"]
+    if name == "local":
+        # Every task a worker runs is a dataflow function, and pyarrow's numpy
+        # conversions import pandas on first use: import both while booting.
+        backend_options.setdefault("preload", ("dataflow.exec.transforms", "pandas"))
     cls = get_backend_class(name)
     with _lock:
         if _backend is not None:
@@ -53,6 +66,9 @@ def init(
             object_store_memory=object_store_memory,
             **backend_options,
         )
+        prestart = getattr(_backend, "prestart", None)  # an optional Backend extra
+        if prestart_workers and prestart is not None:
+            prestart(wait=_PRESTART_WAIT_S)
         return _backend
 
 

@@ -230,7 +230,9 @@ class WorkerPool:
         total: Resources,
         gpu_names: Sequence[str],
         max_workers: int | None = None,
+        preload: Sequence[str] = (),
     ) -> None:
+        self._preload = tuple(preload)
         self._store = store
         self._total = total
         self._available = total
@@ -351,15 +353,23 @@ class WorkerPool:
                 # tasks it finished unreported, so the caller sees nothing left over.
                 self.cv.wait_for(lambda: killed.id not in self._workers or self._closing, 5)
 
-    def prestart(self) -> None:
-        """Start the CPU task workers now, in the background (no wait), so that
-        the first tasks find them booted; a no-op once workers exist."""
+    def prestart(self, wait: float | None = None) -> bool:
+        """Start the CPU task workers now, in the background, so that the first
+        tasks find them booted; a no-op once workers exist. With ``wait``, block
+        up to that many seconds until every worker said hello; returns whether
+        they all did."""
         with self._lock:
             self._check_open()
             n = min(self._max_idle, math.ceil(self._total.cpu)) - len(self._workers)
             idle = self._idle.setdefault((), [])
             for _ in range(n):
                 idle.append(self._spawn(()))
+            if wait is None:
+                return False
+            return self.cv.wait_for(
+                lambda: self._closing or all(w.conn is not None for w in self._workers.values()),
+                wait,
+            )
 
     def release_function(self, fn_id: str) -> None:
         with self._lock:
@@ -589,7 +599,12 @@ class WorkerPool:
             [sys.executable, "-m", "runtime.worker"], stdin=subprocess.PIPE, env=env
         )
         init = WorkerInit(
-            self._address, self._authkey, worker_id, self._store.location, tuple(sys.path)
+            self._address,
+            self._authkey,
+            worker_id,
+            self._store.location,
+            tuple(sys.path),
+            self._preload,
         )
         assert proc.stdin is not None
         proc.stdin.write(pickle.dumps(init))
@@ -676,6 +691,7 @@ class WorkerPool:
                 conn.close()
                 return
             worker.conn = conn
+            self.cv.notify_all()  # prestart(wait=...) waits for this
             self._selector.register(conn, selectors.EVENT_READ, (worker, False))
             for task in worker.inflight:
                 self._send_task(worker, task)

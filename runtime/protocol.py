@@ -52,6 +52,7 @@ class WorkerInit:
     worker_id: int
     store: StoreLocation
     sys_path: tuple[str, ...]
+    preload: tuple[str, ...] = ()
 
 
 @_message

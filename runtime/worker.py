@@ -10,6 +10,7 @@ started by ``runtime.pool`` as ``python -m runtime.worker`` (see protocol.py).
 from __future__ import annotations
 
 import faulthandler
+import importlib
 import os
 import pickle
 import signal
@@ -201,6 +202,10 @@ def main() -> None:
     init: WorkerInit = pickle.load(sys.stdin.buffer)
     # The driver's import path, so functions pickled by reference resolve here.
     sys.path[:] = list(init.sys_path)
+    # Modules every task will need, imported before saying hello: a worker that
+    # reports ready runs its first task without paying for them.
+    for module in init.preload:
+        importlib.import_module(module)
     # The driver diagnoses a stalled task by asking for this stack; faulthandler
     # dumps it from the signal handler, even while the task is stuck in C code.
     try:

@@ -55,7 +55,8 @@ class LocalBackend:
     Options: ``memory`` (bytes schedulable as the ``memory`` resource, default
     RAM), ``resources`` (custom resources, e.g. ``{"disk_io": 2}``),
     ``max_workers`` (cap on task worker processes), ``spill_dir`` (where
-    objects that do not fit in ``object_store_memory`` go).
+    objects that do not fit in ``object_store_memory`` go), ``preload``
+    (modules a worker imports before it reports ready).
     """
 
     name = "local"
@@ -70,6 +71,7 @@ class LocalBackend:
         resources: dict[str, float] | None = None,
         max_workers: int | None = None,
         spill_dir: str | None = None,
+        preload: Sequence[str] = (),
     ) -> None:
         cpus = float(num_cpus) if num_cpus is not None else float(detect_num_cpus())
         gpus = int(num_gpus) if num_gpus is not None else detect_num_gpus()
@@ -81,7 +83,7 @@ class LocalBackend:
         mem = float(memory) if memory is not None else float(psutil.virtual_memory().total)
         self._total = Resources.of(cpus, gpus, mem, resources)
         self._store = ObjectStore(object_store_memory, spill_root=spill_dir)
-        self._pool = WorkerPool(self._store, self._total, _gpu_names(gpus), max_workers)
+        self._pool = WorkerPool(self._store, self._total, _gpu_names(gpus), max_workers, preload)
         self._functions: dict[str, Callable[..., Any]] = {}
         self._shipped: set[str] = set()
         self._fn_ids = itertools.count()
@@ -198,10 +200,11 @@ class LocalBackend:
         self._threads.submit(run)
         return future
 
-    def prestart(self) -> None:
+    def prestart(self, wait: float | None = None) -> bool:
         """Boot the CPU workers in the background (the planner calls this for a
-        plan that needs them; driver-only plans never start a worker)."""
-        self._pool.prestart()
+        plan that needs them; driver-only plans never start a worker). With
+        ``wait``, block up to that many seconds until they are ready."""
+        return self._pool.prestart(wait)
 
     def cancel(self, future: TaskFuture) -> None:
         assert isinstance(future, Future)

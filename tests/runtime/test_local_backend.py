@@ -111,6 +111,29 @@ def test_prestarted_workers_take_the_first_tasks_and_shutdown_stops_them(tmp_pat
     assert children() == []
 
 
+def report_modules(tables, names: tuple[str, ...]):
+    yield pa.table({"loaded": [[n in sys.modules for n in names]]})
+
+
+def test_prestart_waits_for_ready_workers_that_preloaded_their_modules(tmp_path):
+    names = ("xml.dom.minidom", "wave")  # stdlib modules nothing else imports
+    preloaded = LocalBackend(num_cpus=2, num_gpus=0, spill_dir=str(tmp_path), preload=names[:1])
+    plain = LocalBackend(num_cpus=1, num_gpus=0, spill_dir=str(tmp_path))
+    try:
+        assert preloaded.prestart(wait=60) is True  # every worker said hello
+        assert len(preloaded.worker_pids()) == 2
+        got = []
+        for backend in (preloaded, plain):
+            fn = backend.register_function(report_modules)
+            got.append(rows(backend, backend.submit(fn, (), (names,)).result(timeout=60)))
+        assert got[0][0]["loaded"] == [True, False]
+        assert got[1][0]["loaded"] == [False, False]
+    finally:
+        preloaded.shutdown()
+        plain.shutdown()
+    assert children() == []
+
+
 def test_shutdown_while_workers_boot_is_prompt_and_quiet(tmp_path, capfd):
     backend = LocalBackend(num_cpus=2, num_gpus=0, spill_dir=str(tmp_path))
     backend.prestart()
