@@ -68,7 +68,9 @@ def _ray(ctx: RunContext) -> None:
 
     ds = ray.data.read_parquet(list(ctx.data.main_files), columns=COLUMNS)
     ds = ds.map_batches(preprocess, batch_size=None, batch_format="numpy")
-    ds = ds.map_batches(Model, concurrency=2, batch_size=BATCH, batch_format="numpy")
+    # Half a CPU per actor: with Ray's default of one, two actors hold both CPUs of a
+    # 2-core machine and the read tasks never run (6,000 rows timed out after 240 s).
+    ds = ds.map_batches(Model, concurrency=2, num_cpus=0.5, batch_size=BATCH, batch_format="numpy")
     ds.write_parquet(str(ctx.out_dir))
 
 

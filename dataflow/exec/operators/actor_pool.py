@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dataflow.errors import ResourceError, WorkerCrashedError
-from dataflow.exec.interfaces import ExecEnv, PhysicalOperator
+from dataflow.exec.interfaces import ExecEnv, PhysicalOperator, RefBundle
 from dataflow.exec.operators.map import (
     MapOperator,
     MapOptions,
@@ -80,11 +80,13 @@ class ActorPoolMapOperator(MapOperator):
         self._retry: deque[MapTask] = deque()
         self._done_on: _Actor | None = None
         self._max_in_flight = 2
+        self._min_bundle_bytes = 0
         self.peak_actors = 0
 
     def start(self, env: ExecEnv) -> None:
         super().start(env)
         self._max_in_flight = max(1, env.ctx.actor_max_tasks_in_flight)
+        self._min_bundle_bytes = env.ctx.target_min_block_size
         for _ in range(self.initial_size):
             self._start_actor()
 
@@ -190,6 +192,9 @@ class ActorPoolMapOperator(MapOperator):
         self._done_on = actor
         return super().on_task_done(future)
 
+    def _finish(self, task: MapTask, outputs: list[RefBundle]) -> None:
+        super()._finish(task, _coalesce(outputs, self._min_bundle_bytes))
+
     def _on_failure(self, task: MapTask, failure: BaseException) -> BaseException | None:
         if not isinstance(failure, RuntimeWorkerCrashed):
             return super()._on_failure(task, failure)
@@ -212,3 +217,28 @@ class ActorPoolMapOperator(MapOperator):
                 len(self._actors) > self.min_size and now - actor.idle_since > IDLE_ACTOR_S
             ):
                 self._stop_actor(actor)
+
+
+def _coalesce(outputs: list[RefBundle], min_bytes: int) -> list[RefBundle]:
+    """A task's output blocks (one per model batch) grouped into bundles of at
+    least ``min_bytes``: a model called on small batches would otherwise feed
+    the next stage one tiny task (and one written file) per batch."""
+    merged: list[RefBundle] = []
+    group: list[RefBundle] = []
+    for bundle in outputs:
+        if group and (
+            bundle.schema != group[0].schema or sum(b.nbytes for b in group) >= min_bytes
+        ):
+            merged.append(_joined(group))
+            group = []
+        group.append(bundle)
+    if group:
+        merged.append(_joined(group))
+    return merged
+
+
+def _joined(group: list[RefBundle]) -> RefBundle:
+    if len(group) == 1:
+        return group[0]
+    refs = tuple(r for b in group for r in b.refs)
+    return RefBundle(refs, group[0].schema, group[0].seq, all(b.owns_blocks for b in group))

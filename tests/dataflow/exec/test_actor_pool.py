@@ -326,14 +326,19 @@ def test_more_gpus_than_the_machine_has_fails_at_plan_time():
         df.shutdown()
 
 
-def _pool_op(backend, min_size, max_size, initial, n_inputs):
+def _pool_op(backend, min_size, max_size, initial, n_inputs, batch_size=1024):
     from dataflow.exec.interfaces import ExecEnv, RefBundle
     from dataflow.exec.operators.actor_pool import ActorPoolMapOperator
     from dataflow.exec.operators.map import MapOptions
     from dataflow.exec.transforms import MapBatchesStage, MapTaskFn
 
     fn = MapTaskFn(
-        (MapBatchesStage("mb", fn=Tag, is_class=True, fn_constructor_args=(0,)),), 1 << 20
+        (
+            MapBatchesStage(
+                "mb", fn=Tag, is_class=True, fn_constructor_args=(0,), batch_size=batch_size
+            ),
+        ),
+        1 << 20,
     )
     op = ActorPoolMapOperator(
         "map_batches(Tag)",
@@ -391,6 +396,30 @@ def test_pool_scales_up_with_the_queue_then_down_to_zero_when_drained(monkeypatc
         assert op._actors == [] and op.resources_in_use() == Resources()
         assert sum(b.num_rows for b in op._out) == 20
         op.shutdown()
+    finally:
+        backend.shutdown()
+
+
+def test_a_task_s_small_batch_outputs_go_downstream_as_one_bundle():
+    from runtime.backends.inline import InlineBackend
+
+    backend = InlineBackend(num_cpus=2)
+    try:
+        op = _pool_op(backend, min_size=1, max_size=1, initial=1, n_inputs=2, batch_size=2)
+        for _ in range(3):  # the actor starts, then one task at a time (in-flight limit 1)
+            _settle(op)
+            if op.dispatch_cost() is not None:
+                op.dispatch()
+        # Each 10-row input became five 2-row blocks; they travel as one bundle per
+        # task (under target_min_block_size), not as five one-block tasks downstream.
+        bundles = [op.get_next() for _ in range(2)]
+        assert not op.has_next()
+        assert [len(b.refs) for b in bundles] == [5, 5]
+        xs = sorted(x for b in bundles for r in b.refs for x in backend.get(r)["x"].to_pylist())
+        assert xs == list(range(20))
+        op.shutdown()
+        backend.free([r for b in bundles for r in b.refs])
+        assert backend.store_stats().num_objects == 0
     finally:
         backend.shutdown()
 
