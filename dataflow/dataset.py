@@ -314,7 +314,11 @@ class Dataset(AllToAllMethods):
     # -- consumption ------------------------------------------------------------
 
     def iterator(self) -> DataIterator:
-        """A ``DataIterator`` over this dataset (each iteration runs the plan)."""
+        """A ``DataIterator`` over this dataset (each iteration runs the plan).
+
+        >>> [b["id"].tolist() for b in df.range(4).iterator().iter_batches(batch_size=2)]
+        [[0, 1], [2, 3]]
+        """
         return self._iterator(self._plan)
 
     def iter_batches(
@@ -407,7 +411,11 @@ class Dataset(AllToAllMethods):
         return list(self._iterator(self.limit(n)._plan).iter_rows())
 
     def take_all(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """Every row; raises ``ValueError`` if there are more than ``limit``."""
+        """Every row; raises ``ValueError`` if there are more than ``limit``.
+
+        >>> df.range(3).take_all()
+        [{'id': 0}, {'id': 1}, {'id': 2}]
+        """
         plan = self._plan if limit is None else self.limit(limit + 1)._plan
         rows = list(self._iterator(plan).iter_rows())
         if limit is not None and len(rows) > limit:
@@ -418,7 +426,11 @@ class Dataset(AllToAllMethods):
         return rows
 
     def take_batch(self, batch_size: int = 20, *, batch_format: str | None = "default") -> Any:
-        """The first ``batch_size`` rows as one batch."""
+        """The first ``batch_size`` rows as one batch.
+
+        >>> df.range(5).take_batch(2)
+        {'id': array([0, 1])}
+        """
         batches = self._iterator(self.limit(batch_size)._plan).iter_batches(
             batch_size=batch_size, batch_format=batch_format, prefetch_batches=0
         )
@@ -429,7 +441,12 @@ class Dataset(AllToAllMethods):
         return batch
 
     def show(self, n: int = 20) -> None:
-        """Print up to ``n`` rows."""
+        """Print up to ``n`` rows.
+
+        >>> df.range(2).show()
+        {'id': 0}
+        {'id': 1}
+        """
         for row in self.take(n):
             print(row)
 
@@ -454,7 +471,11 @@ class Dataset(AllToAllMethods):
 
     def schema(self) -> pa.Schema | None:
         """The output schema (from metadata, or by running the plan up to its
-        first block); None for a dataset with no blocks."""
+        first block); None for a dataset with no blocks.
+
+        >>> df.range(3).schema()
+        id: int64
+        """
         from dataflow.plan.planner import schema_from_metadata
 
         known = schema_from_metadata(self._optimized())
@@ -468,12 +489,20 @@ class Dataset(AllToAllMethods):
         return None if first is None else first.schema
 
     def columns(self) -> list[str]:
-        """The output column names."""
+        """The output column names.
+
+        >>> df.range(3).columns()
+        ['id']
+        """
         schema = self.schema()
         return [] if schema is None else list(schema.names)
 
     def to_arrow(self) -> pa.Table:
-        """Every row as one Arrow table."""
+        """Every row as one Arrow table.
+
+        >>> df.range(3).to_arrow().num_rows
+        3
+        """
         blocks = list(self.iterator().iter_blocks())
         if not blocks:
             schema = known_schema(self._plan)
@@ -481,13 +510,22 @@ class Dataset(AllToAllMethods):
         return concat(blocks)
 
     def to_pandas(self) -> pd.DataFrame:
-        """Every row as one DataFrame (tensor cells as numpy arrays)."""
+        """Every row as one DataFrame (tensor cells as numpy arrays).
+
+        >>> df.range(3).to_pandas()["id"].tolist()
+        [0, 1, 2]
+        """
         return table_to_pandas(self.to_arrow())
 
     def materialize(self) -> Dataset:
         """Run the plan and keep its blocks in the object store: a Dataset that
         later consumers read without recomputing. The blocks are freed when the
-        returned Dataset is garbage-collected."""
+        returned Dataset is garbage-collected.
+
+        >>> ds = df.range(5).map(lambda r: {"id": r["id"] * 2}).materialize()
+        >>> ds.sum("id")
+        20
+        """
         stream = self._open_stream()
         with stream:
             bundles = list(stream)
@@ -498,7 +536,12 @@ class Dataset(AllToAllMethods):
         return ds
 
     def stats(self) -> str:
-        """Execution statistics of the last run of this dataset."""
+        """Execution statistics of the last run of this dataset.
+
+        >>> ds = df.range(10)
+        >>> _ = ds.take_all()
+        >>> print(ds.stats())  # doctest: +SKIP
+        """
         if self._last_stream is None:
             return f"{_summary(self._plan)}: not executed yet"
         return str(self._last_stream.stats())
@@ -525,22 +568,38 @@ class Dataset(AllToAllMethods):
         return self._aggregate("sum", on, ignore_nulls)
 
     def min(self, on: str | Sequence[str] | None = None, ignore_nulls: bool = True) -> Any:
-        """Minimum of ``on`` (see ``sum`` for several columns and nulls)."""
+        """Minimum of ``on`` (see ``sum`` for several columns and nulls).
+
+        >>> df.range(5).min("id")
+        0
+        """
         return self._aggregate("min", on, ignore_nulls)
 
     def max(self, on: str | Sequence[str] | None = None, ignore_nulls: bool = True) -> Any:
-        """Maximum of ``on`` (see ``sum`` for several columns and nulls)."""
+        """Maximum of ``on`` (see ``sum`` for several columns and nulls).
+
+        >>> df.range(5).max("id")
+        4
+        """
         return self._aggregate("max", on, ignore_nulls)
 
     def mean(self, on: str | Sequence[str] | None = None, ignore_nulls: bool = True) -> Any:
-        """Mean of ``on`` (see ``sum`` for several columns and nulls)."""
+        """Mean of ``on`` (see ``sum`` for several columns and nulls).
+
+        >>> df.range(5).mean("id")
+        2.0
+        """
         return self._aggregate("mean", on, ignore_nulls)
 
     def std(
         self, on: str | Sequence[str] | None = None, ddof: int = 1, ignore_nulls: bool = True
     ) -> Any:
         """Standard deviation of ``on`` with ``ddof`` (1: sample std, as Ray Data);
-        0.0 when fewer than two values."""
+        0.0 when fewer than two values.
+
+        >>> round(df.from_items([1.0, 2.0, 3.0]).std("item"), 6)
+        1.0
+        """
         return self._aggregate("std", on, ignore_nulls, ddof=ddof)
 
     def _aggregate(self, kind: str, on: Any, ignore_nulls: bool, ddof: int = 1) -> Any:
@@ -558,7 +617,10 @@ class Dataset(AllToAllMethods):
     def write_datasink(self, datasink: Datasink) -> None:
         """Write every block with ``datasink``: ``on_write_start`` here, ``write``
         in the workers, then ``on_write_complete`` (commit) or, on any failure,
-        ``on_write_failed`` (roll back) and the error is raised."""
+        ``on_write_failed`` (roll back) and the error is raised.
+
+        >>> df.range(10).write_datasink(MySink())  # doctest: +SKIP
+        """
         from dataflow.sources.datasource import WriteResult
 
         if not callable(getattr(datasink, "write", None)):
@@ -599,7 +661,10 @@ class Dataset(AllToAllMethods):
         mode: str = "error",
         **kwargs: Any,
     ) -> None:
-        """Write CSV files under ``path`` (committed atomically)."""
+        """Write CSV files under ``path`` (committed atomically).
+
+        >>> df.range(10).write_csv("/tmp/out")  # doctest: +SKIP
+        """
         self._write_files("CSVDatasink", path, filesystem, partition_cols, mode, kwargs)
 
     def write_json(
@@ -611,7 +676,10 @@ class Dataset(AllToAllMethods):
         mode: str = "error",
         **kwargs: Any,
     ) -> None:
-        """Write JSON Lines files under ``path`` (committed atomically)."""
+        """Write JSON Lines files under ``path`` (committed atomically).
+
+        >>> df.range(10).write_json("/tmp/out")  # doctest: +SKIP
+        """
         self._write_files("JSONDatasink", path, filesystem, partition_cols, mode, kwargs)
 
     def write_numpy(
@@ -623,7 +691,10 @@ class Dataset(AllToAllMethods):
         mode: str = "error",
         **kwargs: Any,
     ) -> None:
-        """Write ``.npy`` files under ``path`` (committed atomically)."""
+        """Write ``.npy`` files under ``path`` (committed atomically).
+
+        >>> df.range_tensor(10, shape=(2,)).write_numpy("/tmp/out", column="data")  # doctest: +SKIP
+        """
         self._write_files("NumpyDatasink", path, filesystem, partition_cols, mode, kwargs)
 
     def _write_files(

@@ -4,7 +4,7 @@
 (``local``, or the one named by ``DATAFLOW_BACKEND``).
 
 >>> import dataflow as df
->>> df.init(backend="inline")      # in-process, synchronous: for debugging
+>>> _ = df.init(backend="inline")  # in-process, synchronous: for debugging
 >>> df.shutdown()
 """
 
