@@ -13,7 +13,7 @@ import pytest
 
 import dataflow as df
 from dataflow.context import DataContext
-from dataflow.errors import ResourceError, UserCodeError
+from dataflow.errors import PlanError, ResourceError, UserCodeError
 from dataflow.exec.operators.actor_pool import ActorPoolMapOperator
 from dataflow.plan.logical import Compute, InputData, MapBatches
 from dataflow.plan.planner import execute, plan_physical
@@ -295,6 +295,9 @@ def test_pool_sizes_from_concurrency_and_resources():
         assert _pool(ds.map_batches(Tag, fn_constructor_args=(0,), concurrency=(0, 3))) == (0, 0, 3)
         gpu = ds.map_batches(Tag, fn_constructor_args=(0,), concurrency=(0, 3), num_gpus=1)
         assert _pool(gpu) == (0, 2, 3)
+        for bad in [(0, 0), (-1, 2), (False, 2)]:
+            with pytest.raises(PlanError, match=r"0 <= min <= max and max >= 1, got \("):
+                ds.map_batches(Tag, concurrency=bad)
         out = ds.map_batches(Tag, fn_constructor_args=(5,), concurrency=(0, 2), batch_size=None)
         assert sorted(r["x"] for r in out.take_all()) == list(range(5, 45))
     finally:
