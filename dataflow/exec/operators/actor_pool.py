@@ -15,6 +15,10 @@ Sizing, all decided by the operator from its own queue:
 A worker that dies under an actor loses the actor: its task's input goes back
 to the front of the queue (up to ``max_task_retries`` times) and a fresh actor
 is started through the usual scale-up.
+
+Each stopped actor's (start, stop) wall-clock span goes to ``metrics.actor_spans``
+(``OperatorStats.actor_utilisation`` = busy time / lifetime), and a task's
+per-batch outputs leave as one bundle of up to ``target_min_block_size``.
 """
 
 from __future__ import annotations
