@@ -18,7 +18,7 @@ is started through the usual scale-up.
 
 Each stopped actor's (start, stop) wall-clock span goes to ``metrics.actor_spans``
 (``OperatorStats.actor_utilisation`` = busy time / lifetime), and a task's
-per-batch outputs leave as one bundle of up to ``target_min_block_size``.
+per-batch outputs leave in bundles of at least ``target_min_block_size``.
 """
 
 from __future__ import annotations
