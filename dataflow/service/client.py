@@ -68,7 +68,9 @@ class BlockStream:
     def __init__(self, client: SplitClient, channel: grpc.Channel, epoch: int) -> None:
         self._client = client
         self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-        hello = protocol.encode_request(split=client.split, epoch=epoch, n=client.n, consumed=0)
+        hello = protocol.encode_request(
+            split=client.split, epoch=epoch, n=client.n, consumed=0, local=protocol.local_id()
+        )
         self._outbox.put(hello)
         for _ in range(client.prefetch - 1):
             self._outbox.put(protocol.encode_request(consumed=0))

@@ -9,14 +9,19 @@ sends JSON control messages, one per block it wants::
 
 and the server answers each with one message: ``b"B"`` + an Arrow IPC stream
 holding the block, or ``b"E"`` + a pickled ``(type name, message, exception)``
-when the execution failed. The stream ends when the split's share is exhausted.
+when the execution failed. A consumer on the server's host and user says so
+in its first message (``"local": local_id()``); it then gets ``b"F"`` + the path
+of an Arrow IPC file in the server's shared-memory directory instead of the
+bytes, maps it zero-copy and unlinks it. The stream ends when the split's share is exhausted.
 The server never unpickles what a client sends; the token travels as metadata.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import uuid
 from typing import Any
 
 import pyarrow as pa
@@ -61,6 +66,25 @@ def encode_table(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+def local_id() -> str:
+    """Same value in two processes iff they share a host (boot) and a user: the
+    condition for handing blocks over as shared-memory files."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    except OSError:  # no procfs: never treat a consumer as local
+        return ""
+    return f"{boot}:{os.getuid()}"
+
+
+def encode_table_file(table: pa.Table, directory: str) -> bytes:
+    """Write ``table`` as an IPC file under ``directory``; the reply names it."""
+    path = os.path.join(directory, f"{uuid.uuid4().hex}.arrow")
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return b"F" + path.encode()
+
+
 def encode_error(error: BaseException) -> bytes:
     try:
         exc: BaseException | None = pickle.loads(pickle.dumps(error))
@@ -74,6 +98,13 @@ def decode_reply(raw: bytes) -> pa.Table:
     tag, body = raw[:1], memoryview(raw)[1:]
     if tag == b"B":
         return pa.ipc.open_stream(pa.py_buffer(body)).read_all()
+    if tag == b"F":
+        path = bytes(body).decode()
+        try:
+            # The table maps the file; unlinking only drops its name.
+            return pa.ipc.open_file(pa.memory_map(path)).read_all()
+        finally:
+            os.unlink(path)
     if tag == b"E":
         name, message, exc = pickle.loads(body)
         if exc is not None:
