@@ -28,7 +28,8 @@ import grpc
 
 from dataflow.service import protocol
 from dataflow.service.coordinator import SplitClosedError, SplitCoordinator, SplitUsageError
-from runtime.store import _PREFIX, _make_session_dir, default_shm_root
+from runtime.sessiondirs import make_session_dir
+from runtime.store import _PREFIX, default_shm_root
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class SplitServer:
         with self._files_lock:
             if self._files_dir is None:
                 name = f"{_PREFIX}split-{secrets.token_hex(6)}"
-                self._files_dir = str(_make_session_dir(default_shm_root() / name))
+                self._files_dir = str(make_session_dir(default_shm_root() / name))
             return self._files_dir
 
     # -- the RPC -------------------------------------------------------------------
