@@ -52,9 +52,12 @@ def init(
     ):
         backend_options["address"] = os.environ["DATAFLOW_RAY_ADDRESS"]
     if name == "local":
-        # Every task a worker runs is a dataflow function, and pyarrow's numpy
-        # conversions import pandas on first use: import both while booting.
-        backend_options.setdefault("preload", ("dataflow.exec.transforms", "pandas"))
+        # Every task a worker runs is a dataflow function, pyarrow's numpy
+        # conversions import pandas on first use and most pipelines read or
+        # write Parquet: import them while booting, not in the first task.
+        backend_options.setdefault(
+            "preload", ("dataflow.exec.transforms", "pandas", "pyarrow.parquet")
+        )
     cls = get_backend_class(name)
     with _lock:
         if _backend is not None:
