@@ -57,6 +57,8 @@ def measure(spec: dict) -> dict:
                 f"workload {workload.name!r}: run for {engine.name!r} returned None "
                 "and the workload has no check()"
             )
+        if result.wall_s is not None:
+            wall = result.wall_s
     finally:
         if not timed_setup:
             engine.teardown(ctx.handle)
@@ -65,6 +67,7 @@ def measure(spec: dict) -> dict:
         "ttfb_s": ctx.first_batch_s,
         "rows": result.rows,
         "units": result.units,
+        "startup_s": result.startup_s,
         "checksum": result.checksum,
         "version": engine.version(),
     }

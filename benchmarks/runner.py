@@ -109,6 +109,8 @@ def run_once(
         checksum=child["checksum"],
         version=child["version"],
     )
+    if child.get("startup_s") is not None:
+        record["startup_s"] = round(child["startup_s"], 4)
     return record
 
 

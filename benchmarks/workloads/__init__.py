@@ -85,6 +85,10 @@ class Result:
     rows: int
     checksum: str
     units: int | None = None  # counted for the rate instead of rows (e.g. blocks)
+    # A workload that times its own window (e.g. service_feed: first request to last
+    # row, its processes' start-up excluded) sets these; wall_s replaces the harness's.
+    wall_s: float | None = None
+    startup_s: float | None = None
 
 
 RunFn = Callable[[RunContext], "Result | None"]
