@@ -32,6 +32,7 @@ from concurrent import futures
 from typing import Any
 
 import grpc
+import pyarrow as pa
 
 from dataflow.service import protocol
 from dataflow.service.feed import FeedClosedError, FeedCoordinator, FeedUsageError
@@ -39,6 +40,7 @@ from dataflow.service.server import LOOPBACK, _bracket
 from dataflow.service.split import _blocks_of
 
 _MAX_CONSUMERS = 64  # concurrent consumer calls (each holds a server thread)
+_SLICE_BYTES = 1 << 20  # the most a served message holds (see _slices)
 
 
 def serve(
@@ -46,9 +48,20 @@ def serve(
 ) -> FeedServer:
     """Serve the execution ``open_stream()`` (run once per epoch) at ``address``;
     ``token`` defaults to ``$DATAFLOW_SERVICE_TOKEN`` and is required off loopback."""
-    coordinator = FeedCoordinator(lambda: _blocks_of(open_stream), epochs=epochs)
+    coordinator = FeedCoordinator(lambda: _slices(_blocks_of(open_stream)), epochs=epochs)
     token = token if token is not None else os.environ.get(protocol.TOKEN_ENV) or None
     return FeedServer(coordinator, address, token=token)
+
+
+def _slices(blocks: Iterator[pa.Table]) -> Iterator[pa.Table]:
+    """Each block as zero-copy slices of about ``_SLICE_BYTES``: big blocks (a whole
+    file) would give each consumer one message to wait for, received only once fully
+    built and sent, and leave the other consumers idle; slices keep every consumer
+    busy and overlap the transfer with the consumers' work."""
+    for table in blocks:
+        rows = max(1, table.num_rows * _SLICE_BYTES // max(1, table.nbytes))
+        for start in range(0, table.num_rows, rows):
+            yield table.slice(start, rows)
 
 
 class FeedServer:

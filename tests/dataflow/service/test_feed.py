@@ -225,3 +225,27 @@ def test_bad_arguments_and_lost_server(serve):
     server.stop(0)
     with pytest.raises(DataflowError, match=f"stream from {address} broke"):
         ids(df.connect(address).iter_batches())
+
+
+def test_serve_sends_big_blocks_as_slices_in_order(monkeypatch):
+    """One 3 MiB block leaves as ~1 MiB slices (so both consumers get work), every
+    row once, in order."""
+    from dataflow.service import feed_server
+
+    monkeypatch.setattr(feed_server, "_SLICE_BYTES", 1 << 20)
+    block = pa.table({"id": pa.array(range(3 * (1 << 17)), pa.int64())})  # 3 MiB
+    sliced = list(feed_server._slices(iter([block, block.slice(0, 5)])))
+    assert [t.num_rows for t in sliced] == [1 << 17] * 3 + [5]
+    assert pa.concat_tables(sliced).column("id").to_pylist() == list(range(3 << 17)) + [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
+    server = df.range(300_000).serve("127.0.0.1:0")
+    try:
+        got = [len(b["id"]) for b in df.connect(server.address).iter_batches(batch_size=None)]
+        assert sum(got) == 300_000 and max(got) <= (1 << 20) // 8
+    finally:
+        server.stop()
