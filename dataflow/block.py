@@ -258,11 +258,14 @@ def rebatch(tables: Iterable[pa.Table], batch_size: int | None) -> Iterator[pa.T
     pending: list[pa.Table] = []
     have = 0
     for t in tables:
-        while t.num_rows:
-            take = min(batch_size - have, t.num_rows)
-            pending.append(t.slice(0, take))
+        # Slices of the block itself, not of shrinking remainders: each slice
+        # of a table costs O(columns x chunks), and a remainder is one more.
+        start, rows = 0, t.num_rows
+        while start < rows:
+            take = min(batch_size - have, rows - start)
+            pending.append(t.slice(start, take))
             have += take
-            t = t.slice(take)
+            start += take
             if have == batch_size:
                 yield concat(pending) if len(pending) > 1 else pending[0]
                 pending, have = [], 0
