@@ -171,11 +171,12 @@ def rows_to_table(rows: list[Mapping[str, Any]], where: str = "") -> pa.Table:
     first = rows[0]
     width = len(first) if isinstance(first, dict) else -1
     columns: dict[str, Any] | None = None
-    # Fast path, C loops only: rows as wide as the first that all hold its keys
-    # have exactly its keys.
-    if width >= 0 and all(map(width.__eq__, map(len, rows))):
+    # Fast path, C loops only: when every row holds the first row's keys, rows
+    # whose lengths add up to width x rows have exactly those keys.
+    if width >= 0:
         try:
-            columns = {n: list(map(operator.itemgetter(n), rows)) for n in first}
+            if sum(map(len, rows)) == width * len(rows):
+                columns = {n: list(map(operator.itemgetter(n), rows)) for n in first}
         except (KeyError, TypeError, IndexError):  # other keys, or not a mapping
             columns = None
     if columns is None:
@@ -203,8 +204,13 @@ def iter_rows(table: pa.Table) -> Iterator[dict[str, Any]]:
         if isinstance(t, pa.FixedShapeTensorType)
     }
     if not tensor:
-        yield from table.to_pylist()
-        return
+        # A list iterator, not a generator: per-row UDFs pull millions of rows
+        # and a generator resume per row costs a few % of a cheap UDF.
+        return iter(table.to_pylist())
+    return _iter_tensor_rows(table, tensor)
+
+
+def _iter_tensor_rows(table: pa.Table, tensor: set[str]) -> Iterator[dict[str, Any]]:
     arrays = {n: column_to_numpy(table.column(n)) for n in tensor}
     plain = (
         table.drop_columns(list(tensor)).to_pylist()
