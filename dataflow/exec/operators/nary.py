@@ -89,7 +89,8 @@ def zip_blocks(inputs: list[pa.Table], n_left: int, offset: int, num_rows: int) 
 class ZipOperator(PhysicalOperator):
     """Row-aligned zip of two inputs. Rows align by input order, so it waits for
     both inputs to finish, sorts each by ``seq`` and then launches one driver
-    task per left bundle with the slice of right blocks that covers its rows."""
+    task per left bundle with the slice of right blocks that covers its rows.
+    Outputs leave in that order whichever task finishes first."""
 
     MAX_IN_FLIGHT = 2
 
@@ -98,6 +99,8 @@ class ZipOperator(PhysicalOperator):
         self._buffers: list[list[RefBundle]] = [[], []]
         self._plan: deque[tuple[RefBundle, list, int, int]] = deque()
         self._tasks: dict[TaskFuture, RefBundle] = {}
+        self._launched: deque[TaskFuture] = deque()  # in dispatch (= row) order
+        self._finished: dict[TaskFuture, list[RefBundle]] = {}
         self._out: deque[RefBundle] = deque()
         self._backend: Backend | None = None
         self._handle: FunctionHandle | None = None
@@ -171,6 +174,7 @@ class ZipOperator(PhysicalOperator):
         )
         self.metrics.tasks_launched += 1
         self._tasks[fut] = bundle
+        self._launched.append(fut)
         return fut
 
     def active_tasks(self) -> list[TaskFuture]:
@@ -185,8 +189,12 @@ class ZipOperator(PhysicalOperator):
         except RemoteTaskError as e:
             error = _translate_remote(self.name, "block " + str(bundle.seq), e)
         else:
-            for ref, schema in zip(result.refs, result.schemas):
-                self._out.append(RefBundle((ref,), schema, bundle.seq))
+            self._finished[future] = [
+                RefBundle((ref,), schema, bundle.seq)
+                for ref, schema in zip(result.refs, result.schemas)
+            ]
+            while self._launched and self._launched[0] in self._finished:
+                self._out.extend(self._finished.pop(self._launched.popleft()))
             self._maybe_free_right()
             return result
         raise error
@@ -204,6 +212,7 @@ class ZipOperator(PhysicalOperator):
 
     def output_bytes(self) -> int:
         held = [b for buf in self._buffers for b in buf] + list(self._out)
+        held += [b for done in self._finished.values() for b in done]
         return sum(b.nbytes for b in held)
 
     def shutdown(self) -> None:
@@ -212,9 +221,12 @@ class ZipOperator(PhysicalOperator):
             return
         done_refs = [r for fut in self._tasks for r in cancel_or_collect(backend, fut)]
         held = [b for buf in self._buffers for b in buf] + list(self._out)
+        held += [b for done in self._finished.values() for b in done]
         held += list(self._tasks.values()) + [p[0] for p in self._plan]
         owned = [r for b in held if b.owns_blocks for r in b.refs] + self._right_used + done_refs
         self._tasks.clear()
+        self._launched.clear()
+        self._finished.clear()
         self._plan.clear()
         self._out.clear()
         self._buffers = [[], []]
