@@ -93,6 +93,20 @@ def test_rows_round_trip_with_tensor_cells():
         rows_to_table([1], where="map(f)")
 
 
+def test_rows_with_other_keys_than_the_first_fill_nulls():
+    # Lengths that add up as if every row had the first row's keys must not
+    # hide a row with another key.
+    table = rows_to_table([{"a": 1, "b": 2}, {"a": 3}, {"a": 5, "b": 6, "c": 7}])
+    assert table.to_pydict() == {"a": [1, 3, 5], "b": [2, None, 6], "c": [None, None, 7]}
+    assert rows_to_table([{"a": 1, "b": 2}, {"a": 3, "c": 4}]).to_pydict() == {
+        "a": [1, 3],
+        "b": [2, None],
+        "c": [None, 4],
+    }
+    with pytest.raises(TypeError, match=r"map\(f\): expected a dict per row, got int"):
+        rows_to_table([{"a": 1}, 5], where="map(f)")
+
+
 def test_rebatch_gives_exact_sizes_across_block_boundaries():
     blocks = [pa.table({"x": np.arange(i * 7, i * 7 + 7)}) for i in range(5)]
     batches = list(rebatch(iter(blocks), 10))

@@ -124,6 +124,19 @@ def test_fused_chain_of_row_ops():
     assert rows(run(stages, [pa.table({"x": [1, 2, 3, 4]})])) == [10, 11, 21, 30, 31]
 
 
+def test_expression_filter_over_small_blocks_keeps_exactly_the_matching_rows():
+    """1024-row map_batches outputs reach the filter as many small blocks, which
+    it joins (and makes contiguous) before filtering."""
+    mb = MapBatchesStage("mb", fn=lambda t: t, batch_format="pyarrow", batch_size=1024)
+    keep_odd = FilterStage(
+        "filter(x % 2 == 1)", expr=pc.equal(pc.bit_wise_and(pc.field("x"), 1), 1)
+    )
+    tables = [pa.table({"x": np.arange(i, i + 5000)}) for i in range(0, 100_000, 5000)]
+    out = list(keep_odd.bind()(mb.bind()(iter(tables))))
+    assert [t.num_rows for t in out] == [32768, 17232]
+    assert rows(out) == list(range(1, 100_000, 2))
+
+
 def test_all_filtered_task_keeps_its_schema():
     out = run([FilterStage("filter", expr=pc.field("x") > 100)], [pa.table({"x": [1, 2]})])
     assert len(out) == 1 and out[0].num_rows == 0 and out[0].schema.names == ["x"]
