@@ -28,18 +28,17 @@ def _setup_on_ray() -> Any:
     import dataflow
     from benchmarks.engines.ray_engine import start
 
-    start()
+    temp_dir = start()
     dataflow.init(backend="ray")  # attaches to the running Ray
-    return None
+    return temp_dir
 
 
-def _teardown_on_ray(_: Any) -> None:
-    import ray
-
+def _teardown_on_ray(temp_dir: Any) -> None:
     import dataflow
+    from benchmarks.engines.ray_engine import stop
 
     dataflow.shutdown()
-    ray.shutdown()
+    stop(temp_dir)
 
 
 ENGINES = (

@@ -62,20 +62,17 @@ def _ray(ctx: RunContext) -> Result:
     import ray
     import ray.data
 
-    ray.shutdown()
-    ray.init(
-        _node_ip_address="127.0.0.1",
-        include_dashboard=False,
-        log_to_driver=False,
-        object_store_memory=ctx.param("store_mib", STORE_MIB) * 1024 * 1024,
-    )
-    data_ctx = ray.data.DataContext.get_current()
-    data_ctx.enable_progress_bars = False
-    data_ctx.print_on_execution_start = False
-    ds = ray.data.range_tensor(
-        _rows(ctx), shape=(ROW_VALUES,), override_num_blocks=_blocks(ctx)
-    ).map_batches(add_one, batch_format="numpy", batch_size=None)
-    return _consume(ds.iter_batches(batch_size=BATCH, batch_format="numpy"))
+    from benchmarks.engines.ray_engine import start, stop
+
+    ray.shutdown()  # the engine's Ray has the default store size
+    temp_dir = start(object_store_memory=ctx.param("store_mib", STORE_MIB) * 1024 * 1024)
+    try:
+        ds = ray.data.range_tensor(
+            _rows(ctx), shape=(ROW_VALUES,), override_num_blocks=_blocks(ctx)
+        ).map_batches(add_one, batch_format="numpy", batch_size=None)
+        return _consume(ds.iter_batches(batch_size=BATCH, batch_format="numpy"))
+    finally:
+        stop(temp_dir)
 
 
 def _generated(ctx: RunContext) -> Iterable[dict[str, Any]]:

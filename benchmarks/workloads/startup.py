@@ -26,16 +26,15 @@ def _daft(ctx: RunContext) -> Result:
 
 
 def _ray(ctx: RunContext) -> Result:
-    import ray
     import ray.data
 
-    from benchmarks.engines.ray_engine import start
+    from benchmarks.engines.ray_engine import start, stop
 
-    start()
+    temp_dir = start()
     try:
         return _result(ray.data.range(10).take(1))
     finally:
-        ray.shutdown()
+        stop(temp_dir)
 
 
 def _pyarrow(ctx: RunContext) -> Result:

@@ -71,7 +71,7 @@ if TYPE_CHECKING:
 # Ray resource names that map onto Resources fields rather than custom resources.
 _BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 
-# Private Ray temp directories (sessions, logs, spill files) made by _start_local_ray.
+# Private Ray temp directories (sessions, logs, spill files) made by start_local_ray.
 _TEMP_PREFIX = f"dataflow-ray-{os.getuid()}-"
 
 # Functions each worker keeps unpickled; released handles age out of it.
@@ -272,16 +272,20 @@ def remove_dead_temp_dirs(root: Path) -> list[Path]:
     return removed
 
 
-def _start_local_ray(
-    num_cpus: float | None,
-    num_gpus: float | None,
-    object_store_memory: int | None,
-    options: dict[str, Any],
+def start_local_ray(
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    object_store_memory: int | None = None,
+    **options: Any,
 ) -> str | None:
-    """Start a new single-node Ray bound to 127.0.0.1 for this process.
+    """Start a new single-node Ray bound to 127.0.0.1 for this process
+    (``ray.init``'s ``_node_ip_address`` alone is not enough, see below).
 
     Returns the temp directory made for Ray's sessions, logs and spill files
-    (removed at shutdown), or None when the caller chose ``_temp_dir``.
+    (the caller removes it after ``ray.shutdown()``), or None when the caller
+    chose ``_temp_dir``.
+
+    >>> temp_dir = start_local_ray(num_cpus=2)  # doctest: +SKIP
     """
     import ray
     from ray._private import ray_constants
@@ -479,7 +483,7 @@ class RayBackend:
             ray.init(address=address, **options)
             self._owns_ray = True
         else:
-            self._temp_dir = _start_local_ray(num_cpus, num_gpus, object_store_memory, options)
+            self._temp_dir = start_local_ray(num_cpus, num_gpus, object_store_memory, **options)
             self._owns_ray = True
         self._session = uuid.uuid4().hex
         self._lock = threading.Lock()
