@@ -122,7 +122,7 @@ class Dataset(AllToAllMethods):
         self,
         fn: Callable[[Any], Any],
         *,
-        batch_size: int | None = 1024,
+        batch_size: int | None = None,
         batch_format: str | None = "default",
         zero_copy_batch: bool = False,
         fn_args: Sequence[Any] = (),
@@ -136,7 +136,8 @@ class Dataset(AllToAllMethods):
         resources: Mapping[str, float] | None = None,
         on_error: str = "raise",
     ) -> Dataset:
-        """Apply ``fn`` to batches of ``batch_size`` rows (None: whole blocks).
+        """Apply ``fn`` to batches of ``batch_size`` rows (None, the default as in
+        Ray Data: whole blocks).
 
         ``fn`` is a function or a callable class (run in an actor pool of
         ``concurrency=n`` or ``(min, max)`` workers that build it once). It gets

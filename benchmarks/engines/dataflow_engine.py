@@ -10,6 +10,8 @@ from benchmarks.engines import Engine
 
 def _setup() -> Any:
     import dataflow
+    import dataflow.plan.planner  # noqa: F401 - imports are setup for every engine
+    import dataflow.sources.parquet  # noqa: F401
 
     # Workers boot before the timer, as ray.init starts Ray's workers and the
     # pyarrow-mp reference creates its pool before the timer.

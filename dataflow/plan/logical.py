@@ -144,7 +144,7 @@ class AbstractUDF(LogicalOperator):
 
 @dataclass(frozen=True)
 class MapBatches(AbstractUDF):
-    batch_size: int | None = 1024
+    batch_size: int | None = None
     batch_format: str = "default"
     zero_copy_batch: bool = False
 
