@@ -19,6 +19,7 @@ import functools
 import queue
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -189,9 +190,15 @@ class DataIterator:
                 source = batches()
             else:
                 source = _prefetched(batches(), stream.close, prefetch_batches)
+            stats, clock = stream.stats(), time.perf_counter
+            asked = clock()
             for rows, batch in source:
+                handed = clock()
+                stats.iterator_wait_s += handed - asked
                 pos.rows += rows  # counted as consumed once handed out
                 yield batch
+                asked = clock()
+                stats.iterator_user_s += asked - handed
             pos.next_epoch()
         finally:
             stream.close()

@@ -99,6 +99,10 @@ class DatasetStats:
     """Sampled rows out, store and RSS over time (``exec/trace.py``; ``plot_stats`` draws it)."""
     stalls: list[StallReport] = field(default_factory=list)
     """Stalls seen during the run (``exec/stall.py``), also printed when they happen."""
+    iterator_wait_s: float = 0.0
+    """Time the consumer's batch iterator waited for the next batch."""
+    iterator_user_s: float = 0.0
+    """Time the consumer spent in its own code between two batches."""
 
     def operator(self, name: str) -> OperatorStats:
         """The stats of the operator called ``name`` (KeyError lists the names)."""
@@ -138,6 +142,11 @@ class DatasetStats:
             f"spilled {self.store_spilled_bytes / mib:.1f} MiB; peak RSS "
             f"{self.peak_rss_bytes / mib:.1f} MiB"
         )
+        if self.iterator_wait_s or self.iterator_user_s:
+            lines.append(
+                f"iterator: waited {self.iterator_wait_s:.3f} s for batches, "
+                f"{self.iterator_user_s:.3f} s in user code"
+            )
         lines.extend(f"stall: {report}" for report in self.stalls)
         return "\n".join(lines)
 

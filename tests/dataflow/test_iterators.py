@@ -124,3 +124,26 @@ def test_dataset_iterator_end_to_end(backend):
         if i == 1:
             break
     assert backend.store_stats().num_objects == 0
+
+
+def _slow_identity(batch):
+    time.sleep(0.05)
+    return batch
+
+
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_stats_split_the_consumer_time_into_waiting_and_user_code(prefetch):
+    df.init("inline")
+    try:
+        ds = df.range(400, override_num_blocks=4).map_batches(_slow_identity)
+        start = time.perf_counter()
+        for _ in ds.iter_batches(batch_size=100, prefetch_batches=prefetch):
+            time.sleep(0.03)  # the training step
+        elapsed = time.perf_counter() - start
+        stats = ds._last_stream.stats()
+        assert 0.12 <= stats.iterator_user_s <= elapsed  # 4 steps of 30 ms
+        assert stats.iterator_wait_s > 0.0
+        assert stats.iterator_wait_s + stats.iterator_user_s <= elapsed
+        assert "iterator: waited" in ds.stats() and "s in user code" in ds.stats()
+    finally:
+        df.shutdown()
