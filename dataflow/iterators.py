@@ -190,15 +190,20 @@ class DataIterator:
                 source = batches()
             else:
                 source = _prefetched(batches(), stream.close, prefetch_batches)
-            stats, clock = stream.stats(), time.perf_counter
+            # A local execution's stats record the consumer's time; the service
+            # clients' streams (dataflow.service) have no stats to add it to.
+            stats = stream.stats() if hasattr(stream, "stats") else None
+            clock = time.perf_counter
             asked = clock()
             for rows, batch in source:
                 handed = clock()
-                stats.iterator_wait_s += handed - asked
+                if stats is not None:
+                    stats.iterator_wait_s += handed - asked
                 pos.rows += rows  # counted as consumed once handed out
                 yield batch
                 asked = clock()
-                stats.iterator_user_s += asked - handed
+                if stats is not None:
+                    stats.iterator_user_s += asked - handed
             pos.next_epoch()
         finally:
             stream.close()
