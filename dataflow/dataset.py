@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 from dataflow.block import check_batch_format, concat, table_to_pandas
 from dataflow.context import DataContext
 from dataflow.dataset_all_to_all import AllToAllMethods
+from dataflow.dataset_write import WriteMethods
 from dataflow.errors import PlanError
 from dataflow.expressions import Expr, check_columns, parse
 from dataflow.iterators import DataIterator
@@ -40,7 +41,6 @@ from dataflow.plan.logical import (
     MaterializedData,
     Project,
     Union,
-    Write,
     Zip,
 )
 from dataflow.plan.optimizer import optimize
@@ -52,10 +52,9 @@ if TYPE_CHECKING:
 
     from dataflow.plan.planner import OutputStream
     from dataflow.service.feed_server import FeedServer
-    from dataflow.sources.datasource import Datasink
 
 
-class Dataset(AllToAllMethods):
+class Dataset(AllToAllMethods, WriteMethods):
     """A lazy, immutable pipeline over blocks of rows (Arrow tables).
 
     Build one with ``dataflow.range``, ``from_*`` or ``read_*``; transforms return
@@ -612,107 +611,6 @@ class Dataset(AllToAllMethods):
                 partials[c].add(table.column(c), kind)
         out = {f"{kind}({c})": partials[c].result(kind, ignore_nulls, ddof) for c in cols}
         return out[f"{kind}({on})"] if isinstance(on, str) else out
-
-    # -- writing -----------------------------------------------------------------
-
-    def write_datasink(self, datasink: Datasink) -> None:
-        """Write every block with ``datasink``: ``on_write_start`` here, ``write``
-        in the workers, then ``on_write_complete`` (commit) or, on any failure,
-        ``on_write_failed`` (roll back) and the error is raised.
-
-        >>> df.range(10).write_datasink(MySink())  # doctest: +SKIP
-        """
-        from dataflow.sources.datasource import WriteResult
-
-        if not callable(getattr(datasink, "write", None)):
-            raise PlanError(
-                f"write_datasink: expected a dataflow.sources.datasource.Datasink, "
-                f"got {type(datasink).__name__}"
-            )
-        datasink.on_write_start()
-        try:
-            plan = Write(datasink, inputs=(self._plan,))
-            results = WriteResult.from_tables(self._iterator(plan).iter_blocks())
-            datasink.on_write_complete(results)
-        except BaseException as e:
-            datasink.on_write_failed(e)
-            raise
-
-    def write_parquet(
-        self,
-        path: str,
-        *,
-        filesystem: Any = None,
-        partition_cols: Sequence[str] | None = None,
-        mode: str = "error",
-        **kwargs: Any,
-    ) -> None:
-        """Write Parquet files under ``path`` (committed atomically).
-
-        >>> df.range(10).write_parquet("/tmp/out")  # doctest: +SKIP
-        """
-        self._write_files("ParquetDatasink", path, filesystem, partition_cols, mode, kwargs)
-
-    def write_csv(
-        self,
-        path: str,
-        *,
-        filesystem: Any = None,
-        partition_cols: Sequence[str] | None = None,
-        mode: str = "error",
-        **kwargs: Any,
-    ) -> None:
-        """Write CSV files under ``path`` (committed atomically).
-
-        >>> df.range(10).write_csv("/tmp/out")  # doctest: +SKIP
-        """
-        self._write_files("CSVDatasink", path, filesystem, partition_cols, mode, kwargs)
-
-    def write_json(
-        self,
-        path: str,
-        *,
-        filesystem: Any = None,
-        partition_cols: Sequence[str] | None = None,
-        mode: str = "error",
-        **kwargs: Any,
-    ) -> None:
-        """Write JSON Lines files under ``path`` (committed atomically).
-
-        >>> df.range(10).write_json("/tmp/out")  # doctest: +SKIP
-        """
-        self._write_files("JSONDatasink", path, filesystem, partition_cols, mode, kwargs)
-
-    def write_numpy(
-        self,
-        path: str,
-        *,
-        filesystem: Any = None,
-        partition_cols: Sequence[str] | None = None,
-        mode: str = "error",
-        **kwargs: Any,
-    ) -> None:
-        """Write ``.npy`` files under ``path`` (committed atomically).
-
-        >>> df.range_tensor(10, shape=(2,)).write_numpy("/tmp/out", column="data")  # doctest: +SKIP
-        """
-        self._write_files("NumpyDatasink", path, filesystem, partition_cols, mode, kwargs)
-
-    def _write_files(
-        self,
-        sink: str,
-        path: str,
-        filesystem: Any,
-        partition_cols: Any,
-        mode: str,
-        kwargs: dict[str, Any],
-    ) -> None:
-        from dataflow.sources import sinks
-
-        cls = getattr(sinks, sink)
-        self.write_datasink(
-            cls(path, filesystem=filesystem, partition_cols=partition_cols, mode=mode, **kwargs)
-        )
 
     # -- execution plumbing --------------------------------------------------------
 

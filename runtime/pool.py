@@ -59,7 +59,8 @@ import pyarrow as pa
 
 import runtime
 from runtime.backends.base import TaskResult
-from runtime.errors import ResourceError, TaskCancelledError, WorkerCrashedError
+from runtime.errors import TaskCancelledError, WorkerCrashedError
+from runtime.futures import Future
 from runtime.protocol import (
     Hello,
     ReleaseFunction,
@@ -73,7 +74,7 @@ from runtime.protocol import (
     encode,
 )
 from runtime.refs import ObjectRef
-from runtime.resources import Resources
+from runtime.resources import Resources, check_fits
 from runtime.store import ObjectStore
 from runtime.worker import error_from_failure, stack_path, worker_object_prefix
 
@@ -87,49 +88,6 @@ frees up."""
 SHORT_TASK_S = 0.005
 _EPS = 1e-9
 _RUNTIME_ROOT = str(Path(runtime.__file__).resolve().parent.parent)
-
-
-class Future:
-    """A task's result-to-be; completes under the pool's condition."""
-
-    __slots__ = ("name", "_cv", "_done", "_result", "_exc", "_task")
-
-    def __init__(self, name: str, cv: threading.Condition) -> None:
-        self.name = name
-        self._cv = cv
-        self._done = False
-        self._result: TaskResult | None = None
-        self._exc: BaseException | None = None
-        self._task: _Task | None = None
-
-    def done(self) -> bool:
-        return self._done
-
-    def result(self, timeout: float | None = None) -> TaskResult:
-        if not self._done:
-            with self._cv:
-                if not self._cv.wait_for(lambda: self._done, timeout):
-                    raise TimeoutError(f"task {self.name} did not finish within {timeout} s")
-        if self._exc is not None:
-            raise self._exc
-        assert self._result is not None
-        return self._result
-
-    def resolve(self, result: TaskResult | None = None, exc: BaseException | None = None) -> None:
-        """Complete the future; the caller holds the condition's lock."""
-        if not self._done:
-            self._result, self._exc, self._done = result, exc, True
-            self._cv.notify_all()
-
-    def __repr__(self) -> str:
-        return f"Future({self.name}, done={self._done})"
-
-
-def wait_any(cv: threading.Condition, futures: Sequence[Future], timeout: float | None) -> list:
-    """Block on ``cv`` until one of ``futures`` is done; return the done ones."""
-    with cv:
-        cv.wait_for(lambda: any(f._done for f in futures), timeout)
-        return [f for f in futures if f._done]
 
 
 @dataclass(eq=False)
@@ -186,36 +144,6 @@ def _exit_text(code: int | None) -> str:
         except ValueError:
             return f"was killed by signal {-code}"
     return f"exited with code {code}"
-
-
-def check_fits(resources: Resources, total: Resources, what: str) -> None:
-    """Raise ResourceError for a request that ``total`` can never satisfy."""
-    if resources.gpu > 1 and abs(resources.gpu - round(resources.gpu)) > _EPS:
-        raise ResourceError(
-            f"{what} asks for {resources.gpu:g} GPUs: requests above one GPU must be "
-            "whole numbers (a fraction below 1 shares a device)"
-        )
-    if resources.fits_in(total):
-        return
-    short = [
-        f"{need:g} {unit}, this backend has {have:g}"
-        for unit, need, have in (
-            ("CPUs", resources.cpu, total.cpu),
-            ("GPUs", resources.gpu, total.gpu),
-            ("bytes of memory", resources.memory, total.memory),
-        )
-        if need > have + _EPS
-    ]
-    have = total.custom_dict
-    short += [
-        f"{need:g} {key!r}, this backend has {have.get(key, 0.0):g}"
-        for key, need in resources.custom
-        if need > have.get(key, 0.0) + _EPS
-    ]
-    raise ResourceError(
-        f"{what} needs {'; '.join(short)}: lower the request or declare more "
-        "(e.g. num_gpus=... / resources={...} when starting the backend)"
-    )
 
 
 class WorkerPool:

@@ -15,6 +15,8 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from runtime.errors import ResourceError
+
 _EPS = 1e-9
 
 
@@ -108,3 +110,33 @@ def detect_num_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux
         return os.cpu_count() or 1
+
+
+def check_fits(resources: Resources, total: Resources, what: str) -> None:
+    """Raise ResourceError for a request that ``total`` can never satisfy."""
+    if resources.gpu > 1 and abs(resources.gpu - round(resources.gpu)) > _EPS:
+        raise ResourceError(
+            f"{what} asks for {resources.gpu:g} GPUs: requests above one GPU must be "
+            "whole numbers (a fraction below 1 shares a device)"
+        )
+    if resources.fits_in(total):
+        return
+    short = [
+        f"{need:g} {unit}, this backend has {have:g}"
+        for unit, need, have in (
+            ("CPUs", resources.cpu, total.cpu),
+            ("GPUs", resources.gpu, total.gpu),
+            ("bytes of memory", resources.memory, total.memory),
+        )
+        if need > have + _EPS
+    ]
+    have = total.custom_dict
+    short += [
+        f"{need:g} {key!r}, this backend has {have.get(key, 0.0):g}"
+        for key, need in resources.custom
+        if need > have.get(key, 0.0) + _EPS
+    ]
+    raise ResourceError(
+        f"{what} needs {'; '.join(short)}: lower the request or declare more "
+        "(e.g. num_gpus=... / resources={...} when starting the backend)"
+    )

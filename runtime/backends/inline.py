@@ -26,9 +26,9 @@ import psutil
 
 from runtime.backends.base import FunctionHandle, StoreStats, TaskFuture, TaskResult
 from runtime.errors import ObjectLostError, ResourceError, TaskCancelledError
-from runtime.pool import Future, check_fits, wait_any
+from runtime.futures import Future, wait_any
 from runtime.refs import ObjectRef
-from runtime.resources import Resources, detect_num_cpus, detect_num_gpus
+from runtime.resources import Resources, check_fits, detect_num_cpus, detect_num_gpus
 from runtime.task import TaskContext, set_current_task
 from runtime.worker import execute, remote_error
 

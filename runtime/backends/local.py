@@ -30,7 +30,8 @@ import psutil
 
 from runtime.backends.base import FunctionHandle, StoreStats, TaskFuture
 from runtime.errors import TaskCancelledError
-from runtime.pool import Actor, Future, WorkerPool, wait_any
+from runtime.futures import Future, wait_any
+from runtime.pool import Actor, WorkerPool
 from runtime.refs import ObjectRef
 from runtime.resources import Resources, detect_num_cpus, detect_num_gpus
 from runtime.store import ObjectStore

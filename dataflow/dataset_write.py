@@ -1,0 +1,122 @@
+"""The writing methods of ``Dataset`` (``write_datasink`` and the file formats),
+kept out of ``dataset.py`` so that no file grows into a god file. ``Dataset``
+inherits them; a write runs the plan with a ``Write`` node on top and commits
+through the sink's driver-side hooks.
+
+>>> import dataflow as df
+>>> df.range(10).write_parquet("/tmp/out")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from dataflow.errors import PlanError
+from dataflow.plan.logical import Write
+
+if TYPE_CHECKING:
+    from dataflow.sources.datasource import Datasink
+
+
+class WriteMethods:
+    """Mixin of ``Dataset``: needs ``self._plan`` and ``self._iterator(plan)``."""
+
+    def write_datasink(self, datasink: Datasink) -> None:
+        """Write every block with ``datasink``: ``on_write_start`` here, ``write``
+        in the workers, then ``on_write_complete`` (commit) or, on any failure,
+        ``on_write_failed`` (roll back) and the error is raised.
+
+        >>> df.range(10).write_datasink(MySink())  # doctest: +SKIP
+        """
+        from dataflow.sources.datasource import WriteResult
+
+        if not callable(getattr(datasink, "write", None)):
+            raise PlanError(
+                f"write_datasink: expected a dataflow.sources.datasource.Datasink, "
+                f"got {type(datasink).__name__}"
+            )
+        datasink.on_write_start()
+        try:
+            plan = Write(datasink, inputs=(self._plan,))
+            results = WriteResult.from_tables(self._iterator(plan).iter_blocks())
+            datasink.on_write_complete(results)
+        except BaseException as e:
+            datasink.on_write_failed(e)
+            raise
+
+    def write_parquet(
+        self,
+        path: str,
+        *,
+        filesystem: Any = None,
+        partition_cols: Sequence[str] | None = None,
+        mode: str = "error",
+        **kwargs: Any,
+    ) -> None:
+        """Write Parquet files under ``path`` (committed atomically).
+
+        >>> df.range(10).write_parquet("/tmp/out")  # doctest: +SKIP
+        """
+        self._write_files("ParquetDatasink", path, filesystem, partition_cols, mode, kwargs)
+
+    def write_csv(
+        self,
+        path: str,
+        *,
+        filesystem: Any = None,
+        partition_cols: Sequence[str] | None = None,
+        mode: str = "error",
+        **kwargs: Any,
+    ) -> None:
+        """Write CSV files under ``path`` (committed atomically).
+
+        >>> df.range(10).write_csv("/tmp/out")  # doctest: +SKIP
+        """
+        self._write_files("CSVDatasink", path, filesystem, partition_cols, mode, kwargs)
+
+    def write_json(
+        self,
+        path: str,
+        *,
+        filesystem: Any = None,
+        partition_cols: Sequence[str] | None = None,
+        mode: str = "error",
+        **kwargs: Any,
+    ) -> None:
+        """Write JSON Lines files under ``path`` (committed atomically).
+
+        >>> df.range(10).write_json("/tmp/out")  # doctest: +SKIP
+        """
+        self._write_files("JSONDatasink", path, filesystem, partition_cols, mode, kwargs)
+
+    def write_numpy(
+        self,
+        path: str,
+        *,
+        filesystem: Any = None,
+        partition_cols: Sequence[str] | None = None,
+        mode: str = "error",
+        **kwargs: Any,
+    ) -> None:
+        """Write ``.npy`` files under ``path`` (committed atomically).
+
+        >>> df.range_tensor(10, shape=(2,)).write_numpy("/tmp/out", column="data")  # doctest: +SKIP
+        """
+        self._write_files("NumpyDatasink", path, filesystem, partition_cols, mode, kwargs)
+
+    def _write_files(
+        self,
+        sink: str,
+        path: str,
+        filesystem: Any,
+        partition_cols: Any,
+        mode: str,
+        kwargs: dict[str, Any],
+    ) -> None:
+        from dataflow.sources import sinks
+
+        cls = getattr(sinks, sink)
+        self.write_datasink(
+            cls(path, filesystem=filesystem, partition_cols=partition_cols, mode=mode, **kwargs)
+        )
