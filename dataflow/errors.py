@@ -1,11 +1,11 @@
 """The exception tree of dataflow.
 
-    DataflowError
-      UserCodeError        user code raised; names operator, block/file, remote traceback
-      SourceError          an input is missing, corrupt or unreadable; names the path
-      PlanError            the pipeline is invalid (bad expression, unknown column, ...)
-      WorkerCrashedError   a worker died past ``max_task_retries``
-      ResourceError        a stage asks for resources the backend can never give
+DataflowError
+  UserCodeError        user code raised; names operator, block/file, remote traceback
+  SourceError          an input is missing, corrupt or unreadable; names the path
+  PlanError            the pipeline is invalid (bad expression, unknown column, ...)
+  WorkerCrashedError   a worker died past ``max_task_retries``
+  ResourceError        a stage asks for resources the backend can never give
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ class UserCodeError(DataflowError):
     exception when it could be pickled back.
     """
 
-    def __init__(self, message: str, *, operator: str = "", block: str = "",
-                 remote_traceback: str = "") -> None:
+    def __init__(
+        self, message: str, *, operator: str = "", block: str = "", remote_traceback: str = ""
+    ) -> None:
         super().__init__(message)
         self.operator = operator
         self.block = block

@@ -64,9 +64,7 @@ class LogicalOperator:
             yield from child.walk()
         yield self
 
-    def transform_up(
-        self, fn: Callable[[LogicalOperator], LogicalOperator]
-    ) -> LogicalOperator:
+    def transform_up(self, fn: Callable[[LogicalOperator], LogicalOperator]) -> LogicalOperator:
         """Rewrite bottom-up: children first, then ``fn`` on the rebuilt node."""
         new_inputs = tuple(c.transform_up(fn) for c in self.inputs)
         node = self if new_inputs == self.inputs else self.with_inputs(*new_inputs)

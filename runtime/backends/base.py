@@ -144,7 +144,12 @@ class Backend(Protocol):
     ) -> ActorHandle: ...
 
     def submit_actor(
-        self, actor: ActorHandle, inputs: Sequence[ObjectRef] = (), args: tuple = (), *, name: str = ""
+        self,
+        actor: ActorHandle,
+        inputs: Sequence[ObjectRef] = (),
+        args: tuple = (),
+        *,
+        name: str = "",
     ) -> TaskFuture: ...
 
     def stop_actor(self, actor: ActorHandle) -> None: ...
