@@ -102,7 +102,9 @@ def test_early_break_hands_the_rest_to_another_consumer(serve):
     rest = ids(df.connect(server.address).iter_batches(batch_size=128))
     assert got == list(range(300))
     assert sorted(got + rest) == list(range(5000))
-    assert server.coordinator.reserved_rows in (1200, 1700)
+    # re-served: what had been sent when the loop broke (1 to 4 blocks of 500,
+    # depending on how many credits the server had used) less the 300 handed out
+    assert server.coordinator.reserved_rows in (200, 700, 1200, 1700)
 
 
 def test_a_dead_consumers_unacknowledged_rows_go_to_the_survivor(serve):
