@@ -113,8 +113,10 @@ class DatasetStats:
         raise KeyError(f"no operator {name!r} in these stats; operators: {known}")
 
     def __str__(self) -> str:
+        # Fused stage names (read->map->filter->write) are shown whole.
+        width = max([40] + [len(o.name) for o in self.operators])
         head = (
-            f"{'operator':<40} {'tasks':>6} {'rows in':>10} {'rows out':>10} {'MiB out':>9} "
+            f"{'operator':<{width}} {'tasks':>6} {'rows in':>10} {'rows out':>10} {'MiB out':>9} "
             f"{'wall s':>8} {'cpu s':>8} {'block MiB min/mean/max':>24} {'backpr s':>8}"
         )
         mib = 1024 * 1024
@@ -125,7 +127,7 @@ class DatasetStats:
                 f"{o.block_bytes_max / mib:.2f}"
             )
             lines.append(
-                f"{o.name[:40]:<40} {o.tasks:>6} {o.rows_in:>10} {o.rows_out:>10} "
+                f"{o.name:<{width}} {o.tasks:>6} {o.rows_in:>10} {o.rows_out:>10} "
                 f"{o.bytes_out / mib:>9.1f} {o.wall_s:>8.3f} {o.cpu_s:>8.3f} {blocks:>24} "
                 f"{o.backpressure_s:>8.3f}"
             )
