@@ -126,13 +126,17 @@ class BackendContract:
     backend_name: ClassVar[str] = ""
     backend_options: ClassVar[dict[str, Any]] = {}
 
-    def make_backend(self) -> Any:
-        cls = get_backend_class(self.backend_name)
-        return cls(num_cpus=2, num_gpus=0, object_store_memory=STORE_BYTES, **self.backend_options)
+    @classmethod
+    def make_backend(cls) -> Any:
+        backend_cls = get_backend_class(cls.backend_name)
+        return backend_cls(
+            num_cpus=2, num_gpus=0, object_store_memory=STORE_BYTES, **cls.backend_options
+        )
 
     @pytest.fixture(scope="class")
-    def backend(self):
-        backend = self.make_backend()
+    @classmethod
+    def backend(cls):
+        backend = cls.make_backend()
         yield backend
         backend.shutdown()
 
