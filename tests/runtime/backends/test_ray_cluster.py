@@ -145,12 +145,13 @@ try:
         def run(self, it):
             ids = [i for b in it.iter_batches(batch_size=64) for i in b["id"].tolist()]
             return ray.get_runtime_context().get_node_id(), ids
-    a, b = df.range(2000, override_num_blocks=16).streaming_split(2)
+    # equal=True: a consumer that starts first cannot take the whole (small) stream.
+    a, b = df.range(2000, override_num_blocks=16).streaming_split(2, equal=True)
     actors = [Trainer.options(resources={r: 0.01}).remote() for r in ("on_head", "on_b")]
     (na, ia), (nb, ib) = ray.get([actors[0].run.remote(a), actors[1].run.remote(b)], timeout=120)
     report["split"] = {"nodes_differ": na != nb,
                        "disjoint_complete": sorted(ia + ib) == list(range(2000)),
-                       "both": bool(ia) and bool(ib)}
+                       "both": len(ia) == len(ib) == 1000}
     for actor in actors:
         ray.kill(actor)
     lap("split")
