@@ -56,20 +56,27 @@ def double(b):
 
 
 def no_objects_left(backend):
-    """Nothing in the store, no object file in the session's shm dir, no worker busy."""
-    if backend.store_stats().num_objects:
-        return False
-    if backend.name == "local":
-        from pathlib import Path
+    """Nothing in the store, no object file in the session's shm dir, no worker busy.
 
+    Waits up to 5 s: a cancelled task on a driver thread cannot be stopped, only
+    abandoned, and frees its outputs when it finishes; cancelled worker tasks give
+    their resources back once the worker is reaped."""
+    from pathlib import Path
+
+    def clean() -> bool:
+        if backend.store_stats().num_objects:
+            return False
+        if backend.name != "local":
+            return True
         if list(Path(backend.store.location.shm_dir).glob("**/*.arrow")):
             return False
-        # Running tasks hold resources; cancelled ones must have given them back.
-        deadline = time.monotonic() + 5
-        while backend.available_resources() != backend.total_resources():
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.01)
+        return backend.available_resources() == backend.total_resources()
+
+    deadline = time.monotonic() + 5
+    while not clean():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
     return True
 
 
