@@ -40,8 +40,16 @@ class DataContext:
     """Blocks the executor buffers for a consumer before it stops dispatching."""
 
     # -- execution -----------------------------------------------------------
-    preserve_order: bool = False
-    """Deliver blocks in input order (costs head-of-line blocking)."""
+    preserve_order: bool = True
+    """Rows leave in dataset order (every pipeline without a shuffle; after a
+    sort, in sorted order), on every backend, so splits, limits, ``take`` and
+    resumable iterators are deterministic. Finished blocks that wait behind a
+    slower earlier one are held in a bounded reorder window
+    (``reorder_window_bytes``); False delivers blocks as tasks finish, for the
+    last few percent of throughput."""
+    reorder_window_bytes: int | None = None
+    """Bytes an operator may hold back to keep order before it stops launching
+    tasks (a straggler then backpressures); None = a quarter of the memory budget."""
     max_task_retries: int = 3
     """Retries of a task whose worker died (SIGKILL, segfault, OOM kill)."""
     max_errored_blocks: int = 0

@@ -451,7 +451,9 @@ class Dataset(AllToAllMethods, WriteMethods):
             print(row)
 
     def count(self) -> int:
-        """Number of rows; from metadata without running the plan when possible.
+        """Number of rows. A plan with user code (``map``, ``filter(fn)``...) runs,
+        as in Ray Data, so its errors surface; a plan without (reads, ``range``,
+        projections, ``limit``) is answered from metadata without running.
 
         >>> df.range(10**10).count()  # doctest: +SKIP
         10000000000
@@ -526,7 +528,12 @@ class Dataset(AllToAllMethods, WriteMethods):
         >>> ds.sum("id")
         20
         """
-        stream = self._open_stream()
+        return self._materialize()
+
+    def _materialize(self, *, ordered: bool = False) -> Dataset:
+        """``materialize()``; ``ordered`` runs in dataset order even when
+        ``DataContext.preserve_order`` is off (splits are defined on that order)."""
+        stream = self._open_stream(ordered=ordered)
         with stream:
             bundles = list(stream)
         owned = [r for b in bundles for r in b.refs if b.owns_blocks]
@@ -617,12 +624,16 @@ class Dataset(AllToAllMethods, WriteMethods):
     def _optimized(self) -> LogicalOperator:
         return optimize(self._plan, DataContext.get_current().optimizer_flags)
 
-    def _open_stream(self, plan: LogicalOperator | None = None) -> OutputStream:
+    def _open_stream(
+        self, plan: LogicalOperator | None = None, *, ordered: bool = False
+    ) -> OutputStream:
         """Start executing ``plan`` (default: this dataset's), recorded as this
-        dataset's last run for ``stats()``."""
+        dataset's last run for ``stats()``; ``ordered`` forces dataset order."""
         from dataflow.plan.planner import execute
 
         ctx = DataContext.get_current().copy()
+        if ordered:
+            ctx.preserve_order = True
         stream = execute(optimize(plan or self._plan, ctx.optimizer_flags), ctx)
         self._last_stream = stream
         return stream

@@ -136,6 +136,7 @@ class StreamingExecutor:
             *observers,
         ]
         budget = ctx.object_store_memory or backend.store_stats().capacity_bytes
+        self.memory_budget = budget
         self.policies: list[BackpressurePolicy] = [MemoryBudgetPolicy(budget), OutputQueuePolicy()]
         if ctx.memory_limit:
             self.policies.append(MemoryLimitPolicy(ctx.memory_limit))
@@ -146,7 +147,7 @@ class StreamingExecutor:
         self._errored_blocks = 0
 
     def start(self) -> None:
-        env = ExecEnv(self.backend, self.ctx, self.in_driver)
+        env = ExecEnv(self.backend, self.ctx, self.in_driver, self.memory_budget)
         started: list[PhysicalOperator] = []
         try:
             for op in self.topology.ops:

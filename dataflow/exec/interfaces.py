@@ -186,9 +186,11 @@ class PhysicalOperator:
 
 @dataclass
 class ExecEnv:
-    """What operators get at start: the backend, the context snapshot, and
-    whether tasks run in the driver (small plans with no Python UDF)."""
+    """What operators get at start: the backend, the context snapshot, whether
+    tasks run in the driver (small plans with no Python UDF) and the memory
+    budget (bytes) the executor keeps the pipeline under."""
 
     backend: Backend
     ctx: DataContext
     in_driver: bool = False
+    memory_budget: int = 0

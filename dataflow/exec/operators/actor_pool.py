@@ -137,7 +137,8 @@ class ActorPoolMapOperator(MapOperator):
         return best
 
     def dispatch_cost(self) -> Resources | None:
-        if self._closed or not (self._queue or self._retry):
+        # A retry is the oldest unfinished task: it must run even when the window is full.
+        if self._closed or not (self._retry or (self._queue and not self._window_full())):
             return None
         if self._free_actor() is not None:
             return Resources()  # the actor already holds its resources

@@ -113,6 +113,8 @@ class MapOperator(PhysicalOperator):
         self._task_n = 0
         self._slot = self.options.resources  # what one task counts against the budget
         self._out_bytes = 0  # finished outputs not yet taken (incl. ordered hold-back)
+        self._held_bytes = 0  # finished outputs waiting behind an unfinished earlier task
+        self._window_bytes = 0  # hold-back above which no new task starts (preserve_order)
         self._running_in_bytes = 0
         self._task_count = 0
         self._handle: FunctionHandle | None = None
@@ -126,6 +128,7 @@ class MapOperator(PhysicalOperator):
     def start(self, env: ExecEnv) -> None:
         self._backend = env.backend
         self._preserve_order = env.ctx.preserve_order
+        self._window_bytes = reorder_window_bytes(env)
         self._max_retries = env.ctx.max_task_retries
         self._in_driver = env.in_driver or self.options.use_threads
         self._estimate.default = env.ctx.target_min_block_size
@@ -154,7 +157,8 @@ class MapOperator(PhysicalOperator):
         self._ordered.clear()
         self._read_tasks = None
         self._next_read = None
-        self._out_bytes = self._running_in_bytes = self.metrics.queued_bytes = 0
+        self._out_bytes = self._running_in_bytes = self._held_bytes = 0
+        self.metrics.queued_bytes = 0
         if to_free:
             backend.free(to_free)
         self._release()
@@ -211,11 +215,17 @@ class MapOperator(PhysicalOperator):
         return bool(self._queue) or self._peek_read() is not None
 
     def dispatch_cost(self) -> Resources | None:
-        if self._closed or not self._has_work():
+        if self._closed or not self._has_work() or self._window_full():
             return None
         if self.options.max_tasks is not None and len(self._tasks) >= self.options.max_tasks:
             return None
         return self._slot
+
+    def _window_full(self) -> bool:
+        """True while outputs held back for order exceed the reorder window: a
+        straggling task then stops new launches instead of growing the window
+        (it is running, so it always finishes and drains the window)."""
+        return self._held_bytes > self._window_bytes
 
     def next_task_bytes(self) -> tuple[int, int]:
         if self._queue:
@@ -327,13 +337,17 @@ class MapOperator(PhysicalOperator):
             self._running_in_bytes -= task.inputs.nbytes
             if task.inputs.owns_blocks and task.inputs.refs:
                 self._backend.free(task.inputs.refs)
-        self._out_bytes += sum(b.nbytes for b in outputs)
+        nbytes = sum(b.nbytes for b in outputs)
+        self._out_bytes += nbytes
         if not self._preserve_order:
             self._out.extend(outputs)
             return
         task.outputs, task.done = outputs, True
+        self._held_bytes += nbytes
         while self._ordered and self._ordered[0].done:
-            self._out.extend(self._ordered.popleft().outputs)
+            released = self._ordered.popleft().outputs
+            self._held_bytes -= sum(b.nbytes for b in released)
+            self._out.extend(released)
 
     # -- data out --------------------------------------------------------------
     def has_next(self) -> bool:
@@ -350,6 +364,16 @@ class MapOperator(PhysicalOperator):
     def memory_usage(self) -> int:
         running = self._running_in_bytes + len(self._tasks) * self._estimate.value(0)
         return self.metrics.queued_bytes + self._out_bytes + running
+
+
+def reorder_window_bytes(env: ExecEnv) -> int:
+    """Bytes of finished outputs an operator may hold back to keep order:
+    ``DataContext.reorder_window_bytes``, by default a quarter of the memory
+    budget (at least one block), so ordering never takes the whole budget."""
+    window = env.ctx.reorder_window_bytes
+    if window is None:
+        window = max(env.memory_budget // 4, env.ctx.target_max_block_size)
+    return window
 
 
 @functools.lru_cache(maxsize=256)
