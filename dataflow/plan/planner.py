@@ -476,8 +476,8 @@ def _runs_in_driver(plan: LogicalOperator, ctx: DataContext) -> bool:
 
 
 def count_from_metadata(plan: LogicalOperator) -> int | None:
-    """The exact row count when metadata alone gives it (no filter, no UDF that
-    may change the count), else None.
+    """The exact row count when metadata alone gives it (no filter and no user
+    code anywhere in the plan), else None.
 
     >>> count_from_metadata(Limit(InputData(blocks=(pa.table({"x": [1, 2, 3]}),)), n=2))
     2
@@ -513,7 +513,9 @@ def count_from_metadata(plan: LogicalOperator) -> int | None:
 
 
 def _keeps_rows(node: LogicalOperator) -> bool:
-    return isinstance(node, Project) or (isinstance(node, MapRows) and node.on_error == "raise")
+    # Only UDF-free nodes: a plan with user code runs, so that its errors surface
+    # (a map that raises on every row must not count), as in Ray Data.
+    return isinstance(node, Project)
 
 
 def schema_from_metadata(plan: LogicalOperator) -> pa.Schema | None:
