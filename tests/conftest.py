@@ -1,7 +1,8 @@
 """Shared fixtures: the backend matrix and the input matrix (STYLE point 14).
 
-``backend`` runs a test on the in-process ``inline`` backend and on the
-``local`` backend (worker processes + shared memory). ``make_ds`` builds the
+``backend`` runs a test on the in-process ``inline`` backend, on the
+``local`` backend (worker processes + shared memory) and, in the slow tier,
+on the ``ray`` backend, so the backends must agree on every result. ``make_ds`` builds the
 same rows as in-memory blocks or as Parquet files read back, so a dataset test
 checks both input paths.
 """
@@ -18,9 +19,14 @@ import dataflow as df
 from dataflow import session
 
 
-@pytest.fixture(scope="module", params=["inline", "local"])
+@pytest.fixture(
+    scope="module", params=["inline", "local", pytest.param("ray", marks=pytest.mark.slow)]
+)
 def backend(request):
-    """A running backend (module-scoped: one start per backend per test module)."""
+    """A running backend (module-scoped: one start per backend per test module).
+    ``ray`` (slow tier) attaches to the session's one local Ray (``ray_session``)."""
+    if request.param == "ray":
+        request.getfixturevalue("ray_session")
     started = session.init(request.param, num_cpus=2)
     yield started
     session.shutdown()

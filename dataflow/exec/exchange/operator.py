@@ -238,12 +238,12 @@ class ExchangeOperator(PhysicalOperator):
             n = self._default_reduces(sum(sizes), self._m)
             groups = _contiguous_groups(sizes, min(n, self._m))
         tasks = []
-        for i, group in enumerate(groups):
+        for group in groups:
             pieces = sorted(
                 ((key + (p,), r) for p in group for key, r in self._pieces[p]), key=lambda x: x[0]
             )
             refs = [r for _, r in pieces]
-            if not (refs or self.num_partitions or (self.spec.reduce_when_empty and i == 0)):
+            if not (refs or self.num_partitions):
                 continue
             num_left = sum(1 for key, _ in pieces if key[0] == 0)
             first, last = group[0], group[-1]
@@ -252,6 +252,9 @@ class ExchangeOperator(PhysicalOperator):
             tasks.append(
                 _Task("reduce", label, index=len(tasks), inputs=refs, args=args, frees=refs)
             )
+        if not tasks:  # no rows at all: one reduce still gives the output's schema
+            args = ("reduce", 0, tuple(self._schemas))
+            tasks.append(_Task("reduce", "partition 0", index=0, inputs=[], args=args, frees=[]))
         self._pieces = [[] for _ in range(self._m)]
         return tasks
 

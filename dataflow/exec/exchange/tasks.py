@@ -49,8 +49,9 @@ class ExchangeSpec:
     before any input arrives (hash, random); a sort chooses it from samples.
     ``ordered``: the output must keep partition order (sort, random shuffle).
     ``map_partitions``: a fixed number of map partitions (a global aggregation
-    has one). ``reduce_when_empty``: run one reduce even with no input (a
-    global aggregation of nothing still has one row). ``runs_python``: user
+    has one). A dataset with no rows still gets one reduce, over
+    ``empty_sides(schemas)``, so its output keeps its schema (and a global
+    aggregation of nothing has its one row). ``runs_python``: user
     code runs in the tasks, so they never run in the driver. ``small_output``:
     the map side already shrinks the data (partial aggregates), so reduces are
     sized by bytes alone: a small result is one task and one key-sorted block."""
@@ -60,7 +61,6 @@ class ExchangeSpec:
     map_partitions: int | None = None
     ordered = False
     needs_sample = False
-    reduce_when_empty = False
     runs_python = False
     small_output = False
 
@@ -73,6 +73,11 @@ class ExchangeSpec:
         """``sides[i]``: the pieces of this partition from input ``i``; ``extra``:
         what the operator knows that the spec cannot (schemas, slices)."""
         raise NotImplementedError
+
+    def empty_sides(self, schemas: Sequence[pa.Schema | None]) -> list[list[pa.Table]]:
+        """What ``reduce`` gets for a partition no row reached: an empty piece
+        of each input's schema, so the output has the schema it would have."""
+        return [[s.empty_table()] if s is not None else [] for s in schemas]
 
 
 class RepartitionSpec(ExchangeSpec):
@@ -155,13 +160,17 @@ class AggregateSpec(ExchangeSpec):
     def __init__(self, keys: Sequence[str], aggs: Sequence[Any]) -> None:
         self.keys = list(keys)
         self.aggs = list(aggs)
-        self.reduce_when_empty = not self.keys
         self.map_partitions = None if self.keys else 1
         self.runs_python = any(not isinstance(a, VectorizedAggregateFn) for a in self.aggs)
 
     def map(self, table, side, block_id, n, extra):
         partial = partial_aggregate(table, self.keys, self.aggs)
         return hash_partition(partial, self.keys, n) if self.keys else [partial]
+
+    def empty_sides(self, schemas):
+        # The reduce side merges partial states: the partial of an empty input.
+        empty = [partial_aggregate(s.empty_table(), self.keys, self.aggs) for s in schemas[:1] if s]
+        return [empty]
 
     def reduce(self, sides, extra):
         yield final_aggregate(sides[0], self.keys, self.aggs)
@@ -295,5 +304,10 @@ class ExchangeTaskFn:
         else:
             num_left, extra = args
             sides = [inputs[:num_left], inputs[num_left:]]
+            empty = not inputs and self.spec.has_map  # no row reached this partition
+            if empty:
+                sides = self.spec.empty_sides(extra)
             for out in self.spec.reduce(sides, extra):
+                if empty and not out.num_columns:
+                    continue  # nothing, not even a schema, to pass on
                 yield from split_to_max_size(out, self.max_block_bytes)
