@@ -16,9 +16,11 @@ from dataflow.exec.exchange.partition import (
     key_range_partition,
     random_keys,
     range_partition,
+    restore_float_keys,
     sample_rows,
     sort_keys,
     sort_table,
+    spread_float_keys,
     top_k,
 )
 
@@ -202,3 +204,39 @@ def test_key_order_is_the_stable_order_with_or_without_ties():
     np.testing.assert_array_equal(key_order(chunked), np.argsort(keys, kind="stable"))
     ties = pa.chunked_array([np.array([5, 1, 5, 1, 0, 5], np.uint64)])
     assert key_order(ties).tolist() == [4, 1, 3, 0, 2, 5]
+
+
+def test_spread_float_keys_round_trips_and_groups_like_pyarrow():
+    values = [1.0, None, -0.0, float("nan"), 2.5, 3.0, 0.0, float("nan"), 1.0]
+    table = pa.table(
+        {
+            "d": pa.chunked_array([pa.array(values[:5]), pa.array(values[5:])]),
+            "f": pa.array(values, pa.float32()),
+            "i": pa.array(range(9), pa.int8()),
+        }
+    ).slice(1)  # a non-zero offset
+    spread, types = spread_float_keys(table, ["d", "f", "i"])
+    assert spread.schema.types == [pa.int64(), pa.int64(), pa.int8()]
+    assert types == {"d": pa.float64(), "f": pa.float32()}
+    back = restore_float_keys(spread, types)
+    assert back.schema == table.schema
+    want = [None, 0.0, float("nan"), 2.5, 3.0, 0.0, float("nan"), 1.0]
+    for name in ("d", "f"):
+        got = back.column(name).to_pylist()
+        assert [g is None for g in got] == [w is None for w in want]
+        assert np.allclose(
+            [g for g in got if g is not None], [w for w in want if w is not None], equal_nan=True
+        )
+    # -0.0 and 0.0 are one key, every NaN is one key, as in pyarrow's group_by.
+    groups = spread.group_by(["d"]).aggregate([("i", "count")])
+    assert groups.num_rows == len({None, 0.0, "nan", 2.5, 3.0, 1.0})
+
+
+def test_group_by_on_whole_number_floats_is_exact():
+    keys = (np.arange(200_000) % 50_000).astype(np.float64)
+    table = pa.table({"k": keys, "a": np.ones(len(keys))})
+    spread, types = spread_float_keys(table, ["k"])
+    out = restore_float_keys(spread.group_by(["k"]).aggregate([("a", "sum")]), types)
+    out = out.sort_by("k")
+    assert out.column("k").to_pylist() == [float(i) for i in range(50_000)]
+    assert set(out.column("a_sum").to_pylist()) == {4.0}

@@ -20,7 +20,13 @@ import pyarrow as pa
 
 from dataflow.aggregate import AggregateFn, Count, VectorizedAggregateFn
 from dataflow.block import concat
-from dataflow.exec.exchange.partition import group_starts, sort_keys, sort_table
+from dataflow.exec.exchange.partition import (
+    group_starts,
+    restore_float_keys,
+    sort_keys,
+    sort_table,
+    spread_float_keys,
+)
 
 _STATE = "__agg{}_{}"
 
@@ -64,8 +70,9 @@ def partial_aggregate(
             for j, spec in enumerate(agg.states()):
                 specs.append(spec)
                 names.append(_STATE.format(i, j))
-    grouped = table.group_by(list(keys), use_threads=False).aggregate(specs)
-    out = grouped.rename_columns(list(keys) + names)
+    hashable, float_keys = spread_float_keys(table, keys)
+    grouped = hashable.group_by(list(keys), use_threads=False).aggregate(specs)
+    out = restore_float_keys(grouped.rename_columns(list(keys) + names), float_keys)
     if python_aggs:
         starts = group_starts(table, keys) if keys else np.array([0, table.num_rows])
         for i in python_aggs:
@@ -92,6 +99,8 @@ def final_aggregate(
     keys = list(keys)
     if not keys and table.num_rows == 0:
         return _empty_global(aggs)
+    if not table.num_columns:  # no input block at all: the schema is unknown
+        return table
     if keys:
         table = sort_table(table, sort_keys(keys, [False] * len(keys)))
         starts = group_starts(table, keys)

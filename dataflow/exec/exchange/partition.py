@@ -43,6 +43,79 @@ def _mix64(x: np.ndarray) -> np.ndarray:
         return x ^ (x >> np.uint64(31))
 
 
+def _unmix64(x: np.ndarray) -> np.ndarray:
+    """The inverse of ``_mix64``."""
+    with np.errstate(over="ignore"):
+        x = _unshift(x, 31) * _MIX2_INV
+        x = _unshift(x, 27) * _MIX1_INV
+        return _unshift(x, 30)
+
+
+def _unshift(y: np.ndarray, s: int) -> np.ndarray:
+    """The ``x`` for which ``x ^ (x >> s) == y``."""
+    x, shift = y.copy(), np.uint64(s)
+    t = y >> shift
+    while t.any():
+        x ^= t
+        t >>= shift
+    return x
+
+
+_MIX1_INV = np.uint64(pow(int(_MIX1), -1, 1 << 64))
+_MIX2_INV = np.uint64(pow(int(_MIX2), -1, 1 << 64))
+
+
+def spread_float_keys(table: pa.Table, keys: Sequence[str]) -> tuple[pa.Table, dict]:
+    """``table`` with its float key columns replaced by a bijective int64 mix of
+    their bits, and what ``restore_float_keys`` needs to undo it.
+
+    pyarrow's hash tables degrade badly on float keys holding whole numbers
+    (their low bits are all zero): ``group_by`` over 1M distinct such doubles
+    takes ~40x longer than over 1M integers. Mixed bits hash well. -0.0 and
+    0.0, and every NaN, are made one key first, as ``group_by`` treats them.
+    """
+    types = {}
+    for name in keys:
+        t = table.schema.field(name).type
+        if pa.types.is_float32(t) or pa.types.is_float64(t):
+            col = table.column(name)
+            zero, nan = pa.scalar(0.0, t), pa.scalar(float("nan"), t)
+            col = pc.if_else(pc.is_nan(col), nan, pc.add(col, zero))
+            table = table.set_column(
+                table.schema.get_field_index(name), name, _map_bits(col, t, pa.int64())
+            )
+            types[name] = t
+    return table, types
+
+
+def restore_float_keys(table: pa.Table, types: dict) -> pa.Table:
+    """Undo ``spread_float_keys`` on the key columns of ``table``."""
+    for name, t in types.items():
+        i = table.schema.get_field_index(name)
+        table = table.set_column(i, name, _map_bits(table.column(name), pa.int64(), t))
+    return table
+
+
+def _map_bits(col: pa.ChunkedArray, src: pa.DataType, dst: pa.DataType) -> pa.ChunkedArray:
+    """Float bits -> mixed int64 (``dst`` int64) or back; validity is kept as is."""
+    width = {4: np.uint32, 8: np.uint64}
+    chunks = []
+    for chunk in col.chunks:
+        validity, data = chunk.buffers()
+        n = chunk.offset + len(chunk)
+        raw = np.frombuffer(data, dtype=width[src.byte_width], count=n)
+        if pa.types.is_integer(dst):
+            values = _mix64(raw.astype(np.uint64))
+        else:
+            values = _unmix64(raw).astype(width[dst.byte_width])
+        chunks.append(
+            pa.Array.from_buffers(
+                dst, len(chunk), [validity, pa.py_buffer(values)], chunk.null_count, chunk.offset
+            )
+        )
+    return pa.chunked_array(chunks, dst)
+
+
 # -- hashing -----------------------------------------------------------------------
 
 
