@@ -230,6 +230,11 @@ class LiteralExpr(Expr):
         return ("lit", type(self.value).__name__, self.value)
 
     def to_arrow(self) -> pc.Expression:
+        if isinstance(self.value, float):
+            # A bare float literal lets Arrow narrow it to float32 and cast an
+            # int64 column to float32 as well (failing above 2**24): the cast
+            # keeps Python's int op float -> float64.
+            return pc.scalar(self.value).cast(pa.float64())
         return pc.scalar(self.value)
 
     def columns(self) -> set[str]:
@@ -260,12 +265,10 @@ class BinaryExpr(Expr):
     def to_arrow(self) -> pc.Expression:
         a, b = self.left.to_arrow(), self.right.to_arrow()
         op = self.op
-        if op in ("/", "//", "%"):
-            quotient = pc.divide(a.cast(pa.float64()), b)
-            if op == "/":
-                return quotient
-            floor = pc.floor(quotient)
-            return floor if op == "//" else pc.subtract(a, pc.multiply(b, floor))
+        if op == "/":  # true division, as in Python: ints give floats
+            return pc.divide(a.cast(pa.float64()), b)
+        if op in ("//", "%"):
+            return _floor_div_mod(a, b)[op == "%"]
         simple = {
             "+": pc.add,
             "-": pc.subtract,
@@ -291,6 +294,20 @@ class BinaryExpr(Expr):
         left = _paren(self.left, prec + (self.op == "**" or prec == 1))
         right = _paren(self.right, prec + (self.op != "**"))
         return f"{left} {self.op} {right}"
+
+
+def _floor_div_mod(a: pc.Expression, b: pc.Expression) -> tuple[pc.Expression, pc.Expression]:
+    """Python's ``a // b`` and ``a % b`` (the result takes the divisor's sign),
+    keeping integers integers: ``divide`` truncates integers and is exact on
+    floats, rounding down floors floats and leaves integers alone, and a
+    remainder of the wrong sign moves the quotient down by one."""
+    q = pc.round(pc.divide(a, b), 0, round_mode="down")
+    r = pc.subtract(a, pc.multiply(b, q))
+    wrong_sign = (r != 0) & ((r < 0) != (b < 0))
+    return (
+        pc.if_else(wrong_sign, pc.subtract(q, 1), q),
+        pc.if_else(wrong_sign, pc.add(r, b), r),
+    )
 
 
 @dataclass(frozen=True, eq=False, slots=True)

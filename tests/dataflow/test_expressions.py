@@ -30,8 +30,16 @@ def test_arithmetic_follows_python_semantics():
     assert values(2 - col("a")) == [1, 9, -1, None, -8]
     assert values(col("a") * col("b")) == [0.5, -14.0, -3.0, None, None]
     assert values(col("a") / 2) == [0.5, -3.5, 1.5, None, 5.0]
-    assert values(col("a") // 2) == [0.0, -4.0, 1.0, None, 5.0]  # floors, like Python
-    assert values(col("a") % 3) == [1.0, 2.0, 0.0, None, 1.0]  # sign of divisor
+    # Floor division and modulo as in Python: ints stay ints, the remainder
+    # takes the divisor's sign.
+    assert values(col("a") // 2) == [0, -4, 1, None, 5]
+    assert values(col("a") % 3) == [1, 2, 0, None, 1]
+    assert values(col("a") % -3) == [-2, -1, 0, None, -2]
+    assert values(col("a") // -3) == [-1, 2, -1, None, -4]
+    assert (col("a") % 3).eval(TABLE).type == pa.int64()
+    assert values(col("b") // 1.5) == [0.0, 1.0, -1.0, 2.0, None]
+    assert values(col("b") % 1.5) == [0.5, 0.5, 0.5, 1.0, None]
+    assert values(col("a") % 4.0) == [1.0, 1.0, 3.0, None, 2.0]
     assert values(-(col("a") ** 2)) == [-1, -49, -9, None, -100]
     assert values(2 ** col("a").cast("float64")) == [2.0, 2.0**-7, 8.0, None, 1024.0]
 
@@ -134,3 +142,14 @@ def test_bad_arguments():
         col("a").cast("int77")
     with pytest.raises(PlanError, match="cannot evaluate expression cat \\+ 1"):
         (col("cat") + 1).eval(TABLE)
+
+
+def test_float_literals_keep_int64_columns_exact():
+    # Arrow alone would cast the int64 column to float32 (and fail above 2**24).
+    big = pa.table({"id": pa.array([2**24 + 1, 2**40 + 3], pa.int64())})
+    assert (col("id") + 0.5).eval(big).to_pylist() == [2**24 + 1.5, 2**40 + 3.5]
+    assert (col("id") % 4e6).eval(big).to_pylist() == [
+        float((2**24 + 1) % 4_000_000),
+        float((2**40 + 3) % 4_000_000),
+    ]
+    assert (col("id") * 2.0).eval(big).type == pa.float64()
