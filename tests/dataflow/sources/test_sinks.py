@@ -208,3 +208,33 @@ def test_parquet_small_blocks_fill_whole_row_groups(tmp_path, read_all):
     assert [md.row_group(i).num_rows for i in range(md.num_row_groups)] == [250, 250, 250, 150]
     got = read_all(ParquetDatasource(str(tmp_path / "b")))
     assert got.column("id").to_pylist() == list(range(900))
+
+
+def _dictionary_encoded(path) -> dict[str, bool]:
+    md = pq.ParquetFile(path).metadata
+    group = md.row_group(0)
+    return {
+        group.column(i).path_in_schema: group.column(i).has_dictionary_page
+        for i in range(md.num_columns)
+    }
+
+
+def test_parquet_dictionary_encodes_only_repeating_columns(tmp_path, read_all):
+    n = 20_000
+    rng = np.random.default_rng(0)
+    table = pa.table(
+        {
+            "id": np.arange(n),
+            "x": rng.normal(size=n),
+            "cat": pa.array(["a", "b", "c", None] * (n // 4)),
+            "small": rng.integers(0, 7, n).astype(np.int32),
+        }
+    )
+    run_write(ParquetDatasink(str(tmp_path / "auto")), [[table]])
+    file = tmp_path / "auto" / "part-00000-0000.parquet"
+    assert _dictionary_encoded(file) == {"id": False, "x": False, "cat": True, "small": True}
+    assert read_all(ParquetDatasource(str(file))).equals(table)
+    # An explicit choice wins.
+    run_write(ParquetDatasink(str(tmp_path / "all"), use_dictionary=True), [[table]])
+    forced = _dictionary_encoded(tmp_path / "all" / "part-00000-0000.parquet")
+    assert forced == dict.fromkeys(["id", "x", "cat", "small"], True)
