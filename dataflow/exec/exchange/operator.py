@@ -9,8 +9,8 @@ Phases, each a pool of tasks of the registered ``ExchangeTaskFn``:
   arrives (the map side streams); a sort's map waits for its boundaries.
 * **reduce**: once every map task is done, the partitions are grouped into
   reduce tasks of about ``target_max_block_size`` bytes (at least two per
-  worker slot when there are enough partitions; an aggregation's by bytes
-  alone, so a small result is one task), in partition order; each
+  worker slot when there are enough partitions; an aggregation's by bytes,
+  so a small result is one key-sorted task), in partition order; each
   task reads the pieces of its partitions, in input order, and yields output
   blocks. Output bundles leave in partition order, so a sort's output is
   globally sorted and a seeded shuffle is the same on every run.
@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 DEFAULT_PARTITIONS = 32
 """Map-side partitions when the operation does not fix them; reduce tasks
 take contiguous runs of them, so this only bounds how finely work can split."""
+_SPLIT_BYTES = 8 << 20
+"""An aggregation's partial states are merged by one reduce below this many
+bytes, by up to two per worker slot above (each at least this big)."""
 
 
 @dataclass(frozen=True)
@@ -232,7 +235,12 @@ class ExchangeOperator(PhysicalOperator):
         if self.num_partitions:
             groups = [[p] for p in range(self._m)]
         elif self.spec.small_output:
-            n = math.ceil(sum(sizes) / self._target_bytes)
+            # One key-sorted block when the states are small; many groups (high
+            # cardinality) still merge on every worker slot.
+            total = sum(sizes)
+            n = max(
+                math.ceil(total / self._target_bytes), min(2 * self._slots, total // _SPLIT_BYTES)
+            )
             groups = _contiguous_groups(sizes, min(n, self._m))
         else:
             n = self._default_reduces(sum(sizes), self._m)

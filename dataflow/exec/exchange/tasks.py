@@ -54,7 +54,7 @@ class ExchangeSpec:
     aggregation of nothing has its one row). ``runs_python``: user
     code runs in the tasks, so they never run in the driver. ``small_output``:
     the map side already shrinks the data (partial aggregates), so reduces are
-    sized by bytes alone: a small result is one task and one key-sorted block."""
+    sized by bytes: a small result is one task and one key-sorted block."""
 
     has_map = True
     fixed_partitions = True
