@@ -76,6 +76,7 @@ from dataflow.plan.logical import (
     Write,
     Zip,
 )
+from dataflow.sources.datasource import TaskSizer
 from runtime.resources import Resources
 
 if TYPE_CHECKING:
@@ -245,9 +246,11 @@ def _map_operator(
 ) -> PhysicalOperator:
     read = nodes[0] if isinstance(nodes[0], Read) else None
     stages: list[Stage] = []
-    read_tasks = None
+    read_tasks = sizer = None
     if read is not None:
-        read_tasks, compensate = _read_tasks(p, read)
+        if read.datasource.supports_task_sizing:
+            sizer = TaskSizer()
+        read_tasks, compensate = _read_tasks(p, read, sizer)
         stages += compensate
         nodes = nodes[1:]
     stages += [_stage(p, n) for n in nodes]
@@ -263,6 +266,7 @@ def _map_operator(
         min_rows_per_task=first.batch_size or 0 if isinstance(first, MapBatches) else 0,
         use_threads=compute.use_threads,
         max_tasks=compute.max_size if compute.kind == "tasks" else None,
+        sizer=sizer,
     )
     task_fn = MapTaskFn(tuple(stages), p.ctx.target_max_block_size, read.name if read else "")
     if compute.kind != "actors" and not any(n.is_class for n in udfs):
@@ -385,9 +389,12 @@ def _arrow_exprs(exprs: tuple | None) -> tuple | None:
     return None if exprs is None else tuple((n, e.to_arrow()) for n, e in exprs)
 
 
-def _read_tasks(p: _Planning, read: Read) -> tuple[Iterator[ReadTask], list[Stage]]:
+def _read_tasks(
+    p: _Planning, read: Read, sizer: TaskSizer | None = None
+) -> tuple[Iterator[ReadTask], list[Stage]]:
     """The datasource's read tasks (a lazy iterator) with the pushdowns it
-    supports, plus stages applying in the task the ones it does not."""
+    supports, plus stages applying in the task the ones it does not; ``sizer``
+    goes to sources that size tasks from measured cost."""
     ds = read.datasource
     parallelism = read.parallelism or p.ctx.read_parallelism_factor * p.cpu_slots()
     pushdown: dict = {}
@@ -406,6 +413,8 @@ def _read_tasks(p: _Planning, read: Read) -> tuple[Iterator[ReadTask], list[Stag
             compensate.append(ProjectStage("select_columns", select=tuple(read.columns)))
     if read.limit is not None and ds.supports_limit_pushdown:
         pushdown["limit"] = read.limit
+    if sizer is not None:
+        pushdown["sizer"] = sizer
 
     def tasks() -> Iterator[ReadTask]:
         yield from ds.iter_read_tasks(parallelism, **pushdown)

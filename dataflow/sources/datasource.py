@@ -47,13 +47,51 @@ class ReadTask:
         return self.read_fn()
 
 
+class TaskSizer:
+    """How big a read task should be, learned from the tasks that finished.
+
+    The planner makes one per read (DESIGN.md "How a pipeline runs", point 3):
+    tasks are first sized from metadata; as they finish, the operator running
+    them reports ``observe(seconds, planned_bytes)``, and a source that plans
+    lazily asks ``cap(planned)`` at each cut, so that later tasks take about
+    ``target_s`` each when the work per byte is high (a slow UDF: finer tasks,
+    early first output, no worker idle at the end). A task never gets more
+    bytes than planned.
+
+    >>> sizer = TaskSizer(target_s=1.0)
+    >>> sizer.observe(4.0, 8 << 20)   # 4 s for 8 MiB: 2 MiB a second
+    >>> sizer.cap(32 << 20) == 2 << 20
+    True
+    """
+
+    def __init__(self, target_s: float = 1.0) -> None:
+        self.target_s = target_s
+        self._seconds = 0.0
+        self._bytes = 0
+
+    def observe(self, seconds: float, nbytes: int) -> None:
+        if nbytes > 0 and seconds > 0:
+            self._seconds += seconds
+            self._bytes += nbytes
+
+    def cap(self, planned: int) -> int:
+        """Bytes for the next task: ``planned``, or fewer once measured."""
+        if not self._bytes:
+            return planned
+        per_second = self._bytes / self._seconds
+        return max(1, min(planned, int(per_second * self.target_s)))
+
+
 class Datasource:
     """Base class of sources. Subclasses implement ``get_read_tasks``; the
-    ``supports_*`` flags say which pushdowns ``get_read_tasks`` honours."""
+    ``supports_*`` flags say which pushdowns ``get_read_tasks`` honours, and
+    ``supports_task_sizing`` that ``iter_read_tasks`` takes a ``sizer``
+    (``TaskSizer``) and asks it before cutting each task."""
 
     supports_projection_pushdown: bool = False
     supports_predicate_pushdown: bool = False
     supports_limit_pushdown: bool = False
+    supports_task_sizing: bool = False
     reads_without_gil: bool = False
     """True when reading is Arrow's C++ readers (Parquet, CSV, JSON) that release
     the GIL: a plan of such reads and no Python UDF runs on driver threads."""

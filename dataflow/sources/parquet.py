@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from dataflow.context import DataContext
 from dataflow.errors import SourceError
-from dataflow.sources.datasource import BlockMetadata, Datasource, ReadTask
+from dataflow.sources.datasource import BlockMetadata, Datasource, ReadTask, TaskSizer
 from dataflow.sources.file_based import PATH_COLUMN, TASK_THREADS, coalesce, read_error
 from dataflow.sources.paths import (
     FileEntry,
@@ -81,6 +81,7 @@ class ParquetDatasource(Datasource):
     supports_projection_pushdown = True
     supports_predicate_pushdown = True
     supports_limit_pushdown = True
+    supports_task_sizing = True
 
     def __init__(
         self,
@@ -228,8 +229,10 @@ class ParquetDatasource(Datasource):
         columns: Sequence[str] | None = None,
         filter: pc.Expression | None = None,
         limit: int | None = None,
+        sizer: TaskSizer | None = None,
     ) -> Iterator[ReadTask]:
-        """Read tasks as footers arrive (see the module docstring)."""
+        """Read tasks as footers arrive (see the module docstring); ``sizer``
+        may shrink tasks below the planned size once tasks report their cost."""
         ctx = DataContext.get_current()
         entries = self.files()
         part_schema = partition_schema(entries)
@@ -248,14 +251,20 @@ class ParquetDatasource(Datasource):
         group = file_mem / max(1, first.metadata.num_row_groups)
         total = total_disk * ratio
         # A task returns its blocks when it ends: with big tasks, the first wave
-        # is cut 4x finer so the first batch comes early; the rest stay even.
+        # is cut 8x finer so the first batch comes early (and the sizer learns
+        # the cost per byte soon); the rest stay even.
         full = _task_bytes(total, group, parallelism, ctx)
         first_wave = rest = full
         if full >= _RAMP_MIN_TASK_BYTES:
-            first_wave = full // 4
+            first_wave = full // 8
             rest = _task_bytes(max(0.0, total - parallelism * first_wave), group, parallelism, ctx)
         made = 0
-        target = first_wave
+
+        def next_target() -> int:
+            planned = first_wave if made < parallelism else rest
+            return sizer.cap(planned) if sizer is not None else planned
+
+        target = next_target()
 
         unifier = _Unifier()
         pieces: list[_Piece] = []
@@ -281,7 +290,7 @@ class ParquetDatasource(Datasource):
                     yield self._task(pieces, scan, acc_bytes, acc_rows, filter is None)
                     pieces, acc_bytes, acc_rows = [], 0, 0
                     made += 1
-                    target = first_wave if made < parallelism else rest
+                    target = next_target()
                 run.append(rg)
                 acc_bytes += nbytes
                 acc_rows += meta.num_rows

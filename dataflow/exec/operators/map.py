@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from dataflow.errors import DataflowError, SourceError, UserCodeError, WorkerCrashedError
 from dataflow.exec.interfaces import ExecEnv, PhysicalOperator, RefBundle
 from dataflow.exec.transforms import MapTaskFn, StageFailure
-from dataflow.sources.datasource import BlockMetadata
+from dataflow.sources.datasource import BlockMetadata, TaskSizer
 from runtime.errors import RemoteTaskError, TaskCancelledError
 from runtime.errors import WorkerCrashedError as RuntimeWorkerCrashed
 from runtime.resources import Resources
@@ -40,6 +40,8 @@ class MapTask:
     outputs: list[RefBundle] | None = None
     done: bool = False
     attempts: int = 1
+    read_bytes: int = 0
+    """A read task's planned bytes (what the sizer is told it cost)."""
 
 
 @dataclass
@@ -81,6 +83,8 @@ class MapOptions:
     """Run tasks on the driver's thread pool (GIL-releasing stages)."""
     max_tasks: int | None = None
     """At most this many tasks at once (``concurrency=n`` of a function)."""
+    sizer: TaskSizer | None = None
+    """Told each read task's cost, so the source sizes later tasks by it."""
 
 
 class MapOperator(PhysicalOperator):
@@ -252,7 +256,8 @@ class MapOperator(PhysicalOperator):
         # The worker needs the read function and the file names (for errors) only:
         # the rest of the metadata (a schema, sizes) would be pickled with every task.
         slim = dataclasses.replace(read, metadata=BlockMetadata(input_files=files))
-        return MapTask(index, (index,), label, None), (index, slim)
+        task = MapTask(index, (index,), label, None, read_bytes=read.metadata.size_bytes or 0)
+        return task, (index, slim)
 
     def dispatch(self) -> TaskFuture | None:
         task, args = self._next_task()
@@ -302,6 +307,8 @@ class MapOperator(PhysicalOperator):
             ]
             self._estimate.add(sum(r.nbytes for r in result.refs))
             self._time_task(result.wall_s)
+            if self.options.sizer is not None:
+                self.options.sizer.observe(result.wall_s, task.read_bytes)
             self._finish(task, outputs)
             return result
         # Raised outside the except block so the user sees one traceback, not a chain.

@@ -57,7 +57,7 @@ def test_a_consumer_that_stops_reading_is_named(local, ctx, monkeypatch):
     ds = df.range(64_000, override_num_blocks=32).map_batches(lambda b: b)
     it = iter(ds.iter_batches(batch_size=1000, prefetch_batches=0))
     first = next(it)
-    assert len(first["id"]) == 1000  # blocks arrive in any order (preserve_order is off)
+    assert len(first["id"]) == 1000  # (the first of 64 blocks, in order)
     stats = ds._last_stream.stats()
     deadline = time.monotonic() + 10
     while not stats.stalls and time.monotonic() < deadline:

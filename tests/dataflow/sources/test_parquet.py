@@ -12,6 +12,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from dataflow.context import DataContext
 from dataflow.errors import SourceError
+from dataflow.sources.datasource import TaskSizer
 from dataflow.sources.parquet import ParquetDatasource
 
 
@@ -263,7 +264,7 @@ def test_planning_streams_first_batch_before_footers_finish(tmp_path, monkeypatc
 
 
 def test_read_tasks_ramp_up_then_even_waves(tmp_path, monkeypatch, run_tasks):
-    """Big tasks: a first wave of quarter-size tasks, then whole waves of even tasks
+    """Big tasks: a first wave of eighth-size tasks, then whole waves of even tasks
     (none left over for a lone last task); tasks are sized on the columns read."""
     import dataflow.sources.parquet as parquet
 
@@ -278,10 +279,26 @@ def test_read_tasks_ramp_up_then_even_waves(tmp_path, monkeypatch, run_tasks):
     src = ParquetDatasource(str(tmp_path))
     rows = [t.metadata.num_rows for t in src.get_read_tasks(2, columns=["x"])]
     # 3.2 MB of x over 2 slots: 2 waves of 0.8 MB (+ a row group of slack); the
-    # first wave is cut into 0.21 MB tasks: 5 row groups of 40 kB each.
-    assert rows[:2] == [25_000, 25_000]
+    # first wave is cut into 0.105 MB tasks: 2 row groups of 40 kB each.
+    assert rows[:2] == [10_000, 10_000]
     assert len(rows) % 2 == 0 and sum(rows) == 400_000
-    assert rows[2:] == [90_000, 90_000, 90_000, 80_000]
+    assert rows[2:] == [95_000, 95_000, 95_000, 95_000]
     tasks = run_tasks(src, 2)
     got = pa.concat_tables([b for t in tasks for b in t]).column("x").to_pylist()
     assert got == list(range(400_000))
+
+
+def test_a_sizer_shrinks_later_tasks_to_the_measured_cost(tmp_path):
+    for i in range(2):
+        ids = np.arange(i * 100_000, (i + 1) * 100_000, dtype=np.int64)
+        write(str(tmp_path / f"f{i}.parquet"), pa.table({"x": ids}), row_group_size=5_000)
+    src = ParquetDatasource(str(tmp_path))
+    sizer = TaskSizer(target_s=1.0)
+    tasks = src.iter_read_tasks(1, sizer=sizer)
+    first = next(tasks)  # planned from bytes alone: the whole 1.6 MB (one slot)
+    assert first.metadata.num_rows == 200_000
+    # Measured: 1.6 MB took 4 s, so 1 s is 0.4 MB = 10 row groups of 40 kB.
+    sizer.observe(4.0, first.metadata.size_bytes)
+    src = ParquetDatasource(str(tmp_path))
+    rows = [t.metadata.num_rows for t in src.iter_read_tasks(1, sizer=sizer)]
+    assert rows == [50_000] * 4
