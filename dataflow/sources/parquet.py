@@ -47,8 +47,10 @@ from dataflow.sources.paths import (
 
 WHERE = "read_parquet"
 _FOOTER_THREADS_REMOTE = 64
-# Read tasks at least this big start with a wave of quarter-size tasks.
-_RAMP_MIN_TASK_BYTES = 16 * 1024 * 1024
+# Read tasks at least this big start with a wave of eighth-size tasks (so the
+# first output comes early and the sizer measures the cost before committing
+# the rest of the data).
+_RAMP_MIN_TASK_BYTES = 2 * 1024 * 1024
 
 
 @dataclass(frozen=True)
