@@ -70,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME=INT",
         help="a workload size knob, e.g. overhead_blocks=20 (repeatable)",
     )
+    run.add_argument(
+        "--cold",
+        action="store_true",
+        help="time each whole process (imports, engine start, run, shutdown), as "
+        "`time python script.py` would; default: the run alone, engines started untimed",
+    )
     run.add_argument("--json-out", type=Path, default=None, help="keep records and summary here")
     _add_data_args(run)
     return parser
@@ -136,8 +142,10 @@ def run_and_report(
         timeout_s=args.timeout,
         params=params,
         emit=lambda line: print(line, flush=True),
+        cold=args.cold,
     )
     out["data"] = {"root": str(data_root), "spec": vars(_spec(args)), "params": params}
+    out["cold"] = args.cold
     if args.json_out:
         args.json_out.write_text(json.dumps(out, indent=1))
     return out

@@ -58,8 +58,10 @@ def run_once(
     repeat: int,
     timeout_s: float,
     params: dict[str, int] | None = None,
+    cold: bool = False,
 ) -> dict:
-    """One fresh-process run; returns its JSON record (``error`` set when it failed)."""
+    """One fresh-process run; returns its JSON record (``error`` set when it failed).
+    ``cold`` times the whole process (imports and engine start inside the timer)."""
     workload = workloads.get(workload_name)
     with tempfile.TemporaryDirectory(prefix=f"dataflow-bench-{workload_name}-") as tmp:
         result_file = Path(tmp) / "result.json"
@@ -70,10 +72,12 @@ def run_once(
             "out_dir": str(Path(tmp) / "out"),
             "result_file": str(result_file),
             "params": params or {},
+            "cold": cold,
         }
         Path(spec["out_dir"]).mkdir()
         env = {**os.environ, **_QUIET_ENV}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        spec["t0_epoch"] = time.time()
         sample = run_sampled(
             [sys.executable, "-m", "benchmarks.child", json.dumps(spec)],
             env=env,
@@ -84,6 +88,7 @@ def run_once(
         "workload": workload_name,
         "engine": engine_name,
         "repeat": repeat,
+        "cold": cold,
         "peak_rss_bytes": sample.peak_rss_bytes,
         "peak_shm_bytes": sample.peak_shm_bytes,
         "leaked_processes": sample.leaked_processes,
@@ -102,6 +107,7 @@ def run_once(
     count = child["units"] if child["units"] is not None else child["rows"]
     record.update(
         wall_s=round(wall, 4),
+        cpu_s=round(child["cpu_s"], 3),
         rate=round(count / wall, 2) if wall > 0 else None,
         rate_unit=f"{workload.unit}/s",
         ttfb_s=None if child["ttfb_s"] is None else round(child["ttfb_s"], 4),
@@ -122,13 +128,20 @@ def run_all(
     repeat: int,
     timeout_s: float,
     params: dict[str, int] | None = None,
+    cold: bool = False,
 ) -> Iterator[dict]:
     """Yield one record per run, interleaving engines within each repeat."""
     pairs, _ = plan(workload_names, engine_names)
     for r in range(repeat):
         for workload_name, engine_name in pairs:
             yield run_once(
-                workload_name, engine_name, data_root, repeat=r, timeout_s=timeout_s, params=params
+                workload_name,
+                engine_name,
+                data_root,
+                repeat=r,
+                timeout_s=timeout_s,
+                params=params,
+                cold=cold,
             )
 
 
@@ -155,6 +168,8 @@ def summarize(records: list[dict], baseline: str = "dataflow") -> list[dict]:
                 "runs": len(mine),
                 "errors": sum(1 for r in recs if r["engine"] == engine_name and "error" in r),
                 "wall_s": _median([r["wall_s"] for r in mine]),
+                "cpu_s": _median([r.get("cpu_s") for r in mine]),
+                "rows": _median([r.get("rows") for r in mine]),
                 "rate": _median([r["rate"] for r in mine]),
                 "rate_unit": mine[0]["rate_unit"] if mine else None,
                 "ttfb_s": _median([r["ttfb_s"] for r in mine]),
@@ -189,8 +204,8 @@ def _fmt_rate(value: float | None) -> str:
 def table(summary: list[dict], baseline: str = "dataflow") -> str:
     """The summary as a Markdown table (what README.md keeps)."""
     lines = [
-        f"| workload | engine | runs | wall s | rate | ttfb s | peak RSS GiB | peak shm GiB | {baseline} / engine | checksums |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| workload | engine | runs | wall s | rate | ttfb s | CPU s | CPU s / M rows | peak RSS GiB | peak shm GiB | {baseline} / engine | checksums |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     gib = 1024**3
     for e in summary:
@@ -199,9 +214,12 @@ def table(summary: list[dict], baseline: str = "dataflow") -> str:
         runs = f"{e['runs']}" + (f" ({e['errors']} failed)" if e["errors"] else "")
         rss = None if e["peak_rss_bytes"] is None else e["peak_rss_bytes"] / gib
         shm = None if e["peak_shm_bytes"] is None else e["peak_shm_bytes"] / gib
+        cpu, rows = e.get("cpu_s"), e.get("rows")
+        per_m = cpu / (rows / 1e6) if cpu is not None and rows else None
         lines.append(
             f"| {e['workload']} | {e['engine']} | {runs} | {_fmt(e['wall_s'])} | {rate} | "
-            f"{_fmt(e['ttfb_s'], 3)} | {_fmt(rss)} | {_fmt(shm)} | {_fmt(e['ratio'])} | {agree} |"
+            f"{_fmt(e['ttfb_s'], 3)} | {_fmt(cpu)} | {_fmt(per_m)} | {_fmt(rss)} | {_fmt(shm)} | "
+            f"{_fmt(e['ratio'])} | {agree} |"
         )
     return "\n".join(lines)
 
@@ -231,6 +249,7 @@ def execute(
     timeout_s: float,
     params: dict[str, int] | None = None,
     emit: Callable[[str], None] = print,
+    cold: bool = False,
 ) -> dict:
     """Run everything, emit each record as a JSON line, return records + summary + machine."""
     _, notes = plan(workload_names, engine_names)
@@ -238,7 +257,13 @@ def execute(
         emit(f"# {note}")
     records = []
     for record in run_all(
-        workload_names, engine_names, data_root, repeat=repeat, timeout_s=timeout_s, params=params
+        workload_names,
+        engine_names,
+        data_root,
+        repeat=repeat,
+        timeout_s=timeout_s,
+        params=params,
+        cold=cold,
     ):
         records.append(record)
         emit(json.dumps(record))

@@ -2,7 +2,8 @@
 
 One module per system. Setup (imports, ``ray.init``, a process pool) is not
 timed, except by workloads with ``timing="process"`` (``startup``), which do
-everything themselves. A peer whose package is missing is skipped with a note.
+everything themselves, and in cold runs (``run --cold``), which time the whole
+process. A peer whose package is missing is skipped with a note.
 """
 
 from __future__ import annotations
@@ -17,12 +18,17 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Engine:
-    """A system under test: the package it needs and its untimed setup and teardown."""
+    """A system under test: the package it needs and its untimed setup and teardown.
+
+    ``cold_setup`` is what a user's script does itself when the harness times
+    the whole process (``run --cold``): e.g. dataflow starts no workers ahead
+    there, as a script that never calls ``init`` does. None: ``setup``."""
 
     name: str
     package: str
     setup: Callable[[], Any]
     teardown: Callable[[Any], None]
+    cold_setup: Callable[[], Any] | None = None
 
     def missing(self) -> str | None:
         """Why this engine cannot run here (a sentence with the install hint), or None."""

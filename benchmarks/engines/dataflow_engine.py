@@ -19,6 +19,23 @@ def _setup() -> Any:
     return None
 
 
+def _cold_setup() -> Any:
+    """What a script does: import dataflow; workers start with the first plan that needs them."""
+    import dataflow  # noqa: F401
+
+    return None
+
+
+def _setup_unordered() -> Any:
+    """``dataflow`` delivering blocks as tasks finish (``preserve_order=False``):
+    the cost of ordering is the difference between the two."""
+    import dataflow
+
+    _setup()
+    dataflow.DataContext.get_current().preserve_order = False
+    return None
+
+
 def _teardown(_: Any) -> None:
     import dataflow
 
@@ -44,6 +61,7 @@ def _teardown_on_ray(temp_dir: Any) -> None:
 
 
 ENGINES = (
-    Engine("dataflow", "dataflow", _setup, _teardown),
+    Engine("dataflow", "dataflow", _setup, _teardown, cold_setup=_cold_setup),
+    Engine("dataflow-unordered", "dataflow", _setup_unordered, _teardown),
     Engine("dataflow-ray", "ray", _setup_on_ray, _teardown_on_ray),
 )

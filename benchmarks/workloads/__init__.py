@@ -68,9 +68,10 @@ class RunContext:
         """The ``--param`` value ``name``, or the workload's ``default``."""
         return int(self.params.get(name, default))
 
-    def start_clock(self) -> None:
-        """Mark the start of the timed section (called by the harness)."""
-        self._t0 = time.perf_counter()
+    def start_clock(self, elapsed: float = 0.0) -> None:
+        """Mark the start of the timed section (called by the harness), ``elapsed``
+        seconds ago (a cold run's section began when its process was launched)."""
+        self._t0 = time.perf_counter() - elapsed
 
     def first_batch(self) -> None:
         """Record time to first batch; streaming workloads call it on every batch."""

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -93,6 +94,10 @@ def test_summary_medians_ratios_and_checksum_disagreement() -> None:
     assert all(s["checksums_agree"] for s in summary.values())
     text = table(list(summary.values()))
     assert "| w | daft | 3 (1 failed) | 4.00 |" in text and "| 0.50 | agree |" in text
+
+    # CPU seconds per million rows beside wall: 3 CPU-s over 1.5M rows is 2.00.
+    cpu = [{**_rec("dataflow", 1.0), "cpu_s": 3.0, "rows": 1_500_000}]
+    assert "| 1.00 | 1 rows/s | – | 3.00 | 2.00 | 1.00 |" in table(summarize(cpu))
 
     differ = summarize([_rec("dataflow", 1.0), _rec("daft", 1.0, checksum="rows=2")])
     assert [s["checksums_agree"] for s in differ] == [False, False]
@@ -184,3 +189,21 @@ def test_cli_rejects_bad_arguments(capsys) -> None:
     assert main(["list"]) == 0
     listed = capsys.readouterr().out.splitlines()
     assert any(line.startswith("etl ") and "write_parquet" in line for line in listed)
+
+
+def test_cold_run_times_the_whole_process_and_counts_worker_cpu(tiny_data) -> None:
+    """A cold run includes the interpreter, imports and the engine's start: it takes
+    longer than the warm run of the same work, and its CPU counts the workers'."""
+    from benchmarks.runner import run_once
+
+    root = Path(tiny_data.root)
+    warm = run_once("etl", "dataflow", root, repeat=0, timeout_s=240)
+    cold = run_once("etl", "dataflow", root, repeat=0, timeout_s=240, cold=True)
+    for rec in (warm, cold):
+        assert "error" not in rec, rec.get("stderr_tail")
+        assert rec["checksum"] == warm["checksum"] and rec["leaked_processes"] == 0
+    assert cold["cold"] and not warm["cold"]
+    # The process's own start (python + import dataflow + pyarrow) is inside.
+    assert cold["wall_s"] > warm["wall_s"] and cold["wall_s"] <= cold["process_s"]
+    # At least the driver's imports and the run itself cost CPU.
+    assert cold["cpu_s"] > 0.2 and warm["cpu_s"] > 0
