@@ -16,6 +16,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from dataflow.context import DataContext
 from dataflow.iterators import DataIterator
 from dataflow.service.client import BlockStream, SplitClient
 from dataflow.service.coordinator import SplitCoordinator
@@ -51,6 +52,7 @@ def streaming_split(
         host=host,
         require_token=require_token,
         max_buffered_blocks=max_buffered_blocks,
+        start_timeout_s=DataContext.get_current().split_start_timeout_s,
     )
     server = keepalive.server
     return [
@@ -70,11 +72,16 @@ def start_service(
     host: str = "127.0.0.1",
     require_token: bool | None = None,
     max_buffered_blocks: int = 8,
+    start_timeout_s: float = 600.0,
 ) -> ServerHandle:
     """Start a coordinator and its server; ``n=None`` lets consumers say how many
     splits there are at each epoch (DataLoader workers)."""
     coordinator = SplitCoordinator(
-        lambda: _blocks_of(open_stream), n, equal=equal, max_buffered_blocks=max_buffered_blocks
+        lambda: _blocks_of(open_stream),
+        n,
+        equal=equal,
+        max_buffered_blocks=max_buffered_blocks,
+        start_timeout_s=start_timeout_s,
     )
     return ServerHandle(SplitServer(coordinator, host=host, require_token=require_token))
 
