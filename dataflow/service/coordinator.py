@@ -93,16 +93,15 @@ class SplitCoordinator:
     def __init__(
         self,
         make_stream: Callable[[], Iterator[pa.Table]],
-        n: int | None,
+        n: int,
         *,
         equal: bool = False,
         max_buffered_blocks: int = 8,
         start_timeout_s: float = 600.0,
     ) -> None:
-        if n is not None and (not isinstance(n, int) or n < 1):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"streaming_split: n must be a positive int, got {n!r}")
-        self._elastic = n is None
-        self.n = n or 0
+        self.n = n
         self.equal = equal
         self.max_buffered_blocks = max(1, max_buffered_blocks)
         self.start_timeout_s = start_timeout_s
@@ -124,28 +123,11 @@ class SplitCoordinator:
 
     # -- consumer API ------------------------------------------------------------
 
-    def begin(
-        self,
-        split: int,
-        epoch: int | None,
-        alive: Callable[[], bool] = lambda: True,
-        n: int | None = None,
-    ) -> int:
+    def begin(self, split: int, epoch: int, alive: Callable[[], bool] = lambda: True) -> int:
         """Register ``split`` as consuming ``epoch`` and return it; waits for the
-        others to finish the previous epoch (the epoch barrier).
-
-        ``epoch=None`` means this split's next epoch, for consumers that cannot
-        count epochs (DataLoader workers restart each epoch). A coordinator made
-        with ``n=None`` takes ``n`` from the consumers at each epoch start.
-        """
+        others to finish the previous epoch (the epoch barrier)."""
         with self._cv:
-            if epoch is None:
-                mine = self._splits[split] if 0 <= split < len(self._splits) else None
-                epoch = (
-                    self._epoch
-                    if mine is not None and mine.status == "waiting"
-                    else (self._epoch + 1)
-                )
+            self._check_split(split)
             while True:
                 self._raise_if_closed()
                 if epoch == self._epoch:
@@ -153,7 +135,7 @@ class SplitCoordinator:
                 if epoch == self._epoch + 1 and all(
                     s.status in ("done", "dead") for s in self._splits
                 ):
-                    self._start_epoch(epoch, n)
+                    self._start_epoch(epoch)
                     break
                 if epoch != self._epoch + 1:
                     raise SplitUsageError(
@@ -164,7 +146,6 @@ class SplitCoordinator:
                 if not alive():
                     raise SplitClosedError(f"split {split}: consumer went away")
                 self._cv.wait(_WAIT_S)
-            self._check_split(split, n)
             s = self._splits[split]
             if s.status in ("done", "dead"):
                 raise SplitUsageError(
@@ -261,12 +242,7 @@ class SplitCoordinator:
 
     # -- internals (lock held) -----------------------------------------------------
 
-    def _check_split(self, split: int, n: int | None) -> None:
-        if n is not None and n != self.n:
-            raise SplitUsageError(
-                f"streaming_split: a consumer expects {n} splits but epoch {self._epoch} has "
-                f"{self.n}"
-            )
+    def _check_split(self, split: int) -> None:
         if not isinstance(split, int) or not 0 <= split < self.n:
             raise SplitUsageError(
                 f"streaming_split: split index {split!r} out of range 0..{self.n - 1}"
@@ -294,7 +270,7 @@ class SplitCoordinator:
         self._cv.notify_all()
         raise self._error
 
-    def _start_epoch(self, epoch: int, n: int | None) -> None:
+    def _start_epoch(self, epoch: int) -> None:
         _close_stream(self._stream)
         self._epoch = epoch
         self._started = False
@@ -304,12 +280,6 @@ class SplitCoordinator:
         self._exhausted = False
         self._error = None
         self._shares = None
-        if self._elastic:
-            if not isinstance(n, int) or n < 1:
-                raise SplitUsageError(
-                    "streaming_split: the first consumer must say how many splits"
-                )
-            self.n = n
         self._splits = [_Split() for _ in range(self.n)]
         self._cv.notify_all()
 

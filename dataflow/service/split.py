@@ -66,7 +66,7 @@ def streaming_split(
 
 def start_service(
     open_stream: Callable[[], Any],
-    n: int | None,
+    n: int,
     *,
     equal: bool = False,
     host: str = "127.0.0.1",
@@ -74,8 +74,7 @@ def start_service(
     max_buffered_blocks: int = 8,
     start_timeout_s: float = 600.0,
 ) -> ServerHandle:
-    """Start a coordinator and its server; ``n=None`` lets consumers say how many
-    splits there are at each epoch (DataLoader workers)."""
+    """Start a coordinator of ``n`` splits and its server."""
     coordinator = SplitCoordinator(
         lambda: _blocks_of(open_stream),
         n,
