@@ -372,6 +372,7 @@ class Dataset(AllToAllMethods, WriteMethods):
         """``n`` picklable iterators over one shared execution, served to other
         processes by a gRPC coordinator in this one (a token is required unless
         ``host`` is loopback); ``equal=True`` gives each the same number of rows.
+        An epoch begins when all ``n`` have asked for data, as in Ray Data.
 
         >>> a, b = df.range(10).streaming_split(2, equal=True)  # doctest: +SKIP
         """

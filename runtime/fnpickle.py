@@ -87,6 +87,7 @@ def loads_function(payload: bytes) -> Callable[..., Any]:
 def _sources(filenames: set[str]) -> dict[str, list[str]]:
     sources = {}
     for filename in filenames:
+        linecache.checkcache(filename)  # what a local traceback would read now
         lines = linecache.getlines(filename)
         if lines and sum(map(len, lines)) <= MAX_SOURCE_BYTES:
             sources[filename] = lines

@@ -41,7 +41,9 @@ def streaming_split(
 
     ``host`` other than loopback requires a token (``require_token`` defaults to
     that); ``max_buffered_blocks`` bounds how far ``equal`` lets a fast split run
-    ahead of a slow one.
+    ahead of a slow one. Each epoch begins once all ``n`` iterators have asked for
+    data; one still missing ``DataContext.split_start_timeout_s`` later fails the
+    others with an error naming it.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"streaming_split: n must be a positive int, got {n!r}")
