@@ -75,6 +75,11 @@ class DataContext:
     trace_path: str | None = None
     """Write a Chrome trace (Perfetto) of every task to this path."""
 
+    # -- consumers -----------------------------------------------------------
+    split_start_timeout_s: float = 600.0
+    """``streaming_split``: an epoch begins once every split has asked for data;
+    the splits that did wait fail when one has not come after this many seconds."""
+
     # -- extension point -----------------------------------------------------
     extra: dict = field(default_factory=dict)
 

@@ -357,14 +357,14 @@ class Dataset(AllToAllMethods, WriteMethods):
 
     def to_torch_dataset(self, **kwargs: Any) -> Any:
         """A ``torch.utils.data.IterableDataset`` for ``DataLoader(ds, batch_size=None)``
-        (keywords as ``iter_torch_batches``); with ``num_workers > 0`` the workers share
-        one execution and together yield each row once.
+        (keywords as ``iter_torch_batches``); with ``num_workers > 0`` each worker runs
+        its own share of the reads and together they yield each row once.
 
         >>> loader = DataLoader(ds.to_torch_dataset(batch_size=64), batch_size=None)  # doctest: +SKIP
         """
         from dataflow.torch_utils import make_torch_dataset
 
-        return make_torch_dataset(self.iterator(), self._open_stream, kwargs)
+        return make_torch_dataset(self.iterator(), self._plan, kwargs)
 
     def streaming_split(
         self, n: int, *, equal: bool = False, host: str = "127.0.0.1"
@@ -372,6 +372,7 @@ class Dataset(AllToAllMethods, WriteMethods):
         """``n`` picklable iterators over one shared execution, served to other
         processes by a gRPC coordinator in this one (a token is required unless
         ``host`` is loopback); ``equal=True`` gives each the same number of rows.
+        An epoch begins when all ``n`` have asked for data, as in Ray Data.
 
         >>> a, b = df.range(10).streaming_split(2, equal=True)  # doctest: +SKIP
         """

@@ -87,6 +87,23 @@ def is_initialized() -> bool:
     return _backend is not None
 
 
+def _forget_after_fork() -> None:
+    """In a forked child (a DataLoader worker, a multiprocessing fork pool) the
+    backend is the parent's: its threads did not survive the fork and its workers
+    and shared memory belong to the parent. The child never uses or shuts it
+    down (kept referenced so that no finalizer runs here); its first pipeline
+    starts a backend of its own."""
+    global _backend, _lock
+    _lock = threading.RLock()  # another thread may have held it at the fork
+    if _backend is not None:
+        _inherited.append(_backend)
+        _backend = None
+
+
+_inherited: list[Backend] = []
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 def shutdown() -> None:
     """Stop workers and free every object of this session (idempotent)."""
     global _backend

@@ -137,17 +137,22 @@ def check_torch_args(
 
 
 def make_torch_dataset(
-    local: Any, open_stream: Callable[[], Any], torch_kwargs: dict[str, Any]
+    local: Any, plan: Any, torch_kwargs: dict[str, Any]
 ) -> torch.utils.data.IterableDataset:
     """The ``to_torch_dataset()`` object: ``local`` (a ``DataIterator``) feeds it in
-    the main process; DataLoader workers fetch disjoint shares of one execution of
-    ``open_stream`` from a split service started here."""
-    from dataflow.service.split import start_service
-
+    the main process; each DataLoader worker runs its own share of ``plan`` (the
+    logical plan, sharded at its sources by ``dataflow.plan.shard``)."""
     check_torch_args(
         torch_kwargs.get("dtypes"), torch_kwargs.get("device"), None, "to_torch_dataset"
     )
-    return _torch_dataset_class()(local, start_service(open_stream, None), torch_kwargs)
+    # What a worker's share runs, imported here so that forked workers inherit it
+    # instead of each importing it again.
+    import dataflow.plan.optimizer  # noqa: F401
+    import dataflow.plan.planner  # noqa: F401
+    import dataflow.plan.shard  # noqa: F401
+    import runtime.backends.inline  # noqa: F401
+
+    return _torch_dataset_class()(local, plan, torch_kwargs)
 
 
 def __getattr__(name: str) -> Any:
@@ -158,51 +163,154 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+INBAND_MAX_BYTES = 1 << 20
+"""A DataLoader worker sends tensors up to this size to the main process inside
+the pickle (two memcpys, ~0.1 ms per batch); bigger ones through torch's shared
+memory, whose fixed cost (a file and a mapping per tensor, ~1.5 ms measured)
+only pays off for big tensors."""
+
+
+class TorchBatch(dict):
+    """A batch (column -> tensor) from ``to_torch_dataset``: a plain dict, except
+    that DataLoader's ``default_collate`` refuses to stack several of them and
+    that small CPU tensors pickle as their bytes (see ``INBAND_MAX_BYTES``)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import torch
+
+        def inband(v: Any) -> Any:
+            if isinstance(v, torch.Tensor) and v.device.type == "cpu" and not v.requires_grad:
+                if v.nbytes <= INBAND_MAX_BYTES:
+                    try:
+                        return v.numpy()
+                    except TypeError:  # a dtype numpy lacks (bfloat16)
+                        return v
+            return v
+
+        return _rebuild_batch, ({k: inband(v) for k, v in self.items()},)
+
+
+def _rebuild_batch(columns: dict[str, Any]) -> TorchBatch:
+    import torch
+
+    return TorchBatch(
+        {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in columns.items()}
+    )
+
+
+def _refuse_collate(batch: list[TorchBatch], *, collate_fn_map: Any = None) -> Any:
+    rows = len(next(iter(batch[0].values()))) if batch[0] else 0
+    raise TypeError(
+        f"to_torch_dataset: DataLoader(batch_size={len(batch)}) would stack {len(batch)} "
+        f"batches of {rows} rows into one; the dataset already yields whole batches. Pass "
+        "batch_size=None to DataLoader and choose the batch size with "
+        "to_torch_dataset(batch_size=...)"
+    )
+
+
+def _guard_default_collate() -> None:
+    """Make ``default_collate`` (DataLoader with a ``batch_size``) raise on our
+    batches; the registry is torch's documented way to extend it."""
+    from torch.utils.data._utils.collate import default_collate_fn_map
+
+    default_collate_fn_map.setdefault(TorchBatch, _refuse_collate)
+
+
+def _share_stream(plan: Any, index: int, count: int, ctx: Any) -> Any:
+    """Start share ``index`` of ``count`` of ``plan`` on this process's backend."""
+    from dataflow.plan.optimizer import optimize
+    from dataflow.plan.planner import execute
+    from dataflow.plan.shard import shard_plan
+
+    share = shard_plan(
+        plan,
+        index,
+        count,
+        parallelism=ctx.read_parallelism_factor * count,
+        where=f"to_torch_dataset with DataLoader(num_workers={count})",
+    )
+    return execute(optimize(share, ctx.optimizer_flags), ctx)
+
+
 @functools.cache
 def _torch_dataset_class() -> type:
     import torch.utils.data
 
+    from dataflow import session
+    from dataflow.context import DataContext
     from dataflow.iterators import DataIterator
-    from dataflow.service.client import SplitClient
+    from runtime.fnpickle import dumps_function, loads_function
+
+    _guard_default_collate()
 
     class TorchIterableDataset(torch.utils.data.IterableDataset):
         """Batches of tensors for ``DataLoader(ds, batch_size=None)``.
 
-        With ``num_workers > 0`` every loader worker fetches its share of one
-        execution running in the main process, so together they yield each row
-        once. ``state_dict``/``load_state_dict`` resume iteration in the main
-        process (``num_workers=0``).
+        With ``num_workers > 0`` each loader worker runs its own share of the
+        pipeline (every ``num_workers``-th read task, or a row range of in-memory
+        data) on an in-process backend, so together they yield each row once and
+        nothing is shared across processes (no threads, sockets or gRPC state in
+        the parent to fork). ``state_dict``/``load_state_dict`` resume iteration
+        in the main process (``num_workers=0``).
         """
 
-        def __init__(self, local: Any, service: Any, torch_kwargs: dict[str, Any]) -> None:
+        def __init__(self, local: Any, plan: Any, torch_kwargs: dict[str, Any]) -> None:
             self._local = local
-            self._service = service
-            self._address = service.server.address
-            self._token = service.server.token
+            self._plan = plan
             self._kwargs = torch_kwargs
+            self._ctx: DataContext | None = None
 
         def __getstate__(self) -> dict[str, Any]:
-            return {**self.__dict__, "_local": None, "_service": None}
+            # A spawned worker gets the context as it is now (a forked one has it),
+            # and the plan's UDFs by value, as workers of a backend get them.
+            state = {**self.__dict__, "_local": None, "_ctx": DataContext.get_current().copy()}
+            state["_plan"] = dumps_function(self._plan)
+            return state
+
+        def __setstate__(self, state: dict[str, Any]) -> None:
+            self.__dict__.update(state, _plan=loads_function(state["_plan"]))
 
         def __iter__(self) -> Iterator[Any]:
+            _guard_default_collate()  # in whichever process collates
             info = torch.utils.data.get_worker_info()
-            if info is None:
-                if self._local is None:
-                    raise RuntimeError(
-                        "to_torch_dataset: a pickled dataset can only be iterated in "
-                        "DataLoader workers; iterate the original in the main process"
-                    )
-                yield from self._local.iter_torch_batches(**self._kwargs)
-                return
-            client = SplitClient(self._address, info.id, self._token, n=info.num_workers)
-            worker_it = DataIterator(lambda: client.open(None), name=f"loader worker {info.id}")
-            yield from worker_it.iter_torch_batches(**self._kwargs)
+            if info is not None:
+                batches = self._share(info.id, info.num_workers)
+            elif self._local is not None:
+                batches = self._local.iter_torch_batches(**self._kwargs)
+            else:  # a copy unpickled in another process: the whole plan, run there
+                ctx = self._ctx or DataContext.get_current().copy()
+                opener = functools.partial(_share_stream, self._plan, 0, 1, ctx)
+                batches = DataIterator(opener).iter_torch_batches(**self._kwargs)
+            for batch in batches:
+                yield TorchBatch(batch) if type(batch) is dict else batch
+
+        def _share(self, index: int, count: int) -> Iterator[Any]:
+            # A forked worker dropped its parent's backend (see dataflow.session);
+            # its share runs here, in this process.
+            if not session.is_initialized():
+                session.init("inline")
+            ctx = self._ctx or DataContext.get_current().copy()
+            # DataLoader prefetches (prefetch_factor) from each worker: a prefetch
+            # thread here would only add GIL hand-offs.
+            it = DataIterator(
+                functools.partial(_share_stream, self._plan, index, count, ctx),
+                name=f"DataLoader worker {index} of {count}",
+            )
+            return it.iter_torch_batches(**{**self._kwargs, "prefetch_batches": 0})
 
         def state_dict(self) -> dict[str, Any]:
-            return self._local.state_dict()
+            return self._main_iterator().state_dict()
 
         def load_state_dict(self, state: dict[str, Any]) -> None:
-            self._local.load_state_dict(state)
+            self._main_iterator().load_state_dict(state)
+
+        def _main_iterator(self) -> DataIterator:
+            if self._local is None:
+                raise RuntimeError(
+                    "to_torch_dataset: state_dict/load_state_dict track iteration in the "
+                    "main process (num_workers=0); call them on the original dataset"
+                )
+            return self._local
 
     TorchIterableDataset.__module__ = __name__
     TorchIterableDataset.__qualname__ = "TorchIterableDataset"

@@ -22,11 +22,11 @@ from multiprocessing.connection import Client, Connection
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
 import pyarrow as pa
 
 from runtime.backends.base import TaskResult
 from runtime.errors import RemoteTaskError
+from runtime.fnpickle import loads_function
 from runtime.protocol import (
     Hello,
     ReleaseFunction,
@@ -141,7 +141,7 @@ class _WorkerLoop:
         fn = self.functions.get(fn_id)
         if fn is None:
             path = function_path(self.store.location.shm_dir, fn_id)
-            fn = self.functions[fn_id] = cloudpickle.loads(path.read_bytes())
+            fn = self.functions[fn_id] = loads_function(path.read_bytes())
         return fn
 
     def discard(self, refs: Sequence[ObjectRef]) -> None:

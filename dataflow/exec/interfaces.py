@@ -21,18 +21,64 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class BlockOrigin:
+    """Where a block was made, in the words an error message uses: its position
+    among the outputs of one task, that task, and the files it was read from.
+
+    >>> BlockOrigin("read task 3", 1, ("/data/x.parquet",)).describe()
+    'block 1 of read task 3 (file /data/x.parquet)'
+    """
+
+    task: str
+    """The producing task in words: "read task 3", "map_batches(f) task 5"."""
+    index: int
+    files: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        return f"block {self.index} of {self.task}{files_phrase(self.files)}"
+
+
+def files_phrase(files: tuple[str, ...], shown: int = 3) -> str:
+    """`` (file a)``, `` (files a, b)``, `` (files a, b, c and 4 more)`` or ``""``."""
+    if not files:
+        return ""
+    if len(files) == 1:
+        return f" (file {files[0]})"
+    more = f" and {len(files) - shown} more" if len(files) > shown else ""
+    return f" (files {', '.join(files[:shown])}{more})"
+
+
+@dataclass(frozen=True)
 class RefBundle:
     """Blocks in the store, with what is known of them.
 
     ``seq`` orders bundles for ``preserve_order`` (a tuple so that a task's k-th
     output of input s sorts as ``(s, k)``); ``owns_blocks`` says whether the
-    consumer may free the refs once done with them.
+    consumer may free the refs once done with them; ``origins`` says where each
+    block was made (one per ref, empty when unknown), for error messages.
     """
 
     refs: tuple[ObjectRef, ...]
     schema: pa.Schema | None = None
     seq: tuple[int, ...] = (0,)
     owns_blocks: bool = True
+    origins: tuple[BlockOrigin, ...] = ()
+
+    def block_origins(self) -> tuple[BlockOrigin, ...]:
+        """``origins`` when they match ``refs`` one to one, else ()."""
+        return self.origins if len(self.origins) == len(self.refs) else ()
+
+    def describe(self) -> str:
+        """The bundle's blocks in words, e.g. "block 1 of read task 3 (file
+        /data/x.parquet)"; "" when their origin is unknown."""
+        origins = self.block_origins()
+        if len(origins) <= 2:
+            return " and ".join(o.describe() for o in origins)
+        return f"{len(origins)} blocks, from {origins[0].describe()} to {origins[-1].describe()}"
+
+    def files(self) -> tuple[str, ...]:
+        """The files the blocks were read from, when known, without repeats."""
+        return tuple(dict.fromkeys(f for o in self.block_origins() for f in o.files))
 
     @property
     def num_rows(self) -> int:

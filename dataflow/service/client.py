@@ -36,11 +36,9 @@ class SplitClient:
         token: str | None,
         *,
         prefetch: int = 2,
-        n: int | None = None,
     ) -> None:
         self.address = address
         self.split = split
-        self.n = n  # sent to a coordinator that learns the number of splits from consumers
         self.token = token
         self.prefetch = max(1, prefetch)
         self._channel: grpc.Channel | None = None
@@ -48,9 +46,8 @@ class SplitClient:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_channel": None}
 
-    def open(self, epoch: int | None) -> BlockStream:
-        """Start fetching this split's blocks of ``epoch`` (0, 1, ... in order;
-        None: the split's next epoch, as the coordinator counts)."""
+    def open(self, epoch: int) -> BlockStream:
+        """Start fetching this split's blocks of ``epoch`` (0, 1, ... in order)."""
         if self._channel is None:
             self._channel = grpc.insecure_channel(self.address, options=protocol.CHANNEL_OPTIONS)
         return BlockStream(self, self._channel, epoch)
@@ -69,7 +66,7 @@ class BlockStream:
         self._client = client
         self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         hello = protocol.encode_request(
-            split=client.split, epoch=epoch, n=client.n, consumed=0, local=protocol.local_id()
+            split=client.split, epoch=epoch, consumed=0, local=protocol.local_id()
         )
         self._outbox.put(hello)
         for _ in range(client.prefetch - 1):

@@ -8,6 +8,11 @@ State, all under one condition variable:
   epoch, lazily, by the first consumer that asks). Epoch ``e + 1`` starts only
   when every split has finished epoch ``e`` (exhausted, closed or dead): a
   barrier, as every rank of a training job runs the same epochs.
+* ``started``: whether every split has begun this epoch. No split gets a block
+  before then (as in Ray Data), so the consumer that starts first cannot take
+  the whole stream while the others are still starting up. A split still
+  missing ``start_timeout_s`` after the first one began fails the epoch for
+  all, with an error naming it.
 * ``buffer``: blocks pulled from the execution and not yet handed out. One
   consumer pulls at a time, outside the lock (``pulling``), so a slow
   execution never blocks consumers served from the buffer.
@@ -25,14 +30,17 @@ execution ends every live split is topped up to ``total // live`` rows and the
 remainder (< live rows) is dropped. A split that died or closed early leaves the equal set.
 
 >>> c = SplitCoordinator(lambda: iter([pa.table({"x": [1, 2]})]), 2)
->>> c.begin(0, 0); c.fetch(0, 0).num_rows, c.fetch(0, 0)
-(2, None)
+>>> c.begin(0, 0), c.begin(1, 0)  # split 0 would wait in fetch for split 1 to begin
+(0, 0)
+>>> c.fetch(0, 0).num_rows, c.fetch(0, 0), c.fetch(1, 0)
+(2, None, None)
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -52,6 +60,10 @@ class SplitClosedError(DataflowError):
 
 class SplitUsageError(DataflowError, ValueError):
     """A consumer asked for something out of order (wrong split, epoch or state)."""
+
+
+class SplitStartTimeoutError(DataflowError, TimeoutError):
+    """Some split did not begin an epoch in time, so the epoch could not start."""
 
 
 @dataclass
@@ -81,17 +93,18 @@ class SplitCoordinator:
     def __init__(
         self,
         make_stream: Callable[[], Iterator[pa.Table]],
-        n: int | None,
+        n: int,
         *,
         equal: bool = False,
         max_buffered_blocks: int = 8,
+        start_timeout_s: float = 600.0,
     ) -> None:
-        if n is not None and (not isinstance(n, int) or n < 1):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"streaming_split: n must be a positive int, got {n!r}")
-        self._elastic = n is None
-        self.n = n or 0
+        self.n = n
         self.equal = equal
         self.max_buffered_blocks = max(1, max_buffered_blocks)
+        self.start_timeout_s = start_timeout_s
         self.lost: list[LostBlocks] = []
         self.dropped_rows = 0
         self._make_stream = make_stream
@@ -104,32 +117,17 @@ class SplitCoordinator:
         self._error: BaseException | None = None
         self._shares: list[deque[pa.Table]] | None = None  # equal mode, after exhaustion
         self._splits = [_Split(status="done") for _ in range(self.n)]  # as if epoch -1 ended
+        self._started = False  # every split has begun this epoch
+        self._first_begin: tuple[int, float] | None = None  # (split, monotonic time)
         self._closed = False
 
     # -- consumer API ------------------------------------------------------------
 
-    def begin(
-        self,
-        split: int,
-        epoch: int | None,
-        alive: Callable[[], bool] = lambda: True,
-        n: int | None = None,
-    ) -> int:
+    def begin(self, split: int, epoch: int, alive: Callable[[], bool] = lambda: True) -> int:
         """Register ``split`` as consuming ``epoch`` and return it; waits for the
-        others to finish the previous epoch (the epoch barrier).
-
-        ``epoch=None`` means this split's next epoch, for consumers that cannot
-        count epochs (DataLoader workers restart each epoch). A coordinator made
-        with ``n=None`` takes ``n`` from the consumers at each epoch start.
-        """
+        others to finish the previous epoch (the epoch barrier)."""
         with self._cv:
-            if epoch is None:
-                mine = self._splits[split] if 0 <= split < len(self._splits) else None
-                epoch = (
-                    self._epoch
-                    if mine is not None and mine.status == "waiting"
-                    else (self._epoch + 1)
-                )
+            self._check_split(split)
             while True:
                 self._raise_if_closed()
                 if epoch == self._epoch:
@@ -137,7 +135,7 @@ class SplitCoordinator:
                 if epoch == self._epoch + 1 and all(
                     s.status in ("done", "dead") for s in self._splits
                 ):
-                    self._start_epoch(epoch, n)
+                    self._start_epoch(epoch)
                     break
                 if epoch != self._epoch + 1:
                     raise SplitUsageError(
@@ -148,7 +146,6 @@ class SplitCoordinator:
                 if not alive():
                     raise SplitClosedError(f"split {split}: consumer went away")
                 self._cv.wait(_WAIT_S)
-            self._check_split(split, n)
             s = self._splits[split]
             if s.status in ("done", "dead"):
                 raise SplitUsageError(
@@ -156,6 +153,11 @@ class SplitCoordinator:
                     "iterate it again only after every split finished this epoch"
                 )
             s.status = "active"
+            if self._first_begin is None:
+                self._first_begin = (split, time.monotonic())
+            if all(s.status != "waiting" for s in self._splits):
+                self._started = True
+                self._cv.notify_all()
             return epoch
 
     def fetch(
@@ -172,6 +174,12 @@ class SplitCoordinator:
                 self._raise_if_closed()
                 if self._error is not None:
                     raise self._error
+                if not self._started:
+                    self._check_start_timeout()
+                    if not alive():
+                        raise SplitClosedError(f"split {split}: consumer went away")
+                    self._cv.wait(_WAIT_S)
+                    continue
                 table = self._take(split) if self.equal else self._take_any()
                 if table is not None:
                     s.rows += table.num_rows
@@ -234,12 +242,7 @@ class SplitCoordinator:
 
     # -- internals (lock held) -----------------------------------------------------
 
-    def _check_split(self, split: int, n: int | None) -> None:
-        if n is not None and n != self.n:
-            raise SplitUsageError(
-                f"streaming_split: a consumer expects {n} splits but epoch {self._epoch} has "
-                f"{self.n}"
-            )
+    def _check_split(self, split: int) -> None:
         if not isinstance(split, int) or not 0 <= split < self.n:
             raise SplitUsageError(
                 f"streaming_split: split index {split!r} out of range 0..{self.n - 1}"
@@ -249,20 +252,34 @@ class SplitCoordinator:
         if self._closed:
             raise SplitClosedError("streaming_split: the coordinator was shut down")
 
-    def _start_epoch(self, epoch: int, n: int | None) -> None:
+    def _check_start_timeout(self) -> None:
+        """Fail the epoch when a split is missing ``start_timeout_s`` after the first began."""
+        first, since = self._first_begin
+        waited = time.monotonic() - since
+        if waited < self.start_timeout_s:
+            return
+        missing = [i for i, s in enumerate(self._splits) if s.status == "waiting"]
+        names = ", ".join(map(str, missing))
+        self._error = SplitStartTimeoutError(
+            f"streaming_split: split{'s' if len(missing) > 1 else ''} {names} of {self.n} did "
+            f"not start epoch {self._epoch} within {self.start_timeout_s:g} s of split {first}; "
+            "an epoch begins only when every split asks for data, so iterate all of them "
+            "at once (one consumer per split), or raise DataContext.split_start_timeout_s "
+            "if some start later"
+        )
+        self._cv.notify_all()
+        raise self._error
+
+    def _start_epoch(self, epoch: int) -> None:
         _close_stream(self._stream)
         self._epoch = epoch
+        self._started = False
+        self._first_begin = None
         self._stream = None
         self._buffer.clear()
         self._exhausted = False
         self._error = None
         self._shares = None
-        if self._elastic:
-            if not isinstance(n, int) or n < 1:
-                raise SplitUsageError(
-                    "streaming_split: the first consumer must say how many splits"
-                )
-            self.n = n
         self._splits = [_Split() for _ in range(self.n)]
         self._cv.notify_all()
 

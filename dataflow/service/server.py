@@ -103,14 +103,13 @@ class SplitServer:
         try:
             first = protocol.decode_request(next(requests))
             split = int(first["split"])
-            epoch = None if first.get("epoch") is None else int(first["epoch"])
-            n = None if first.get("n") is None else int(first["n"])
+            epoch = int(first["epoch"])
         except (StopIteration, KeyError, TypeError, ValueError) as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"streaming_split: bad hello: {e}")
         local = bool(self._local_id) and first.get("local") == self._local_id
         coord = self.coordinator
         try:
-            epoch = coord.begin(split, epoch, context.is_active, n)
+            epoch = coord.begin(split, epoch, context.is_active)
         except SplitClosedError:
             return
         except SplitUsageError as e:

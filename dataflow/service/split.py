@@ -16,6 +16,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from dataflow.context import DataContext
 from dataflow.iterators import DataIterator
 from dataflow.service.client import BlockStream, SplitClient
 from dataflow.service.coordinator import SplitCoordinator
@@ -40,7 +41,9 @@ def streaming_split(
 
     ``host`` other than loopback requires a token (``require_token`` defaults to
     that); ``max_buffered_blocks`` bounds how far ``equal`` lets a fast split run
-    ahead of a slow one.
+    ahead of a slow one. Each epoch begins once all ``n`` iterators have asked for
+    data; one still missing ``DataContext.split_start_timeout_s`` later fails the
+    others with an error naming it.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"streaming_split: n must be a positive int, got {n!r}")
@@ -51,6 +54,7 @@ def streaming_split(
         host=host,
         require_token=require_token,
         max_buffered_blocks=max_buffered_blocks,
+        start_timeout_s=DataContext.get_current().split_start_timeout_s,
     )
     server = keepalive.server
     return [
@@ -64,17 +68,21 @@ def streaming_split(
 
 def start_service(
     open_stream: Callable[[], Any],
-    n: int | None,
+    n: int,
     *,
     equal: bool = False,
     host: str = "127.0.0.1",
     require_token: bool | None = None,
     max_buffered_blocks: int = 8,
+    start_timeout_s: float = 600.0,
 ) -> ServerHandle:
-    """Start a coordinator and its server; ``n=None`` lets consumers say how many
-    splits there are at each epoch (DataLoader workers)."""
+    """Start a coordinator of ``n`` splits and its server."""
     coordinator = SplitCoordinator(
-        lambda: _blocks_of(open_stream), n, equal=equal, max_buffered_blocks=max_buffered_blocks
+        lambda: _blocks_of(open_stream),
+        n,
+        equal=equal,
+        max_buffered_blocks=max_buffered_blocks,
+        start_timeout_s=start_timeout_s,
     )
     return ServerHandle(SplitServer(coordinator, host=host, require_token=require_token))
 

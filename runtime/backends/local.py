@@ -25,11 +25,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-import cloudpickle
 import psutil
 
 from runtime.backends.base import FunctionHandle, StoreStats, TaskFuture
 from runtime.errors import TaskCancelledError
+from runtime.fnpickle import dumps_function
 from runtime.futures import Future, wait_any
 from runtime.pool import Actor, WorkerPool
 from runtime.refs import ObjectRef
@@ -134,7 +134,7 @@ class LocalBackend:
             return
         fn = self._function(handle)
         try:
-            payload = cloudpickle.dumps(fn)
+            payload = dumps_function(fn)
         except Exception as exc:
             raise TypeError(
                 f"{handle.name} cannot be pickled for worker processes ({exc}); "

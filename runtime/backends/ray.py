@@ -60,6 +60,7 @@ from runtime.errors import (
     TaskCancelledError,
     WorkerCrashedError,
 )
+from runtime.fnpickle import dumps_function, loads_function
 from runtime.refs import ObjectRef
 from runtime.resources import Resources
 from runtime.sessiondirs import OWNER_FILE, make_session_dir, owner_alive
@@ -92,7 +93,7 @@ def _resolve_function(fn_id: str, boxed_ref: list[ray.ObjectRef]) -> Callable[..
 
     fn = _function_cache.get(fn_id)
     if fn is None:
-        fn = ray.get(boxed_ref[0])
+        fn = loads_function(ray.get(boxed_ref[0]))
         _function_cache[fn_id] = fn
         if len(_function_cache) > _FUNCTION_CACHE_SIZE:
             _function_cache.popitem(last=False)
@@ -548,7 +549,9 @@ class RayBackend:
             raise TypeError(f"register_function expects a callable, got {type(fn).__name__}")
         label = name or getattr(fn, "__qualname__", None) or repr(fn)
         try:
-            fn_ref = ray.put(fn)
+            # Pickled here, not by Ray: tracebacks then name the user's files and
+            # lines on every backend alike (see runtime/fnpickle.py).
+            fn_ref = ray.put(dumps_function(fn))
         except Exception as exc:
             raise TypeError(
                 f"register_function({label}): the function does not pickle ({exc}); "

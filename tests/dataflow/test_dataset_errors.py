@@ -5,10 +5,17 @@ of consumption as UserCodeError; writes roll back."""
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import dataflow as df
-from dataflow.sources.datasource import Datasink, WriteResult
+from dataflow.sources.datasource import (
+    BlockMetadata,
+    Datasink,
+    Datasource,
+    ReadTask,
+    WriteResult,
+)
 
 DS = df.from_items([{"a": 1, "b": "x"}, {"a": 2, "b": "y"}])
 
@@ -228,3 +235,86 @@ def test_write_files_roundtrip(backend, tmp_path):
     assert back == list(range(20))
     table = pa.table({"id": list(range(20))})
     assert df.read_parquet(str(out)).to_arrow().sort_by("id").equals(table)
+
+
+def fail_on_150(batch):
+    if 150 in batch["id"]:
+        raise ValueError("id 150 is not allowed")
+    return batch
+
+
+class FailOn150:
+    def __call__(self, batch):
+        return fail_on_150(batch)
+
+
+class ThreeFiles(Datasource):
+    """Ids 0-299 in three read tasks of 100 rows, each naming the file it reads."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def get_read_tasks(self, parallelism: int, **pushdown) -> list[ReadTask]:
+        return [
+            ReadTask(
+                lambda i=i: [pa.table({"id": list(range(100 * i, 100 * i + 100))})],
+                BlockMetadata(num_rows=100, input_files=(f"{self.root}/part-{i}.parquet",)),
+            )
+            for i in range(3)
+        ]
+
+
+def first_line(error: BaseException) -> str:
+    return str(error).splitlines()[0]
+
+
+def test_read_task_failure_names_the_task_and_its_file(backend):
+    ds = df.read_datasource(ThreeFiles("/data")).map_batches(fail_on_150)
+    with pytest.raises(df.UserCodeError) as info:
+        ds.take_all()
+    assert first_line(info.value) == (
+        "map_batches(fail_on_150) failed on read task 1 (file /data/part-1.parquet): "
+        "ValueError: id 150 is not allowed"
+    )
+    assert info.value.block == "read task 1 (file /data/part-1.parquet)"
+
+
+def test_read_parquet_failure_names_the_file(backend, tmp_path):
+    path = str(tmp_path / "p.parquet")
+    pq.write_table(pa.table({"id": list(range(140, 160))}), path)
+    with pytest.raises(df.UserCodeError) as info:
+        df.read_parquet(path).map_batches(fail_on_150).take_all()
+    assert first_line(info.value) == (
+        f"map_batches(fail_on_150) failed on read task 0 (file {path}): "
+        "ValueError: id 150 is not allowed"
+    )
+
+
+def test_downstream_failure_names_the_block_and_where_it_was_read(backend):
+    ds = df.read_datasource(ThreeFiles("/data")).map_batches(FailOn150, concurrency=1)
+    with pytest.raises(df.UserCodeError) as info:
+        ds.take_all()
+    assert first_line(info.value) == (
+        "map_batches(FailOn150) failed on block 0 of read task 1 (file /data/part-1.parquet): "
+        "ValueError: id 150 is not allowed"
+    )
+
+
+def test_failure_after_an_exchange_names_the_exchange_task(backend):
+    ds = df.range(300, override_num_blocks=3).repartition(3).map_batches(fail_on_150)
+    with pytest.raises(df.UserCodeError) as info:
+        ds.take_all()
+    assert first_line(info.value) == (
+        "map_batches(fail_on_150) failed on block 0 of repartition(3) task 1: "
+        "ValueError: id 150 is not allowed"
+    )
+
+
+def test_failure_on_in_memory_blocks_names_the_block(backend):
+    parts = [pa.table({"id": list(range(100 * i, 100 * i + 100))}) for i in range(3)]
+    with pytest.raises(df.UserCodeError) as info:
+        df.from_arrow(parts).map_batches(fail_on_150).take_all()
+    assert first_line(info.value) == (
+        "map_batches(fail_on_150) failed on block 1 of the in-memory data: "
+        "ValueError: id 150 is not allowed"
+    )

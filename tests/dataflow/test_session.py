@@ -34,3 +34,28 @@ def test_unknown_backend_lists_the_known_ones():
         ValueError, match="unknown backend 'nope'; known backends: inline, local, ray"
     ):
         df.init("nope")
+
+
+# Python 3.12 warns on any fork of a process with threads, which this test does on purpose.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_never_uses_its_parents_backend():
+    """The child drops the inherited backend (its threads did not survive the
+    fork) without shutting it down, and starts its own on first use."""
+    import os
+
+    from dataflow import session
+
+    parent = df.init("local", num_cpus=2)
+    try:
+        assert df.range(10).map_batches(lambda b: b).sum("id") == 45
+        pid = os.fork()
+        if pid == 0:  # the child: report through the exit code only
+            ok = not is_initialized() and session._inherited == [parent]
+            ok = ok and df.init("inline") is not parent and df.range(5).sum("id") == 10
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        # The parent's backend is untouched by the child.
+        assert get_backend() is parent and df.range(10).map_batches(lambda b: b).sum("id") == 45
+    finally:
+        df.shutdown()

@@ -6,12 +6,15 @@ import json
 import multiprocessing as mp
 import os
 import socket
+import threading
+import time
 
 import pytest
 import torch.distributed as dist
 import torch.multiprocessing as tmp
 
 import dataflow as df
+from dataflow.service.coordinator import SplitStartTimeoutError
 from dataflow.service.split import coordinator_of
 
 ROWS = 1000
@@ -71,11 +74,11 @@ def test_a_dead_consumer_does_not_hang_the_other(tmp_path):
     ctx = mp.get_context("spawn")
     paths = [str(tmp_path / f"{i}.json") for i in range(2)]
     dying = ctx.Process(target=_consume, args=(its[0], 2, paths[0]))
+    survivor = ctx.Process(target=_consume, args=(its[1], None, paths[1]))
     dying.start()
+    survivor.start()  # the epoch begins once both asked for data
     dying.join(60)
     assert dying.exitcode == 1
-    survivor = ctx.Process(target=_consume, args=(its[1], None, paths[1]))
-    survivor.start()
     survivor.join(60)
     assert survivor.exitcode == 0
     w0, w1 = (json.loads((tmp_path / f"{i}.json").read_text()) for i in range(2))
@@ -89,3 +92,37 @@ def test_a_dead_consumer_does_not_hang_the_other(tmp_path):
         lost.rows == delivered0 - 100 and lost.blocks == lost.rows // 100
     )  # all but the acked block
     its[0]._open_stream._keepalive.stop()
+
+
+def _read_ids(it, out: list[int], pause_s: float = 0.0) -> None:
+    for batch in it.iter_batches(batch_size=None, prefetch_batches=0):
+        out += batch["id"].tolist()
+        time.sleep(pause_s)
+
+
+def test_consumers_start_each_epoch_together():
+    """equal=False: the consumer that starts first waits for the other, so it
+    cannot take the whole stream; the same again in the second epoch."""
+    its = df.range(ROWS, override_num_blocks=20).streaming_split(2)
+    for _epoch in range(2):
+        first: list[int] = []
+        th = threading.Thread(target=_read_ids, args=(its[0], first, 0.02))
+        th.start()
+        time.sleep(0.5)
+        assert first == []  # consumer 0 waits for consumer 1
+        second: list[int] = []
+        _read_ids(its[1], second)
+        th.join(30)
+        assert first and second
+        assert sorted(first + second) == list(range(ROWS))
+
+
+def test_a_consumer_that_never_starts_fails_the_others(monkeypatch):
+    monkeypatch.setattr(df.DataContext.get_current(), "split_start_timeout_s", 0.5)
+    its = df.range(ROWS).streaming_split(3)
+    with pytest.raises(SplitStartTimeoutError) as info:
+        _read_ids(its[0], [])
+    assert str(info.value).startswith(
+        "streaming_split: splits 1, 2 of 3 did not start epoch 0 within 0.5 s of split 0;"
+    )
+    assert "DataContext.split_start_timeout_s" in str(info.value)

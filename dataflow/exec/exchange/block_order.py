@@ -47,7 +47,9 @@ class RandomizeBlockOrderOperator(PhysicalOperator):
 
     def _get_next(self) -> RefBundle:
         bundle = self._out.pop()
-        return RefBundle(bundle.refs, bundle.schema, (len(self._out),), bundle.owns_blocks)
+        return RefBundle(
+            bundle.refs, bundle.schema, (len(self._out),), bundle.owns_blocks, bundle.origins
+        )
 
     def output_bytes(self) -> int:
         return sum(b.nbytes for b in self._out)

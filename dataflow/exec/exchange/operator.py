@@ -33,7 +33,7 @@ import pyarrow as pa
 from dataflow.errors import WorkerCrashedError
 from dataflow.exec.exchange.partition import boundaries_from_samples
 from dataflow.exec.exchange.tasks import ExchangeSpec, ExchangeTaskFn
-from dataflow.exec.interfaces import ExecEnv, PhysicalOperator, RefBundle
+from dataflow.exec.interfaces import BlockOrigin, ExecEnv, PhysicalOperator, RefBundle
 from dataflow.exec.operators.map import _translate_remote
 from runtime.errors import RemoteTaskError, TaskCancelledError
 from runtime.errors import WorkerCrashedError as RuntimeWorkerCrashed
@@ -59,6 +59,8 @@ class _Block:
     block_id: tuple[int, ...]
     ref: ObjectRef
     owned: bool
+    origin: str = ""
+    """Where the block was made, in words (error messages)."""
 
 
 @dataclass
@@ -111,6 +113,7 @@ class ExchangeOperator(PhysicalOperator):
         self._pieces: list[list[tuple[tuple, ObjectRef]]] = []
         self._schemas: list[pa.Schema | None] = [None] * max(1, len(inputs))
         self._inputs_seen: list[_Block] = []
+        self._blocks_in = 0  # input blocks received (names those of unknown origin)
         self._reduces: deque[_Task] | None = None
         self._done_reduces: dict[int, list[RefBundle]] = {}
         self._next_out = 0
@@ -171,8 +174,12 @@ class ExchangeOperator(PhysicalOperator):
     def _add_input(self, bundle: RefBundle, input_index: int) -> None:
         if self._schemas[input_index] is None and bundle.schema is not None:
             self._schemas[input_index] = bundle.schema
+        origins = bundle.block_origins()
         for j, ref in enumerate(bundle.refs):
-            block = _Block(input_index, (input_index, *bundle.seq, j), ref, bundle.owns_blocks)
+            self._blocks_in += 1
+            origin = origins[j].describe() if origins else f"input block {self._blocks_in - 1}"
+            block_id = (input_index, *bundle.seq, j)
+            block = _Block(input_index, block_id, ref, bundle.owns_blocks, origin)
             self.metrics.queued_bytes += ref.nbytes
             if not self.spec.has_map:
                 self._inputs_seen.append(block)
@@ -400,7 +407,12 @@ class ExchangeOperator(PhysicalOperator):
             self._backend.free(self._slice_owned)
             self._slice_owned = []
         self._done_reduces[task.index] = [
-            RefBundle(refs=(ref,), schema=schema, seq=(task.index, k))
+            RefBundle(
+                refs=(ref,),
+                schema=schema,
+                seq=(task.index, k),
+                origins=(BlockOrigin(f"{self.name} task {task.index}", k),),
+            )
             for k, (ref, schema) in enumerate(zip(result.refs, result.schemas))
         ]
         while self._next_out in self._done_reduces:
@@ -421,8 +433,7 @@ class ExchangeOperator(PhysicalOperator):
 
 
 def _label(block: _Block) -> str:
-    side = "" if block.side == 0 else "right input "
-    return f"{side}block " + ".".join(str(s) for s in block.block_id[1:])
+    return block.origin if block.side == 0 else f"{block.origin} (right input)"
 
 
 def _contiguous_groups(sizes: list[int], n: int) -> list[list[int]]:

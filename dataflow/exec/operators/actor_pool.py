@@ -246,4 +246,7 @@ def _joined(group: list[RefBundle]) -> RefBundle:
     if len(group) == 1:
         return group[0]
     refs = tuple(r for b in group for r in b.refs)
-    return RefBundle(refs, group[0].schema, group[0].seq, all(b.owns_blocks for b in group))
+    origins = tuple(o for b in group for o in b.block_origins())
+    return RefBundle(
+        refs, group[0].schema, group[0].seq, all(b.owns_blocks for b in group), origins
+    )

@@ -7,7 +7,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from dataflow.block import split_to_max_size
-from dataflow.exec.interfaces import ExecEnv, PhysicalOperator, RefBundle
+from dataflow.exec.interfaces import BlockOrigin, ExecEnv, PhysicalOperator, RefBundle
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -43,7 +43,10 @@ class InputBuffer(PhysicalOperator):
         for table in self._tables:
             for piece in split_to_max_size(table, max_bytes):
                 ref = env.backend.put(piece)
-                self._out.append(RefBundle(refs=(ref,), schema=piece.schema, seq=(seq,)))
+                origin = BlockOrigin("the in-memory data", seq)
+                self._out.append(
+                    RefBundle(refs=(ref,), schema=piece.schema, seq=(seq,), origins=(origin,))
+                )
                 seq += 1
         self._tables = []
         self.metrics.queued_bytes = sum(b.nbytes for b in self._out)

@@ -44,10 +44,16 @@ class LimitOperator(PhysicalOperator):
         if bundle.owns_blocks and drop:
             self._backend.free(drop)
         if keep:
-            self._out.append(RefBundle(tuple(keep), bundle.schema, bundle.seq, bundle.owns_blocks))
+            origins = bundle.block_origins()[: len(keep)]
+            self._out.append(
+                RefBundle(tuple(keep), bundle.schema, bundle.seq, bundle.owns_blocks, origins)
+            )
         if sliced is not None:
             # A new object this pipeline owns, even when the input was borrowed.
-            self._out.append(RefBundle((sliced,), bundle.schema, bundle.seq + (len(keep),)))
+            origins = bundle.block_origins()[len(keep) : len(keep) + 1]
+            self._out.append(
+                RefBundle((sliced,), bundle.schema, bundle.seq + (len(keep),), origins=origins)
+            )
 
     def wants_no_more_input(self) -> bool:
         return self.remaining <= 0

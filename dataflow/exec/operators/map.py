@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from dataflow.errors import DataflowError, SourceError, UserCodeError, WorkerCrashedError
-from dataflow.exec.interfaces import ExecEnv, PhysicalOperator, RefBundle
+from dataflow.exec.interfaces import (
+    BlockOrigin,
+    ExecEnv,
+    PhysicalOperator,
+    RefBundle,
+    files_phrase,
+)
 from dataflow.exec.transforms import MapTaskFn, StageFailure
 from dataflow.sources.datasource import BlockMetadata, TaskSizer
 from runtime.errors import RemoteTaskError, TaskCancelledError
@@ -36,10 +42,15 @@ class MapTask:
     index: int
     seq: tuple[int, ...]
     label: str
+    """What the task works on, for error messages: "read task 3 (file /d/x.parquet)"."""
     inputs: RefBundle | None
     outputs: list[RefBundle] | None = None
     done: bool = False
     attempts: int = 1
+    producer: str = ""
+    """The task in words, for the origins of its outputs: "read task 3"."""
+    files: tuple[str, ...] = ()
+    """The files its input came from, when known."""
     read_bytes: int = 0
     """A read task's planned bytes (what the sizer is told it cost)."""
 
@@ -199,6 +210,7 @@ class MapOperator(PhysicalOperator):
                     schema=first.schema,
                     seq=first.seq,
                     owns_blocks=all(b.owns_blocks for b in self._pending),
+                    origins=tuple(o for b in self._pending for o in b.block_origins()),
                 )
             )
         self._pending = []
@@ -245,18 +257,29 @@ class MapOperator(PhysicalOperator):
         if self._queue:
             bundle = self._queue.popleft()
             self.metrics.queued_bytes -= bundle.nbytes
-            task = MapTask(index, bundle.seq, _block_label(bundle.seq), bundle)
+            label = bundle.describe() or f"the input of its task {index}"
+            producer = f"{self.name} task {index}"
+            task = MapTask(
+                index, bundle.seq, label, bundle, producer=producer, files=bundle.files()
+            )
             return task, (index, None)
         read = self._peek_read()
         self._next_read = None
         files = read.metadata.input_files
-        label = f"file {files[0]}" if len(files) == 1 else f"read task {index}"
-        if len(files) > 1:
-            label += f" ({files[0]}, ...)"
+        producer = f"read task {index}"
+        label = producer + files_phrase(files)
         # The worker needs the read function and the file names (for errors) only:
         # the rest of the metadata (a schema, sizes) would be pickled with every task.
         slim = dataclasses.replace(read, metadata=BlockMetadata(input_files=files))
-        task = MapTask(index, (index,), label, None, read_bytes=read.metadata.size_bytes or 0)
+        task = MapTask(
+            index,
+            (index,),
+            label,
+            None,
+            producer=producer,
+            files=files,
+            read_bytes=read.metadata.size_bytes or 0,
+        )
         return task, (index, slim)
 
     def dispatch(self) -> TaskFuture | None:
@@ -302,7 +325,12 @@ class MapOperator(PhysicalOperator):
             failure = e
         else:
             outputs = [
-                RefBundle(refs=(ref,), schema=schema, seq=task.seq + (k,))
+                RefBundle(
+                    refs=(ref,),
+                    schema=schema,
+                    seq=task.seq + (k,),
+                    origins=(BlockOrigin(task.producer, k, task.files),),
+                )
                 for k, (ref, schema) in enumerate(zip(result.refs, result.schemas))
             ]
             self._estimate.add(sum(r.nbytes for r in result.refs))
@@ -398,10 +426,6 @@ def cancel_or_collect(backend: Backend, fut: TaskFuture) -> list:
         return list(fut.result().refs)
     except Exception:
         return []  # a failed or cancelled task holds no outputs
-
-
-def _block_label(seq: tuple[int, ...]) -> str:
-    return "block " + ".".join(str(s) for s in seq)
 
 
 def _translate_remote(op: str, label: str, e: RemoteTaskError) -> DataflowError:

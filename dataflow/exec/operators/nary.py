@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from dataflow.errors import PlanError
-from dataflow.exec.interfaces import ExecEnv, PhysicalOperator, RefBundle
+from dataflow.exec.interfaces import BlockOrigin, ExecEnv, PhysicalOperator, RefBundle
 from dataflow.exec.operators.map import _translate_remote, cancel_or_collect
 from runtime.errors import RemoteTaskError
 from runtime.resources import Resources
@@ -105,6 +105,7 @@ class ZipOperator(PhysicalOperator):
         self._backend: Backend | None = None
         self._handle: FunctionHandle | None = None
         self._right_used: list = []
+        self._task_index: dict[TaskFuture, int] = {}  # names the blocks a task makes
 
     def start(self, env: ExecEnv) -> None:
         self._backend = env.backend
@@ -172,6 +173,7 @@ class ZipOperator(PhysicalOperator):
             name=self.name,
             in_driver=True,
         )
+        self._task_index[fut] = self.metrics.tasks_launched
         self.metrics.tasks_launched += 1
         self._tasks[fut] = bundle
         self._launched.append(fut)
@@ -187,11 +189,12 @@ class ZipOperator(PhysicalOperator):
         try:
             result = future.result()
         except RemoteTaskError as e:
-            error = _translate_remote(self.name, "block " + str(bundle.seq), e)
+            error = _translate_remote(self.name, _zip_label(bundle), e)
         else:
+            task = f"{self.name} task {self._task_index.pop(future)}"
             self._finished[future] = [
-                RefBundle((ref,), schema, bundle.seq)
-                for ref, schema in zip(result.refs, result.schemas)
+                RefBundle((ref,), schema, bundle.seq, origins=(BlockOrigin(task, k),))
+                for k, (ref, schema) in enumerate(zip(result.refs, result.schemas))
             ]
             while self._launched and self._launched[0] in self._finished:
                 self._out.extend(self._finished.pop(self._launched.popleft()))
@@ -225,6 +228,7 @@ class ZipOperator(PhysicalOperator):
         held += list(self._tasks.values()) + [p[0] for p in self._plan]
         owned = [r for b in held if b.owns_blocks for r in b.refs] + self._right_used + done_refs
         self._tasks.clear()
+        self._task_index.clear()
         self._launched.clear()
         self._finished.clear()
         self._plan.clear()
@@ -236,3 +240,9 @@ class ZipOperator(PhysicalOperator):
         if self._handle is not None:
             backend.release_function(self._handle)
             self._handle = None
+
+
+def _zip_label(left: RefBundle) -> str:
+    """A zip task in words: the left blocks it pairs with rows of the right input."""
+    left_blocks = left.describe() or "a block"
+    return f"{left_blocks} of the left input and the matching rows of the right input"

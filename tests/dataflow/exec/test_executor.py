@@ -240,10 +240,10 @@ def test_user_error_names_operator_block_and_has_the_remote_traceback(backend):
         collect(plan, ctx(preserve_order=True))
     e = info.value
     assert str(e).startswith(
-        "map_batches(normalize) failed on block 2: ValueError: cannot normalize 50"
+        "map_batches(normalize) failed on block 2 of the in-memory data: ValueError: cannot normalize 50"
     )
     assert 'raise ValueError("cannot normalize 50")' in e.remote_traceback
-    assert e.operator == "map_batches(normalize)" and e.block == "block 2"
+    assert e.operator == "map_batches(normalize)" and e.block == "block 2 of the in-memory data"
     assert isinstance(e.__cause__, ValueError)
     # One clean traceback: consumer frames only, none from the executor thread.
     frames = [f.name for f in traceback.extract_tb(e.__traceback__)]

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pyarrow as pa
 import pytest
 
-from dataflow.service.coordinator import SplitClosedError, SplitCoordinator
+from dataflow.service.coordinator import (
+    SplitClosedError,
+    SplitCoordinator,
+    SplitStartTimeoutError,
+)
 
 
 def blocks(sizes: list[int]) -> list[pa.Table]:
@@ -139,11 +144,89 @@ def test_close_wakes_waiting_consumers_and_closes_the_stream():
 
     c = SplitCoordinator(make, 2)
     c.begin(0, 0)
+    c.begin(1, 0)
     assert c.fetch(0, 0).num_rows == 1
     c.close()
     assert closed == [True]
     with pytest.raises(SplitClosedError):
         c.fetch(0, 0)
+
+
+def test_close_wakes_a_consumer_waiting_for_the_others_to_begin():
+    c = SplitCoordinator(lambda: iter(blocks([1])), 2)
+    c.begin(0, 0)
+    errors: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            c.fetch(0, 0)
+        except BaseException as e:
+            errors.append(e)
+
+    th = threading.Thread(target=wait)
+    th.start()
+    time.sleep(0.3)
+    c.close()
+    th.join(5)
+    assert not th.is_alive() and [type(e) for e in errors] == [SplitClosedError]
+
+
+def fetch_in_thread(c: SplitCoordinator, split: int, epoch: int) -> tuple[threading.Thread, list]:
+    """Begin ``split`` and fetch one block on a thread; the list gets the block's ids
+    (or the exception)."""
+    got: list = []
+
+    def run() -> None:
+        c.begin(split, epoch)
+        try:
+            got.append(c.fetch(split, epoch).column("id").to_pylist())
+        except BaseException as e:
+            got.append(e)
+
+    th = threading.Thread(target=run)
+    th.start()
+    return th, got
+
+
+@pytest.mark.parametrize("equal", [False, True])
+def test_an_epoch_begins_only_when_every_split_asked(equal):
+    c = SplitCoordinator(lambda: iter(blocks([2] * 6)), 2, equal=equal)
+    for epoch in range(2):  # the second epoch waits for every split too
+        th, got = fetch_in_thread(c, 0, epoch)
+        time.sleep(0.4)
+        assert th.is_alive() and got == []  # split 0 waits for split 1
+        c.begin(1, epoch)
+        mine = c.fetch(1, epoch).column("id").to_pylist()
+        th.join(5)
+        assert not th.is_alive() and len(got[0]) >= 1 and len(mine) >= 1
+        # Both got rows; the rest is shared out as usual.
+        rest = {0: got[0], 1: mine}
+        for split in (0, 1):
+            while (t := c.fetch(split, epoch)) is not None:
+                rest[split] += t.column("id").to_pylist()
+            c.finish(split, epoch)
+        assert sorted(rest[0] + rest[1]) == list(range(12))
+        if equal:
+            assert len(rest[0]) == len(rest[1]) == 6
+
+
+def test_a_split_that_never_begins_fails_the_others_naming_it():
+    c = SplitCoordinator(lambda: iter(blocks([2] * 6)), 3, start_timeout_s=0.3)
+    th, got = fetch_in_thread(c, 0, 0)
+    th.join(5)
+    assert not th.is_alive()
+    [error] = got
+    assert isinstance(error, SplitStartTimeoutError) and isinstance(error, TimeoutError)
+    assert str(error) == (
+        "streaming_split: splits 1, 2 of 3 did not start epoch 0 within 0.3 s of split 0; "
+        "an epoch begins only when every split asks for data, so iterate all of them at "
+        "once (one consumer per split), or raise DataContext.split_start_timeout_s if some "
+        "start later"
+    )
+    # A split arriving after the timeout gets the same error.
+    c.begin(1, 0)
+    with pytest.raises(SplitStartTimeoutError, match="splits 1, 2 of 3"):
+        c.fetch(1, 0)
 
 
 def test_bad_arguments():

@@ -14,7 +14,7 @@ import pytest
 from dataflow.errors import DataflowError
 from dataflow.service import protocol
 from dataflow.service.client import SplitClient
-from dataflow.service.coordinator import SplitCoordinator
+from dataflow.service.coordinator import SplitCoordinator, SplitStartTimeoutError
 from dataflow.service.server import SplitServer
 
 
@@ -137,13 +137,48 @@ def test_cancelled_call_is_reported_as_a_dead_consumer(serve):
     server = serve(blocks([2] * 10), 2)
     stream = SplitClient(server.address, 0, None, prefetch=1).open(0)
     blocks_it = stream.iter_blocks()  # kept open: closing it would say goodbye
+    other = SplitClient(server.address, 1, None).open(0)  # the epoch begins
     assert next(blocks_it).num_rows == 2
     stream._call.cancel()  # what a killed process looks like to the server
-    other = SplitClient(server.address, 1, None)
-    assert len(ids_of(other)) == 18  # the survivor gets everything else
+    rest = [t.num_rows for t in other.iter_blocks()]
+    assert sum(rest) == 18  # the survivor gets everything else
     deadline = time.monotonic() + 5  # gRPC reports the cancellation asynchronously
     while not server.coordinator.lost and time.monotonic() < deadline:
         time.sleep(0.01)
     [lost] = server.coordinator.lost
     assert (lost.split, lost.blocks, lost.rows) == (0, 1, 2)
     blocks_it.close()
+
+
+def test_an_epoch_waits_for_every_split_over_grpc(serve):
+    """Split 0 starts reading first and gets nothing until split 1 asks; a slow
+    split 0 then still gets its part of the stream (first come, first served)."""
+    server = serve(blocks([2] * 20), 2)
+    out: list[list[int]] = [[], []]
+    first_block_at: list[float] = []
+
+    def slow_reader() -> None:
+        for t in SplitClient(server.address, 0, None).open(0).iter_blocks():
+            first_block_at.append(time.monotonic())
+            out[0] += t.column("id").to_pylist()
+            time.sleep(0.05)
+
+    th = threading.Thread(target=slow_reader)
+    th.start()
+    time.sleep(0.5)
+    assert out[0] == []  # waiting for split 1
+    split1_starts = time.monotonic()
+    out[1] = ids_of(SplitClient(server.address, 1, None))
+    th.join(10)
+    assert min(first_block_at) >= split1_starts
+    assert out[0] and out[1]
+    assert sorted(out[0] + out[1]) == list(range(40))
+
+
+def test_a_split_that_never_starts_fails_the_others_over_grpc(serve):
+    server = SplitServer(SplitCoordinator(lambda: iter(blocks([2] * 4)), 2, start_timeout_s=0.3))
+    try:
+        with pytest.raises(SplitStartTimeoutError, match="split 1 of 2 did not start epoch 0"):
+            ids_of(SplitClient(server.address, 0, None))
+    finally:
+        server.stop(0)
