@@ -34,6 +34,7 @@ from dataflow.block import (
     check_batch_format,
     from_batch,
     iter_rows,
+    keep_types,
     rebatch,
     rows_to_table,
     split_to_max_size,
@@ -207,11 +208,17 @@ class MapBatchesStage(UDFStage):
         args, kwargs = self.fn_args, dict(self.fn_kwargs)
         fmt = check_batch_format(self.batch_format, self.name)
 
+        # pandas and numpy batches retype some columns (string -> large_string...):
+        # outputs get their input's types back where the round trip changed them.
+        retyped = fmt != "pyarrow"
+
         def call(table: pa.Table) -> list[pa.Table]:
             out = fn(_to_udf_batch(table, fmt, self.zero_copy_batch), *args, **kwargs)
             if inspect.isgenerator(out):
-                return [from_batch(b, self.name) for b in out]
-            return [from_batch(out, self.name)]
+                outs = [from_batch(b, self.name) for b in out]
+            else:
+                outs = [from_batch(out, self.name)]
+            return [keep_types(t, table.schema) for t in outs] if retyped else outs
 
         def run(blocks: Iterator[pa.Table]) -> Iterator[pa.Table]:
             for batch in rebatch(blocks, self.batch_size):
