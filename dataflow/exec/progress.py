@@ -23,6 +23,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
+from dataflow.exec.metering import READ_FILES, WRITE_FILES, WRITE_ROWS
 from dataflow.exec.stall import StallDetector
 from dataflow.exec.stats import ExecutorObserver
 from dataflow.exec.trace import ChromeTrace, TimelineRecorder
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from dataflow.context import DataContext
     from dataflow.exec.interfaces import PhysicalOperator
     from dataflow.exec.stats import DatasetStats
-    from runtime.backends.base import Backend, StoreStats
+    from runtime.backends.base import Backend, StoreStats, TaskResult
 
 log = logging.getLogger("dataflow")
 
@@ -91,9 +92,12 @@ def _in_notebook() -> bool:
 
 
 class _OpLine:
-    """What one operator's line shows, from its metrics and its rate."""
+    """What one operator's line shows, from its metrics and its rate. Rows are
+    the operator's output rows, or for a write the rows written (its output is
+    one record per task); reads and writes also count their files."""
 
-    __slots__ = ("op", "rows", "rate", "_last_rows", "_last_t")
+    __slots__ = ("op", "rows", "rate", "_last_rows", "_last_t", "reads", "writes")
+    __slots__ += ("files", "rows_written")
 
     def __init__(self, op: PhysicalOperator, now: float) -> None:
         self.op = op
@@ -101,10 +105,26 @@ class _OpLine:
         self.rate = 0.0
         self._last_rows = 0
         self._last_t = now
+        steps = op.steps()
+        self.reads = bool(steps) and steps[0].kind == "read"
+        self.writes = bool(steps) and steps[-1].kind == "write"
+        self.files = 0
+        self.rows_written = 0
+
+    @property
+    def unit(self) -> str:
+        return " rows written" if self.writes else " rows"
+
+    def task_done(self, counters: dict[str, float]) -> None:
+        if self.reads:
+            self.files += int(counters.get(READ_FILES, 0))
+        if self.writes:
+            self.files += int(counters.get(WRITE_FILES, 0))
+            self.rows_written += int(counters.get(WRITE_ROWS, 0))
 
     def update(self, now: float) -> int:
         """Refresh from the operator; return the rows added since the last call."""
-        rows = self.op.metrics.rows_out
+        rows = self.rows_written if self.writes else self.op.metrics.rows_out
         dt = now - self._last_t
         if dt > 0:
             self.rate = (rows - self._last_rows) / dt
@@ -113,13 +133,19 @@ class _OpLine:
 
     def postfix(self) -> str:
         m = self.op.metrics
+        files = ""
+        if self.reads or self.writes:
+            files = f"{self.files:,} files {'written' if self.writes else 'read'}, "
+        blocks = "" if self.writes else f"{m.bundles_out} blocks, "
         return (
-            f"{m.bundles_out} blocks, {self.op.num_active_tasks()} running, "
+            f"{files}{blocks}{self.op.num_active_tasks()} running, "
             f"{m.queued_bytes / MiB:.1f} MiB queued"
         )
 
     def text(self) -> str:
-        return f"{self.op.name}: {self.rows:,} rows, {self.rate:,.0f} rows/s, {self.postfix()}"
+        return (
+            f"{self.op.name}: {self.rows:,}{self.unit}, {self.rate:,.0f} rows/s, {self.postfix()}"
+        )
 
 
 class ProgressBars(ExecutorObserver):
@@ -149,16 +175,24 @@ class ProgressBars(ExecutorObserver):
             from tqdm.std import tqdm
 
             file = self._file if self._file is not None else sys.stderr
-            opts = {"unit": " rows", "unit_scale": True, "dynamic_ncols": True, "file": file}
-            self._bars = [tqdm(desc="dataflow", position=0, **opts)]
+            opts = {"unit_scale": True, "dynamic_ncols": True, "file": file}
+            sink_unit = self._lines[-1].unit if self._lines else " rows"
+            self._bars = [tqdm(desc="dataflow", position=0, unit=sink_unit, **opts)]
             self._bars += [
-                tqdm(desc=f"  {_short(line.op.name)}", position=i + 1, **opts)
+                tqdm(desc=f"  {_short(line.op.name)}", position=i + 1, unit=line.unit, **opts)
                 for i, line in enumerate(self._lines)
             ]
         else:
             from IPython.display import Pretty, display
 
             self._handle = display(Pretty(self._text(now)), display_id=True)
+
+    def on_task_done(self, op: PhysicalOperator, result: TaskResult) -> None:
+        if result.counters:
+            for line in self._lines:
+                if line.op is op:
+                    line.task_done(result.counters)
+                    return
 
     def on_tick(self, now: float, held_back: list[PhysicalOperator], rss_bytes: int) -> None:
         if now >= self._next:
@@ -184,7 +218,8 @@ class ProgressBars(ExecutorObserver):
     def _text(self, now: float) -> str:
         sink = self._lines[-1] if self._lines else None
         rows = sink.rows if sink is not None else 0
-        head = f"dataflow: {rows:,} rows out in {now - self._t0:.1f} s, {self._overall()}"
+        what = "rows written" if sink is not None and sink.writes else "rows out"
+        head = f"dataflow: {rows:,} {what} in {now - self._t0:.1f} s, {self._overall()}"
         return "\n".join([head] + ["  " + line.text() for line in self._lines])
 
     def _refresh(self, now: float) -> None:

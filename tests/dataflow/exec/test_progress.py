@@ -89,3 +89,48 @@ def test_terminal_bars_show_every_operator_and_the_final_counts(local, monkeypat
 def test_bars_refuse_an_unknown_mode(local):
     with pytest.raises(ValueError, match="mode must be 'terminal' or 'notebook'"):
         ProgressBars(local, "html")
+
+
+def test_a_write_counts_rows_written_and_files_not_result_records(
+    local, monkeypatch, capsys, tmp_path
+):
+    ctx = df.DataContext.get_current()
+    monkeypatch.setattr(ctx, "enable_progress_bars", True)
+    monkeypatch.setattr(progress, "display_mode", lambda ctx: "terminal")
+    df.range(3000, override_num_blocks=3).map_batches(lambda b: b).write_parquet(str(tmp_path))
+    err = capsys.readouterr().err
+    final = {}
+    for line in re.split(r"[\r\n]", err):
+        # The bar's label is the fused name, cut to 40 characters.
+        m = re.match(r"\s*(dataflow|read_range->map_batches\(<lambda>\)->w\S*): (.*)", line)
+        if m:
+            final[m.group(1)] = m.group(2)
+    files = len(list(tmp_path.glob("*.parquet")))
+    (op,) = [v for k, v in final.items() if k != "dataflow"]
+    assert op.startswith("3.00k rows written") and f"{files} files written" in op, op
+    assert final["dataflow"].startswith("3.00k rows written"), final["dataflow"]
+
+
+def test_a_read_line_counts_its_files(local):
+    from dataflow.exec.progress import _OpLine
+
+    class _Op:
+        name = "read_parquet"
+        metrics = types.SimpleNamespace(rows_out=10, bundles_out=2, queued_bytes=0)
+
+        def steps(self):
+            from dataflow.exec.metering import StepInfo
+
+            return (StepInfo("read_parquet", "read"),)
+
+        def num_active_tasks(self):
+            return 0
+
+    line = _OpLine(_Op(), 0.0)
+    line.task_done({"read.files": 3.0})
+    line.task_done({"read.files": 2.0})
+    line.update(1.0)
+    assert (
+        line.text()
+        == "read_parquet: 10 rows, 10 rows/s, 5 files read, 2 blocks, 0 running, 0.0 MiB queued"
+    )
