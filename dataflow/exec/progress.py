@@ -11,7 +11,8 @@ terminal nor a notebook. They refresh at most every ``REFRESH_S`` seconds, so
 a loop turn costs one clock comparison.
 
 ``builtin_observers`` is what every executor gets: the timeline recorder, the
-stall detector, progress bars and the Chrome trace, each as the context asks.
+stall detector, progress bars, the Chrome trace and the metrics exporter, each
+as the context asks.
 
 >>> df.DataContext.get_current().enable_progress_bars = False  # doctest: +SKIP
 """
@@ -21,8 +22,10 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Sized
 from typing import TYPE_CHECKING, Any, TextIO
 
+from dataflow.exec.exporter import MetricsExporter
 from dataflow.exec.metering import READ_FILES, WRITE_FILES, WRITE_ROWS
 from dataflow.exec.stall import StallDetector
 from dataflow.exec.stats import ExecutorObserver
@@ -42,14 +45,20 @@ _hinted_tqdm = False
 
 
 def builtin_observers(
-    ctx: DataContext, backend: Backend, stats: DatasetStats
+    ctx: DataContext, backend: Backend, stats: DatasetStats, output: Sized | None = None
 ) -> list[ExecutorObserver]:
-    """The observers an executor registers next to its ``StatsCollector``.
+    """The observers an executor registers next to its ``StatsCollector``;
+    ``output`` is its queue to the consumer (exported as a metric).
 
     Order matters at the end of a run: the recorder and the stall detector fill
     ``stats`` before the Chrome trace reads it.
     """
     observers: list[ExecutorObserver] = [TimelineRecorder(stats, backend)]
+    if ctx.metrics_port is not None:
+        from dataflow.metrics import start_metrics_server
+
+        start_metrics_server(ctx.metrics_port, ctx.metrics_host)
+        observers.append(MetricsExporter(stats, output))
     if ctx.stall_warning_s:
         observers.append(StallDetector(ctx.stall_warning_s, stats, backend))
     mode = display_mode(ctx)

@@ -34,6 +34,10 @@ class ExecutorObserver:
 
     def on_task_done(self, op: PhysicalOperator, result: TaskResult) -> None: ...
 
+    def on_task_failed(self, op: PhysicalOperator, error: BaseException) -> None:
+        """A task failed for good (after its retries); the run stops unless the
+        block is skipped (then ``on_block_error`` follows)."""
+
     def on_block_error(self, op: PhysicalOperator, error: BaseException) -> None:
         """A failing block was skipped (``DataContext.max_errored_blocks``)."""
 
@@ -62,6 +66,9 @@ class OperatorStats:
     blocks_out: int = 0
     backpressure_s: float = 0.0
     errored_blocks: int = 0
+    failed_tasks: int = 0
+    retries: int = 0
+    """Task attempts repeated after a worker died (the task then succeeded)."""
     counters: dict[str, float] = field(default_factory=dict)
     task_spans: list[tuple[float, float]] = field(default_factory=list)
     """(start_ts, end_ts) of every task, wall-clock seconds, for overlap analysis."""
@@ -174,6 +181,10 @@ class DatasetStats:
                 extra["actor_utilisation"] = round(o.actor_utilisation or 0.0, 3)
             if o.errored_blocks:
                 extra["errored_blocks"] = o.errored_blocks
+            if o.failed_tasks:
+                extra["failed_tasks"] = o.failed_tasks
+            if o.retries:
+                extra["retries"] = o.retries
             if extra:
                 lines.append("    " + ", ".join(f"{k}={v:g}" for k, v in sorted(extra.items())))
         if has_steps:
@@ -243,6 +254,8 @@ class StatsCollector(ExecutorObserver):
         s.first_start = min(s.first_start, result.start_ts)
         s.last_end = max(s.last_end, result.end_ts)
         s.task_spans.append((result.start_ts, result.end_ts))
+        if result.attempts > 1:
+            s.retries += result.attempts - 1
         for ref in result.refs:
             s.block_bytes_min = (
                 ref.nbytes if not s.blocks_out else min(s.block_bytes_min, ref.nbytes)
@@ -251,6 +264,9 @@ class StatsCollector(ExecutorObserver):
             s.blocks_out += 1
         for k, v in result.counters.items():
             s.counters[k] = s.counters.get(k, 0.0) + v
+
+    def on_task_failed(self, op: PhysicalOperator, error: BaseException) -> None:
+        self._by_op[id(op)].failed_tasks += 1
 
     def on_block_error(self, op: PhysicalOperator, error: BaseException) -> None:
         self._by_op[id(op)].errored_blocks += 1
