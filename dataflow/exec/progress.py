@@ -3,8 +3,10 @@
 ``ProgressBars`` shows one line per physical operator (rows and blocks out,
 rows/s, running tasks, queued bytes) under an overall line (rows delivered,
 tasks running, store usage). In a terminal the lines are tqdm bars on stderr
-(the ``progress`` extra); in a Jupyter notebook they are one text block
-updated in place (no widget library needed). Bars are off when
+(the ``progress`` extra); in a Jupyter notebook they are tqdm's widget bars
+(``tqdm.auto``, with ipywidgets: the ``notebook`` extra), plus a final text
+summary that stays readable in a saved notebook; without ipywidgets, one text
+block updated in place. Bars are off when
 ``DataContext.enable_progress_bars`` is False (or the environment variable
 ``DATAFLOW_DISABLE_PROGRESS_BARS`` is set) and when stderr is neither a
 terminal nor a notebook. They refresh at most every ``REFRESH_S`` seconds, so
@@ -180,11 +182,16 @@ class ProgressBars(ExecutorObserver):
         now = time.monotonic()
         self._t0, self._next = now, now + REFRESH_S
         self._lines = [_OpLine(op, now) for op in ops]
-        if self._mode == "terminal":
-            from tqdm.std import tqdm
+        widgets = _widget_tqdm() if self._mode == "notebook" else None
+        if self._mode == "terminal" or widgets is not None:
+            if widgets is None:
+                from tqdm.std import tqdm
 
-            file = self._file if self._file is not None else sys.stderr
-            opts = {"unit_scale": True, "dynamic_ncols": True, "file": file}
+                file = self._file if self._file is not None else sys.stderr
+                opts: dict[str, Any] = {"dynamic_ncols": True, "file": file}
+            else:
+                tqdm, opts = widgets, {}
+            opts["unit_scale"] = True
             sink_unit = self._lines[-1].unit if self._lines else " rows"
             self._bars = [tqdm(desc="dataflow", position=0, unit=sink_unit, **opts)]
             self._bars += [
@@ -212,9 +219,16 @@ class ProgressBars(ExecutorObserver):
         if self._closed:
             return
         self._closed = True
-        self._refresh(time.monotonic())
+        now = time.monotonic()
+        self._refresh(now)
         for bar in self._bars:
             bar.close()
+        if self._mode == "notebook" and self._bars:
+            # A saved notebook keeps a widget's first rendering only: the final
+            # counts go into the output as text too.
+            from IPython.display import Pretty, display
+
+            display(Pretty(self._text(now)))
 
     def _overall(self) -> str:
         running = sum(line.op.num_active_tasks() for line in self._lines)
@@ -233,7 +247,7 @@ class ProgressBars(ExecutorObserver):
 
     def _refresh(self, now: float) -> None:
         added = [line.update(now) for line in self._lines]
-        if self._mode == "notebook":
+        if self._handle is not None:
             from IPython.display import Pretty
 
             self._handle.update(Pretty(self._text(now)))
@@ -244,6 +258,17 @@ class ProgressBars(ExecutorObserver):
             bar.update(n)
         overall.set_postfix_str(self._overall(), refresh=False)
         overall.update(added[-1] if added else 0)
+
+
+def _widget_tqdm() -> Any:
+    """tqdm's bar class for this kernel (``tqdm.auto``: Jupyter widgets) when tqdm
+    and ipywidgets are installed, else None (then the text block is used)."""
+    try:
+        import ipywidgets  # noqa: F401  (tqdm.auto falls back to text bars without it)
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm
 
 
 def _short(name: str, width: int = 40) -> str:
