@@ -12,10 +12,11 @@ and two ``perf_counter`` reads per batch per step (~0.1 us each).
 
 Reading a thread's CPU clock is a system call (~1-3 us) and ``pa.Table.nbytes``
 costs a few us, both too dear for every batch of a task that takes 100 us. So
-the CPU clock is read at most once per ``SAMPLE_EVERY_S`` of task time, the
-CPU of each window shared among the steps by their wall time in it (exact when
-one step ran, as in any batch longer than the window); a last window shorter
-than that counts its wall time as CPU. A step's bytes are measured exactly once
+the CPU clock is read at an entry or exit once ``SAMPLE_EVERY_S`` passed since
+the last reading, and the CPU of each window is shared among the steps by their
+wall time in it: exact for any stretch of one step longer than the window (a
+batch of a slow UDF, a slow read), an estimate for short ones; a last window
+shorter than that counts its wall time as CPU. A step's bytes are measured exactly once
 it ran ``SAMPLE_EVERY_S`` since its last measurement (and on its first batch in
 this process); other batches count their rows times the last measured bytes
 per row.
@@ -102,93 +103,100 @@ class ChainState:
 class ChainMeter:
     """Times the steps of one task's chain; see the module docstring."""
 
-    __slots__ = ("_n", "incl", "cpu", "rows", "nbytes", "_start", "_cpu_at", "_cpu_last")
-    __slots__ += ("_snap", "_state")
+    __slots__ = ("_n", "wall", "cpu", "rows", "nbytes", "_start", "_cpu_at", "_cpu_last")
+    __slots__ += ("_snap", "_state", "_cur", "_last")
 
     def __init__(self, state: ChainState) -> None:
         steps = self._n = len(state.since)
-        self.incl = [0.0] * steps  # time inside each step's wrapper, upstream steps included
-        self.cpu = [0.0] * steps
+        # Slot ``steps`` is the framework around the chain (merging, store writes).
+        self.wall = [0.0] * (steps + 1)
+        self.cpu = [0.0] * (steps + 1)
         self.rows = [0] * steps
         self.nbytes = [0] * steps
         self._state = state
-        self._snap = [0.0] * steps  # ``incl`` at the last CPU read
-        self._start = self._cpu_at = time.perf_counter()
+        self._snap = [0.0] * (steps + 1)  # ``wall`` at the last CPU read
+        self._cur = steps  # who runs now
+        self._start = self._cpu_at = self._last = time.perf_counter()
         # A process whose tasks are short reads the CPU clock only once a task
         # has run for SAMPLE_EVERY_S (its time until then counts as CPU).
         self._cpu_last = time.thread_time() if state.long else None
 
     def wrap(self, k: int, it: Iterator[pa.Table]) -> Iterator[pa.Table]:
-        """``it`` (the output of step ``k``) with step ``k``'s time and output counted."""
-        clock, incl, state = time.perf_counter, self.incl, self._state
+        """``it`` (the output of step ``k``) with step ``k``'s time and output counted.
+
+        On entry (the caller asks for the next table) the time since the last
+        reading is the caller's; on exit it is step k's: inner wrappers gave
+        control back to k when they returned."""
+        clock, wall, state = time.perf_counter, self.wall, self._state
         rows = unmeasured = measured = 0
-        mark = -state.since[k]  # bytes are measured once incl[k] - mark >= SAMPLE_EVERY_S
+        mark = -state.since[k]  # bytes are measured once wall[k] - mark >= SAMPLE_EVERY_S
+        caller = self._cur
+        now = clock()
+        wall[caller] += now - self._last
+        self._last, self._cur = now, k
+        if now - self._cpu_at >= SAMPLE_EVERY_S:
+            self._sample_cpu(now)
         try:
-            t0 = clock()
             for table in it:
-                t1 = clock()
-                incl[k] += t1 - t0
-                if t1 - self._cpu_at >= SAMPLE_EVERY_S:
-                    self._sample_cpu(t1)
+                now = clock()
+                wall[k] += now - self._last
+                self._last, self._cur = now, caller
+                if now - self._cpu_at >= SAMPLE_EVERY_S:
+                    self._sample_cpu(now)
                 n = table.num_rows
                 rows += n
-                if incl[k] - mark >= SAMPLE_EVERY_S or state.bytes_per_row[k] is None:
+                if wall[k] - mark >= SAMPLE_EVERY_S or state.bytes_per_row[k] is None:
                     nbytes = table.nbytes
                     measured += nbytes
-                    mark = incl[k]
+                    mark = wall[k]
                     if n:
                         state.bytes_per_row[k] = nbytes / n
                 else:
                     unmeasured += n
                 yield table
-                t0 = clock()
-            t1 = clock()
-            incl[k] += t1 - t0
-            if t1 - self._cpu_at >= SAMPLE_EVERY_S:
-                self._sample_cpu(t1)
+                caller = self._cur
+                now = clock()
+                wall[caller] += now - self._last
+                self._last, self._cur = now, k
+                if now - self._cpu_at >= SAMPLE_EVERY_S:
+                    self._sample_cpu(now)
+            now = clock()
+            wall[k] += now - self._last
+            self._last, self._cur = now, caller
+            if now - self._cpu_at >= SAMPLE_EVERY_S:
+                self._sample_cpu(now)
         finally:
             self.rows[k] = rows
             self.nbytes[k] = measured + round(unmeasured * (state.bytes_per_row[k] or 0.0))
-            state.since[k] = incl[k] - mark
-
-    def exclusive(self, incl: Sequence[float]) -> list[float]:
-        """Each step's own time from inclusive times: a chain's step k runs its
-        upstream k-1 only from inside its own wrapper."""
-        return [incl[0], *(incl[i] - incl[i - 1] for i in range(1, len(incl)))][: self._n]
+            state.since[k] = wall[k] - mark
 
     def _sample_cpu(self, now: float) -> None:
         cpu = time.thread_time()
-        own = self.exclusive([i - s for i, s in zip(self.incl, self._snap)])
+        pending = [w - s for w, s in zip(self.wall, self._snap)]
         if self._cpu_last is not None:
-            # The window's CPU, shared by wall time among the steps and the
-            # framework around them (merging blocks, store writes).
-            outside = max(0.0, (now - self._cpu_at) - (self.incl[-1] - self._snap[-1]))
-            total = sum(own) + outside
+            # The window's CPU, shared by wall time among the steps and the framework.
+            total = sum(pending)
             if total > 0:
                 share = (cpu - self._cpu_last) / total
-                for i, t in enumerate(own):
+                for i, t in enumerate(pending):
                     self.cpu[i] += t * share
         else:  # no reading at the start (short tasks so far): the window counts as CPU
-            for i, t in enumerate(own):
+            for i, t in enumerate(pending):
                 self.cpu[i] += t
         self._cpu_last, self._cpu_at = cpu, now
-        self._snap = list(self.incl)
+        self._snap = list(self.wall)
 
     def report(self, counters: dict[str, float]) -> None:
         """Add each step's counters to ``counters`` (the task's channel:
         ``runtime.task.current_task().counters``)."""
         state = self._state
         state.long = time.perf_counter() - self._start >= SAMPLE_EVERY_S
-        get, incl, snap, cpu = counters.get, self.incl, self._snap, self.cpu
-        up = up_snap = 0.0  # the upstream step's inclusive time (and at the last CPU read)
+        get, wall, snap, cpu = counters.get, self.wall, self._snap, self.cpu
         for i, (k_wall, k_cpu, k_rows, k_bytes) in enumerate(state.keys):
-            own = incl[i] - up
+            counters[k_wall] = get(k_wall, 0.0) + wall[i]
             # The window since the last CPU read is under SAMPLE_EVERY_S: too short
             # to be worth a read; its wall time counts as CPU.
-            pending = own - (snap[i] - up_snap)
-            up, up_snap = incl[i], snap[i]
-            counters[k_wall] = get(k_wall, 0.0) + own
-            counters[k_cpu] = get(k_cpu, 0.0) + cpu[i] + pending
+            counters[k_cpu] = get(k_cpu, 0.0) + cpu[i] + wall[i] - snap[i]
             counters[k_rows] = get(k_rows, 0) + self.rows[i]
             counters[k_bytes] = get(k_bytes, 0) + self.nbytes[i]
 

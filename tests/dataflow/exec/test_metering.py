@@ -193,3 +193,26 @@ def test_after_short_tasks_the_clock_is_read_only_once_a_task_runs_long():
     meter = ChainMeter(state)
     second = _run(meter, meter.wrap(0, _sleepy(iter([t]), 0.02)))
     assert second["step.0.wall_s"] >= 0.02 and second["step.0.cpu_s"] < 0.01
+
+
+def test_cpu_read_in_the_middle_of_a_chain_goes_to_the_step_that_spent_it(monkeypatch):
+    """The CPU clock may be read at any step's exit, while outer steps are still
+    in flight: each step still gets its own CPU, none a negative share."""
+    monkeypatch.setattr(metering, "SAMPLE_EVERY_S", 0.0)  # read it at every exit
+
+    def pairs(blocks):  # a step that pulls two blocks per output, and sleeps in between
+        for a in blocks:
+            time.sleep(0.01)
+            b = next(blocks, None)
+            yield a if b is None else pa.concat_tables([a, b])
+
+    tables = [pa.table({"x": np.arange(10)}) for _ in range(6)]
+    meter = ChainMeter(ChainState(3))
+    s0 = meter.wrap(0, _sleepy(iter(tables), 0.01, busy=True))
+    s1 = meter.wrap(1, pairs(s0))
+    c = _run(meter, meter.wrap(2, _sleepy(s1, 0.01)))
+    cpu = [c[f"step.{k}.cpu_s"] for k in range(3)]
+    assert min(cpu) >= 0
+    assert cpu[0] >= 0.06 - 0.005  # six busy blocks of 10 ms
+    assert cpu[1] < 0.01 and cpu[2] < 0.01  # sleeping
+    assert [c[f"step.{k}.rows"] for k in range(3)] == [60, 60, 60]
