@@ -170,7 +170,7 @@ def session_sample() -> SessionSample:
         s.driver_rss_bytes = psutil.Process(os.getpid()).memory_info().rss
     except Exception:
         pass
-    backend = session._backend
+    backend = session.running_backend()
     if backend is None:
         return s
     try:

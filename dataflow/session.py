@@ -101,6 +101,12 @@ def is_initialized() -> bool:
     return _backend is not None
 
 
+def running_backend() -> Backend | None:
+    """The running backend, or None; never starts one (for observers such as
+    the metrics server, which must not start a runtime by looking at it)."""
+    return _backend
+
+
 def shutdown() -> None:
     """Stop workers, free every object of this session and stop the metrics
     server (idempotent)."""

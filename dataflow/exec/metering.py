@@ -103,7 +103,7 @@ class ChainState:
 class ChainMeter:
     """Times the steps of one task's chain; see the module docstring."""
 
-    __slots__ = ("_n", "wall", "cpu", "rows", "nbytes", "_start", "_cpu_at", "_cpu_last")
+    __slots__ = ("_n", "wall", "cpu", "rows", "nbytes", "_start", "_cpu_due", "_cpu_last")
     __slots__ += ("_snap", "_state", "_cur", "_last")
 
     def __init__(self, state: ChainState) -> None:
@@ -116,7 +116,8 @@ class ChainMeter:
         self._state = state
         self._snap = [0.0] * (steps + 1)  # ``wall`` at the last CPU read
         self._cur = steps  # who runs now
-        self._start = self._cpu_at = self._last = time.perf_counter()
+        self._start = self._last = time.perf_counter()
+        self._cpu_due = self._start + SAMPLE_EVERY_S
         # A process whose tasks are short reads the CPU clock only once a task
         # has run for SAMPLE_EVERY_S (its time until then counts as CPU).
         self._cpu_last = time.thread_time() if state.long else None
@@ -127,28 +128,30 @@ class ChainMeter:
         On entry (the caller asks for the next table) the time since the last
         reading is the caller's; on exit it is step k's: inner wrappers gave
         control back to k when they returned."""
-        clock, wall, state = time.perf_counter, self.wall, self._state
+        clock, wall, state, every = time.perf_counter, self.wall, self._state, SAMPLE_EVERY_S
         rows = unmeasured = measured = 0
-        mark = -state.since[k]  # bytes are measured once wall[k] - mark >= SAMPLE_EVERY_S
+        # The next exact byte count once step k's time passes ``due`` (at once
+        # when this process has none yet).
+        due = every - state.since[k] if state.bytes_per_row[k] is not None else -1.0
         caller = self._cur
         now = clock()
         wall[caller] += now - self._last
         self._last, self._cur = now, k
-        if now - self._cpu_at >= SAMPLE_EVERY_S:
+        if now >= self._cpu_due:
             self._sample_cpu(now)
         try:
             for table in it:
                 now = clock()
                 wall[k] += now - self._last
                 self._last, self._cur = now, caller
-                if now - self._cpu_at >= SAMPLE_EVERY_S:
+                if now >= self._cpu_due:
                     self._sample_cpu(now)
                 n = table.num_rows
                 rows += n
-                if wall[k] - mark >= SAMPLE_EVERY_S or state.bytes_per_row[k] is None:
+                if wall[k] >= due:
                     nbytes = table.nbytes
                     measured += nbytes
-                    mark = wall[k]
+                    due = wall[k] + every
                     if n:
                         state.bytes_per_row[k] = nbytes / n
                 else:
@@ -158,17 +161,17 @@ class ChainMeter:
                 now = clock()
                 wall[caller] += now - self._last
                 self._last, self._cur = now, k
-                if now - self._cpu_at >= SAMPLE_EVERY_S:
+                if now >= self._cpu_due:
                     self._sample_cpu(now)
             now = clock()
             wall[k] += now - self._last
             self._last, self._cur = now, caller
-            if now - self._cpu_at >= SAMPLE_EVERY_S:
+            if now >= self._cpu_due:
                 self._sample_cpu(now)
         finally:
             self.rows[k] = rows
             self.nbytes[k] = measured + round(unmeasured * (state.bytes_per_row[k] or 0.0))
-            state.since[k] = wall[k] - mark
+            state.since[k] = max(0.0, every - (due - wall[k]))
 
     def _sample_cpu(self, now: float) -> None:
         cpu = time.thread_time()
@@ -183,7 +186,7 @@ class ChainMeter:
         else:  # no reading at the start (short tasks so far): the window counts as CPU
             for i, t in enumerate(pending):
                 self.cpu[i] += t
-        self._cpu_last, self._cpu_at = cpu, now
+        self._cpu_last, self._cpu_due = cpu, now + SAMPLE_EVERY_S
         self._snap = list(self.wall)
 
     def report(self, counters: dict[str, float]) -> None:
