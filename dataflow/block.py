@@ -145,11 +145,90 @@ def pandas_to_table(df: pd.DataFrame) -> pa.Table:
         if df[c].dtype == object and len(df) and isinstance(df[c].iloc[0], np.ndarray)
     ]
     if not tensor_cols:
-        return pa.Table.from_pandas(df, preserve_index=False)
+        return _without_pandas_metadata(pa.Table.from_pandas(df, preserve_index=False))
     table = pa.Table.from_pandas(df.drop(columns=tensor_cols), preserve_index=False)
     for c in tensor_cols:
         table = table.append_column(str(c), array_from_numpy(np.stack(df[c].to_numpy()), str(c)))
-    return table.select([str(c) for c in df.columns])
+    return _without_pandas_metadata(table.select([str(c) for c in df.columns]))
+
+
+def _without_pandas_metadata(table: pa.Table) -> pa.Table:
+    """pandas' own schema metadata (its index and dtypes) would follow the block
+    into written files and later ``to_pandas`` calls: drop it, keep the rest."""
+    meta = table.schema.metadata
+    if not meta or b"pandas" not in meta:
+        return table
+    rest = {k: v for k, v in meta.items() if k != b"pandas"}
+    return table.replace_schema_metadata(rest or None)
+
+
+def keep_types(table: pa.Table, like: pa.Schema) -> pa.Table:
+    """``table`` (a UDF's pandas or numpy batch, converted back) with each column
+    that the round trip retyped cast back to the type the same-named column has
+    in ``like`` (the batch's input schema), where that is lossless.
+
+    Only changes that the batch format makes, never ones a UDF asks for, are
+    undone: pandas' ``str`` dtype is ``large_string`` and its ``category`` a
+    dictionary of ``large_string`` with int8 indices; numpy drops dictionaries and
+    time zones; pandas turns list cells into tensors. A UDF that computes floats
+    from ints keeps its floats. A cast that fails (e.g. > 2 GiB of strings for
+    ``string``) leaves the column as it is.
+
+    >>> t = pa.table({"s": pa.array(["a"], pa.large_string())})
+    >>> keep_types(t, pa.schema([("s", pa.string())])).schema.field("s").type
+    DataType(string)
+    """
+    if table.schema.equals(like):
+        return table
+    columns = table.columns
+    changed = False
+    for i, name in enumerate(table.column_names):
+        index = like.get_field_index(name)
+        if index < 0:
+            continue
+        want, have = like.field(index).type, columns[i].type
+        if want == have or not _format_changed(want, have):
+            continue
+        try:
+            column = columns[i]
+            if isinstance(have, pa.FixedShapeTensorType):
+                column = pa.chunked_array([c.storage for c in column.chunks], have.storage_type)
+            columns[i] = column.cast(want)
+            changed = True
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            continue
+    if not changed:
+        return table
+    fields = [table.schema.field(i).with_type(c.type) for i, c in enumerate(columns)]
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields, table.schema.metadata))
+
+
+_STRINGS = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
+_BINARIES = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view)
+_LISTS = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
+
+
+def _same_family(a: pa.DataType, b: pa.DataType) -> bool:
+    """Both string-like, or both binary-like (any offset width or view)."""
+    return any(
+        is_a(a) and any(is_b(b) for is_b in family)
+        for family in (_STRINGS, _BINARIES)
+        for is_a in family
+    )
+
+
+def _format_changed(want: pa.DataType, have: pa.DataType) -> bool:
+    """Whether ``have`` is what a pandas / numpy round trip makes of ``want``."""
+    if _same_family(want, have):
+        return True
+    if pa.types.is_dictionary(want):
+        value = have.value_type if pa.types.is_dictionary(have) else have
+        return value == want.value_type or _same_family(want.value_type, value)
+    if pa.types.is_timestamp(want) and pa.types.is_timestamp(have):
+        return want.tz is not None and have.tz is None
+    if isinstance(have, pa.FixedShapeTensorType) and len(have.shape) == 1:
+        return any(is_list(want) for is_list in _LISTS) and want.value_type == have.value_type
+    return False
 
 
 def _to_host(value: Any) -> Any:

@@ -8,6 +8,9 @@
                                run the Dataset that SPEC (file.py:function or
                                module:function) returns and serve its batches to
                                dataflow.connect() consumers
+    dataflow top [--address HOST:PORT] [--interval S] [--once]
+                               live per-operator table of a pipeline whose driver
+                               serves metrics (DataContext.metrics_port)
 
 ``info`` reports what a new session would use; it starts no worker and creates
 no store.
@@ -147,6 +150,23 @@ def _run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_top(args: argparse.Namespace) -> int:
+    from dataflow.top import run_top
+
+    host, _, port = args.address.rpartition(":")
+    if not host or not port.isdigit():
+        print(
+            f"dataflow top: --address must be HOST:PORT, got {args.address!r} "
+            "(or set DATAFLOW_METRICS_PORT)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.interval <= 0:
+        print(f"dataflow top: --interval must be positive, got {args.interval}", file=sys.stderr)
+        return 2
+    return run_top(args.address, args.interval, once=args.once)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dataflow`` console script; returns the exit code."""
     from dataflow import __version__
@@ -177,6 +197,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="required off loopback (default: $DATAFLOW_SERVICE_TOKEN)",
     )
     serve.add_argument("--epochs", type=int, default=1, help="passes over the dataset")
+    top = commands.add_parser(
+        "top", help="live per-operator view of a pipeline serving metrics (metrics_port)"
+    )
+    top.add_argument(
+        "--address",
+        default=f"127.0.0.1:{os.environ.get('DATAFLOW_METRICS_PORT', '')}",
+        help="HOST:PORT of the driver's metrics (default 127.0.0.1:$DATAFLOW_METRICS_PORT)",
+    )
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    top.add_argument(
+        "--once", action="store_true", help="print one table (no screen codes) and exit"
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "info":
@@ -186,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_demo(args)
         if args.command == "serve":
             return _run_serve(args)
+        if args.command == "top":
+            return _run_top(args)
     except BrokenPipeError:
         # The reader went away (`dataflow info | head`): stop quietly, and keep
         # the interpreter's final flush from raising again (Python docs' recipe).

@@ -74,6 +74,12 @@ class DataContext:
     """Warn (and record in stats) when no operator progressed for this long."""
     trace_path: str | None = None
     """Write a Chrome trace (Perfetto) of every task to this path."""
+    metrics_port: int | None = None
+    """Serve Prometheus metrics of running pipelines at ``http://metrics_host:
+    metrics_port/metrics`` (the ``metrics`` extra; 0 = any free port; None = off;
+    also ``DATAFLOW_METRICS_PORT``). ``dataflow top`` reads the same port."""
+    metrics_host: str = "127.0.0.1"
+    """Interface the metrics server binds; "0.0.0.0" exposes it to the network."""
 
     # -- consumers -----------------------------------------------------------
     split_start_timeout_s: float = 600.0
@@ -104,6 +110,9 @@ class DataContext:
         ctx = cls()
         if os.environ.get("DATAFLOW_DISABLE_PROGRESS_BARS"):
             ctx.enable_progress_bars = False
+        port = os.environ.get("DATAFLOW_METRICS_PORT", "")
+        if port.isdigit():
+            ctx.metrics_port = int(port)
         return ctx
 
     def copy(self) -> DataContext:

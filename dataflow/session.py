@@ -30,6 +30,8 @@ def init(
     num_gpus: float | None = None,
     object_store_memory: int | None = None,
     prestart_workers: bool = False,
+    metrics_port: int | None = None,
+    metrics_host: str | None = None,
     **backend_options: Any,
 ) -> Backend:
     """Start (or restart) the runtime with ``backend`` ("local", "inline" or "ray").
@@ -38,8 +40,11 @@ def init(
     caps the shared-memory store (default 30 % of RAM). ``prestart_workers=True``
     boots the local backend's CPU workers now and waits until they are ready, so
     that the first pipeline does not pay for them (as ``ray.init`` does); by
-    default they start with the first plan that needs them. Extra keywords go to
-    the backend (e.g. ``address=`` for ray).
+    default they start with the first plan that needs them. ``metrics_port``
+    serves Prometheus metrics of every pipeline at ``http://127.0.0.1:PORT/metrics``
+    from now on (``metrics_host`` to bind another interface; the ``metrics``
+    extra; see ``dataflow.metrics``); it sets ``DataContext.metrics_port``. Extra
+    keywords go to the backend (e.g. ``address=`` for ray).
 
     >>> init("local", num_cpus=2, prestart_workers=True)  # doctest: +SKIP
     """
@@ -59,6 +64,15 @@ def init(
             "preload", ("dataflow.exec.transforms", "pandas", "pyarrow.parquet")
         )
     cls = get_backend_class(name)
+    if metrics_port is not None or metrics_host is not None:
+        from dataflow.context import DataContext
+        from dataflow.metrics import start_metrics_server
+
+        ctx = DataContext.get_current()
+        ctx.metrics_port = metrics_port if metrics_port is not None else ctx.metrics_port
+        ctx.metrics_host = metrics_host or ctx.metrics_host
+        if ctx.metrics_port is not None:
+            start_metrics_server(ctx.metrics_port, ctx.metrics_host)
     with _lock:
         if _backend is not None:
             _backend.shutdown()
@@ -104,9 +118,19 @@ _inherited: list[Backend] = []
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
+def running_backend() -> Backend | None:
+    """The running backend, or None; never starts one (for observers such as
+    the metrics server, which must not start a runtime by looking at it)."""
+    return _backend
+
+
 def shutdown() -> None:
-    """Stop workers and free every object of this session (idempotent)."""
+    """Stop workers, free every object of this session and stop the metrics
+    server (idempotent)."""
     global _backend
+    from dataflow.metrics import stop_metrics_server
+
+    stop_metrics_server()
     with _lock:
         if _backend is not None:
             try:

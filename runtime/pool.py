@@ -61,6 +61,7 @@ import runtime
 from runtime.backends.base import TaskResult
 from runtime.errors import TaskCancelledError, WorkerCrashedError
 from runtime.futures import Future
+from runtime.lifeline import LIFELINE_ENV, driver_lifeline
 from runtime.protocol import (
     Hello,
     ReleaseFunction,
@@ -523,8 +524,14 @@ class WorkerPool:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_RUNTIME_ROOT, env.get("PYTHONPATH")]))
         if devices:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(self._gpu_names[d] for d in devices)
+        # The worker exits by itself when this process dies (runtime/lifeline.py).
+        lifeline = driver_lifeline()
+        env[LIFELINE_ENV] = str(lifeline)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "runtime.worker"], stdin=subprocess.PIPE, env=env
+            [sys.executable, "-m", "runtime.worker"],
+            stdin=subprocess.PIPE,
+            env=env,
+            pass_fds=(lifeline,),
         )
         init = WorkerInit(
             self._address,

@@ -46,6 +46,7 @@ import pyarrow as pa
 
 from runtime.backends.base import StoreStats
 from runtime.errors import ObjectLostError
+from runtime.lifeline import start_janitor, stop_janitor
 from runtime.refs import ObjectRef
 from runtime.sessiondirs import OWNER_FILE, make_session_dir, owner_alive
 
@@ -204,6 +205,8 @@ class ObjectStore(StoreClient):
         shm_dir = make_session_dir(shm_base / f"{_PREFIX}{session}")
         spill_dir = make_session_dir(spill_base / f"{_PREFIX}spill-{session}")
         super().__init__(StoreLocation(session, str(shm_dir), str(spill_dir)), id_prefix="d")
+        # Removes both directories within seconds if this process dies by kill -9.
+        self._janitor = start_janitor([shm_dir, spill_dir])
         self.capacity_bytes = (
             capacity_bytes if capacity_bytes is not None else default_capacity(shm_base)
         )
@@ -299,6 +302,7 @@ class ObjectStore(StoreClient):
             self._used = 0
         for directory in self.session_dirs:
             shutil.rmtree(directory, ignore_errors=True)
+        stop_janitor(self._janitor)
         _live_stores.discard(self)
 
     def _check_open(self, what: str) -> None:

@@ -27,6 +27,7 @@ import pyarrow as pa
 from runtime.backends.base import TaskResult
 from runtime.errors import RemoteTaskError
 from runtime.fnpickle import loads_function
+from runtime.lifeline import watch_driver
 from runtime.protocol import (
     Hello,
     ReleaseFunction,
@@ -199,6 +200,7 @@ def main() -> None:
     """Worker entry point: read ``WorkerInit`` from stdin, connect, serve."""
     # Ctrl-C reaches the whole process group; the driver decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    watch_driver()  # leave at once when the driver dies, even mid-task (kill -9)
     init: WorkerInit = pickle.load(sys.stdin.buffer)
     # The driver's import path, so functions pickled by reference resolve here.
     sys.path[:] = list(init.sys_path)

@@ -17,6 +17,7 @@ PUBLIC_MODULES = [
     "dataflow.context",
     "dataflow.dataset",
     "dataflow.dataset_all_to_all",
+    "dataflow.exec.metering",
     "dataflow.expressions",
     "dataflow.grouped_data",
     "dataflow.iterators",

@@ -6,7 +6,17 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("torch", "cupy", "ray", "PIL", "daft", "matplotlib", "tqdm")
+HEAVY = (
+    "torch",
+    "cupy",
+    "ray",
+    "PIL",
+    "daft",
+    "matplotlib",
+    "tqdm",
+    "prometheus_client",
+    "ipywidgets",
+)
 
 PROBE = """
 import json, sys, multiprocessing, threading

@@ -67,6 +67,9 @@ class OutputQueue:
     def has_room(self) -> bool:
         return len(self._items) < self.max_blocks
 
+    def __len__(self) -> int:
+        return len(self._items)
+
     def put(self, bundle: RefBundle) -> None:
         with self._cond:
             self._items.append(bundle)
@@ -132,7 +135,7 @@ class StreamingExecutor:
         self.collector = StatsCollector()
         self.observers: list[ExecutorObserver] = [
             self.collector,
-            *builtin_observers(ctx, backend, self.collector.stats),
+            *builtin_observers(ctx, backend, self.collector.stats, self.output),
             *observers,
         ]
         budget = ctx.object_store_memory or backend.store_stats().capacity_bytes
@@ -241,7 +244,11 @@ class StreamingExecutor:
     def _collect(self, op: PhysicalOperator, fut: TaskFuture) -> None:
         try:
             result = op.on_task_done(fut)
-        except (UserCodeError, SourceError) as e:
+        except Exception as e:
+            for obs in self.observers:
+                obs.on_task_failed(op, e)
+            if not isinstance(e, (UserCodeError, SourceError)):
+                raise
             limit = self.ctx.max_errored_blocks
             if limit != -1 and self._errored_blocks >= limit:
                 raise

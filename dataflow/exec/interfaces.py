@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from dataflow.context import DataContext
+    from dataflow.exec.metering import StepInfo
     from runtime.backends.base import Backend, TaskFuture, TaskResult
 
 
@@ -126,6 +127,12 @@ class PhysicalOperator:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name})"
+
+    def steps(self) -> tuple[StepInfo, ...]:
+        """The logical steps this operator runs in each task (a fused map: read,
+        UDFs, filters, write), each with its own stats row; () for operators
+        whose tasks are one step of their own."""
+        return ()
 
     # -- lifecycle -------------------------------------------------------------
     def start(self, env: ExecEnv) -> None:

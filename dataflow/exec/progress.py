@@ -3,15 +3,18 @@
 ``ProgressBars`` shows one line per physical operator (rows and blocks out,
 rows/s, running tasks, queued bytes) under an overall line (rows delivered,
 tasks running, store usage). In a terminal the lines are tqdm bars on stderr
-(the ``progress`` extra); in a Jupyter notebook they are one text block
-updated in place (no widget library needed). Bars are off when
+(the ``progress`` extra); in a Jupyter notebook they are tqdm's widget bars
+(``tqdm.auto``, with ipywidgets: the ``notebook`` extra), plus a final text
+summary that stays readable in a saved notebook; without ipywidgets, one text
+block updated in place. Bars are off when
 ``DataContext.enable_progress_bars`` is False (or the environment variable
 ``DATAFLOW_DISABLE_PROGRESS_BARS`` is set) and when stderr is neither a
 terminal nor a notebook. They refresh at most every ``REFRESH_S`` seconds, so
 a loop turn costs one clock comparison.
 
 ``builtin_observers`` is what every executor gets: the timeline recorder, the
-stall detector, progress bars and the Chrome trace, each as the context asks.
+stall detector, progress bars, the Chrome trace and the metrics exporter, each
+as the context asks.
 
 >>> df.DataContext.get_current().enable_progress_bars = False  # doctest: +SKIP
 """
@@ -21,8 +24,11 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Sized
 from typing import TYPE_CHECKING, Any, TextIO
 
+from dataflow.exec.exporter import MetricsExporter
+from dataflow.exec.metering import READ_FILES, WRITE_FILES, WRITE_ROWS
 from dataflow.exec.stall import StallDetector
 from dataflow.exec.stats import ExecutorObserver
 from dataflow.exec.trace import ChromeTrace, TimelineRecorder
@@ -31,7 +37,7 @@ if TYPE_CHECKING:
     from dataflow.context import DataContext
     from dataflow.exec.interfaces import PhysicalOperator
     from dataflow.exec.stats import DatasetStats
-    from runtime.backends.base import Backend, StoreStats
+    from runtime.backends.base import Backend, StoreStats, TaskResult
 
 log = logging.getLogger("dataflow")
 
@@ -41,14 +47,20 @@ _hinted_tqdm = False
 
 
 def builtin_observers(
-    ctx: DataContext, backend: Backend, stats: DatasetStats
+    ctx: DataContext, backend: Backend, stats: DatasetStats, output: Sized | None = None
 ) -> list[ExecutorObserver]:
-    """The observers an executor registers next to its ``StatsCollector``.
+    """The observers an executor registers next to its ``StatsCollector``;
+    ``output`` is its queue to the consumer (exported as a metric).
 
     Order matters at the end of a run: the recorder and the stall detector fill
     ``stats`` before the Chrome trace reads it.
     """
     observers: list[ExecutorObserver] = [TimelineRecorder(stats, backend)]
+    if ctx.metrics_port is not None:
+        from dataflow.metrics import start_metrics_server
+
+        start_metrics_server(ctx.metrics_port, ctx.metrics_host)
+        observers.append(MetricsExporter(stats, output))
     if ctx.stall_warning_s:
         observers.append(StallDetector(ctx.stall_warning_s, stats, backend))
     mode = display_mode(ctx)
@@ -91,9 +103,12 @@ def _in_notebook() -> bool:
 
 
 class _OpLine:
-    """What one operator's line shows, from its metrics and its rate."""
+    """What one operator's line shows, from its metrics and its rate. Rows are
+    the operator's output rows, or for a write the rows written (its output is
+    one record per task); reads and writes also count their files."""
 
-    __slots__ = ("op", "rows", "rate", "_last_rows", "_last_t")
+    __slots__ = ("op", "rows", "rate", "_last_rows", "_last_t", "reads", "writes")
+    __slots__ += ("files", "rows_written")
 
     def __init__(self, op: PhysicalOperator, now: float) -> None:
         self.op = op
@@ -101,10 +116,26 @@ class _OpLine:
         self.rate = 0.0
         self._last_rows = 0
         self._last_t = now
+        steps = op.steps()
+        self.reads = bool(steps) and steps[0].kind == "read"
+        self.writes = bool(steps) and steps[-1].kind == "write"
+        self.files = 0
+        self.rows_written = 0
+
+    @property
+    def unit(self) -> str:
+        return " rows written" if self.writes else " rows"
+
+    def task_done(self, counters: dict[str, float]) -> None:
+        if self.reads:
+            self.files += int(counters.get(READ_FILES, 0))
+        if self.writes:
+            self.files += int(counters.get(WRITE_FILES, 0))
+            self.rows_written += int(counters.get(WRITE_ROWS, 0))
 
     def update(self, now: float) -> int:
         """Refresh from the operator; return the rows added since the last call."""
-        rows = self.op.metrics.rows_out
+        rows = self.rows_written if self.writes else self.op.metrics.rows_out
         dt = now - self._last_t
         if dt > 0:
             self.rate = (rows - self._last_rows) / dt
@@ -113,13 +144,19 @@ class _OpLine:
 
     def postfix(self) -> str:
         m = self.op.metrics
+        files = ""
+        if self.reads or self.writes:
+            files = f"{self.files:,} files {'written' if self.writes else 'read'}, "
+        blocks = "" if self.writes else f"{m.bundles_out} blocks, "
         return (
-            f"{m.bundles_out} blocks, {self.op.num_active_tasks()} running, "
+            f"{files}{blocks}{self.op.num_active_tasks()} running, "
             f"{m.queued_bytes / MiB:.1f} MiB queued"
         )
 
     def text(self) -> str:
-        return f"{self.op.name}: {self.rows:,} rows, {self.rate:,.0f} rows/s, {self.postfix()}"
+        return (
+            f"{self.op.name}: {self.rows:,}{self.unit}, {self.rate:,.0f} rows/s, {self.postfix()}"
+        )
 
 
 class ProgressBars(ExecutorObserver):
@@ -145,20 +182,33 @@ class ProgressBars(ExecutorObserver):
         now = time.monotonic()
         self._t0, self._next = now, now + REFRESH_S
         self._lines = [_OpLine(op, now) for op in ops]
-        if self._mode == "terminal":
-            from tqdm.std import tqdm
+        widgets = _widget_tqdm() if self._mode == "notebook" else None
+        if self._mode == "terminal" or widgets is not None:
+            if widgets is None:
+                from tqdm.std import tqdm
 
-            file = self._file if self._file is not None else sys.stderr
-            opts = {"unit": " rows", "unit_scale": True, "dynamic_ncols": True, "file": file}
-            self._bars = [tqdm(desc="dataflow", position=0, **opts)]
+                file = self._file if self._file is not None else sys.stderr
+                opts: dict[str, Any] = {"dynamic_ncols": True, "file": file}
+            else:
+                tqdm, opts = widgets, {}
+            opts["unit_scale"] = True
+            sink_unit = self._lines[-1].unit if self._lines else " rows"
+            self._bars = [tqdm(desc="dataflow", position=0, unit=sink_unit, **opts)]
             self._bars += [
-                tqdm(desc=f"  {_short(line.op.name)}", position=i + 1, **opts)
+                tqdm(desc=f"  {_short(line.op.name)}", position=i + 1, unit=line.unit, **opts)
                 for i, line in enumerate(self._lines)
             ]
         else:
             from IPython.display import Pretty, display
 
             self._handle = display(Pretty(self._text(now)), display_id=True)
+
+    def on_task_done(self, op: PhysicalOperator, result: TaskResult) -> None:
+        if result.counters:
+            for line in self._lines:
+                if line.op is op:
+                    line.task_done(result.counters)
+                    return
 
     def on_tick(self, now: float, held_back: list[PhysicalOperator], rss_bytes: int) -> None:
         if now >= self._next:
@@ -169,9 +219,16 @@ class ProgressBars(ExecutorObserver):
         if self._closed:
             return
         self._closed = True
-        self._refresh(time.monotonic())
+        now = time.monotonic()
+        self._refresh(now)
         for bar in self._bars:
             bar.close()
+        if self._mode == "notebook" and self._bars:
+            # A saved notebook keeps a widget's first rendering only: the final
+            # counts go into the output as text too.
+            from IPython.display import Pretty, display
+
+            display(Pretty(self._text(now)))
 
     def _overall(self) -> str:
         running = sum(line.op.num_active_tasks() for line in self._lines)
@@ -184,12 +241,13 @@ class ProgressBars(ExecutorObserver):
     def _text(self, now: float) -> str:
         sink = self._lines[-1] if self._lines else None
         rows = sink.rows if sink is not None else 0
-        head = f"dataflow: {rows:,} rows out in {now - self._t0:.1f} s, {self._overall()}"
+        what = "rows written" if sink is not None and sink.writes else "rows out"
+        head = f"dataflow: {rows:,} {what} in {now - self._t0:.1f} s, {self._overall()}"
         return "\n".join([head] + ["  " + line.text() for line in self._lines])
 
     def _refresh(self, now: float) -> None:
         added = [line.update(now) for line in self._lines]
-        if self._mode == "notebook":
+        if self._handle is not None:
             from IPython.display import Pretty
 
             self._handle.update(Pretty(self._text(now)))
@@ -200,6 +258,17 @@ class ProgressBars(ExecutorObserver):
             bar.update(n)
         overall.set_postfix_str(self._overall(), refresh=False)
         overall.update(added[-1] if added else 0)
+
+
+def _widget_tqdm() -> Any:
+    """tqdm's bar class for this kernel (``tqdm.auto``: Jupyter widgets) when tqdm
+    and ipywidgets are installed, else None (then the text block is used)."""
+    try:
+        import ipywidgets  # noqa: F401  (tqdm.auto falls back to text bars without it)
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm
 
 
 def _short(name: str, width: int = 40) -> str:

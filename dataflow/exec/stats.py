@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from dataflow.exec.metering import StepInfo, StepStats, is_step_counter, step_stats
+
 if TYPE_CHECKING:
     from dataflow.exec.interfaces import PhysicalOperator
     from dataflow.exec.stall import StallReport
@@ -31,6 +33,10 @@ class ExecutorObserver:
     def on_task_start(self, op: PhysicalOperator, future: TaskFuture, now: float) -> None: ...
 
     def on_task_done(self, op: PhysicalOperator, result: TaskResult) -> None: ...
+
+    def on_task_failed(self, op: PhysicalOperator, error: BaseException) -> None:
+        """A task failed for good (after its retries); the run stops unless the
+        block is skipped (then ``on_block_error`` follows)."""
 
     def on_block_error(self, op: PhysicalOperator, error: BaseException) -> None:
         """A failing block was skipped (``DataContext.max_errored_blocks``)."""
@@ -60,11 +66,30 @@ class OperatorStats:
     blocks_out: int = 0
     backpressure_s: float = 0.0
     errored_blocks: int = 0
+    failed_tasks: int = 0
+    retries: int = 0
+    """Task attempts repeated after a worker died (the task then succeeded)."""
     counters: dict[str, float] = field(default_factory=dict)
     task_spans: list[tuple[float, float]] = field(default_factory=list)
     """(start_ts, end_ts) of every task, wall-clock seconds, for overlap analysis."""
     actor_spans: list[tuple[float, float]] = field(default_factory=list)
     """(start_ts, stop_ts) of every actor of an actor pool, wall-clock seconds."""
+    step_infos: tuple[StepInfo, ...] = ()
+    """The logical steps the operator's tasks run (``PhysicalOperator.steps``)."""
+
+    @property
+    def steps(self) -> list[StepStats]:
+        """One ``StepStats`` per logical step (read, each UDF, write) of this
+        operator, from its tasks' counters; [] for single-step operators."""
+        return step_stats(self.step_infos, self.counters, self.rows_in)
+
+    @property
+    def reads(self) -> bool:
+        return bool(self.step_infos) and self.step_infos[0].kind == "read"
+
+    @property
+    def writes(self) -> bool:
+        return bool(self.step_infos) and self.step_infos[-1].kind == "write"
 
     @property
     def wall_s(self) -> float:
@@ -112,6 +137,16 @@ class DatasetStats:
         known = ", ".join(o.name for o in self.operators)
         raise KeyError(f"no operator {name!r} in these stats; operators: {known}")
 
+    def step(self, name: str) -> StepStats:
+        """The stats of the step called ``name`` inside any operator, e.g.
+        ``stats.step("map_batches(normalize)")`` of a fused read->map->write."""
+        for op in self.operators:
+            for step in op.steps:
+                if step.name == name:
+                    return step
+        known = ", ".join(s.name for o in self.operators for s in o.steps)
+        raise KeyError(f"no step {name!r} in these stats; steps: {known or '(none)'}")
+
     def __str__(self) -> str:
         # Fused stage names (read->map->filter->write) are shown whole.
         width = max([40] + [len(o.name) for o in self.operators])
@@ -121,24 +156,42 @@ class DatasetStats:
         )
         mib = 1024 * 1024
         lines = [head, "-" * len(head)]
+        has_steps = False
         for o in self.operators:
             blocks = (
                 f"{o.block_bytes_min / mib:.2f}/{o.block_bytes_mean / mib:.2f}/"
                 f"{o.block_bytes_max / mib:.2f}"
             )
+            # A read has no rows in; a write's rows out are its files' records.
+            rows_in = "-" if o.reads and not o.rows_in else o.rows_in
+            rows_out = "-" if o.writes else o.rows_out
+            mib_out = "-" if o.writes else f"{o.bytes_out / mib:.1f}"
             lines.append(
-                f"{o.name:<{width}} {o.tasks:>6} {o.rows_in:>10} {o.rows_out:>10} "
-                f"{o.bytes_out / mib:>9.1f} {o.wall_s:>8.3f} {o.cpu_s:>8.3f} {blocks:>24} "
+                f"{o.name:<{width}} {o.tasks:>6} {rows_in:>10} {rows_out:>10} "
+                f"{mib_out:>9} {o.wall_s:>8.3f} {o.cpu_s:>8.3f} {blocks:>24} "
                 f"{o.backpressure_s:>8.3f}"
             )
-            extra = {k: v for k, v in o.counters.items() if v}
+            steps = o.steps
+            if len(steps) > 1 or o.reads or o.writes:
+                has_steps = True
+                lines.extend(_step_line(s, width) for s in steps)
+            extra = {k: v for k, v in o.counters.items() if v and not is_step_counter(k)}
             if o.actor_spans:
                 extra["actors"] = len(o.actor_spans)
                 extra["actor_utilisation"] = round(o.actor_utilisation or 0.0, 3)
             if o.errored_blocks:
                 extra["errored_blocks"] = o.errored_blocks
+            if o.failed_tasks:
+                extra["failed_tasks"] = o.failed_tasks
+            if o.retries:
+                extra["retries"] = o.retries
             if extra:
                 lines.append("    " + ", ".join(f"{k}={v:g}" for k, v in sorted(extra.items())))
+        if has_steps:
+            lines.append(
+                "(indented: the steps inside an operator; their wall s and cpu s are "
+                "the time inside the step, summed over its tasks)"
+            )
         lines.append(
             f"total wall {self.wall_s:.3f} s; store peak {self.store_peak_bytes / mib:.1f} MiB, "
             f"spilled {self.store_spilled_bytes / mib:.1f} MiB; peak RSS "
@@ -153,6 +206,28 @@ class DatasetStats:
         return "\n".join(lines)
 
 
+def _step_line(s: StepStats, width: int) -> str:
+    """One indented row of a step, in its own units: rows and files read, rows
+    and bytes written."""
+    mib = 1024 * 1024
+    name = f"  {s.name}"
+    if s.kind == "read":
+        rows_in, what = "-", f"read {s.rows_out:,} rows, {s.files:,} files"
+    elif s.kind == "write":
+        rows_in = s.rows_in
+        what = f"wrote {s.rows_written:,} rows, {s.files:,} files, {s.bytes_written / mib:.1f} MiB"
+    else:
+        rows_in, what = s.rows_in, ""
+    rows_out, mib_out = (
+        ("-", "-") if s.kind == "write" else (s.rows_out, f"{s.bytes_out / mib:.1f}")
+    )
+    line = (
+        f"{name:<{width}} {'':>6} {rows_in:>10} {rows_out:>10} {mib_out:>9} "
+        f"{s.wall_s:>8.3f} {s.cpu_s:>8.3f}"
+    )
+    return f"{line}   {what}" if what else line
+
+
 class StatsCollector(ExecutorObserver):
     """Builds a ``DatasetStats`` from executor events."""
 
@@ -165,7 +240,7 @@ class StatsCollector(ExecutorObserver):
 
     def on_start(self, ops: list[PhysicalOperator]) -> None:
         self._ops = list(ops)
-        self._by_op = {id(op): OperatorStats(op.name) for op in ops}
+        self._by_op = {id(op): OperatorStats(op.name, step_infos=op.steps()) for op in ops}
         self.stats.operators = [self._by_op[id(op)] for op in ops]
         # Total wall spans on_start..on_finish: tasks launched in the first loop
         # turn and collected in the last one fall inside it.
@@ -179,6 +254,8 @@ class StatsCollector(ExecutorObserver):
         s.first_start = min(s.first_start, result.start_ts)
         s.last_end = max(s.last_end, result.end_ts)
         s.task_spans.append((result.start_ts, result.end_ts))
+        if result.attempts > 1:
+            s.retries += result.attempts - 1
         for ref in result.refs:
             s.block_bytes_min = (
                 ref.nbytes if not s.blocks_out else min(s.block_bytes_min, ref.nbytes)
@@ -187,6 +264,9 @@ class StatsCollector(ExecutorObserver):
             s.blocks_out += 1
         for k, v in result.counters.items():
             s.counters[k] = s.counters.get(k, 0.0) + v
+
+    def on_task_failed(self, op: PhysicalOperator, error: BaseException) -> None:
+        self._by_op[id(op)].failed_tasks += 1
 
     def on_block_error(self, op: PhysicalOperator, error: BaseException) -> None:
         self._by_op[id(op)].errored_blocks += 1

@@ -34,12 +34,22 @@ from dataflow.block import (
     check_batch_format,
     from_batch,
     iter_rows,
+    keep_types,
     rebatch,
     rows_to_table,
     split_to_max_size,
     to_batch,
 )
 from dataflow.errors import DataflowError, PlanError, SourceError
+from dataflow.exec.metering import (
+    READ_FILES,
+    WRITE_BYTES,
+    WRITE_FILES,
+    WRITE_ROWS,
+    ChainMeter,
+    ChainState,
+    StepInfo,
+)
 from runtime.task import current_task
 
 if TYPE_CHECKING:
@@ -207,11 +217,17 @@ class MapBatchesStage(UDFStage):
         args, kwargs = self.fn_args, dict(self.fn_kwargs)
         fmt = check_batch_format(self.batch_format, self.name)
 
+        # pandas and numpy batches retype some columns (string -> large_string...):
+        # outputs get their input's types back where the round trip changed them.
+        retyped = fmt != "pyarrow"
+
         def call(table: pa.Table) -> list[pa.Table]:
             out = fn(_to_udf_batch(table, fmt, self.zero_copy_batch), *args, **kwargs)
             if inspect.isgenerator(out):
-                return [from_batch(b, self.name) for b in out]
-            return [from_batch(out, self.name)]
+                outs = [from_batch(b, self.name) for b in out]
+            else:
+                outs = [from_batch(out, self.name)]
+            return [keep_types(t, table.schema) for t in outs] if retyped else outs
 
         def run(blocks: Iterator[pa.Table]) -> Iterator[pa.Table]:
             for batch in rebatch(blocks, self.batch_size):
@@ -479,6 +495,10 @@ class WriteStage(Stage):
                 raise
             except Exception as e:
                 raise StageFailure.wrap(self.name, e) from None
+            task = current_task()
+            task.add(WRITE_FILES, len(result.files))
+            task.add(WRITE_ROWS, result.num_rows)
+            task.add(WRITE_BYTES, result.num_bytes)
             yield result.to_table()
 
         return run
@@ -501,21 +521,34 @@ class MapTaskFn:
         self.max_block_size = max_block_size
         self.read_name = read_name
         self._bound: list[BoundFn | None] | None = None
+        self._meters: ChainState | None = None
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_bound": None}
+        return {**self.__dict__, "_bound": None, "_meters": None}
+
+    def steps(self) -> tuple[StepInfo, ...]:
+        """The chain's logical steps, in order (the read first, if any): what the
+        ``step.<k>.*`` counters of its tasks refer to (``exec/metering.py``)."""
+        read = (StepInfo(self.read_name, "read"),) if self.read_name else ()
+        return read + tuple(StepInfo(s.name, _step_kind(s)) for s in self.stages)
 
     def bind(self) -> MapTaskFn:
         if self._bound is None:
             self._bound = [None if isinstance(s, WriteStage) else s.bind() for s in self.stages]
+            self._meters = ChainState(len(self.stages) + bool(self.read_name))
         return self
 
     def __call__(
         self, inputs: list[pa.Table], task_index: int, read_task: ReadTask | None = None
     ) -> Iterator[pa.Table]:
         self.bind()
+        # Each step's output goes through the meter: per-step time, rows and bytes.
+        meter = ChainMeter(self._meters)
+        first = bool(self.read_name)
         source: Iterator[pa.Table] = (
-            _read(self.read_name, read_task) if read_task is not None else iter(inputs)
+            meter.wrap(0, _read(self.read_name, read_task))
+            if read_task is not None
+            else iter(inputs)
         )
         pulled = 0  # input blocks the chain has taken so far
 
@@ -526,9 +559,9 @@ class MapTaskFn:
                 yield table
 
         blocks: Iterator[pa.Table] = counted()
-        for stage, bound in zip(self.stages, self._bound):
+        for k, (stage, bound) in enumerate(zip(self.stages, self._bound), first):
             fn = stage.bind_write(task_index) if isinstance(stage, WriteStage) else bound
-            blocks = fn(blocks)
+            blocks = meter.wrap(k, fn(blocks))
         produced = False
         empty: pa.Table | None = None
         # In a read task the outputs made from one read block (e.g. one per
@@ -556,8 +589,15 @@ class MapTaskFn:
             held += table.nbytes
         if pending:
             yield from _merged(pending, self.max_block_size)
+        meter.report(current_task().counters)
         if not produced and empty is not None and empty.num_columns:
             yield empty  # an all-filtered task still reports its schema
+
+
+def _step_kind(stage: Stage) -> str:
+    if isinstance(stage, WriteStage):
+        return "write"
+    return "udf" if stage.is_python_udf else "builtin"
 
 
 def _merged(tables: list[pa.Table], max_bytes: int) -> Iterator[pa.Table]:
@@ -581,6 +621,7 @@ class ActorFactory:
 
 def _read(name: str, read_task: ReadTask) -> Iterator[pa.Table]:
     files = read_task.metadata.input_files
+    current_task().add(READ_FILES, len(files))
     try:
         yield from read_task()
     except (StageFailure, DataflowError):

@@ -132,3 +132,60 @@ def test_from_pandas_frame_with_string_dtype():
     df = pd.DataFrame({"s": pd.array(["x", None], dtype="string"), "n": [1.5, 2.5]})
     t = from_batch(df)
     assert t.to_pydict() == {"s": ["x", None], "n": [1.5, 2.5]}
+
+
+# -- column types through pandas / numpy batches --------------------------------
+
+
+def _typed(fmt: str) -> pa.Table:
+    table = pa.table(
+        {
+            "s": pa.array(["a", "b", None], pa.string()),
+            "b": pa.array([b"x", b"y", b"z"], pa.binary()),
+            "cat": pa.array(["u", "v", "u"]).dictionary_encode(),
+            "ts": pa.array([0, 1_000_000, None], pa.timestamp("us", tz="Europe/Paris")),
+            "l": pa.array([[1, 2], [3, 4], [5, 6]], pa.list_(pa.int32())),
+            "i": pa.array([1, 2, 3], pa.int32()),
+        }
+    )
+    # pyarrow 25 converts a pandas 3.1 tz-aware column through a deprecated
+    # pandas API (a Pandas4Warning): pandas batches keep time zones themselves.
+    return table.drop_columns(["ts"]) if fmt == "pandas" else table
+
+
+@pytest.mark.parametrize("fmt", ["pandas", "numpy"])
+def test_keep_types_undoes_what_the_batch_format_changed(fmt):
+    from dataflow.block import keep_types
+
+    table = _typed(fmt)
+    back = from_batch(to_batch(table, fmt))
+    assert not back.schema.equals(table.schema)  # the round trip alone retypes columns
+    kept = keep_types(back, table.schema)
+    assert kept.schema.equals(table.schema)
+    assert kept.to_pydict() == table.to_pydict()
+    assert kept.schema.metadata is None  # pandas' own metadata does not leak into blocks
+
+
+def test_keep_types_leaves_what_the_udf_changed():
+    from dataflow.block import keep_types
+
+    like = pa.schema([("i", pa.int64()), ("s", pa.string()), ("ts", pa.timestamp("us"))])
+    out = pa.table(
+        {
+            "i": pa.array([0.5, 1.0]),  # the UDF computed floats from ints
+            "s": pa.array([1, 2]),  # ... or replaced strings by numbers
+            "ts": pa.array([1, 2], pa.timestamp("ms")),  # ... or picked another unit
+            "new": pa.array(["x", "y"], pa.large_string()),  # a column of its own
+        }
+    )
+    assert keep_types(out, like).schema.equals(out.schema)
+
+
+def test_keep_types_keeps_a_column_whose_cast_would_fail():
+    from dataflow.block import keep_types
+
+    out = pa.table({"s": pa.array(["a", "b"], pa.large_string()), "x": [1, 2]})
+    like = pa.schema([("s", pa.dictionary(pa.int8(), pa.int64())), ("x", pa.int64())])
+    kept = keep_types(out, like)
+    assert kept.schema.field("s").type == pa.large_string()
+    assert kept.column("s").to_pylist() == ["a", "b"]

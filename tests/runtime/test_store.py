@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +190,10 @@ OWNER = """
         time.sleep(60)
     elif mode == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    elif mode == "kill-janitor-too":  # as if the janitor had been killed with the driver
+        os.kill(store._janitor.pid, signal.SIGKILL)
+        store._janitor.wait()
+        os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
@@ -220,10 +225,19 @@ def test_sigterm_removes_session_dirs(roots):
     assert not any(d.exists() for d in dirs)
 
 
-def test_next_start_removes_sessions_of_dead_owners(roots):
+def test_sigkill_of_the_owner_removes_session_dirs_within_seconds(roots):
     proc, dirs = start_owner(roots, "kill")
     assert proc.wait(timeout=30) == -signal.SIGKILL
-    assert all(d.exists() for d in dirs)  # SIGKILL leaves them behind...
+    deadline = time.monotonic() + 5  # the janitor removes them, no other run needed
+    while any(d.exists() for d in dirs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(d.exists() for d in dirs)
+
+
+def test_next_start_removes_sessions_of_dead_owners(roots):
+    proc, dirs = start_owner(roots, "kill-janitor-too")
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    assert all(d.exists() for d in dirs)  # with no janitor SIGKILL leaves them behind...
     live = ObjectStore(1 << 20, shm_root=roots[0], spill_root=roots[1])
     assert not any(d.exists() for d in dirs)  # ...the next store removes them
     assert all(d.exists() for d in live.session_dirs)  # and keeps its own

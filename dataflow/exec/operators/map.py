@@ -31,6 +31,7 @@ from runtime.errors import WorkerCrashedError as RuntimeWorkerCrashed
 from runtime.resources import Resources
 
 if TYPE_CHECKING:
+    from dataflow.exec.metering import StepInfo
     from dataflow.sources.datasource import ReadTask
     from runtime.backends.base import Backend, FunctionHandle, TaskFuture, TaskResult
 
@@ -138,6 +139,9 @@ class MapOperator(PhysicalOperator):
         self._max_retries = 3
         self._in_driver = False
         self._closed = False
+
+    def steps(self) -> tuple[StepInfo, ...]:
+        return self.task_fn.steps()
 
     # -- lifecycle -------------------------------------------------------------
     def start(self, env: ExecEnv) -> None:

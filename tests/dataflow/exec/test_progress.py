@@ -89,3 +89,114 @@ def test_terminal_bars_show_every_operator_and_the_final_counts(local, monkeypat
 def test_bars_refuse_an_unknown_mode(local):
     with pytest.raises(ValueError, match="mode must be 'terminal' or 'notebook'"):
         ProgressBars(local, "html")
+
+
+def test_a_write_counts_rows_written_and_files_not_result_records(
+    local, monkeypatch, capsys, tmp_path
+):
+    ctx = df.DataContext.get_current()
+    monkeypatch.setattr(ctx, "enable_progress_bars", True)
+    monkeypatch.setattr(progress, "display_mode", lambda ctx: "terminal")
+    df.range(3000, override_num_blocks=3).map_batches(lambda b: b).write_parquet(str(tmp_path))
+    err = capsys.readouterr().err
+    final = {}
+    for line in re.split(r"[\r\n]", err):
+        # The bar's label is the fused name, cut to 40 characters.
+        m = re.match(r"\s*(dataflow|read_range->map_batches\(<lambda>\)->w\S*): (.*)", line)
+        if m:
+            final[m.group(1)] = m.group(2)
+    files = len(list(tmp_path.glob("*.parquet")))
+    (op,) = [v for k, v in final.items() if k != "dataflow"]
+    assert op.startswith("3.00k rows written") and f"{files} files written" in op, op
+    assert final["dataflow"].startswith("3.00k rows written"), final["dataflow"]
+
+
+def test_a_read_line_counts_its_files(local):
+    from dataflow.exec.progress import _OpLine
+
+    class _Op:
+        name = "read_parquet"
+        metrics = types.SimpleNamespace(rows_out=10, bundles_out=2, queued_bytes=0)
+
+        def steps(self):
+            from dataflow.exec.metering import StepInfo
+
+            return (StepInfo("read_parquet", "read"),)
+
+        def num_active_tasks(self):
+            return 0
+
+    line = _OpLine(_Op(), 0.0)
+    line.task_done({"read.files": 3.0})
+    line.task_done({"read.files": 2.0})
+    line.update(1.0)
+    assert (
+        line.text()
+        == "read_parquet: 10 rows, 10 rows/s, 5 files read, 2 blocks, 0 running, 0.0 MiB queued"
+    )
+
+
+class _FakeBar:
+    """Records what ProgressBars does to a tqdm bar."""
+
+    made: list[_FakeBar] = []
+
+    def __init__(self, desc: str, position: int, unit: str, unit_scale: bool) -> None:
+        self.desc, self.unit, self.n, self.closed, self.postfix = desc, unit, 0, False, ""
+        _FakeBar.made.append(self)
+
+    def update(self, n: int) -> None:
+        self.n += n
+
+    def set_postfix_str(self, text: str, refresh: bool = False) -> None:
+        self.postfix = text
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _fake_ipython_display(monkeypatch) -> list:
+    shown: list = []
+
+    class Handle:
+        def update(self, obj):
+            shown.append(("update", obj))
+
+    def display(obj, display_id=None):
+        shown.append(("display", obj))
+        return Handle() if display_id else None
+
+    fake = types.SimpleNamespace(Pretty=lambda text: text, display=display)
+    monkeypatch.setitem(sys.modules, "IPython.display", fake)
+    return shown
+
+
+def test_notebook_bars_are_tqdm_auto_widgets_with_a_final_text_summary(local, monkeypatch):
+    ctx = df.DataContext.get_current()
+    monkeypatch.setattr(ctx, "enable_progress_bars", True)
+    monkeypatch.setattr(progress, "display_mode", lambda ctx: "notebook")
+    monkeypatch.setattr(progress, "_widget_tqdm", lambda: _FakeBar)
+    _FakeBar.made = []
+    shown = _fake_ipython_display(monkeypatch)
+    ids = [
+        r["id"] for r in df.range(3000, override_num_blocks=3).map_batches(lambda b: b).take_all()
+    ]
+    assert sorted(ids) == list(range(3000))
+    overall, op = _FakeBar.made
+    assert (overall.desc, op.desc) == ("dataflow", "  read_range->map_batches(<lambda>)")
+    assert overall.n == op.n == 3000 and overall.closed and op.closed
+    assert op.unit == " rows" and "3 blocks, 0 running" in op.postfix
+    ((kind, text),) = shown  # one text summary, after the bars closed
+    assert kind == "display" and text.startswith("dataflow: 3,000 rows out in")
+
+
+def test_without_ipywidgets_a_notebook_gets_one_text_block(local, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)
+    assert progress._widget_tqdm() is None
+    ctx = df.DataContext.get_current()
+    monkeypatch.setattr(ctx, "enable_progress_bars", True)
+    monkeypatch.setattr(progress, "display_mode", lambda ctx: "notebook")
+    shown = _fake_ipython_display(monkeypatch)
+    df.range(2000, override_num_blocks=2).map_batches(lambda b: b).take_all()
+    assert shown[0][0] == "display" and all(kind == "update" for kind, _ in shown[1:])
+    assert shown[-1][1].startswith("dataflow: 2,000 rows out in")

@@ -176,6 +176,10 @@ def test_task_output_is_read_zero_copy_from_plasma(backend: RayBackend) -> None:
     assert len(owners) == 1 and "/dev/shm/plasma" in owners[0], owners
     assert elapsed < 0.5, f"get of 200 MiB took {elapsed:.3f} s: copied?"
     assert table.column(0)[n - 1].as_py() == n - 1
+    # Free the 200 MiB now: Ray frees asynchronously, and a free still pending
+    # would move the next test's baseline under it.
+    del table
+    backend.free([ref])
 
 
 def _settled_plasma_mib() -> int:
