@@ -50,6 +50,11 @@ class DataContext:
     reorder_window_bytes: int | None = None
     """Bytes an operator may hold back to keep order before it stops launching
     tasks (a straggler then backpressures); None = a quarter of the memory budget."""
+    task_placement: str = "auto"
+    """Where map tasks run: "auto" (per operator: driver threads for Arrow work,
+    worker processes for per-row Python, batch UDFs measured on threads and
+    moved to processes when they hold the GIL; see ``stats()``), "threads" or
+    "processes" (every function UDF; actor pools always use processes)."""
     max_task_retries: int = 3
     """Retries of a task whose worker died (SIGKILL, segfault, OOM kill)."""
     max_errored_blocks: int = 0

@@ -23,7 +23,7 @@ from runtime.backends.base import TaskResult
 class Future:
     """A task's result-to-be; completes under the pool's condition."""
 
-    __slots__ = ("name", "_cv", "_done", "_result", "_exc", "_task")
+    __slots__ = ("name", "_cv", "_done", "_result", "_exc", "_task", "thread")
 
     def __init__(self, name: str, cv: threading.Condition) -> None:
         self.name = name
@@ -32,6 +32,8 @@ class Future:
         self._result: TaskResult | None = None
         self._exc: BaseException | None = None
         self._task: Any = None  # the pool's record of the running task, for cancel
+        self.thread: int | None = None
+        """The ident of the driver thread running the task (driver-thread tasks)."""
 
     def done(self) -> bool:
         return self._done

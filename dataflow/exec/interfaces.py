@@ -105,6 +105,8 @@ class OpMetrics:
     """Bytes of bundles waiting in this operator (input queue and output buffer)."""
     actor_spans: list[tuple[float, float]] = field(default_factory=list)
     """(start_ts, stop_ts) wall-clock seconds of each stopped actor (actor pools)."""
+    placement: str = ""
+    """Where the tasks ran, in words (map operators: ``exec/placement.py``)."""
 
 
 class PhysicalOperator:

@@ -59,7 +59,7 @@ class StallReport:
         text = f"no progress for {self.after_s:.0f} s: {self.operator}: {self.detail}"
         for worker, stack in self.stacks.items():
             body = "\n".join("    " + line for line in stack.strip().splitlines())
-            text += f"\n  stack of worker {worker}:\n{body}"
+            text += f"\n  stack of the worker or thread {worker}:\n{body}"
         return text
 
 

@@ -76,6 +76,8 @@ class OperatorStats:
     """(start_ts, stop_ts) of every actor of an actor pool, wall-clock seconds."""
     step_infos: tuple[StepInfo, ...] = ()
     """The logical steps the operator's tasks run (``PhysicalOperator.steps``)."""
+    placement: str = ""
+    """Where its tasks ran: driver threads or worker processes, and why."""
 
     @property
     def steps(self) -> list[StepStats]:
@@ -187,6 +189,8 @@ class DatasetStats:
                 extra["retries"] = o.retries
             if extra:
                 lines.append("    " + ", ".join(f"{k}={v:g}" for k, v in sorted(extra.items())))
+            if o.placement:
+                lines.append(f"    ran on {o.placement}")
         if has_steps:
             lines.append(
                 "(indented: the steps inside an operator; their wall s and cpu s are "
@@ -285,6 +289,7 @@ class StatsCollector(ExecutorObserver):
             s.rows_in, s.bytes_in = m.rows_in, m.bytes_in
             s.rows_out, s.bytes_out = m.rows_out, m.bytes_out
             s.actor_spans = list(m.actor_spans)
+            s.placement = m.placement
             if not s.blocks_out and m.bundles_out:
                 s.blocks_out = m.bundles_out
         self.stats.wall_s = max(0.0, time.monotonic() - self._start)

@@ -40,6 +40,7 @@ from dataflow.exec.operators.input import InputBuffer
 from dataflow.exec.operators.limit import LimitOperator
 from dataflow.exec.operators.map import MapOperator, MapOptions
 from dataflow.exec.operators.nary import UnionOperator, ZipOperator
+from dataflow.exec.placement import MODES as PLACEMENTS
 from dataflow.exec.transforms import (
     ErrorPolicy,
     FilterStage,
@@ -102,10 +103,10 @@ def execute(plan: LogicalOperator, ctx: DataContext) -> OutputStream:
     ctx = ctx.copy()
     planning = _Planning(ctx, backend)
     in_driver = _runs_in_driver(plan, ctx)
-    prestart = getattr(backend, "prestart", None)  # an optional Backend extra (local)
-    if prestart is not None and not in_driver:
-        prestart()  # workers boot while the plan is built and the first tasks queue
     sink = planning.plan(plan)
+    prestart = getattr(backend, "prestart", None)  # an optional Backend extra (local)
+    if prestart is not None and not in_driver and _needs_workers(sink):
+        prestart()  # workers boot while the first tasks queue
     executor = StreamingExecutor(sink, backend, ctx, in_driver=in_driver)
     executor.start()
     return OutputStream(executor)
@@ -264,7 +265,7 @@ def _map_operator(
     options = MapOptions(
         resources=resources,
         min_rows_per_task=first.batch_size or 0 if isinstance(first, MapBatches) else 0,
-        use_threads=compute.use_threads,
+        placement=_placement(p.ctx, read, nodes, compute, resources),
         max_tasks=compute.max_size if compute.kind == "tasks" else None,
         sizer=sizer,
     )
@@ -274,6 +275,38 @@ def _map_operator(
     if read is not None:
         raise PlanError(f"{name}: a read cannot run on an actor pool; do not fuse it")
     return _actor_pool(p, name, inputs, task_fn, options, compute)
+
+
+def _placement(
+    ctx: DataContext,
+    read: Read | None,
+    nodes: list[LogicalOperator],
+    compute: Compute,
+    resources: Resources,
+) -> str:
+    """Where a map operator's tasks run (``dataflow/exec/placement.py``):
+    processes for tasks that reserve resources (GPUs, several CPUs, memory),
+    else ``DataContext.task_placement`` when forced, processes for per-row
+    user code and Python datasources, a measured choice for batch UDFs and
+    custom sinks, threads for what only Arrow runs."""
+    mode = ctx.task_placement
+    if mode not in PLACEMENTS:
+        raise PlanError(f"DataContext.task_placement must be one of {PLACEMENTS}, got {mode!r}")
+    if resources != Resources(cpu=1):
+        return "processes"  # only a worker process holds a lease (and its GPU)
+    if compute.use_threads:
+        return "threads"
+    if mode != "auto":
+        return mode
+    per_row = (MapRows, FlatMap)
+    if any(isinstance(n, per_row) or (isinstance(n, Filter) and n.fn is not None) for n in nodes):
+        return "processes"
+    if read is not None and not read.datasource.reads_without_gil:
+        return "processes"
+    custom_sink = any(isinstance(n, Write) and not n.datasink.writes_without_gil for n in nodes)
+    if custom_sink or any(isinstance(n, MapBatches) for n in nodes):
+        return "auto"
+    return "threads"
 
 
 def _actor_pool(
@@ -314,6 +347,18 @@ def _actor_pool(
         max_size=max_size,
         initial_size=initial,
     )
+
+
+def _needs_workers(sink: PhysicalOperator) -> bool:
+    """True when an operator of the DAG starts on worker processes (per-row
+    user code, actors, exchanges running Python); operators on threads or
+    still measuring start none."""
+    for op in _upstream(sink):
+        if isinstance(op, MapOperator) and op.options.placement == "processes":
+            return True
+        if isinstance(op, ExchangeOperator) and op.spec.runs_python:
+            return True
+    return False
 
 
 def _upstream(op: PhysicalOperator) -> list[PhysicalOperator]:

@@ -162,6 +162,10 @@ class Datasink:
     """Base class of sinks. ``write`` runs in a worker per task; the ``on_*``
     hooks run in the driver around the whole write (atomic commit lives there)."""
 
+    writes_without_gil: bool = False
+    """True when ``write`` is Arrow's (or another library's) C code that releases
+    the GIL: its tasks may run on driver threads without measuring."""
+
     def get_name(self) -> str:
         name = type(self).__name__
         return name.removesuffix("Datasink").lower() or name

@@ -383,6 +383,7 @@ class ParquetDatasink(FileDatasink):
     only the columns whose values repeat are dictionary-encoded."""
 
     where = "write_parquet"
+    writes_without_gil = True
     extension = "parquet"
 
     def open_file(self, stream: Any, schema: pa.Schema) -> _ParquetFile:
@@ -403,6 +404,7 @@ class CSVDatasink(FileDatasink):
     """CSV files with a header; ``format_kwargs`` go to ``pyarrow.csv.WriteOptions``."""
 
     where = "write_csv"
+    writes_without_gil = True
     extension = "csv"
 
     def open_file(self, stream: Any, schema: pa.Schema) -> pacsv.CSVWriter:
@@ -437,6 +439,7 @@ class NumpyDatasink(FileDatasink):
     column); a file holds up to ``target_file_size`` bytes of rows."""
 
     where = "write_numpy"
+    writes_without_gil = True
     extension = "npy"
 
     @property

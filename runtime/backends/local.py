@@ -20,6 +20,9 @@ import itertools
 import math
 import os
 import secrets
+import sys
+import threading
+import traceback
 import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -185,15 +188,19 @@ class LocalBackend:
         store, cv = self._store, self._pool.cv
 
         def run() -> None:
-            ctx = TaskContext(name, "driver")
+            future.thread = threading.get_ident()
+            # One worker id per driver thread: traces show a track per thread.
+            ctx = TaskContext(name, f"driver-{threading.current_thread().name.rsplit('_', 1)[-1]}")
             try:
                 tables = [store.get(ref) for ref in inputs]
                 result = execute(fn, tables, args, ctx, store.put, store.free)
             except Exception as exc:
                 with cv:
+                    future.thread = None
                     future.resolve(exc=remote_error(exc, name))
                 return
             with cv:
+                future.thread = None
                 if future.done():  # cancelled while running
                     store.free(result.refs)
                 future.resolve(result)
@@ -255,9 +262,17 @@ class LocalBackend:
         return self._pool.worker_pids()
 
     def task_stack(self, future: TaskFuture, timeout: float = 1.0) -> str | None:
-        """The Python stack of the worker running ``future`` (None if none runs it)."""
-        if not isinstance(future, Future):  # a driver-thread task: no worker to ask
+        """The Python stack of the worker or driver thread running ``future``
+        (None if nothing runs it now)."""
+        if not isinstance(future, Future):
             return None
+        if future._task is None:  # a driver-thread task: this process's own stack
+            ident = future.thread
+            frame = sys._current_frames().get(ident) if ident is not None else None
+            if frame is None:
+                return None
+            stack = "".join(traceback.format_stack(frame))
+            return f"Driver thread {ident:#x} (most recent call last):\n{stack}"
         return self._pool.task_stack(future, timeout)
 
     def shutdown(self) -> None:

@@ -64,8 +64,10 @@ def _gated(batch, gate: str):
     return batch
 
 
-def test_a_scrape_during_and_after_a_run(served, tmp_path):
+def test_a_scrape_during_and_after_a_run(served, tmp_path, monkeypatch):
     assert served[0] == "127.0.0.1"  # loopback unless metrics_host says otherwise
+    # Worker processes run the UDF, so the worker gauges have something to show.
+    monkeypatch.setattr(df.DataContext.get_current(), "task_placement", "processes")
     gate = str(tmp_path / "go")
     ds = (
         df.range(4000, override_num_blocks=8)

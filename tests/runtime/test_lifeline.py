@@ -78,6 +78,7 @@ DRIVER = """
 
     backend = df.init("local", num_cpus=2)
     df.DataContext.get_current().enable_progress_bars = False
+    df.DataContext.get_current().task_placement = "processes"  # the UDF runs in workers
     marker = sys.argv[1]
 
     def slow(batch):

@@ -126,7 +126,11 @@ class ExchangeOperator(PhysicalOperator):
     def start(self, env: ExecEnv) -> None:
         self._backend = env.backend
         self._max_retries = env.ctx.max_task_retries
-        self._in_driver = env.in_driver and not self.spec.runs_python
+        # Arrow and numpy work (partitioning, sorting, vectorized aggregation)
+        # releases the GIL: driver threads unless user code runs in the tasks.
+        self._in_driver = not self.spec.runs_python and (
+            env.in_driver or env.ctx.task_placement != "processes"
+        )
         self._target_bytes = env.ctx.target_max_block_size
         self._slots = max(1, int(env.backend.total_resources().cpu // max(self.resources.cpu, 1)))
         if self.spec.has_map and self.spec.fixed_partitions:

@@ -89,6 +89,7 @@ class ActorPoolMapOperator(MapOperator):
 
     def start(self, env: ExecEnv) -> None:
         super().start(env)
+        self.metrics.placement = "actors (worker processes)"
         self._max_in_flight = max(1, env.ctx.actor_max_tasks_in_flight)
         self._min_bundle_bytes = env.ctx.target_min_block_size
         for _ in range(self.initial_size):

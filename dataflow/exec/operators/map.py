@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from dataflow.exec.interfaces import (
     RefBundle,
     files_phrase,
 )
+from dataflow.exec.placement import Placement, idle_cpu_s
 from dataflow.exec.transforms import MapTaskFn, StageFailure
 from dataflow.sources.datasource import BlockMetadata, TaskSizer
 from runtime.errors import RemoteTaskError, TaskCancelledError
@@ -91,8 +93,9 @@ class MapOptions:
     resources: Resources = field(default_factory=lambda: Resources(cpu=1))
     min_rows_per_task: int = 0
     """Bundle inputs until a task has this many rows (map_batches' batch_size)."""
-    use_threads: bool = False
-    """Run tasks on the driver's thread pool (GIL-releasing stages)."""
+    placement: str = "processes"
+    """Where tasks run: "threads" (the driver's), "processes" (workers) or
+    "auto" (threads, moving to processes when measured GIL-bound; placement.py)."""
     max_tasks: int | None = None
     """At most this many tasks at once (``concurrency=n`` of a function)."""
     sizer: TaskSizer | None = None
@@ -137,7 +140,7 @@ class MapOperator(PhysicalOperator):
         self._backend: Backend | None = None
         self._preserve_order = False
         self._max_retries = 3
-        self._in_driver = False
+        self._placement = Placement("processes", 1)
         self._closed = False
 
     def steps(self) -> tuple[StepInfo, ...]:
@@ -149,7 +152,9 @@ class MapOperator(PhysicalOperator):
         self._preserve_order = env.ctx.preserve_order
         self._window_bytes = reorder_window_bytes(env)
         self._max_retries = env.ctx.max_task_retries
-        self._in_driver = env.in_driver or self.options.use_threads
+        mode = "threads" if env.in_driver else self.options.placement
+        self._placement = Placement(mode, int(env.backend.total_resources().cpu))
+        self.metrics.placement = self._placement.note
         self._estimate.default = env.ctx.target_min_block_size
         self._handle = self._register(env)
 
@@ -301,7 +306,7 @@ class MapOperator(PhysicalOperator):
             resources=self.options.resources,
             max_retries=self._max_retries,
             name=self.name,
-            in_driver=self._in_driver,
+            in_driver=self._placement.in_driver,
         )
 
     def _track(self, fut: TaskFuture, task: MapTask) -> None:
@@ -348,6 +353,16 @@ class MapOperator(PhysicalOperator):
         if error is not None:
             raise error
         return None
+
+    def on_tick(self, now: float) -> None:
+        placement = self._placement
+        if placement.deciding:
+            placement.observe(len(self._tasks), now, time.process_time(), idle_cpu_s())
+            if not placement.deciding:
+                self.metrics.placement = placement.note
+                prestart = getattr(self._backend, "prestart", None)  # an optional Backend extra
+                if not placement.in_driver and prestart is not None:
+                    prestart()
 
     def _time_task(self, seconds: float) -> None:
         self._task_s += seconds

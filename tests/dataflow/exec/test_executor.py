@@ -312,12 +312,21 @@ def test_plans_without_python_udfs_run_in_the_driver():
         assert sorted(got) == list(range(100))
         assert df.range(10).take(1) == [{"id": 0}]
         assert backend.worker_rss_bytes() == 0  # no worker process was started
-        got, _ = collect(MapBatches(fn=double, inputs=(InputData(blocks=blocks(1)),)))
-        assert backend.worker_rss_bytes() > 0  # a Python UDF always runs in a worker
-        # The plan prestarted one worker per CPU, booting while it was planned.
-        assert len(backend.worker_pids()) == 2
+        # A batch UDF starts on driver threads (placement "auto", measured there).
+        got, stream = collect(MapBatches(fn=double, inputs=(InputData(blocks=blocks(1)),)))
+        assert sorted(got) == list(range(0, 50, 2)) and backend.worker_rss_bytes() == 0
+        assert stream.stats().operators[-1].placement == "threads (measuring)"
+        # Per-row Python runs in workers: the plan prestarted one per CPU.
+        got, stream = collect(MapRows(fn=add_one_row, inputs=(InputData(blocks=blocks(1)),)))
+        assert sorted(got) == list(range(1, 26))
+        assert backend.worker_rss_bytes() > 0 and len(backend.worker_pids()) == 2
+        assert stream.stats().operators[-1].placement == "processes"
     finally:
         df.shutdown()
+
+
+def add_one_row(row):
+    return {"x": row["x"] + 1}
 
 
 def crash_once(b, marker):
@@ -332,6 +341,7 @@ def always_crash(b):
 
 
 def test_worker_crash_is_retried_with_an_identical_result(tmp_path):
+    # Worker processes (a batch UDF on driver threads would take the driver with it).
     df.init("local", num_cpus=2)
     try:
         plan = MapBatches(
@@ -340,12 +350,12 @@ def test_worker_crash_is_retried_with_an_identical_result(tmp_path):
             batch_size=None,
             inputs=(InputData(blocks=blocks()),),
         )
-        got, _ = collect(plan)
+        got, _ = collect(plan, ctx(task_placement="processes"))
         assert sorted(got) == list(range(1, 101))
         plan = MapBatches(fn=always_crash, inputs=(InputData(blocks=blocks(1)),))
         with pytest.raises(
             df.WorkerCrashedError, match=r"map_batches\(always_crash\).*after 1 retries"
         ):
-            collect(plan, ctx(max_task_retries=1))
+            collect(plan, ctx(max_task_retries=1, task_placement="processes"))
     finally:
         df.shutdown()
