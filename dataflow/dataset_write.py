@@ -105,6 +105,40 @@ class WriteMethods:
         """
         self._write_files("NumpyDatasink", path, filesystem, partition_cols, mode, kwargs)
 
+    def write_delta(
+        self,
+        path: str,
+        *,
+        mode: str = "append",
+        partition_by: Sequence[str] | None = None,
+        storage_options: dict[str, str] | None = None,
+        filesystem: Any = None,
+        name: str | None = None,
+        description: str | None = None,
+        **parquet_kwargs: Any,
+    ) -> None:
+        """Write a Delta Lake table (needs ``dataflow[deltalake]``) in one commit:
+        ``mode="append"`` (creates the table if needed), ``"overwrite"`` (a new
+        version with only these rows), ``"error"`` or ``"ignore"`` if it exists.
+        A failed write commits nothing and removes the files it wrote.
+
+        >>> df.range(10).write_delta("/tmp/table", partition_by=None)  # doctest: +SKIP
+        """
+        from dataflow.sources.delta import DeltaDatasink
+
+        self.write_datasink(
+            DeltaDatasink(
+                path,
+                mode=mode,
+                partition_by=partition_by,
+                storage_options=storage_options,
+                filesystem=filesystem,
+                name=name,
+                description=description,
+                **parquet_kwargs,
+            )
+        )
+
     def _write_files(
         self,
         sink: str,
