@@ -139,6 +139,31 @@ class WriteMethods:
             )
         )
 
+    def write_iceberg(
+        self,
+        table_identifier: str,
+        catalog_kwargs: dict[str, Any] | None = None,
+        *,
+        snapshot_properties: dict[str, str] | None = None,
+        mode: str = "append",
+    ) -> None:
+        """Write to an existing Apache Iceberg table (needs ``dataflow[iceberg]``)
+        in one commit: ``mode="append"`` adds the rows, ``"overwrite"`` replaces
+        the table's rows. A failed write commits nothing and removes its files.
+
+        >>> df.range(10).write_iceberg("db.ids", {"type": "sql", "uri": "sqlite:///c.db"})  # doctest: +SKIP
+        """
+        from dataflow.sources.iceberg import IcebergDatasink
+
+        self.write_datasink(
+            IcebergDatasink(
+                table_identifier,
+                catalog_kwargs=catalog_kwargs,
+                snapshot_properties=snapshot_properties,
+                mode=mode,
+            )
+        )
+
     def _write_files(
         self,
         sink: str,

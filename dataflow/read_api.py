@@ -263,6 +263,42 @@ def read_delta(
     return Dataset(Read(source, parallelism=override_num_blocks, columns=columns, predicate=filter))
 
 
+def read_iceberg(
+    *,
+    table_identifier: str,
+    row_filter: Any = None,
+    selected_fields: Sequence[str] = ("*",),
+    snapshot_id: int | None = None,
+    scan_kwargs: dict[str, Any] | None = None,
+    catalog_kwargs: dict[str, Any] | None = None,
+    override_num_blocks: int | None = None,
+) -> Dataset:
+    """An Apache Iceberg table (needs ``dataflow[iceberg]``) from its catalog:
+    ``catalog_kwargs`` name it (``name``, default "default") and configure it
+    (``pyiceberg.catalog.load_catalog``'s properties); ``snapshot_id`` picks a
+    snapshot (time travel). ``row_filter`` (Iceberg's string syntax, a pyiceberg
+    expression or a ``col(...)`` expression) and ``selected_fields`` go to
+    pyiceberg's scan planning, which prunes files by partition values and column
+    metrics; a later ``.filter(expr=...)`` or ``select_columns`` is pushed there too.
+
+    >>> read_iceberg(table_identifier="db.events", row_filter="id < 100",
+    ...              catalog_kwargs={"name": "default", "type": "sql", "uri": "sqlite:///c.db"})  # doctest: +SKIP
+    Dataset(read_iceberg)
+    """
+    from dataflow.sources.iceberg import IcebergDatasource
+
+    _check_num_blocks("read_iceberg", override_num_blocks)
+    source = IcebergDatasource(
+        table_identifier,
+        row_filter=row_filter,
+        selected_fields=selected_fields,
+        snapshot_id=snapshot_id,
+        scan_kwargs=scan_kwargs,
+        catalog_kwargs=catalog_kwargs,
+    )
+    return Dataset(Read(source, parallelism=override_num_blocks))
+
+
 def _read_files(source: Datasource, override_num_blocks: int | None) -> Dataset:
     _check_num_blocks(f"read_{source.get_name()}", override_num_blocks)
     return Dataset(Read(source, parallelism=override_num_blocks))
@@ -360,6 +396,7 @@ __all__ = [
     "read_csv",
     "read_datasource",
     "read_delta",
+    "read_iceberg",
     "read_images",
     "read_json",
     "read_numpy",
