@@ -164,6 +164,37 @@ class WriteMethods:
             )
         )
 
+    def write_lance(
+        self,
+        path: str,
+        *,
+        schema: Any = None,
+        mode: str = "create",
+        min_rows_per_file: int = 1024 * 1024,
+        max_rows_per_file: int = 64 * 1024 * 1024,
+        data_storage_version: str | None = None,
+        storage_options: dict[str, str] | None = None,
+    ) -> None:
+        """Write a Lance dataset (needs ``dataflow[lance]``) in one new version:
+        ``mode="create"`` (fails if it exists), ``"append"`` or ``"overwrite"``.
+        A failed write commits nothing and removes the files it wrote.
+
+        >>> df.range(10).write_lance("/tmp/ids.lance", mode="append")  # doctest: +SKIP
+        """
+        from dataflow.sources.lance import LanceDatasink
+
+        self.write_datasink(
+            LanceDatasink(
+                path,
+                mode=mode,
+                schema=schema,
+                min_rows_per_file=min_rows_per_file,
+                max_rows_per_file=max_rows_per_file,
+                data_storage_version=data_storage_version,
+                storage_options=storage_options,
+            )
+        )
+
     def _write_files(
         self,
         sink: str,
