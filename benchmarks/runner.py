@@ -61,6 +61,10 @@ def run_once(
 ) -> dict:
     """One fresh-process run; returns its JSON record (``error`` set when it failed)."""
     workload = workloads.get(workload_name)
+    if workload.prepare is not None:
+        from benchmarks.data import paths_of
+
+        workload.prepare(paths_of(data_root))
     with tempfile.TemporaryDirectory(prefix=f"dataflow-bench-{workload_name}-") as tmp:
         result_file = Path(tmp) / "result.json"
         spec = {

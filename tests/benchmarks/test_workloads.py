@@ -20,6 +20,9 @@ PEERS = [
 # Workloads that compute another workload's result on another path (a backend, a
 # service) and have no hand-written run of their own are checked against it.
 SAME_RESULT_AS = {"etl_ray": "etl", "service_feed": "feed"}
+# Each run of these imports a table library in a fresh process (10-30 s under load):
+# their engines' checksums run with the slow tests (CI runs them), the reference always.
+SLOW_WORKLOADS = {"delta_read", "iceberg_read", "lance_read"}
 
 
 def _reference(workload: str) -> tuple[str, str]:
@@ -37,6 +40,8 @@ def _pairs(engine_names: list) -> list:
             engine_name = engine if isinstance(engine, str) else engine.values[0]
             if engine_name in runs and (name, engine_name) != _reference(name):
                 marks = () if isinstance(engine, str) else engine.marks
+                if name in SLOW_WORKLOADS:
+                    marks = (pytest.mark.slow,)
                 out.append(pytest.param(name, engine_name, marks=marks, id=f"{name}-{engine_name}"))
     return out
 
