@@ -461,6 +461,7 @@ class DeltaDatasink(ParquetDatasink):
         description: str | None = None,
         **parquet_kwargs: Any,
     ) -> None:
+        mode = getattr(mode, "value", mode)  # Ray Data's SaveMode enum works too
         if isinstance(partition_by, str):
             partition_by = [partition_by]
         super().__init__(

@@ -480,6 +480,7 @@ class IcebergDatasink(Datasink):
         snapshot_properties: dict[str, str] | None = None,
         mode: str = "append",
     ) -> None:
+        mode = getattr(mode, "value", mode)  # Ray Data's SaveMode enum works too
         if mode not in self.modes:
             raise ValueError(f"{WRITE}: mode must be one of {self.modes}, got {mode!r}")
         self.identifier = table_identifier

@@ -406,6 +406,7 @@ class LanceDatasink(Datasink):
         data_storage_version: str | None = None,
         storage_options: dict[str, str] | None = None,
     ) -> None:
+        mode = getattr(mode, "value", mode)  # Ray Data's SaveMode enum works too
         if mode not in self.modes:
             raise ValueError(f"{WRITE}: mode must be one of {self.modes}, got {mode!r}")
         if min_rows_per_file < 1 or max_rows_per_file < min_rows_per_file:

@@ -157,3 +157,22 @@ def test_daft_identity_count_runs_the_udf() -> None:
     from benchmarks.workloads._common import daft_identity_count
 
     assert daft_identity_count(daft.range(0, 1000, partitions=4), "id") == 1000
+
+
+def test_lakehouse_tables_are_built_once_and_rebuilt_if_interrupted(tmp_path) -> None:
+    from benchmarks.workloads._lakehouse import _cached
+
+    calls = []
+
+    def write(path):
+        calls.append(path)
+        (path / "data").write_text("x")
+
+    target = tmp_path / "t"
+    assert _cached(target, write) == target and (target / ".complete").exists()
+    _cached(target, write)
+    assert len(calls) == 1  # cached
+    (target / ".complete").unlink()
+    (target / "partial").write_text("left by an interrupted build")
+    _cached(target, write)
+    assert len(calls) == 2 and not (target / "partial").exists()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime
+import enum
 import os
 
 import pyarrow as pa
@@ -259,8 +260,10 @@ def test_modes_and_partitioning_errors(tmp_path):
         df.from_arrow(sample(6)).write_delta(path, partition_by=["day"])
     with pytest.raises(ValueError, match="mode must be one of"):
         DeltaDatasink(path, mode="upsert")
-    # partition_by left out: the table's partitioning is kept.
-    df.from_arrow(sample(3, start=6)).write_delta(path)
+    # partition_by left out: the table's partitioning is kept; Ray Data's SaveMode
+    # (an Enum of these strings) is accepted as mode.
+    SaveMode = enum.Enum("SaveMode", {"APPEND": "append"})
+    df.from_arrow(sample(3, start=6)).write_delta(path, mode=SaveMode.APPEND)
     assert deltalake.DeltaTable(path).metadata().partition_columns == ["cat"]
     assert df.read_delta(path).count() == 9
 
