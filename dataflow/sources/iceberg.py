@@ -426,7 +426,8 @@ class _IcebergRead:
             self.projection,
             self.row_filter,
             self.case_sensitive,
-            self.limit,
+            # Rows the filter left to us may still drop: then the limit comes after it.
+            self.limit if self.post_filter is None else None,
         )
         pending: list[pa.RecordBatch] = []
         nbytes = 0

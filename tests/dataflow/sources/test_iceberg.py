@@ -163,6 +163,9 @@ def test_row_filter_and_pushed_filter_prune_files(catalog):
     # Exact rows, with an arithmetic part Iceberg cannot evaluate applied to the rows.
     ds = read(kwargs).filter(expr="id % 10 == 0 and cat == 'a'").select_columns(["id"])
     assert sorted(r["id"] for r in ds.take_all()) == [i for i in range(0, 120, 30)]
+    # A limit pushed down with such a filter counts the rows after it.
+    assert read(kwargs).filter(expr="id % 10 == 0").limit(5).count() == 5
+    assert read(kwargs).filter(expr="id >= 100").limit(5).count() == 5
 
 
 def test_explain_shows_the_pushdown(catalog, capsys):

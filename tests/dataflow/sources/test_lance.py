@@ -137,6 +137,7 @@ def test_filters_and_columns_pushed_into_lance(tmp_path, capsys):
     both = df.read_lance(uri, filter="id < 30 AND cat = 'b'").filter(expr="id >= 20")
     assert sorted(r["id"] for r in both.take_all()) == [22, 25, 28]
     assert df.read_lance(uri).limit(7).count() == 7
+    assert df.read_lance(uri).filter(expr="id % 10 == 0").limit(4).count() == 4
     nulls = df.read_lance(uri, filter=col("maybe").is_null(), columns=["id"]).take_all()
     assert sorted(r["id"] for r in nulls) == list(range(0, 60, 4))
 
