@@ -429,11 +429,18 @@ class _IcebergRead:
             # Rows the filter left to us may still drop: then the limit comes after it.
             self.limit if self.post_filter is None else None,
         )
+        from pyiceberg.io.pyarrow import schema_to_pyarrow
+
+        # Files written at different times may differ in types (string or large_string):
+        # every batch takes the projection's types.
+        schema = schema_to_pyarrow(self.projection, include_field_ids=False)
         pending: list[pa.RecordBatch] = []
         nbytes = 0
         left = self.limit
         try:
             for batch in scan.to_record_batches(tasks):
+                if not batch.schema.equals(schema):
+                    batch = batch.cast(schema)
                 if self.post_filter is not None:
                     batch = batch.filter(self.post_filter)
                     if self.output is not None:

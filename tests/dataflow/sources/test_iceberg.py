@@ -126,6 +126,25 @@ def test_reads_a_table_written_by_pyiceberg(catalog):
     assert sorted(r["id"] for r in rows) == list(range(25, 30))
 
 
+def test_schema_evolution_reads_by_field_id(catalog):
+    cat, kwargs = catalog
+    t = cat.create_table("db.t", schema=pa.schema([("id", pa.int64()), ("x", pa.float64())]))
+    t.append(pa.table({"id": [1, 2], "x": [0.5, 1.5]}))
+    with t.update_schema() as update:
+        update.rename_column("x", "y")
+        update.add_column("z", StringType())
+    t = cat.load_table("db.t")
+    t.append(pa.table({"id": [3], "y": [2.5], "z": ["new"]}))
+    rows = sorted(read(kwargs).take_all(), key=lambda r: r["id"])
+    assert rows == [
+        {"id": 1, "y": 0.5, "z": None},
+        {"id": 2, "y": 1.5, "z": None},
+        {"id": 3, "y": 2.5, "z": "new"},
+    ]
+    ds = read(kwargs).filter(expr=(col("y") > 1) & col("z").is_null()).select_columns(["id"])
+    assert ds.take_all() == [{"id": 2}]
+
+
 def test_snapshots_time_travel(catalog):
     cat, kwargs = catalog
     cat.create_table("db.t", schema=SCHEMA)
