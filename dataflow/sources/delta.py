@@ -180,7 +180,8 @@ class DeltaDatasource(Datasource):
             parts = [c for c in self._partition_cols if c in names]
             stats = [c for c in names if c not in self._partition_cols]
             by_partition = self._match(filter, parts, [], range(total))
-            kept = self._match(filter, [], stats, by_partition) if stats else by_partition
+            # Both together: an | across a partition column and another prunes more.
+            kept = self._match(filter, parts, stats, by_partition) if stats else by_partition
             self._pruned[key] = (kept, total - len(by_partition), len(by_partition) - len(kept))
         return self._pruned[key]
 

@@ -133,6 +133,9 @@ def test_filter_prunes_files_by_statistics_and_partitions(tmp_path):
     assert "4 pruned by partition values, 0 by statistics" in source.explain_read(
         filter=pc.field("half") == True  # noqa: E712
     )
+    # Both at once: either side of an | may hold in a file.
+    either = (pc.field("half") == True) | (pc.field("id") < 100)  # noqa: E712
+    assert len(task_files(source, filter=either)) == 5
     # Results are exact, and equal to filtering the whole table.
     ds = df.read_delta(path, columns=["id"], filter="id >= 395 and id < 405 and half")
     assert sorted(r["id"] for r in ds.take_all()) == list(range(400, 405))
