@@ -63,6 +63,10 @@ def run_once(
     """One fresh-process run; returns its JSON record (``error`` set when it failed).
     ``cold`` times the whole process (imports and engine start inside the timer)."""
     workload = workloads.get(workload_name)
+    if workload.prepare is not None:
+        from benchmarks.data import paths_of
+
+        workload.prepare(paths_of(data_root))
     with tempfile.TemporaryDirectory(prefix=f"dataflow-bench-{workload_name}-") as tmp:
         result_file = Path(tmp) / "result.json"
         spec = {

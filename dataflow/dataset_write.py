@@ -105,6 +105,96 @@ class WriteMethods:
         """
         self._write_files("NumpyDatasink", path, filesystem, partition_cols, mode, kwargs)
 
+    def write_delta(
+        self,
+        path: str,
+        *,
+        mode: str = "append",
+        partition_by: Sequence[str] | None = None,
+        storage_options: dict[str, str] | None = None,
+        filesystem: Any = None,
+        name: str | None = None,
+        description: str | None = None,
+        **parquet_kwargs: Any,
+    ) -> None:
+        """Write a Delta Lake table (needs ``dataflow[deltalake]``) in one commit:
+        ``mode="append"`` (creates the table if needed), ``"overwrite"`` (a new
+        version with only these rows), ``"error"`` or ``"ignore"`` if it exists.
+        A failed write commits nothing and removes the files it wrote.
+
+        >>> df.range(10).write_delta("/tmp/table", partition_by=None)  # doctest: +SKIP
+        """
+        from dataflow.sources.delta import DeltaDatasink
+
+        self.write_datasink(
+            DeltaDatasink(
+                path,
+                mode=mode,
+                partition_by=partition_by,
+                storage_options=storage_options,
+                filesystem=filesystem,
+                name=name,
+                description=description,
+                **parquet_kwargs,
+            )
+        )
+
+    def write_iceberg(
+        self,
+        table_identifier: str,
+        catalog_kwargs: dict[str, Any] | None = None,
+        *,
+        snapshot_properties: dict[str, str] | None = None,
+        mode: str = "append",
+    ) -> None:
+        """Write to an existing Apache Iceberg table (needs ``dataflow[iceberg]``)
+        in one commit: ``mode="append"`` adds the rows, ``"overwrite"`` replaces
+        the table's rows. A failed write commits nothing and removes its files.
+
+        >>> df.range(10).write_iceberg("db.ids", {"type": "sql", "uri": "sqlite:///c.db"})  # doctest: +SKIP
+        """
+        from dataflow.sources.iceberg import IcebergDatasink
+
+        self.write_datasink(
+            IcebergDatasink(
+                table_identifier,
+                catalog_kwargs=catalog_kwargs,
+                snapshot_properties=snapshot_properties,
+                mode=mode,
+            )
+        )
+
+    def write_lance(
+        self,
+        path: str,
+        *,
+        schema: Any = None,
+        mode: str = "create",
+        min_rows_per_file: int = 1024 * 1024,
+        max_rows_per_file: int = 64 * 1024 * 1024,
+        data_storage_version: str | None = None,
+        storage_options: dict[str, str] | None = None,
+    ) -> None:
+        """Write a Lance dataset (needs ``dataflow[lance]``) in one new version:
+        ``mode="create"`` (fails if it exists), ``"append"`` or ``"overwrite"``.
+        A failed write commits nothing and removes the files it wrote.
+
+        >>> df.range(10).write_lance("/tmp/ids.lance", mode="append")  # doctest: +SKIP
+        """
+        from dataflow.sources.lance import LanceDatasink
+
+        self.write_datasink(
+            LanceDatasink(
+                path,
+                mode=mode,
+                schema=schema,
+                min_rows_per_file=min_rows_per_file,
+                max_rows_per_file=max_rows_per_file,
+                data_storage_version=data_storage_version,
+                storage_options=storage_options,
+            )
+        )
+
     def _write_files(
         self,
         sink: str,

@@ -197,32 +197,147 @@ def read_parquet(
     >>> read_parquet("s3://bucket/events/", columns=["a"], filter=col("a") > 0)  # doctest: +SKIP
     Dataset(read_parquet)
     """
-    from dataflow.expressions import Expr, parse
     from dataflow.sources.parquet import ParquetDatasource
 
     _check_num_blocks("read_parquet", override_num_blocks)
+    filter, columns = _pushdown_args("read_parquet", filter, columns)
+    source = ParquetDatasource(
+        paths, filesystem=filesystem, partitioning=partitioning, include_paths=include_paths
+    )
+    return Dataset(Read(source, parallelism=override_num_blocks, columns=columns, predicate=filter))
+
+
+def _pushdown_args(where: str, filter: Any, columns: Any) -> tuple[Any, tuple[str, ...] | None]:
+    """A reader's ``filter`` (an ``Expr`` or a string, parsed) and ``columns``
+    (a list of names), checked: they become the ``Read`` node's pushdowns."""
+    from dataflow.expressions import Expr, parse
+
     if isinstance(filter, str):
         filter = parse(filter)
     if filter is not None and not isinstance(filter, Expr):
         raise PlanError(
-            f"read_parquet: filter must be a dataflow expression (col('a') > 0) or a string, "
+            f"{where}: filter must be a dataflow expression (col('a') > 0) or a string, "
             f"got {type(filter).__name__}"
         )
     if isinstance(columns, str):
-        raise PlanError(
-            f"read_parquet: columns must be a list of names, got the string {columns!r}"
-        )
-    source = ParquetDatasource(
-        paths, filesystem=filesystem, partitioning=partitioning, include_paths=include_paths
+        raise PlanError(f"{where}: columns must be a list of names, got the string {columns!r}")
+    return filter, tuple(columns) if columns is not None else None
+
+
+# -- tables -----------------------------------------------------------------------------
+
+
+def read_delta(
+    path: str,
+    version: int | str | Any = None,
+    *,
+    columns: Sequence[str] | None = None,
+    filter: Any = None,
+    storage_options: dict[str, str] | None = None,
+    filesystem: Any = None,
+    include_paths: bool = False,
+    override_num_blocks: int | None = None,
+) -> Dataset:
+    """A Delta Lake table (needs ``dataflow[deltalake]``) at ``version`` (a number,
+    or a datetime / ISO time for the version then current; None: the latest).
+
+    ``columns`` and ``filter`` are pushed down: files whose partition values or
+    statistics in the log cannot match are never opened, then row groups are
+    pruned as in ``read_parquet``. ``storage_options`` go to ``deltalake``
+    (credentials for object stores); ``filesystem`` reads the data files.
+
+    >>> read_delta("s3://bucket/events", version=3, filter=col("day") == "2024-01-01")  # doctest: +SKIP
+    Dataset(read_delta)
+    """
+    from dataflow.sources.delta import DeltaDatasource
+
+    _check_num_blocks("read_delta", override_num_blocks)
+    filter, columns = _pushdown_args("read_delta", filter, columns)
+    source = DeltaDatasource(
+        path,
+        version=version,
+        storage_options=storage_options,
+        filesystem=filesystem,
+        include_paths=include_paths,
     )
-    return Dataset(
-        Read(
-            source,
-            parallelism=override_num_blocks,
-            columns=tuple(columns) if columns is not None else None,
-            predicate=filter,
-        )
+    return Dataset(Read(source, parallelism=override_num_blocks, columns=columns, predicate=filter))
+
+
+def read_iceberg(
+    *,
+    table_identifier: str,
+    row_filter: Any = None,
+    selected_fields: Sequence[str] = ("*",),
+    snapshot_id: int | None = None,
+    scan_kwargs: dict[str, Any] | None = None,
+    catalog_kwargs: dict[str, Any] | None = None,
+    override_num_blocks: int | None = None,
+) -> Dataset:
+    """An Apache Iceberg table (needs ``dataflow[iceberg]``) from its catalog:
+    ``catalog_kwargs`` name it (``name``, default "default") and configure it
+    (``pyiceberg.catalog.load_catalog``'s properties); ``snapshot_id`` picks a
+    snapshot (time travel). ``row_filter`` (Iceberg's string syntax, a pyiceberg
+    expression or a ``col(...)`` expression) and ``selected_fields`` go to
+    pyiceberg's scan planning, which prunes files by partition values and column
+    metrics; a later ``.filter(expr=...)`` or ``select_columns`` is pushed there too.
+
+    >>> read_iceberg(table_identifier="db.events", row_filter="id < 100",
+    ...              catalog_kwargs={"name": "default", "type": "sql", "uri": "sqlite:///c.db"})  # doctest: +SKIP
+    Dataset(read_iceberg)
+    """
+    from dataflow.sources.iceberg import IcebergDatasource
+
+    _check_num_blocks("read_iceberg", override_num_blocks)
+    source = IcebergDatasource(
+        table_identifier,
+        row_filter=row_filter,
+        selected_fields=selected_fields,
+        snapshot_id=snapshot_id,
+        scan_kwargs=scan_kwargs,
+        catalog_kwargs=catalog_kwargs,
     )
+    return Dataset(Read(source, parallelism=override_num_blocks))
+
+
+def read_lance(
+    uri: str,
+    *,
+    version: int | str | None = None,
+    columns: Sequence[str] | None = None,
+    filter: Any = None,
+    storage_options: dict[str, str] | None = None,
+    scanner_options: dict[str, Any] | None = None,
+    override_num_blocks: int | None = None,
+) -> Dataset:
+    """A Lance dataset (needs ``dataflow[lance]``) at ``version`` (a number or a
+    tag; None: the latest); each fragment group is a read task.
+
+    ``columns`` and ``filter`` are pushed into Lance's scanner. ``filter`` is a
+    ``col(...)`` expression, a dataflow string (``"a > 0 and b == 'x'"``) or,
+    if it is not one, Lance SQL (``"a > 0 AND b = 'x'"``, as in Ray Data).
+
+    >>> read_lance("/data/items.lance", columns=["id"], filter="id < 10")  # doctest: +SKIP
+    Dataset(read_lance)
+    """
+    from dataflow.expressions import parse
+    from dataflow.sources.lance import LanceDatasource
+
+    _check_num_blocks("read_lance", override_num_blocks)
+    sql = None
+    if isinstance(filter, str):
+        try:
+            filter = parse(filter)
+        except PlanError:
+            sql, filter = filter, None  # not a dataflow expression: Lance SQL
+    filter, columns = _pushdown_args("read_lance", filter, columns)
+    source = LanceDatasource(
+        uri,
+        version=version,
+        sql_filter=sql,
+        storage_options=storage_options,
+        scanner_options=scanner_options,
+    )
+    return Dataset(Read(source, parallelism=override_num_blocks, columns=columns, predicate=filter))
 
 
 def _read_files(source: Datasource, override_num_blocks: int | None) -> Dataset:
@@ -321,8 +436,11 @@ __all__ = [
     "read_binary_files",
     "read_csv",
     "read_datasource",
+    "read_delta",
+    "read_iceberg",
     "read_images",
     "read_json",
+    "read_lance",
     "read_numpy",
     "read_parquet",
     "read_text",

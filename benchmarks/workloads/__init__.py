@@ -110,6 +110,10 @@ class Workload:
     check: Callable[[RunContext], Result] | None = None
     # Imported before the timer starts (e.g. torch for feed): every engine needs them anyway.
     preload: tuple[str, ...] = ()
+    # Called in the parent before each run, untimed and outside the sampled process:
+    # builds what the workload reads from the generated data, once (e.g. the main
+    # dataset converted to a Delta table, cached next to it).
+    prepare: Callable[[DataPaths], None] | None = None
 
     def run_for(self, engine: str) -> RunFn:
         """The run function for ``engine``; raises KeyError naming the engines it has."""

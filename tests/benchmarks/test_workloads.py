@@ -20,6 +20,9 @@ PEERS = [
 # Workloads that compute another workload's result on another path (a backend, a
 # service) and have no hand-written run of their own are checked against it.
 SAME_RESULT_AS = {"etl_ray": "etl", "service_feed": "feed"}
+# Each run of these imports a table library in a fresh process (10-30 s under load):
+# their engines' checksums run with the slow tests (CI runs them), the reference always.
+SLOW_WORKLOADS = {"delta_read", "iceberg_read", "lance_read"}
 
 
 def _reference(workload: str) -> tuple[str, str]:
@@ -37,6 +40,8 @@ def _pairs(engine_names: list) -> list:
             engine_name = engine if isinstance(engine, str) else engine.values[0]
             if engine_name in runs and (name, engine_name) != _reference(name):
                 marks = () if isinstance(engine, str) else engine.marks
+                if name in SLOW_WORKLOADS:
+                    marks = (pytest.mark.slow,)
                 out.append(pytest.param(name, engine_name, marks=marks, id=f"{name}-{engine_name}"))
     return out
 
@@ -152,3 +157,22 @@ def test_daft_identity_count_runs_the_udf() -> None:
     from benchmarks.workloads._common import daft_identity_count
 
     assert daft_identity_count(daft.range(0, 1000, partitions=4), "id") == 1000
+
+
+def test_lakehouse_tables_are_built_once_and_rebuilt_if_interrupted(tmp_path) -> None:
+    from benchmarks.workloads._lakehouse import _cached
+
+    calls = []
+
+    def write(path):
+        calls.append(path)
+        (path / "data").write_text("x")
+
+    target = tmp_path / "t"
+    assert _cached(target, write) == target and (target / ".complete").exists()
+    _cached(target, write)
+    assert len(calls) == 1  # cached
+    (target / ".complete").unlink()
+    (target / "partial").write_text("left by an interrupted build")
+    _cached(target, write)
+    assert len(calls) == 2 and not (target / "partial").exists()
