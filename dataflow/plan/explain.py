@@ -55,9 +55,23 @@ def render_physical(op: Any, indent: int = 0) -> str:
     return "\n".join(lines)
 
 
+def render_scans(plan: LogicalOperator) -> str:
+    """One line per read whose datasource reports what its pushdowns prune
+    (``Datasource.explain_read``: files and partitions skipped, the filter it
+    applies); empty when none does."""
+    lines = []
+    for node in plan.walk():
+        for stage in node.stages if isinstance(node, FusedMap) else (node,):
+            if isinstance(stage, Read):
+                text = stage.datasource.explain_read(**stage.pushdown())
+                if text:
+                    lines.append(f"{stage.name}: {text}")
+    return "\n".join(lines)
+
+
 def explain_plan(plan: LogicalOperator, ctx: DataContext) -> str:
-    """The logical plan, the plan after each enabled optimizer rule, and the
-    physical plan the planner builds from the optimized one."""
+    """The logical plan, the plan after each enabled optimizer rule, what the
+    reads prune, and the physical plan the planner builds from the optimized one."""
     from dataflow.plan.planner import plan_physical
 
     sections = [("Logical plan", render(plan))]
@@ -66,5 +80,8 @@ def explain_plan(plan: LogicalOperator, ctx: DataContext) -> str:
         text = "(unchanged)" if stage is previous else render(stage)
         sections.append((f"After {rule}", text))
         previous = stage
+    scans = render_scans(previous)
+    if scans:
+        sections.append(("Scans", scans))
     sections.append(("Physical plan", render_physical(plan_physical(previous, ctx))))
     return "\n\n".join(f"-- {title} --\n{text}" for title, text in sections)

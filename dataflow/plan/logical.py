@@ -95,6 +95,22 @@ class Read(LogicalOperator):
     def name(self) -> str:
         return f"read_{self.datasource.get_name()}"
 
+    def pushdown(self) -> dict[str, Any]:
+        """The keyword arguments of ``get_read_tasks``: the pushed columns,
+        predicate and limit that the datasource says it applies (the planner
+        applies the others after the read). The predicate is an Arrow
+        expression, or the ``Expr`` itself for a source with ``filter_as_expr``."""
+        ds = self.datasource
+        out: dict[str, Any] = {}
+        if self.predicate is not None and ds.supports_predicate_pushdown:
+            expr = getattr(ds, "filter_as_expr", False)
+            out["filter"] = self.predicate if expr else self.predicate.to_arrow()
+        if self.columns is not None and ds.supports_projection_pushdown:
+            out["columns"] = list(self.columns)
+        if self.limit is not None and ds.supports_limit_pushdown:
+            out["limit"] = self.limit
+        return out
+
 
 @dataclass(frozen=True)
 class InputData(LogicalOperator):

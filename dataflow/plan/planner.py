@@ -390,22 +390,12 @@ def _read_tasks(p: _Planning, read: Read) -> tuple[Iterator[ReadTask], list[Stag
     supports, plus stages applying in the task the ones it does not."""
     ds = read.datasource
     parallelism = read.parallelism or p.ctx.read_parallelism_factor * p.cpu_slots()
-    pushdown: dict = {}
+    pushdown = read.pushdown()
     compensate: list[Stage] = []
-    if read.predicate is not None:
-        if ds.supports_predicate_pushdown:
-            pushdown["filter"] = read.predicate.to_arrow()
-        else:
-            compensate.append(
-                FilterStage(f"filter({read.predicate})", expr=read.predicate.to_arrow())
-            )
-    if read.columns is not None:
-        if ds.supports_projection_pushdown:
-            pushdown["columns"] = list(read.columns)
-        else:
-            compensate.append(ProjectStage("select_columns", select=tuple(read.columns)))
-    if read.limit is not None and ds.supports_limit_pushdown:
-        pushdown["limit"] = read.limit
+    if read.predicate is not None and "filter" not in pushdown:
+        compensate.append(FilterStage(f"filter({read.predicate})", expr=read.predicate.to_arrow()))
+    if read.columns is not None and "columns" not in pushdown:
+        compensate.append(ProjectStage("select_columns", select=tuple(read.columns)))
 
     def tasks() -> Iterator[ReadTask]:
         yield from ds.iter_read_tasks(parallelism, **pushdown)

@@ -57,6 +57,10 @@ class Datasource:
     reads_without_gil: bool = False
     """True when reading is Arrow's C++ readers (Parquet, CSV, JSON) that release
     the GIL: a plan of such reads and no Python UDF runs on driver threads."""
+    filter_as_expr: bool = False
+    """True when ``get_read_tasks`` takes ``filter`` as the dataflow ``Expr``
+    (to translate into the source's own language, e.g. Iceberg's expressions)
+    instead of a ``pyarrow.compute.Expression``."""
 
     def get_name(self) -> str:
         """Short name shown in plans, e.g. ``parquet`` -> ``read_parquet``."""
@@ -82,6 +86,13 @@ class Datasource:
         """Read tasks as they are planned; sources whose listing or footer reads
         are slow override this so that reading starts before planning ends."""
         yield from self.get_read_tasks(parallelism, **pushdown)
+
+    def explain_read(self, **pushdown: Any) -> str:
+        """One line for ``explain()`` on what ``pushdown`` (the keyword arguments
+        of ``get_read_tasks``) prunes, e.g. "files: 2 of 40 (38 pruned by
+        statistics)". May read metadata (a table's log), never data; empty when
+        there is nothing to add."""
+        return ""
 
     def estimate_inmemory_data_size(self) -> int | None:
         """Bytes the data takes in memory, if cheaply known."""

@@ -13,6 +13,10 @@ carries the footers it needs, so workers never read a footer again.
 >>> src = ParquetDatasource("s3://bucket/events/")
 >>> src.num_rows(), src.schema()           # from footers only   # doctest: +SKIP
 >>> tasks = src.get_read_tasks(8, columns=["a"], filter=pc.field("a") > 0)  # doctest: +SKIP
+
+Table formats whose log lists the files (Delta Lake) read through the same
+machinery with ``ParquetDatasource.from_files``: the files, their typed
+partition values and the table's schema come from the log, nothing is listed.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from dataflow.sources.datasource import BlockMetadata, Datasource, ReadTask
 from dataflow.sources.file_based import PATH_COLUMN, TASK_THREADS, coalesce, read_error
 from dataflow.sources.paths import (
     FileEntry,
+    FileSystems,
     add_constant_columns,
     expand_paths,
     partition_schema,
@@ -71,6 +76,10 @@ class _Scan:
     include_paths: bool
     limit: int | None
     max_block_bytes: int
+    where: str = WHERE
+    # A table's schema (``from_files``), projected to what is read: each file is
+    # conformed to it (missing columns as typed nulls) before the filter runs.
+    conform_schema: pa.Schema | None = None
 
 
 class ParquetDatasource(Datasource):
@@ -95,12 +104,51 @@ class ParquetDatasource(Datasource):
         self.fs, self.paths = resolve_filesystem(paths, filesystem, WHERE)
         self.partitioning = partitioning
         self.include_paths = include_paths
+        self.where = WHERE
         self._lock = threading.Lock()
         self._entries: list[FileEntry] | None = None
         self._footers: dict[str, pads.ParquetFileFragment] = {}
+        # Set by from_files: the files and schema come from a table's log.
+        self._listed = False
+        self._table_schema: pa.Schema | None = None
+        self._part_schema: pa.Schema | None = None
+
+    @classmethod
+    def from_files(
+        cls,
+        fs: FileSystems,
+        entries: Sequence[FileEntry],
+        *,
+        table: str,
+        schema: pa.Schema,
+        partition_schema: pa.Schema,
+        where: str,
+        include_paths: bool = False,
+    ) -> ParquetDatasource:
+        """Parquet files listed by a table format's log: ``entries`` carry typed
+        partition values (columns not stored in the files), ``schema`` is the
+        table's (a file lacking a column reads it as nulls; types are cast to
+        it), ``table`` and ``where`` name the table and the reader in errors.
+
+        >>> src = ParquetDatasource.from_files(fs, entries, table="s3://b/t", schema=schema,
+        ...     partition_schema=pa.schema([("day", pa.date32())]), where="read_delta")  # doctest: +SKIP
+        """
+        self = cls.__new__(cls)
+        self.fs, self.paths = fs, [table]
+        self.partitioning = None
+        self.include_paths = include_paths
+        self.where = where
+        self._lock = threading.Lock()
+        self._entries = list(entries)
+        self._footers = {}
+        self._listed = True
+        self._table_schema = schema
+        self._part_schema = partition_schema
+        return self
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_lock": None, "_entries": None, "_footers": {}}
+        entries = self._entries if self._listed else None
+        return {**self.__dict__, "_lock": None, "_entries": entries, "_footers": {}}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state, _lock=threading.Lock())
@@ -118,6 +166,12 @@ class ParquetDatasource(Datasource):
                     self.fs, self.paths, WHERE, partitioning=self.partitioning
                 )
             return self._entries
+
+    def _partitions(self, entries: Sequence[FileEntry]) -> pa.Schema:
+        """The partition columns: the table's, or inferred from hive paths."""
+        if self._part_schema is not None:
+            return self._part_schema
+        return partition_schema(entries)
 
     def _fragment(self, entry: FileEntry, part_schema: pa.Schema) -> pads.ParquetFileFragment:
         expr = None
@@ -140,7 +194,7 @@ class ParquetDatasource(Datasource):
             frag.ensure_complete_metadata()
         except Exception as e:
             raise SourceError(
-                f"{WHERE}: cannot read the Parquet footer of {entry.path!r}: "
+                f"{self.where}: cannot read the Parquet footer of {entry.path!r}: "
                 f"{type(e).__name__}: {e}",
                 path=entry.path,
             ) from e
@@ -186,8 +240,8 @@ class ParquetDatasource(Datasource):
     def _file_schema(self) -> pa.Schema:
         """Unified schema of every file (reads all footers, cached)."""
         entries = self.files()
-        part_schema = partition_schema(entries)
-        unified = _Unifier()
+        part_schema = self._partitions(entries)
+        unified = _Unifier(self.where)
         for entry, frag in self._iter_footers(entries, part_schema):
             if isinstance(frag, SourceError):
                 raise frag
@@ -195,7 +249,13 @@ class ParquetDatasource(Datasource):
         return unified.schema
 
     def schema(self) -> pa.Schema:
-        """Columns of the files, then hive partition columns, then ``path``."""
+        """Columns of the files, then hive partition columns, then ``path``
+        (the table's columns for ``from_files``)."""
+        if self._table_schema is not None:
+            schema = self._table_schema
+            if self.include_paths:
+                schema = schema.append(pa.field(PATH_COLUMN, pa.string()))
+            return schema
         schema = self._file_schema()
         for f in partition_schema(self.files()):
             if f.name not in schema.names:
@@ -207,7 +267,7 @@ class ParquetDatasource(Datasource):
     def num_rows(self) -> int:
         entries = self.files()
         total = 0
-        for _, frag in self._iter_footers(entries, partition_schema(entries)):
+        for _, frag in self._iter_footers(entries, self._partitions(entries)):
             if isinstance(frag, SourceError):
                 raise frag
             total += frag.metadata.num_rows
@@ -232,7 +292,7 @@ class ParquetDatasource(Datasource):
         """Read tasks as footers arrive (see the module docstring)."""
         ctx = DataContext.get_current()
         entries = self.files()
-        part_schema = partition_schema(entries)
+        part_schema = self._partitions(entries)
         if filter is not None and len(part_schema):
             entries = self._prune_partitions(entries, part_schema, filter)
         if not entries:
@@ -257,7 +317,7 @@ class ParquetDatasource(Datasource):
         made = 0
         target = first_wave
 
-        unifier = _Unifier()
+        unifier = _Unifier(self.where)
         pieces: list[_Piece] = []
         acc_bytes = acc_rows = planned_rows = 0
         for entry, frag in self._iter_footers(entries, part_schema):
@@ -336,23 +396,39 @@ class ParquetDatasource(Datasource):
         limit: int | None,
         ctx: DataContext,
     ) -> _Scan:
+        table = self._table_schema
+        # The columns a read can name: the table's, or the first file's and the partitions.
+        full = (
+            table
+            if table is not None
+            else pa.unify_schemas([file_schema, part_schema], promote_options="permissive")
+        )
+        if self.include_paths:
+            full = full.append(pa.field(PATH_COLUMN, pa.string()))
+        data_names = table.names if table is not None else file_schema.names
+        data_names = [n for n in data_names if n not in part_schema.names]
         read_columns = output = None
         if columns is not None:
             output = tuple(columns)
-            full = pa.unify_schemas([file_schema, part_schema], promote_options="permissive")
-            if self.include_paths:
-                full = full.append(pa.field(PATH_COLUMN, pa.string()))
             unknown = [c for c in columns if c not in full.names]
             if unknown:
                 raise SourceError(
-                    f"{WHERE}: columns {unknown} are not in {self.paths[0]!r}; "
+                    f"{self.where}: columns {unknown} are not in {self.paths[0]!r}; "
                     f"available: {full.names}",
                     path=self.paths[0],
                 )
             needed = set(columns) | (
-                _referenced_fields(filter, full) if filter is not None else set()
+                referenced_fields(filter, full) if filter is not None else set()
             )
-            read_columns = tuple(n for n in file_schema.names if n in needed)
+            read_columns = tuple(n for n in data_names if n in needed)
+        elif table is not None:
+            output = tuple(full.names)
+        conform = None
+        if table is not None:
+            keep = set(part_schema.names) | set(
+                read_columns if read_columns is not None else data_names
+            )
+            conform = pa.schema([f for f in table if f.name in keep])
         return _Scan(
             read_columns,
             output,
@@ -361,6 +437,8 @@ class ParquetDatasource(Datasource):
             self.include_paths,
             limit,
             ctx.target_max_block_size,
+            self.where,
+            conform,
         )
 
     def _task(
@@ -382,9 +460,10 @@ class ParquetDatasource(Datasource):
 class _Unifier:
     """Running union of file schemas; a type conflict names both files."""
 
-    def __init__(self) -> None:
+    def __init__(self, where: str = WHERE) -> None:
         self.schema: pa.Schema | None = None
         self._first = ""
+        self._where = where
 
     def add(self, path: str, schema: pa.Schema) -> None:
         schema = schema.remove_metadata()
@@ -397,7 +476,7 @@ class _Unifier:
             self.schema = pa.unify_schemas([self.schema, schema], promote_options="permissive")
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
             raise SourceError(
-                f"{WHERE}: {path!r} has a schema incompatible with {self._first!r} ({e}); "
+                f"{self._where}: {path!r} has a schema incompatible with {self._first!r} ({e}); "
                 "rewrite the files with one schema or read them separately",
                 path=path,
             ) from e
@@ -429,7 +508,7 @@ def _row_group_bytes(meta: pq.RowGroupMetaData, columns: tuple[str, ...] | None)
     )
 
 
-def _referenced_fields(expr: pc.Expression, schema: pa.Schema) -> set[str]:
+def referenced_fields(expr: pc.Expression, schema: pa.Schema) -> set[str]:
     """Names of the columns ``expr`` reads: pyarrow does not expose an
     expression's fields, so test which column it cannot bind without."""
     names = set()
@@ -450,15 +529,22 @@ def _read_piece(fs: Any, piece: _Piece, scan: _Scan) -> tuple[str, pa.Table]:
     path = piece.entry.path
     try:
         pf = pq.ParquetFile(path, metadata=piece.metadata, filesystem=fs, pre_buffer=True)
+        read_columns = scan.read_columns
+        if read_columns is not None and scan.conform_schema is not None:
+            # A table's older files may lack columns added later: they read as nulls.
+            in_file = set(pf.schema_arrow.names)
+            read_columns = tuple(c for c in read_columns if c in in_file)
         table = pf.read_row_groups(
             list(piece.row_groups),
-            columns=list(scan.read_columns) if scan.read_columns is not None else None,
+            columns=list(read_columns) if read_columns is not None else None,
             use_threads=True,
         )
         if len(scan.part_schema):
             table = add_constant_columns(
                 table, partition_values(piece.entry, scan.part_schema), scan.part_schema
             )
+        if scan.conform_schema is not None:
+            table = conform(table, scan.conform_schema)
         if scan.include_paths:
             table = table.append_column(
                 PATH_COLUMN, pa.repeat(pa.scalar(path, pa.string()), table.num_rows)
@@ -470,8 +556,23 @@ def _read_piece(fs: Any, piece: _Piece, scan: _Scan) -> tuple[str, pa.Table]:
         if scan.limit is not None:
             table = table.slice(0, scan.limit)
     except Exception as e:
-        raise read_error(WHERE, path, e) from e
+        raise read_error(scan.where, path, e) from e
     return path, table
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` as ``schema``: its columns in that order and cast to those
+    types, a missing one as nulls (files written before the column was added)."""
+    if table.schema.equals(schema):
+        return table
+    arrays = []
+    for f in schema:
+        if f.name in table.column_names:
+            column = table.column(f.name)
+            arrays.append(column if column.type == f.type else column.cast(f.type))
+        else:
+            arrays.append(pa.nulls(table.num_rows, f.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def _select(table: pa.Table, columns: tuple[str, ...]) -> pa.Table:
@@ -485,11 +586,11 @@ def _select(table: pa.Table, columns: tuple[str, ...]) -> pa.Table:
 def _read_pieces(fs: Any, pieces: tuple[_Piece, ...], scan: _Scan) -> Iterator[pa.Table]:
     if len(pieces) == 1:
         tables = [_read_piece(fs, pieces[0], scan)]
-        yield from _limited(coalesce(tables, scan.max_block_bytes, WHERE), scan.limit)
+        yield from _limited(coalesce(tables, scan.max_block_bytes, scan.where), scan.limit)
         return
     with ThreadPoolExecutor(min(TASK_THREADS, len(pieces))) as pool:
         tables = pool.map(lambda p: _read_piece(fs, p, scan), pieces)
-        yield from _limited(coalesce(tables, scan.max_block_bytes, WHERE), scan.limit)
+        yield from _limited(coalesce(tables, scan.max_block_bytes, scan.where), scan.limit)
 
 
 def _limited(blocks: Iterator[pa.Table], limit: int | None) -> Iterator[pa.Table]:

@@ -45,11 +45,12 @@ class FileSystems:
 
 @dataclass(frozen=True)
 class FileEntry:
-    """A file to read: its path on the filesystem, size and hive partition values."""
+    """A file to read: its path on the filesystem, size and partition values
+    (strings parsed from hive paths, or typed values from a table's log)."""
 
     path: str
     size: int
-    partitions: tuple[tuple[str, str | None], ...] = field(default=())
+    partitions: tuple[tuple[str, Any], ...] = field(default=())
 
 
 def resolve_filesystem(
@@ -200,7 +201,7 @@ def partition_values(entry: FileEntry, schema: pa.Schema) -> dict[str, Any]:
     out = {}
     for f in schema:
         v = raw.get(f.name)
-        out[f.name] = int(v) if v is not None and pa.types.is_integer(f.type) else v
+        out[f.name] = int(v) if isinstance(v, str) and pa.types.is_integer(f.type) else v
     return out
 
 

@@ -95,6 +95,7 @@ class FileDatasink(Datasink):
 
     where = "write_files"
     extension = ""
+    modes: tuple[str, ...] = MODES
 
     def __init__(
         self,
@@ -105,8 +106,8 @@ class FileDatasink(Datasink):
         mode: str = "error",
         **format_kwargs: Any,
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"{self.where}: mode must be one of {MODES}, got {mode!r}")
+        if mode not in self.modes:
+            raise ValueError(f"{self.where}: mode must be one of {self.modes}, got {mode!r}")
         self.target_file_size = int(format_kwargs.pop("target_file_size", DEFAULT_TARGET_FILE_SIZE))
         if self.target_file_size <= 0:
             raise ValueError(f"{self.where}: target_file_size must be > 0 bytes")
@@ -191,20 +192,21 @@ class FileDatasink(Datasink):
         one when the current reaches ``target_file_size``."""
         if not self.write_id:
             raise RuntimeError(f"{self.where}: write() called before on_write_start()")
-        prefix = "part" if self.mode != "append" else f"part-{self.write_id}"
-        open_files: dict[str, tuple[str, _FileWriter]] = {}
+        prefix = self.file_prefix()
+        open_files: dict[str, tuple[str, _FileWriter, dict[str, Any]]] = {}
         done: list[dict] = []
         seq = 0
 
         def finish(key: str) -> None:
-            rel, writer = open_files.pop(key)
+            rel, writer, values = open_files.pop(key)
             writer.close()
             size = self.fs.fsspec.size(f"{self.staging}/{rel}")
-            done.append({"path": rel, "num_rows": writer.num_rows, "num_bytes": size})
+            info = self.file_info(writer.state, values)
+            done.append({"path": rel, "num_rows": writer.num_rows, "num_bytes": size, **info})
 
         try:
             for block in blocks:
-                for key, part in self._split_partitions(block):
+                for key, values, part in self._split_partitions(block):
                     if not part.num_rows:
                         continue
                     current = open_files.get(key)
@@ -221,7 +223,7 @@ class FileDatasink(Datasink):
                         if key:
                             self.fs.arrow.create_dir(f"{self.staging}/{key}", recursive=True)
                         stream = self.fs.arrow.open_output_stream(f"{self.staging}/{rel}")
-                        current = (rel, _FileWriter(stream, part.schema, self))
+                        current = (rel, _FileWriter(stream, part.schema, self), values)
                         open_files[key] = current
                     current[1].write(part)
                     if current[1].nbytes >= self.target_file_size:
@@ -229,7 +231,7 @@ class FileDatasink(Datasink):
             for key in list(open_files):
                 finish(key)
         except BaseException:
-            for _, writer in open_files.values():
+            for _, writer, _ in open_files.values():
                 writer.abort()
             raise
         return WriteResult(
@@ -239,10 +241,16 @@ class FileDatasink(Datasink):
             extra={"manifest": done},
         )
 
-    def _split_partitions(self, table: pa.Table) -> Iterable[tuple[str, pa.Table]]:
-        """``(hive directory prefix, rows)`` per partition value combination."""
+    def file_prefix(self) -> str:
+        """Stem of the file names: appended files carry the write id, so they
+        never collide with files already there."""
+        return "part" if self.mode != "append" else f"part-{self.write_id}"
+
+    def _split_partitions(self, table: pa.Table) -> Iterable[tuple[str, dict[str, Any], pa.Table]]:
+        """``(hive directory prefix, partition values, rows)`` per partition
+        value combination."""
         if not self.partition_cols:
-            yield "", table
+            yield "", {}, table
             return
         missing = [c for c in self.partition_cols if c not in table.column_names]
         if missing:
@@ -267,10 +275,9 @@ class FileDatasink(Datasink):
         starts = np.flatnonzero(change).tolist() + [n]
         data = table.drop_columns(self.partition_cols)
         for lo, hi in zip(starts[:-1], starts[1:]):
-            dirs = "".join(
-                f"{c}={_partition_text(table.column(c)[lo].as_py())}/" for c in self.partition_cols
-            )
-            yield dirs, data.slice(lo, hi - lo)
+            values = {c: table.column(c)[lo].as_py() for c in self.partition_cols}
+            dirs = "".join(f"{c}={_partition_text(v)}/" for c, v in values.items())
+            yield dirs, values, data.slice(lo, hi - lo)
 
     # -- format hooks ----------------------------------------------------------------
 
@@ -287,6 +294,11 @@ class FileDatasink(Datasink):
     def buffered_bytes(self, state: Any) -> int:
         """Bytes held in memory for the file, not yet in the stream."""
         return 0
+
+    def file_info(self, state: Any, partition: dict[str, Any]) -> dict[str, Any]:
+        """Extra fields of a closed file's manifest entry (e.g. column statistics
+        for a table log); ``partition`` holds its partition values."""
+        return {}
 
 
 def _partition_text(value: Any) -> str:
