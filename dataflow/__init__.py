@@ -36,6 +36,7 @@ from dataflow.read_api import (
     read_numpy,
     read_parquet,
     read_text,
+    read_tfrecords,
 )
 from dataflow.service.connect import connect
 from dataflow.session import init, shutdown
@@ -80,5 +81,6 @@ __all__ = [
     "read_numpy",
     "read_parquet",
     "read_text",
+    "read_tfrecords",
     "shutdown",
 ]

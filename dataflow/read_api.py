@@ -311,6 +311,37 @@ def read_images(
     return _read_files(ImageDatasource(paths, **kwargs), override_num_blocks)
 
 
+def read_tfrecords(
+    paths: str | Sequence[str],
+    *,
+    schema: pa.Schema | None = None,
+    verify_crc: bool = True,
+    tf_schema: Any = None,
+    override_num_blocks: int | None = None,
+    **kwargs: Any,
+) -> Dataset:
+    """``tf.train.Example`` records of TFRecord files, decoded without TensorFlow.
+
+    A feature with one value per record becomes a scalar column (``int64``,
+    ``float32``, ``binary``), one with several a list column, as in Ray Data;
+    ``schema=pa.schema(...)`` fixes the columns and types instead. Every
+    record's CRCs are checked (``verify_crc``). ``filesystem``,
+    ``include_paths``, ``partitioning`` and ``file_extensions`` pass through.
+
+    >>> read_tfrecords("train-*.tfrecords").select_columns(["label"])  # doctest: +SKIP
+    Dataset(read_tfrecords -> select_columns(label))
+    """
+    from dataflow.sources.tfrecords import TFRecordDatasource
+
+    if tf_schema is not None:
+        raise PlanError(
+            "read_tfrecords: tf_schema (a tensorflow_metadata Schema) needs TensorFlow; pass "
+            "schema=pa.schema([...]) with int64 / float32 / binary (or list of them) columns"
+        )
+    source = TFRecordDatasource(paths, schema=schema, verify_crc=verify_crc, **kwargs)
+    return _read_files(source, override_num_blocks)
+
+
 __all__ = [
     "from_arrow",
     "from_items",
@@ -326,4 +357,5 @@ __all__ = [
     "read_numpy",
     "read_parquet",
     "read_text",
+    "read_tfrecords",
 ]
