@@ -37,6 +37,7 @@ from dataflow.read_api import (
     read_parquet,
     read_text,
     read_tfrecords,
+    read_webdataset,
 )
 from dataflow.service.connect import connect
 from dataflow.session import init, shutdown
@@ -82,5 +83,6 @@ __all__ = [
     "read_parquet",
     "read_text",
     "read_tfrecords",
+    "read_webdataset",
     "shutdown",
 ]

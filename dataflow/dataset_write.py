@@ -129,6 +129,28 @@ class WriteMethods:
             )
         )
 
+    def write_webdataset(
+        self,
+        path: str,
+        *,
+        encoder: Any = True,
+        filesystem: Any = None,
+        mode: str = "error",
+        **kwargs: Any,
+    ) -> None:
+        """Write WebDataset tar shards under ``path`` (committed atomically): a
+        sample per row, column ``c`` as member ``<__key__>.c``; ``encoder=True``
+        encodes arrays as images (``.png``, ``.jpg``...) or ``.npy``, values as
+        ``.json``, strings and ints as text; ``target_file_size`` bounds a shard.
+
+        >>> ds.write_webdataset("/tmp/shards")  # doctest: +SKIP
+        """
+        from dataflow.sources.webdataset import WebDatasetDatasink
+
+        self.write_datasink(
+            WebDatasetDatasink(path, encoder=encoder, filesystem=filesystem, mode=mode, **kwargs)
+        )
+
     def _write_files(
         self,
         sink: str,

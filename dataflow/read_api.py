@@ -342,6 +342,44 @@ def read_tfrecords(
     return _read_files(source, override_num_blocks)
 
 
+def read_webdataset(
+    paths: str | Sequence[str],
+    *,
+    decoder: Any = True,
+    fileselect: Any = None,
+    filerename: Any = None,
+    suffixes: Any = None,
+    expand_json: bool = False,
+    override_num_blocks: int | None = None,
+    **kwargs: Any,
+) -> Dataset:
+    """WebDataset tar shards, one row per sample: ``__key__``, ``__url__`` and one
+    column per member suffix (``jpg``, ``cls``, ``json``...).
+
+    ``decoder=True`` decodes images to HWC uint8 arrays (needs Pillow), ``.json``,
+    ``.txt``, ``.cls`` and ``.npy``; ``False`` keeps bytes; a callable (or a list,
+    ``True`` standing for the default) maps a sample dict to a sample dict.
+    ``fileselect``/``suffixes`` pick members, ``filerename`` renames them.
+    Shards are streamed one at a time. ``filesystem``, ``include_paths`` and
+    ``file_extensions`` pass through.
+
+    >>> ds = read_webdataset("s3://bucket/train-{0000..0099}.tar")  # doctest: +SKIP
+    >>> ds = read_webdataset("shards/").select_columns(["jpg", "cls"])  # doctest: +SKIP
+    """
+    from dataflow.sources.webdataset import WebDatasetDatasource
+
+    source = WebDatasetDatasource(
+        paths,
+        decoder=decoder,
+        fileselect=fileselect,
+        filerename=filerename,
+        suffixes=suffixes,
+        expand_json=expand_json,
+        **kwargs,
+    )
+    return _read_files(source, override_num_blocks)
+
+
 __all__ = [
     "from_arrow",
     "from_items",
@@ -358,4 +396,5 @@ __all__ = [
     "read_parquet",
     "read_text",
     "read_tfrecords",
+    "read_webdataset",
 ]
