@@ -9,7 +9,7 @@ through the sink's driver-side hooks.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dataflow.errors import PlanError
@@ -150,6 +150,16 @@ class WriteMethods:
         self.write_datasink(
             WebDatasetDatasink(path, encoder=encoder, filesystem=filesystem, mode=mode, **kwargs)
         )
+
+    def write_sql(self, sql: str, connection_factory: Callable[[], Any]) -> None:
+        """Insert every row with ``cursor.executemany(sql, rows)`` (values in column
+        order), one connection and one transaction per write task.
+
+        >>> ds.write_sql("INSERT INTO t VALUES (?, ?)", lambda: sqlite3.connect("app.db"))  # doctest: +SKIP
+        """
+        from dataflow.sources.sql import SQLDatasink
+
+        self.write_datasink(SQLDatasink(sql, connection_factory))
 
     def _write_files(
         self,
