@@ -311,6 +311,23 @@ def read_images(
     return _read_files(ImageDatasource(paths, **kwargs), override_num_blocks)
 
 
+def read_avro(
+    paths: str | Sequence[str], *, override_num_blocks: int | None = None, **kwargs: Any
+) -> Dataset:
+    """Avro container files (needs fastavro), one column per top-level field with
+    the types of the file's schema (int32, float32, structs, maps, decimals,
+    timestamps...). Selected columns are the only ones fastavro decodes.
+    ``filesystem``, ``include_paths``, ``partitioning`` and ``file_extensions``
+    pass through.
+
+    >>> read_avro("s3://bucket/events/", file_extensions=["avro"])  # doctest: +SKIP
+    Dataset(read_avro)
+    """
+    from dataflow.sources.avro import AvroDatasource
+
+    return _read_files(AvroDatasource(paths, **kwargs), override_num_blocks)
+
+
 def read_tfrecords(
     paths: str | Sequence[str],
     *,
@@ -422,6 +439,7 @@ __all__ = [
     "from_pandas",
     "range",
     "range_tensor",
+    "read_avro",
     "read_binary_files",
     "read_csv",
     "read_datasource",

@@ -6,7 +6,22 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("torch", "cupy", "ray", "PIL", "daft", "matplotlib", "tqdm")
+HEAVY = (
+    "torch",
+    "cupy",
+    "ray",
+    "PIL",
+    "daft",
+    "matplotlib",
+    "tqdm",
+    "datasets",
+    "webdataset",
+    "fastavro",
+    "crc32c",
+    "tensorflow",
+    "jax",
+    "sqlite3",
+)
 
 PROBE = """
 import json, sys, multiprocessing, threading
