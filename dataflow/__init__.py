@@ -23,6 +23,7 @@ from dataflow.plan.optimizer import OptimizerFlags
 from dataflow.plot import plot_stats
 from dataflow.read_api import (
     from_arrow,
+    from_huggingface,
     from_items,
     from_numpy,
     from_pandas,
@@ -68,6 +69,7 @@ __all__ = [
     "col",
     "connect",
     "from_arrow",
+    "from_huggingface",
     "from_items",
     "from_numpy",
     "from_pandas",

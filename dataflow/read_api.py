@@ -175,6 +175,21 @@ def from_numpy(ndarrays: np.ndarray | list[np.ndarray]) -> Dataset:
     )
 
 
+def from_huggingface(dataset: Any, *, override_num_blocks: int | None = None) -> Dataset:
+    """A Hugging Face ``datasets.Dataset`` (needs ``datasets``), read as zero-copy
+    row ranges of its Arrow table, or a ``datasets.IterableDataset``, streamed.
+    Columns keep the Arrow types ``datasets`` stores (an ``Image()`` column is
+    ``struct<bytes, path>``, as in Ray Data).
+
+    >>> from_huggingface(datasets.load_from_disk("imdb/train"))  # doctest: +SKIP
+    Dataset(read_huggingface)
+    """
+    from dataflow.sources.huggingface import HuggingFaceDatasource
+
+    _check_num_blocks("from_huggingface", override_num_blocks)
+    return Dataset(Read(HuggingFaceDatasource(dataset), parallelism=override_num_blocks))
+
+
 # -- files ---------------------------------------------------------------------------
 
 
@@ -434,6 +449,7 @@ def read_sql(
 
 __all__ = [
     "from_arrow",
+    "from_huggingface",
     "from_items",
     "from_numpy",
     "from_pandas",
