@@ -91,8 +91,12 @@ def connect(factory: Callable[[], Any], where: str, sql: str) -> Iterator[Any]:
 
 
 def execute(cursor: Any, sql: str, params: Any, where: str) -> None:
+    """Run ``sql`` (with the user's ``params`` when given); a failure names the query."""
     try:
-        cursor.execute(sql) if params is None else cursor.execute(sql, params)
+        if params is None:
+            cursor.execute(sql)
+        else:
+            cursor.execute(sql, params)
     except Exception as e:
         raise _error(where, "the query failed", sql, e) from None
 
