@@ -222,12 +222,10 @@ class FileBasedDatasource(Datasource):
             )
         if self.columns is not None:
             # A column the file lacks reads as nulls, as it would after a union of files.
-            table = pa.table(
-                {
-                    c: table.column(c) if c in table.column_names else pa.nulls(table.num_rows)
-                    for c in self.columns
-                }
-            )
+            for c in self.columns:
+                if c not in table.column_names:
+                    table = table.append_column(c, pa.nulls(table.num_rows))
+            table = table.select(list(self.columns))  # keeps the row count with no column
         return table
 
 
