@@ -23,11 +23,13 @@ from dataflow.plan.optimizer import OptimizerFlags
 from dataflow.plot import plot_stats
 from dataflow.read_api import (
     from_arrow,
+    from_huggingface,
     from_items,
     from_numpy,
     from_pandas,
     range,
     range_tensor,
+    read_avro,
     read_binary_files,
     read_csv,
     read_datasource,
@@ -38,7 +40,10 @@ from dataflow.read_api import (
     read_lance,
     read_numpy,
     read_parquet,
+    read_sql,
     read_text,
+    read_tfrecords,
+    read_webdataset,
 )
 from dataflow.service.connect import connect
 from dataflow.session import init, shutdown
@@ -67,6 +72,7 @@ __all__ = [
     "col",
     "connect",
     "from_arrow",
+    "from_huggingface",
     "from_items",
     "from_numpy",
     "from_pandas",
@@ -75,6 +81,7 @@ __all__ = [
     "plot_stats",
     "range",
     "range_tensor",
+    "read_avro",
     "read_binary_files",
     "read_csv",
     "read_datasource",
@@ -85,6 +92,9 @@ __all__ = [
     "read_lance",
     "read_numpy",
     "read_parquet",
+    "read_sql",
     "read_text",
+    "read_tfrecords",
+    "read_webdataset",
     "shutdown",
 ]

@@ -290,7 +290,11 @@ def iter_rows(table: pa.Table) -> Iterator[dict[str, Any]]:
 
 
 def _iter_tensor_rows(table: pa.Table, tensor: set[str]) -> Iterator[dict[str, Any]]:
-    arrays = {n: column_to_numpy(table.column(n)) for n in tensor}
+    arrays: dict[str, Any] = {n: column_to_numpy(table.column(n)) for n in tensor}
+    for n in tensor:  # a null tensor cell is None, not the zeros under it
+        if table.column(n).null_count:
+            valid = table.column(n).is_valid().to_numpy(zero_copy_only=False)
+            arrays[n] = [a if ok else None for a, ok in zip(arrays[n], valid)]
     plain = (
         table.drop_columns(list(tensor)).to_pylist()
         if table.num_columns > len(tensor)

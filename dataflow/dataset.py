@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 from dataflow.block import check_batch_format, concat, table_to_pandas
 from dataflow.context import DataContext
 from dataflow.dataset_all_to_all import AllToAllMethods
+from dataflow.dataset_frameworks import FrameworkMethods
 from dataflow.dataset_write import WriteMethods
 from dataflow.errors import PlanError
 from dataflow.expressions import Expr, check_columns, parse
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
     from dataflow.service.feed_server import FeedServer
 
 
-class Dataset(AllToAllMethods, WriteMethods):
+class Dataset(AllToAllMethods, WriteMethods, FrameworkMethods):
     """A lazy, immutable pipeline over blocks of rows (Arrow tables).
 
     Build one with ``dataflow.range``, ``from_*`` or ``read_*``; transforms return

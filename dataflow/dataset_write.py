@@ -9,7 +9,7 @@ through the sink's driver-side hooks.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dataflow.errors import PlanError
@@ -194,6 +194,62 @@ class WriteMethods:
                 storage_options=storage_options,
             )
         )
+
+    def write_tfrecords(
+        self,
+        path: str,
+        *,
+        filesystem: Any = None,
+        partition_cols: Sequence[str] | None = None,
+        mode: str = "error",
+        **kwargs: Any,
+    ) -> None:
+        """Write ``tf.train.Example`` records in TFRecord files under ``path``
+        (committed atomically; no TensorFlow needed): ints as Int64List, floats
+        as FloatList, strings/bytes as BytesList, list and tensor columns as
+        multi-value features.
+
+        >>> df.range(10).write_tfrecords("/tmp/out")  # doctest: +SKIP
+        """
+        from dataflow.sources.tfrecords import TFRecordDatasink
+
+        self.write_datasink(
+            TFRecordDatasink(
+                path, filesystem=filesystem, partition_cols=partition_cols, mode=mode, **kwargs
+            )
+        )
+
+    def write_webdataset(
+        self,
+        path: str,
+        *,
+        encoder: Any = True,
+        filesystem: Any = None,
+        mode: str = "error",
+        **kwargs: Any,
+    ) -> None:
+        """Write WebDataset tar shards under ``path`` (committed atomically): a
+        sample per row, column ``c`` as member ``<__key__>.c``; ``encoder=True``
+        encodes arrays as images (``.png``, ``.jpg``...) or ``.npy``, values as
+        ``.json``, strings and ints as text; ``target_file_size`` bounds a shard.
+
+        >>> ds.write_webdataset("/tmp/shards")  # doctest: +SKIP
+        """
+        from dataflow.sources.webdataset import WebDatasetDatasink
+
+        self.write_datasink(
+            WebDatasetDatasink(path, encoder=encoder, filesystem=filesystem, mode=mode, **kwargs)
+        )
+
+    def write_sql(self, sql: str, connection_factory: Callable[[], Any]) -> None:
+        """Insert every row with ``cursor.executemany(sql, rows)`` (values in column
+        order), one connection and one transaction per write task.
+
+        >>> ds.write_sql("INSERT INTO t VALUES (?, ?)", lambda: sqlite3.connect("app.db"))  # doctest: +SKIP
+        """
+        from dataflow.sources.sql import SQLDatasink
+
+        self.write_datasink(SQLDatasink(sql, connection_factory))
 
     def _write_files(
         self,

@@ -10,6 +10,8 @@ DataflowError
 
 from __future__ import annotations
 
+import re
+
 from runtime.errors import ResourceError as _RuntimeResourceError
 from runtime.errors import WorkerCrashedError as _RuntimeWorkerCrashed
 
@@ -36,11 +38,19 @@ class UserCodeError(DataflowError):
 
 
 class SourceError(DataflowError):
-    """An input path is missing, corrupt or unreadable; ``path`` names it."""
+    """An input path is missing, corrupt or unreadable; ``path`` names it.
+
+    Credentials in the message or path (``scheme://user:password@host``,
+    ``password=...``) are masked, so a URI or connection string can be named
+    without leaking its secret."""
 
     def __init__(self, message: str, *, path: str = "") -> None:
-        super().__init__(message)
-        self.path = path
+        super().__init__(redact(message))
+        self.path = redact(path)
+
+    def __reduce__(self) -> tuple:
+        # Keep ``path`` across processes (Exception pickles only ``args``).
+        return (_source_error, (str(self), self.path))
 
 
 class PlanError(DataflowError, ValueError):
@@ -55,6 +65,30 @@ class ResourceError(DataflowError, _RuntimeResourceError):
     """A stage needs resources that this backend can never provide."""
 
 
+# ``scheme://user:secret@``: the secret; ``password=secret`` (DSNs, ODBC, query strings).
+_URL_SECRET = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^/@\s:]*:)([^/@\s]+)(@)")
+_KEY_SECRET = re.compile(
+    r"(\b(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|secret[_-]?access[_-]?key)"
+    r"\s*[=:]\s*)('[^']*'|\"[^\"]*\"|[^\s;&,'\")]+)",
+    re.IGNORECASE,
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with the credentials of URIs and connection strings masked.
+
+    >>> redact("postgresql://bob:hunter2@db:5432/x and host=db password=hunter2")
+    'postgresql://bob:***@db:5432/x and host=db password=***'
+    """
+    if not text:
+        return text
+    return _KEY_SECRET.sub(r"\1***", _URL_SECRET.sub(r"\1***\3", text))
+
+
+def _source_error(message: str, path: str) -> SourceError:
+    return SourceError(message, path=path)
+
+
 __all__ = [
     "DataflowError",
     "PlanError",
@@ -62,4 +96,5 @@ __all__ = [
     "SourceError",
     "UserCodeError",
     "WorkerCrashedError",
+    "redact",
 ]

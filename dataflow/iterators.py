@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
 
 from dataflow.block import check_batch_format, concat, iter_rows, rebatch, to_batch
 from dataflow.errors import PlanError
 from dataflow.torch_utils import check_torch_args, table_to_torch
 
 if TYPE_CHECKING:
-    import pyarrow as pa
     import torch
 
     from dataflow.plan.planner import OutputStream
@@ -134,6 +134,141 @@ class DataIterator:
             local_shuffle_buffer_size,
             local_shuffle_seed,
         )
+
+    def iter_tf_batches(
+        self,
+        *,
+        prefetch_batches: int = 1,
+        batch_size: int | None = 256,
+        dtypes: Any = None,
+        drop_last: bool = False,
+        local_shuffle_buffer_size: int | None = None,
+        local_shuffle_seed: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Batches as dicts of ``tf.Tensor`` (needs TensorFlow); ``dtypes`` is one
+        ``tf.DType`` or a dict per column; strings become ``tf.string``.
+
+        >>> next(df.range(4).iterator().iter_tf_batches(batch_size=4))["id"]  # doctest: +SKIP
+        <tf.Tensor: shape=(4,), dtype=int64, numpy=array([0, 1, 2, 3])>
+        """
+        from dataflow.frameworks import _tf, table_to_tf
+
+        where = "iter_tf_batches"
+        _check_batch_args(where, batch_size, "numpy", prefetch_batches)
+        _check_shuffle_args(where, batch_size, local_shuffle_buffer_size)
+        _tf()  # fail before execution starts when TensorFlow is missing
+        return self._iter_formatted(
+            functools.partial(table_to_tf, dtypes=dtypes),
+            batch_size,
+            drop_last,
+            prefetch_batches,
+            local_shuffle_buffer_size,
+            local_shuffle_seed,
+        )
+
+    def iter_jax_batches(
+        self,
+        *,
+        prefetch_batches: int = 1,
+        batch_size: int = 256,
+        dtypes: Any = None,
+        collate_fn: Callable[[dict[str, np.ndarray]], Any] | None = None,
+        drop_last: bool = False,
+        local_shuffle_buffer_size: int | None = None,
+        local_shuffle_seed: int | None = None,
+        synchronize_batches: bool = False,
+        paddings: Any = None,
+    ) -> Iterator[Any]:
+        """Batches as dicts of JAX arrays (needs JAX), the batch axis sharded over the
+        local devices (``batch_size`` must divide evenly among them); ``paddings``
+        (one value or a dict per column) pads a short last batch to ``batch_size``.
+
+        >>> next(df.range(4).iterator().iter_jax_batches(batch_size=4))["id"]  # doctest: +SKIP
+        Array([0, 1, 2, 3], dtype=int32)
+        """
+        from dataflow.frameworks import JaxConverter
+
+        where = "iter_jax_batches"
+        _check_batch_args(where, batch_size, "numpy", prefetch_batches)
+        _check_shuffle_args(where, batch_size, local_shuffle_buffer_size)
+        convert = JaxConverter(batch_size, dtypes, paddings, collate_fn, synchronize_batches)
+        return self._iter_formatted(
+            convert,
+            batch_size,
+            drop_last,
+            prefetch_batches,
+            local_shuffle_buffer_size,
+            local_shuffle_seed,
+        )
+
+    def to_tf(
+        self,
+        feature_columns: str | list[str],
+        label_columns: str | list[str],
+        *,
+        additional_columns: str | list[str] | None = None,
+        prefetch_batches: int = 1,
+        batch_size: int = 1,
+        drop_last: bool = False,
+        local_shuffle_buffer_size: int | None = None,
+        local_shuffle_seed: int | None = None,
+        feature_type_spec: Any = None,
+        label_type_spec: Any = None,
+        additional_type_spec: Any = None,
+        schema: pa.Schema | None = None,
+    ) -> Any:
+        """A ``tf.data.Dataset`` of ``(features, labels)`` (plus ``additional``)
+        batches: a column name gives a tensor, a list of names a dict of tensors.
+        Each pass over it (each Keras epoch) runs the pipeline again. Type specs
+        come from the dataset's schema unless given.
+
+        >>> model.fit(ds.iterator().to_tf("x", "y", batch_size=32), epochs=2)  # doctest: +SKIP
+        """
+        from dataflow.frameworks import _tf, select_for_tf, tf_spec
+
+        tf = _tf()
+        where = "to_tf"
+        _check_batch_args(where, batch_size, "numpy", prefetch_batches)
+        _check_shuffle_args(where, batch_size, local_shuffle_buffer_size)
+        groups = [feature_columns, label_columns]
+        specs = [feature_type_spec, label_type_spec]
+        if additional_columns is not None:
+            groups.append(additional_columns)
+            specs.append(additional_type_spec)
+        for cols in groups:
+            if not isinstance(cols, str) and not (
+                isinstance(cols, (list, tuple)) and all(isinstance(c, str) for c in cols)
+            ):
+                raise PlanError(f"{where}: columns must be a name or a list of names, got {cols!r}")
+        if any(s is None for s in specs):
+            if schema is None:
+                raise PlanError(f"{where}: the dataset's schema is unknown; pass type specs")
+            specs = [
+                s
+                if s is not None
+                else (
+                    tf_spec(schema, cols)
+                    if isinstance(cols, str)
+                    else {c: tf_spec(schema, c) for c in cols}
+                )
+                for s, cols in zip(specs, groups)
+            ]
+
+        def select(table: pa.Table) -> tuple:
+            batch = to_batch(table, "numpy")
+            return tuple(select_for_tf(batch, cols) for cols in groups)
+
+        def generator() -> Iterator[tuple]:
+            yield from self._iter_formatted(
+                select,
+                batch_size,
+                drop_last,
+                prefetch_batches,
+                local_shuffle_buffer_size,
+                local_shuffle_seed,
+            )
+
+        return tf.data.Dataset.from_generator(generator, output_signature=tuple(specs))
 
     def state_dict(self) -> dict[str, Any]:
         """Where batch iteration stands, to resume it after a restart.

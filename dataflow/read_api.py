@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -173,6 +173,21 @@ def from_numpy(ndarrays: np.ndarray | list[np.ndarray]) -> Dataset:
     return Dataset(
         InputData(blocks=tuple(pa.table({"data": array_from_numpy(a, "data")}) for a in arrays))
     )
+
+
+def from_huggingface(dataset: Any, *, override_num_blocks: int | None = None) -> Dataset:
+    """A Hugging Face ``datasets.Dataset`` (needs ``datasets``), read as zero-copy
+    row ranges of its Arrow table, or a ``datasets.IterableDataset``, streamed.
+    Columns keep the Arrow types ``datasets`` stores (an ``Image()`` column is
+    ``struct<bytes, path>``, as in Ray Data).
+
+    >>> from_huggingface(datasets.load_from_disk("imdb/train"))  # doctest: +SKIP
+    Dataset(read_huggingface)
+    """
+    from dataflow.sources.huggingface import HuggingFaceDatasource
+
+    _check_num_blocks("from_huggingface", override_num_blocks)
+    return Dataset(Read(HuggingFaceDatasource(dataset), parallelism=override_num_blocks))
 
 
 # -- files ---------------------------------------------------------------------------
@@ -426,13 +441,136 @@ def read_images(
     return _read_files(ImageDatasource(paths, **kwargs), override_num_blocks)
 
 
+def read_avro(
+    paths: str | Sequence[str], *, override_num_blocks: int | None = None, **kwargs: Any
+) -> Dataset:
+    """Avro container files (needs fastavro), one column per top-level field with
+    the types of the file's schema (int32, float32, structs, maps, decimals,
+    timestamps...). Selected columns are the only ones fastavro decodes.
+    ``filesystem``, ``include_paths``, ``partitioning`` and ``file_extensions``
+    pass through.
+
+    >>> read_avro("s3://bucket/events/", file_extensions=["avro"])  # doctest: +SKIP
+    Dataset(read_avro)
+    """
+    from dataflow.sources.avro import AvroDatasource
+
+    return _read_files(AvroDatasource(paths, **kwargs), override_num_blocks)
+
+
+def read_tfrecords(
+    paths: str | Sequence[str],
+    *,
+    schema: pa.Schema | None = None,
+    verify_crc: bool = True,
+    tf_schema: Any = None,
+    override_num_blocks: int | None = None,
+    **kwargs: Any,
+) -> Dataset:
+    """``tf.train.Example`` records of TFRecord files, decoded without TensorFlow.
+
+    A feature with one value per record becomes a scalar column (``int64``,
+    ``float32``, ``binary``), one with several a list column, as in Ray Data;
+    ``schema=pa.schema(...)`` fixes the columns and types instead. Every
+    record's CRCs are checked (``verify_crc``). ``filesystem``,
+    ``include_paths``, ``partitioning`` and ``file_extensions`` pass through.
+
+    >>> read_tfrecords("train-*.tfrecords").select_columns(["label"])  # doctest: +SKIP
+    Dataset(read_tfrecords -> select_columns(label))
+    """
+    from dataflow.sources.tfrecords import TFRecordDatasource
+
+    if tf_schema is not None:
+        raise PlanError(
+            "read_tfrecords: tf_schema (a tensorflow_metadata Schema) needs TensorFlow; pass "
+            "schema=pa.schema([...]) with int64 / float32 / binary (or list of them) columns"
+        )
+    source = TFRecordDatasource(paths, schema=schema, verify_crc=verify_crc, **kwargs)
+    return _read_files(source, override_num_blocks)
+
+
+def read_webdataset(
+    paths: str | Sequence[str],
+    *,
+    decoder: Any = True,
+    fileselect: Any = None,
+    filerename: Any = None,
+    suffixes: Any = None,
+    expand_json: bool = False,
+    override_num_blocks: int | None = None,
+    **kwargs: Any,
+) -> Dataset:
+    """WebDataset tar shards, one row per sample: ``__key__``, ``__url__`` and one
+    column per member suffix (``jpg``, ``cls``, ``json``...).
+
+    ``decoder=True`` decodes images to HWC uint8 arrays (needs Pillow), ``.json``,
+    ``.txt``, ``.cls`` and ``.npy``; ``False`` keeps bytes; a callable (or a list,
+    ``True`` standing for the default) maps a sample dict to a sample dict.
+    ``fileselect``/``suffixes`` pick members, ``filerename`` renames them.
+    Shards are streamed one at a time. ``filesystem``, ``include_paths`` and
+    ``file_extensions`` pass through.
+
+    >>> ds = read_webdataset("s3://bucket/train-{0000..0099}.tar")  # doctest: +SKIP
+    >>> ds = read_webdataset("shards/").select_columns(["jpg", "cls"])  # doctest: +SKIP
+    """
+    from dataflow.sources.webdataset import WebDatasetDatasource
+
+    source = WebDatasetDatasource(
+        paths,
+        decoder=decoder,
+        fileselect=fileselect,
+        filerename=filerename,
+        suffixes=suffixes,
+        expand_json=expand_json,
+        **kwargs,
+    )
+    return _read_files(source, override_num_blocks)
+
+
+def read_sql(
+    sql: str,
+    connection_factory: Callable[[], Any],
+    *,
+    sql_params: Any = None,
+    shard_keys: Sequence[str] | None = None,
+    shard_hash_fn: str = "MD5",
+    override_num_blocks: int | None = None,
+) -> Dataset:
+    """The rows of a SQL query over any DB-API 2 connection (sqlite3, psycopg,
+    pymysql, ...); ``connection_factory`` makes one connection per read task.
+
+    With ``shard_keys``, ``override_num_blocks`` tasks read in parallel: a single
+    numeric key is split into ranges from its MIN/MAX, other keys are hashed
+    (``MOD(ABS(shard_hash_fn(key)), n)``, as Ray Data does). Selected columns,
+    filters on columns and limits are pushed into the query (see ``explain()``).
+
+    >>> read_sql("SELECT * FROM events", lambda: sqlite3.connect("app.db"),
+    ...          shard_keys=["id"], override_num_blocks=4)  # doctest: +SKIP
+    Dataset(read_sql)
+    """
+    from dataflow.sources.sql import SQLDatasource
+
+    _check_num_blocks("read_sql", override_num_blocks)
+    keys = [shard_keys] if isinstance(shard_keys, str) else list(shard_keys or [])
+    source = SQLDatasource(
+        sql,
+        connection_factory,
+        sql_params=sql_params,
+        shard_keys=keys,
+        shard_hash_fn=shard_hash_fn,
+    )
+    return Dataset(Read(source, parallelism=override_num_blocks))
+
+
 __all__ = [
     "from_arrow",
+    "from_huggingface",
     "from_items",
     "from_numpy",
     "from_pandas",
     "range",
     "range_tensor",
+    "read_avro",
     "read_binary_files",
     "read_csv",
     "read_datasource",
@@ -443,5 +581,8 @@ __all__ = [
     "read_lance",
     "read_numpy",
     "read_parquet",
+    "read_sql",
     "read_text",
+    "read_tfrecords",
+    "read_webdataset",
 ]

@@ -16,6 +16,13 @@ HEAVY = (
     "tqdm",
     "prometheus_client",
     "ipywidgets",
+    "datasets",
+    "webdataset",
+    "fastavro",
+    "crc32c",
+    "tensorflow",
+    "jax",
+    "sqlite3",
 )
 
 PROBE = """

@@ -44,7 +44,13 @@ class Engine:
         return str(getattr(importlib.import_module(self.package), "__version__", "unknown"))
 
 
-_MODULES = ("dataflow_engine", "daft_engine", "ray_engine", "pyarrow_engine")
+_MODULES = (
+    "dataflow_engine",
+    "daft_engine",
+    "ray_engine",
+    "pyarrow_engine",
+    "webdataset_engine",
+)
 _engines: dict[str, Engine] = {}
 engines: Mapping[str, Engine] = MappingProxyType(_engines)
 

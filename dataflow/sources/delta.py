@@ -637,7 +637,7 @@ class DeltaDatasink(ParquetDatasink):
         return conform(block, self._table_schema)
 
     def file_info(self, state: Any, partition: dict[str, Any]) -> dict[str, Any]:
-        metadata = state.writer.writer.metadata
+        metadata = state.writer().writer.metadata
         return {
             "stats": _file_stats(metadata, metadata.num_rows),
             "partition_values": {k: _partition_string(v) for k, v in partition.items()},

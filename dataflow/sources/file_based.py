@@ -17,6 +17,7 @@ so its blocks stay under the block target.
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -122,6 +123,14 @@ class FileBasedDatasource(Datasource):
     where: str = "read_files"
     default_extensions: tuple[str, ...] | None = None
     expansion: float = 1.0
+    sequential: bool = False
+    """Read a task's files one after another, each streamed (archives such as tar
+    shards): a task then holds about one block, not its whole group of files."""
+    columns: tuple[str, ...] | None = None
+    """The pushed projection (formats with ``supports_projection_pushdown`` may
+    skip decoding other fields; the base selects these columns either way)."""
+    limit: int | None = None
+    """The pushed limit: each task stops after this many rows."""
 
     def __init__(
         self,
@@ -168,14 +177,34 @@ class FileBasedDatasource(Datasource):
     def estimate_inmemory_data_size(self) -> int | None:
         return int(sum(e.size for e in self.files()) * self.expansion)
 
+    def with_pushdown(
+        self, columns: Sequence[str] | None = None, limit: int | None = None, **_: Any
+    ) -> FileBasedDatasource:
+        """A copy that reads only ``columns`` and at most ``limit`` rows a task."""
+        source = copy.copy(self)
+        source.columns = tuple(columns) if columns is not None else None
+        source.limit = limit
+        return source
+
+    def explain_read(self, **pushdown: Any) -> str:
+        parts = []
+        if pushdown.get("columns") is not None:
+            parts.append(f"decodes only {', '.join(pushdown['columns'])}")
+        if pushdown.get("limit") is not None:
+            parts.append(f"each task stops after {pushdown['limit']} rows")
+        return "; ".join(parts)
+
     def get_read_tasks(self, parallelism: int, **pushdown: Any) -> list[ReadTask]:
         entries = self.files()
+        source = self.with_pushdown(**pushdown) if pushdown else self
         ctx = DataContext.get_current()
         target = task_target_bytes(self.estimate_inmemory_data_size() or 0, parallelism, ctx)
         part_schema = partition_schema(entries)
         tasks = []
         for group in group_by_size(entries, lambda e: max(1, int(e.size * self.expansion)), target):
-            fn = functools.partial(_read_files, self, group, part_schema, ctx.target_max_block_size)
+            fn = functools.partial(
+                _read_files, source, group, part_schema, ctx.target_max_block_size
+            )
             meta = BlockMetadata(
                 size_bytes=int(sum(e.size for e in group) * self.expansion),
                 input_files=tuple(e.path for e in group),
@@ -191,6 +220,12 @@ class FileBasedDatasource(Datasource):
             table = table.append_column(
                 PATH_COLUMN, pa.repeat(pa.scalar(entry.path, pa.string()), table.num_rows)
             )
+        if self.columns is not None:
+            # A column the file lacks reads as nulls, as it would after a union of files.
+            for c in self.columns:
+                if c not in table.column_names:
+                    table = table.append_column(c, pa.nulls(table.num_rows))
+            table = table.select(list(self.columns))  # keeps the row count with no column
         return table
 
 
@@ -204,14 +239,51 @@ def _iter_one(
         raise read_error(source.where, entry.path, e) from e
 
 
+def limit_rows(tables: Iterable[pa.Table], limit: int | None) -> Iterator[pa.Table]:
+    """``tables`` cut after ``limit`` rows in all (None: no cut); stops pulling then."""
+    if limit is None:
+        yield from tables
+        return
+    left = limit
+    for table in tables:
+        if left <= 0:
+            return
+        if table.num_rows > left:
+            table = table.slice(0, left)
+        left -= table.num_rows
+        yield table
+
+
 def _read_files(
     source: FileBasedDatasource, group: list[FileEntry], part_schema: pa.Schema, max_bytes: int
 ) -> Iterator[pa.Table]:
-    if len(group) == 1:  # stream a big file instead of holding it whole
-        yield from coalesce(_iter_one(source, group[0], part_schema), max_bytes, source.where)
+    yield from limit_rows(_read_group(source, group, part_schema, max_bytes), source.limit)
+
+
+def _read_group(
+    source: FileBasedDatasource, group: list[FileEntry], part_schema: pa.Schema, max_bytes: int
+) -> Iterator[pa.Table]:
+    if len(group) == 1 or source.sequential:  # stream big files instead of holding them
+        pieces = (p for e in group for p in _iter_one(source, e, part_schema))
+        yield from coalesce(_limit_pieces(pieces, source.limit), max_bytes, source.where)
         return
     with ThreadPoolExecutor(min(TASK_THREADS, len(group))) as pool:
         results = pool.map(lambda e: list(_iter_one(source, e, part_schema)), group)
         yield from coalesce(
             (piece for pieces in results for piece in pieces), max_bytes, source.where
         )
+
+
+def _limit_pieces(
+    pieces: Iterable[tuple[str, pa.Table]], limit: int | None
+) -> Iterator[tuple[str, pa.Table]]:
+    """``(path, table)`` pieces cut after ``limit`` rows, so a streamed file stops
+    being read (and decoded) once the task has its rows."""
+    left = limit
+    for path, table in pieces:
+        if left is not None:
+            if left <= 0:
+                return
+            table = table.slice(0, left)
+            left -= table.num_rows
+        yield path, table

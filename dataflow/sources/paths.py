@@ -71,7 +71,7 @@ def resolve_filesystem(
     if filesystem is None:
         try:
             fs, _ = fsspec.core.url_to_fs(paths[0])
-        except (ImportError, ValueError) as e:
+        except (ImportError, ValueError, OSError) as e:  # OSError: a remote refused us
             raise SourceError(
                 f"{where}: cannot open filesystem for {paths[0]!r}: {e}", path=paths[0]
             ) from e

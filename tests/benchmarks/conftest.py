@@ -11,8 +11,14 @@ from benchmarks.runner import run_once
 from benchmarks.workloads import DataPaths
 
 TINY = DataSpec(rows=6_000, files=3, row_group_rows=1_000, small_files=12, small_file_rows=50)
-# Shrinks overhead from 2,000 blocks to 12 so a run takes well under a second.
-TINY_PARAMS = {"overhead_rows": 1_200, "overhead_blocks": 12}
+# Shrinks overhead from 2,000 blocks to 12 and webdataset_feed to 600 images, so a run
+# takes well under a second.
+TINY_PARAMS = {
+    "overhead_rows": 1_200,
+    "overhead_blocks": 12,
+    "webdataset_images": 600,  # 3 shards of 200 JPEGs instead of 20 of 1,000
+    "webdataset_shard_images": 200,
+}
 
 
 @pytest.fixture(scope="session")
