@@ -464,13 +464,8 @@ class Dataset(AllToAllMethods, WriteMethods):
         n = count_from_metadata(self._optimized())
         if n is not None:
             return n
-        # Bundles carry their row counts: sum them without fetching a block.
         with self._open_stream() as stream:
-            total = 0
-            for bundle in stream:
-                total += bundle.num_rows
-                stream.free(bundle)
-            return total
+            return stream.count_rows()
 
     def schema(self) -> pa.Schema | None:
         """The output schema (from metadata, or by running the plan up to its
