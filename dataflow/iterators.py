@@ -153,6 +153,17 @@ class DataIterator:
         ``iter_torch_batches`` call continues from that position."""
         self._pos = _Position.from_state_dict(state)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration epoch ``epoch`` (its local shuffle order, and
+        under DDP its share), as ``DistributedSampler.set_epoch`` does; without it
+        each full iteration counts as the next epoch.
+
+        >>> it.set_epoch(3)  # doctest: +SKIP
+        """
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"set_epoch: epoch must be a non-negative int, got {epoch!r}")
+        self._pos = _Position(epoch=epoch, seed=self._pos.seed)
+
     def iter_rows(self) -> Iterator[dict[str, Any]]:
         """Rows as dicts (tensor cells as numpy arrays)."""
         for table in self.iter_blocks():

@@ -17,6 +17,7 @@ PUBLIC_MODULES = [
     "dataflow.context",
     "dataflow.dataset",
     "dataflow.dataset_all_to_all",
+    "dataflow.distributed",
     "dataflow.expressions",
     "dataflow.grouped_data",
     "dataflow.iterators",

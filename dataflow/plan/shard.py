@@ -61,13 +61,19 @@ ONE_PROCESS_HINT = (
 
 Range = tuple[int, int]
 
+TASKS_PER_SHARE = 16
+"""Read tasks per share when shares are dealt as whole read tasks across
+processes (a source that cannot count its rows): ``parallelism`` of
+``shard_plan`` for ``Dataset.shard`` and DDP ranks, the same in every process."""
+
 
 # -- by rows -----------------------------------------------------------------------
 
 
 def source_rows(plan: LogicalOperator) -> list[int | None]:
-    """Rows of each source of ``plan`` (``Read`` or in-memory), in dataset order;
-    None for a source that cannot count its rows without reading them.
+    """Rows each source of ``plan`` (``Read`` or in-memory) reads, in dataset
+    order (before a filter given to the read: ``shard_rows`` cuts there); None
+    for a source that cannot count its rows without reading them.
 
     >>> source_rows(InputData(blocks=(pa.table({"x": [1, 2]}),)))
     [2]
@@ -77,9 +83,7 @@ def source_rows(plan: LogicalOperator) -> list[int | None]:
         if isinstance(node, InputData):
             out.append(sum(t.num_rows for t in node.blocks))
         elif isinstance(node, Read):
-            # A filter given to the read (read_parquet(filter=...)) drops rows unseen.
-            known = node.limit is None and node.predicate is None
-            out.append(node.datasource.num_rows() if known else None)
+            out.append(node.datasource.num_rows() if node.limit is None else None)
     return out
 
 
@@ -123,7 +127,11 @@ def shard_rows(
             local = _intersect(ranges, offsets[i], offsets[i + 1])
             if isinstance(node, InputData):
                 return dataclasses.replace(node, blocks=_slice_blocks(node.blocks, local))
-            return dataclasses.replace(node, datasource=RowRangeDatasource(node.datasource, local))
+            source = RowRangeDatasource(node.datasource, local)
+            read = dataclasses.replace(node, datasource=source, predicate=None)
+            # A filter given to the read (read_parquet(filter=...)) runs after the
+            # cut, as a filter stage: inside the read it would renumber the rows.
+            return read if node.predicate is None else Filter(expr=node.predicate, inputs=(read,))
         _check_shardable(node, where, hint)
         return node
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
@@ -165,13 +166,19 @@ def test_a_sliced_read_task_stops_reading_after_its_rows():
     assert pulled == [0, 1, 2, 3]
 
 
-def test_sources_that_cannot_count_their_rows(tmp_path):
+def test_a_filter_given_to_the_read_runs_after_the_cut(tmp_path):
     path = _parquet_ids(tmp_path, 20, files=2, row_group=5)
-    filtered = df.read_parquet(path, filter=df.col("id") > 3)
-    assert source_rows(filtered._plan) == [None]
-    assert source_rows(df.read_parquet(path).union(df.range(5))._plan) == [20, 5]
-    with pytest.raises(PlanError, match="cannot count its rows"):
-        shard_rows(filtered._plan, [(0, 5)], where="shard")
+    filtered = df.read_parquet(path, filter=df.col("id") % 3 == 0)
+    assert source_rows(filtered._plan) == [20]  # rows read, before the filter
+    assert ids_of(shard_rows(filtered._plan, [(4, 16)])) == [6, 9, 12, 15]
+
+
+def test_sources_that_cannot_count_their_rows(tmp_path):
+    pacsv.write_csv(pa.table({"id": [1, 2, 3]}), tmp_path / "a.csv")
+    ds = df.read_csv(str(tmp_path)).union(df.range(5))
+    assert source_rows(ds._plan) == [None, 5]
+    with pytest.raises(PlanError, match="shard: a source of this dataset cannot count its rows"):
+        shard_rows(ds._plan, [(0, 5)], where="shard")
 
 
 def test_rows_follow_input_unless_a_filter_or_flat_map_runs(tmp_path):
