@@ -473,6 +473,9 @@ class ShareIterator(DataIterator):
     def share(self) -> DistributedShare:
         return self._share
 
+    def _shuffle_salt(self, epoch: int) -> tuple[int, ...]:
+        return (1 + self._share.slot(epoch),)
+
     def _open_share(self) -> ShareStream:
         stream = self._share.open(self._share.part(self._pos.epoch))
         if self._on_open is not None:

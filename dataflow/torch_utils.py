@@ -335,16 +335,17 @@ def _torch_dataset_class() -> type:
             epoch = self._worker_epoch(index, count)
             name = f"DataLoader worker {index} of {count}"
             kwargs = dict(self._kwargs)
+            salt: tuple[int, ...] = ()
             if self._share is None:
                 opener = functools.partial(_share_stream, self._plan, index, count, ctx)
             else:
-                opener = functools.partial(
-                    self._share.open, self._share.part(epoch, index, count), ctx
-                )
+                part = self._share.part(epoch, index, count)
+                opener = functools.partial(self._share.open, part, ctx)
                 name = f"{self._share.where}, {name}"
+                salt = (1 + part.slot, 1 + index)
                 if kwargs.get("local_shuffle_seed") is None:
                     kwargs["local_shuffle_seed"] = self._share.seed
-            it = DataIterator(opener, name=name)
+            it = DataIterator(opener, name=name, shuffle_salt=salt)
             it.set_epoch(epoch)
             # DataLoader prefetches (prefetch_factor) from each worker: a prefetch
             # thread here would only add GIL hand-offs.

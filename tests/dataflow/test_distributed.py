@@ -119,6 +119,9 @@ def test_epochs_deal_the_shares_anew_from_a_shared_seed(source):
         assert sorted(i for b in ranks for i in _flat(b)) == list(range(ROWS - 1))
         # Shuffled within the share: not in dataset order.
         assert all(_flat(b) != sorted(_flat(b)) for b in ranks)
+    # Each rank draws its own order (the seed is shared, the draws are not).
+    offsets = [[i - min(_flat(b)) for i in _flat(b)] for b in epochs[0]]
+    assert offsets[0] != offsets[1] != offsets[2]
     shares = [[frozenset(_flat(b)) for b in ranks] for ranks in epochs]
     assert len({tuple(s) for s in shares}) > 1  # the same shares, dealt to other ranks
     assert all(set(s) == set(shares[0]) for s in shares)
