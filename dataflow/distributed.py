@@ -26,17 +26,19 @@ first batch:
 * With a filter or flat_map (or a source that cannot count its rows), each
   rank gets an equal share of the *input*, but what it keeps is known only by
   running it: before the first epoch each rank counts its share (the pipeline
-  up to its last filter, no block fetched), one ``all_gather_object`` shares the
-  counts, and ``Q`` is the smallest count (drop: ranks with more stop at ``Q``)
-  or the largest (pad: ranks with fewer add rows from the start of the
-  dataset). Counts are kept for later epochs. Without a process group
-  (explicit ``rank=``/``world_size=``) a rank counts every share itself.
+  up to its last filter, in ``UNITS`` parts, no block fetched), one
+  ``all_gather_object`` shares the counts, and ``Q`` is the smallest count
+  (drop: ranks with more stop at ``Q``) or the largest (pad: ranks with fewer
+  add rows from the start of the dataset). Counts are kept for later epochs.
+  Without a process group (explicit ``rank=``/``world_size=``) a rank counts
+  every share itself.
 
 Whatever happens, a rank then yields exactly ``Q`` rows an epoch: a share that
 comes out short (say a ``map_batches`` that drops rows) is padded with the
 dataset's first rows, one that comes out long is cut; both are logged and
 counted in ``stats()``, with the remainder. With DataLoader workers, a rank's
-share is cut again into parts of whole batches, one per worker.
+share is cut again into parts of whole batches, one per worker (with a filter,
+from the counted parts: a part cut between two workers runs in both).
 
 Epochs: with ``local_shuffle_buffer_size``, epoch ``e`` deals the ``world``
 shares to the ranks in an order drawn from ``(seed, e)`` and shuffles within
@@ -53,7 +55,9 @@ differs. ``set_epoch(n)`` picks the epoch, as on a ``DistributedSampler``.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import itertools
 import logging
 import secrets
 import sys
@@ -65,8 +69,15 @@ import numpy as np
 
 from dataflow.context import DataContext
 from dataflow.errors import DataflowError, PlanError
-from dataflow.iterators import DataIterator
-from dataflow.plan.logical import LogicalOperator, MapBatches, MapRows, Project, RandomizeBlockOrder
+from dataflow.iterators import DataIterator, skip_rows
+from dataflow.plan.logical import (
+    LogicalOperator,
+    MapBatches,
+    MapRows,
+    Project,
+    RandomizeBlockOrder,
+    Union,
+)
 from dataflow.plan.shard import (
     TASKS_PER_SHARE,
     batch_share,
@@ -91,6 +102,10 @@ DDP_HINT = (
     "(e.g. write its output with write_parquet and train on read_parquet of it); to "
     "shuffle, pass local_shuffle_buffer_size= or use randomize_block_order()"
 )
+
+UNITS = 16
+"""Parts of a share counted apart when a filter runs, so that DataLoader workers
+can be given exact rows of the share (a part cut between two workers runs in both)."""
 
 _DEAL = 0xDEA1  # mixed into the dealing seed, so that it draws apart from the local shuffle
 
@@ -140,15 +155,19 @@ def _grouped(rank: int, world_size: int) -> Any:
 
 @dataclass(frozen=True)
 class Part:
-    """What one process runs in an epoch: ``plan`` (sharded at its sources), of
-    which it yields exactly ``rows`` rows; ``expected``: the rows the plan is
-    known to yield (None when a filter runs on a part of a share)."""
+    """What one process runs in an epoch: ``plan`` (sharded at its sources;
+    None: nothing to read), whose first ``skip`` rows it passes over, then
+    exactly ``rows`` rows, padded with the dataset's rows from ``pad_from`` on
+    if the plan has fewer. ``expected``: the rows the plan yields after the
+    skip, when known."""
 
-    plan: LogicalOperator
+    plan: LogicalOperator | None
     rows: int
     expected: int | None
     epoch: int
     slot: int
+    skip: int = 0
+    pad_from: int = 0
 
 
 @dataclass(frozen=True)
@@ -170,8 +189,9 @@ class DistributedShare:
     """Input rows of the sources (None when a source cannot count them)."""
     exact: bool
     """Shares are cut from the dataset's row numbers (rows follow the input)."""
-    counts: tuple[int, ...] | None
-    """Rows each of the ``world_size`` shares yields (counted: a filter runs)."""
+    counts: tuple[tuple[int, ...], ...] | None
+    """Rows each of the ``UNITS`` parts of each of the ``world_size`` shares
+    yields (counted: a filter runs), in order."""
     seed: int | None
     """Shared by every rank: deals shares to ranks per epoch and seeds the local
     shuffle; None when not shuffling."""
@@ -235,24 +255,27 @@ class DistributedShare:
             start, stop = share_range(total, 0, world_size, remainder)
             return dataclasses.replace(share, rows_per_rank=stop - start)
         counts = share._count_shares(dist)
-        rows = min(counts) if remainder == "drop" else max(counts)
-        off = sum(abs(c - rows) for c in counts)
-        if off > max(world_size, sum(counts) // 10):
+        totals = [sum(c) for c in counts]
+        rows = min(totals) if remainder == "drop" else max(totals)
+        off = sum(abs(c - rows) for c in totals)
+        if off > max(world_size, sum(totals) // 10):
             log.warning(
-                "%s: the ranks' shares hold %s rows, so ddp_remainder=%r %s %d of them "
-                "each epoch; an even filter or a source that knows its row count (Parquet) "
-                "gives even shares",
+                "%s: the ranks' shares hold %s rows, so ddp_remainder=%r %s %d rows each "
+                "epoch (%s)",
                 where,
-                list(counts),
+                totals,
                 remainder,
                 "drops" if remainder == "drop" else "repeats",
                 off,
+                "whole read tasks, as this source cannot count its rows, differ in size"
+                if total is None
+                else "the filter keeps more rows of some parts of the input than of others",
             )
         log.info(
             "%s: the plan filters rows, so each rank counted its share first: %s rows; "
             "%d rows per rank (ddp_remainder=%r)",
             where,
-            list(counts),
+            totals,
             rows,
             remainder,
         )
@@ -272,52 +295,95 @@ class DistributedShare:
         runs in ``epoch``: whole batches of the rank's rows."""
         slot = self.slot(epoch)
         lo, hi = batch_share(self.rows_per_rank, self.batch_size, worker, workers)
-        expected: int | None = hi - lo
         if self.exact:
             assert self.total is not None
             first = slot * self.rows_per_rank
             plan = shard_rows(self.plan, wrap(first + lo, first + hi, self.total))
-        else:
-            plan = self._input_share(slot, worker, workers)
-            assert self.counts is not None
-            expected = self.counts[slot] if workers == 1 else None
-        return Part(plan=plan, rows=hi - lo, expected=expected, epoch=epoch, slot=slot)
+            return Part(plan, hi - lo, expected=hi - lo, epoch=epoch, slot=slot)
+        assert self.counts is not None
+        units = self.counts[slot]
+        have = sum(units)
+        if workers == 1:  # the share's first rows, in its own order
+            if self.total is None:
+                tasks = TASKS_PER_SHARE * self.world_size
+                plan = shard_plan(self.plan, slot, self.world_size, parallelism=tasks)
+            else:
+                plan = self._units_plan(slot, 0, UNITS)
+            return Part(plan, hi - lo, expected=have, epoch=epoch, slot=slot)
+        # Rows [lo, hi) of the share, in the order of its units: run the units
+        # that hold them (a unit cut between two workers runs in both), then
+        # pad past the share's end as a rank does.
+        stop = min(hi, have)
+        if stop <= lo:
+            return Part(None, hi - lo, 0, epoch=epoch, slot=slot, pad_from=lo - have)
+        ends = list(itertools.accumulate(units))
+        first = bisect.bisect_right(ends, lo)
+        last = bisect.bisect_left(ends, stop) + 1
+        begin = ends[first - 1] if first else 0
+        return Part(
+            self._units_plan(slot, first, last),
+            hi - lo,
+            expected=ends[last - 1] - lo,
+            epoch=epoch,
+            slot=slot,
+            skip=lo - begin,
+            pad_from=max(0, lo - have),
+        )
 
-    def _input_share(self, slot: int, worker: int, workers: int) -> LogicalOperator:
-        """Share ``slot`` of the input, part ``worker`` of ``workers`` of it."""
+    def _units_plan(self, slot: int, first: int, last: int) -> LogicalOperator:
+        """Units ``first..last-1`` of share ``slot`` of the input, in order."""
         if self.total is None:  # whole read tasks, dealt round-robin
-            count = self.world_size * workers
+            count = self.world_size * UNITS
             tasks = TASKS_PER_SHARE * self.world_size
-            return shard_plan(self.plan, slot + self.world_size * worker, count, parallelism=tasks)
-        start, stop = share_range(self.total, slot, self.world_size)
-        n = stop - start
-        a, b = start + n * worker // workers, start + n * (worker + 1) // workers
-        return shard_rows(self.plan, [(a, b)])
+            shares = [
+                shard_plan(self.plan, slot + self.world_size * u, count, parallelism=tasks)
+                for u in range(first, last)
+            ]
+            return shares[0] if len(shares) == 1 else Union(inputs=tuple(shares))
+        return shard_rows(
+            self.plan, [(self._unit_start(slot, first), self._unit_start(slot, last))]
+        )
 
-    def _count_shares(self, dist: Any) -> tuple[int, ...]:
-        """Rows each share yields: this rank's counted here and gathered from the
-        others, or, without a process group, every share counted here."""
+    def _unit_start(self, slot: int, unit: int) -> int:
+        assert self.total is not None
+        start, stop = share_range(self.total, slot, self.world_size)
+        return start + (stop - start) * unit // UNITS
+
+    def _count_shares(self, dist: Any) -> tuple[tuple[int, ...], ...]:
+        """Rows each unit of each share yields: this rank's counted here and
+        gathered from the others, or, without a process group, all counted here."""
         ctx = DataContext.get_current().copy()
         if dist is None:
-            return tuple(
-                self._count(self._input_share(s, 0, 1), ctx) for s in range(self.world_size)
-            )
-        mine = self._count(self._input_share(self.rank, 0, 1), ctx)
+            return tuple(self._count_units(s, ctx) for s in range(self.world_size))
+        mine = self._count_units(self.rank, ctx)
         gathered: list[Any] = [None] * self.world_size
         dist.all_gather_object(gathered, mine)
-        return tuple(int(c) for c in gathered)
+        return tuple(tuple(int(c) for c in units) for units in gathered)
 
-    def _count(self, plan: LogicalOperator, ctx: DataContext) -> int:
+    def _count_units(self, slot: int, ctx: DataContext) -> tuple[int, ...]:
+        """One run over the units of share ``slot`` side by side (a union, whose
+        output tells which input a block came from), counting rows per unit from
+        bundle metadata; no block is fetched."""
         from dataflow.plan.optimizer import optimize
         from dataflow.plan.planner import execute
 
-        if self.total is not None:
-            # Shares cut by row numbers do not depend on what the read is asked
-            # for, so the maps after the last filter (taken to keep rows) can go.
-            while isinstance(plan, (MapBatches, MapRows, Project, RandomizeBlockOrder)):
-                plan = plan.input
-        with execute(optimize(plan, ctx.optimizer_flags), ctx) as stream:
-            return stream.count_rows()
+        units = []
+        for u in range(UNITS):
+            plan = self._units_plan(slot, u, u + 1)
+            if self.total is not None:
+                # Units cut by row numbers do not depend on what the read is asked
+                # for, so the maps after the last filter (taken to keep rows) can go.
+                while isinstance(plan, (MapBatches, MapRows, Project, RandomizeBlockOrder)):
+                    plan = plan.input
+            units.append(plan)
+        ctx = ctx.copy()
+        ctx.preserve_order = False  # counting: any order
+        counts = [0] * UNITS
+        with execute(optimize(Union(inputs=tuple(units)), ctx.optimizer_flags), ctx) as stream:
+            for bundle in stream:
+                counts[bundle.seq[0]] += bundle.num_rows
+                stream.free(bundle)
+        return tuple(counts)
 
     # -- running a part --------------------------------------------------------------
 
@@ -334,8 +400,9 @@ class DistributedShare:
         if self.counts is None:
             total = self.total or 0
             return max(0, total - have), max(0, have - total)
-        dropped = sum(max(0, c - self.rows_per_rank) for c in self.counts)
-        padded = sum(max(0, self.rows_per_rank - c) for c in self.counts)
+        totals = [sum(c) for c in self.counts]
+        dropped = sum(max(0, c - self.rows_per_rank) for c in totals)
+        padded = sum(max(0, self.rows_per_rank - c) for c in totals)
         return dropped, padded
 
     def describe(self) -> str:
@@ -347,36 +414,46 @@ class ShareStream:
     module docstring); ``close`` and ``stats`` as an ``OutputStream``'s."""
 
     def __init__(self, share: DistributedShare, part: Part, ctx: DataContext) -> None:
+        from dataflow.exec.stats import DatasetStats
         from dataflow.plan.optimizer import optimize
         from dataflow.plan.planner import execute
 
         self._share = share
         self._part = part
         self._ctx = ctx
-        self._stream = execute(optimize(part.plan, ctx.optimizer_flags), ctx)
+        self._stream = None
+        if part.plan is not None:
+            self._stream = execute(optimize(part.plan, ctx.optimizer_flags), ctx)
         self._pad: Any = None
-        stats = self._stream.stats()
-        stats.share = share.describe()
-        stats.dropped_rows, stats.padded_rows = share.epoch_remainder()
+        self._stats = self._stream.stats() if self._stream is not None else DatasetStats()
+        self._stats.share = share.describe()
+        self._stats.dropped_rows, self._stats.padded_rows = share.epoch_remainder()
 
     def iter_blocks(self) -> Iterator[pa.Table]:
+        part = self._part
+        blocks = iter(()) if self._stream is None else self._stream.iter_blocks()
         try:
             yield from exact_rows(
-                self._stream.iter_blocks(), self._part.rows, self._pad_blocks, self._note
+                skip_rows(blocks, part.skip),
+                part.rows,
+                lambda: self._pad_blocks(part.pad_from),
+                self._note,
             )
         finally:
             self.close()
 
     def close(self) -> None:
-        self._stream.close()
+        if self._stream is not None:
+            self._stream.close()
         if self._pad is not None:
             self._pad.close()
 
     def stats(self) -> Any:
-        return self._stream.stats()
+        return self._stats
 
-    def _pad_blocks(self) -> Iterator[pa.Table]:
-        """The dataset's first rows, over and over (as ``DistributedSampler`` pads)."""
+    def _pad_blocks(self, skip: int) -> Iterator[pa.Table]:
+        """The dataset's rows from row ``skip`` on, over and over (as
+        ``DistributedSampler`` pads with the first rows)."""
         from dataflow.plan.optimizer import optimize
         from dataflow.plan.planner import execute
 
@@ -386,12 +463,16 @@ class ShareStream:
             with self._pad:
                 for table in self._pad.iter_blocks():
                     rows += table.num_rows
-                    yield table
+                    if skip >= table.num_rows:
+                        skip -= table.num_rows
+                        continue
+                    yield table.slice(skip) if skip else table
+                    skip = 0
             if not rows:
                 raise DataflowError(
-                    f"{self._share.where}: this rank must yield {self._part.rows} rows so "
-                    "that every rank runs the same number of batches, and the dataset has no "
-                    "rows to pad its share with"
+                    f"{self._share.where}: this rank must yield {self._share.rows_per_rank} "
+                    "rows so that every rank runs the same number of batches, and the "
+                    "dataset has no rows to pad its share with"
                 )
 
     def _note(self, kind: str, rows: int) -> None:
@@ -404,11 +485,10 @@ class ShareStream:
             # a counted share, whose own count nobody knows.
             log.debug("%s: %d rows %s (epoch %d)", self._share.where, rows, kind, part.epoch)
             return
-        stats = self._stream.stats()
         if kind == "padded":
-            stats.padded_rows += rows
+            self._stats.padded_rows += rows
         else:
-            stats.dropped_rows += rows
+            self._stats.dropped_rows += rows
         log.warning(
             "%s: the share of epoch %d yielded %s rows than planned (a map_batches or "
             "flat_map that changes the number of rows?); %d rows %s so that every rank "

@@ -136,8 +136,11 @@ def test_epochs_deal_the_shares_anew_from_a_shared_seed(source):
     assert set(_flat(_batches(loader))) == shares[2][1]
 
 
+@pytest.mark.parametrize("num_workers", [0, 2])
 @pytest.mark.parametrize("remainder", ["drop", "pad"])
-def test_a_filter_is_counted_first_and_every_rank_runs_as_many_batches(source, remainder):
+def test_a_filter_is_counted_first_and_every_rank_runs_as_many_batches(
+    source, remainder, num_workers
+):
     # Skewed: the last share of the input keeps far fewer rows than the others.
     kept = source.filter(expr="id % 5 != 0 and id < 800")
     want = [i for i in range(ROWS) if i % 5 and i < 800]
@@ -150,17 +153,38 @@ def test_a_filter_is_counted_first_and_every_rank_runs_as_many_batches(source, r
         tds = kept.to_torch_dataset(
             batch_size=BATCH, rank=r, world_size=WORLD, ddp_remainder=remainder
         )
-        batches = _batches(DataLoader(tds, batch_size=None))
+        batches = _batches(DataLoader(tds, batch_size=None, num_workers=num_workers))
         assert len(batches) == len(tds) == -(-rows // BATCH)
         ranks.append(_flat(batches))
     if remainder == "drop":  # each rank keeps the first `rows` rows of its share
-        assert ranks == [s[:rows] for s in shares]
+        expected = [s[:rows] for s in shares]
     else:  # the short share is topped up with the first rows of the dataset
-        assert ranks == [*shares[:2], shares[2] + want[: rows - len(shares[2])]]
+        expected = [*shares[:2], shares[2] + want[: rows - len(shares[2])]]
+    if num_workers:  # the loader interleaves its workers' batches
+        ranks, expected = [sorted(r) for r in ranks], [sorted(r) for r in expected]
+    assert ranks == expected
+    if num_workers:
+        return  # the stats below are the main process's run
     stats = kept.stats()
     dropped, padded = (2 * (267 - 106), 0) if remainder == "drop" else (0, 267 - 106)
     assert f"share: rank 2 of 3: {rows} rows; {dropped} rows of the epoch dropped, " in stats
     assert stats.endswith(f"{padded} padded")
+
+
+def test_counted_units_of_a_share_add_up_to_its_rows(tmp_path):
+    from dataflow.distributed import UNITS, DistributedShare
+
+    ds = df.read_parquet(str(_write_ids(tmp_path))).filter(expr="id % 3 == 0 or id > 900")
+    share = DistributedShare.prepare(
+        ds._plan, rank=0, world_size=2, remainder="drop", batch_size=10, where="test"
+    )
+    assert share.counts is not None and [len(c) for c in share.counts] == [UNITS, UNITS]
+    for slot, (start, stop) in enumerate([(0, 501), (501, ROWS)]):
+        bounds = [start + (stop - start) * u // UNITS for u in range(UNITS + 1)]
+        assert share.counts[slot] == tuple(
+            sum(1 for i in range(a, b) if i % 3 == 0 or i > 900) for a, b in zip(bounds, bounds[1:])
+        )
+    assert share.rows_per_rank == min(sum(c) for c in share.counts) == 167
 
 
 def test_a_map_batches_that_drops_rows_is_padded_and_logged(caplog):

@@ -59,7 +59,8 @@ def main() -> None:
 
     # A filter: the ranks count their shares and agree on the rows per rank.
     kept = ds.filter(expr="id % 7 != 3")
-    seen["filter"] = train(DataLoader(kept.to_torch_dataset(batch_size=64), batch_size=None))
+    loader = DataLoader(kept.to_torch_dataset(batch_size=64), batch_size=None, num_workers=2)
+    seen["filter"] = train(loader)
 
     # Resume mid-epoch from rank 0's state_dict (the same on every rank).
     kw = dict(batch_size=50, local_shuffle_buffer_size=200, local_shuffle_seed=11)
