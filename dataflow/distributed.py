@@ -355,10 +355,26 @@ class DistributedShare:
         ctx = DataContext.get_current().copy()
         if dist is None:
             return tuple(self._count_units(s, ctx) for s in range(self.world_size))
-        mine = self._count_units(self.rank, ctx)
+        # A rank that fails to count still takes part in the gather, so that the
+        # others fail with it instead of waiting for it.
+        mine: Any = None
+        failure = None
+        try:
+            mine = self._count_units(self.rank, ctx)
+        except Exception as e:
+            failure = e
         gathered: list[Any] = [None] * self.world_size
-        dist.all_gather_object(gathered, mine)
-        return tuple(tuple(int(c) for c in units) for units in gathered)
+        why = None if failure is None else f"{type(failure).__name__}: {failure}"
+        dist.all_gather_object(gathered, (mine, why))
+        if failure is not None:
+            raise failure
+        for rank, (_, error) in enumerate(gathered):
+            if error is not None:
+                raise DataflowError(
+                    f"{self.where}: rank {rank} failed to count the rows of its share, so "
+                    f"the ranks cannot agree on how many each gets: {error}"
+                )
+        return tuple(tuple(int(c) for c in units) for units, _ in gathered)
 
     def _count_units(self, slot: int, ctx: DataContext) -> tuple[int, ...]:
         """One run over the units of share ``slot`` side by side (a union, whose

@@ -380,6 +380,12 @@ def test_torchrun_two_ranks(tmp_path):
     assert out[0]["iter/0"] != out[0]["iter/1"]
     assert _flat(out[0]["iter/0"]) != sorted(_flat(out[0]["iter/0"]))
     _check_epoch([o["filter"] for o in out], [i for i in every if i % 7 != 3])
+    assert out[1]["count_error"].startswith("UserCodeError: filter(<lambda>)")
+    assert "ZeroDivisionError" in out[1]["count_error"]
+    assert out[0]["count_error"].startswith(
+        "DataflowError: to_torch_dataset on rank 0 of 2: rank 1 failed to count the rows "
+        "of its share, so the ranks cannot agree on how many each gets: UserCodeError: "
+    )
     for o in out:  # 5 batches, then the rest from rank 0's state_dict
         assert o["resume"] == o["resume_reference"]
     _check_epoch([o["resume"] for o in out], every)

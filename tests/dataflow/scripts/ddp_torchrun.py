@@ -62,6 +62,14 @@ def main() -> None:
     loader = DataLoader(kept.to_torch_dataset(batch_size=64), batch_size=None, num_workers=2)
     seen["filter"] = train(loader)
 
+    # A rank whose count fails takes the others down with it (no rank left waiting).
+    failing = ds.filter(lambda row: 1 // int(row["id"] < 4000) > 0)  # rows >= 4000: rank 1
+    try:
+        failing.to_torch_dataset(batch_size=64)
+        seen["count_error"] = "no error"
+    except Exception as e:
+        seen["count_error"] = f"{type(e).__name__}: {e}"
+
     # Resume mid-epoch from rank 0's state_dict (the same on every rank).
     kw = dict(batch_size=50, local_shuffle_buffer_size=200, local_shuffle_seed=11)
     first = ds.to_torch_dataset(**kw)
