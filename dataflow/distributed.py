@@ -272,8 +272,8 @@ class DistributedShare:
                 else "the filter keeps more rows of some parts of the input than of others",
             )
         log.info(
-            "%s: the plan filters rows, so each rank counted its share first: %s rows; "
-            "%d rows per rank (ddp_remainder=%r)",
+            "%s: the rows of each share are known only by running it, so each rank "
+            "counted its share first: %s rows; %d rows per rank (ddp_remainder=%r)",
             where,
             totals,
             rows,
