@@ -71,6 +71,7 @@ from dataflow.context import DataContext
 from dataflow.errors import DataflowError, PlanError
 from dataflow.iterators import DataIterator, skip_rows
 from dataflow.plan.logical import (
+    InputData,
     LogicalOperator,
     MapBatches,
     MapRows,
@@ -430,27 +431,26 @@ class ShareStream:
     module docstring); ``close`` and ``stats`` as an ``OutputStream``'s."""
 
     def __init__(self, share: DistributedShare, part: Part, ctx: DataContext) -> None:
-        from dataflow.exec.stats import DatasetStats
         from dataflow.plan.optimizer import optimize
         from dataflow.plan.planner import execute
 
         self._share = share
         self._part = part
         self._ctx = ctx
-        self._stream = None
-        if part.plan is not None:
-            self._stream = execute(optimize(part.plan, ctx.optimizer_flags), ctx)
+        # A part with nothing to read (all padding) runs an empty plan: its stats
+        # still record the share.
+        plan = part.plan if part.plan is not None else InputData(blocks=())
+        self._stream = execute(optimize(plan, ctx.optimizer_flags), ctx)
         self._pad: Any = None
-        self._stats = self._stream.stats() if self._stream is not None else DatasetStats()
+        self._stats = self._stream.stats()
         self._stats.share = share.describe()
         self._stats.dropped_rows, self._stats.padded_rows = share.epoch_remainder()
 
     def iter_blocks(self) -> Iterator[pa.Table]:
         part = self._part
-        blocks = iter(()) if self._stream is None else self._stream.iter_blocks()
         try:
             yield from exact_rows(
-                skip_rows(blocks, part.skip),
+                skip_rows(self._stream.iter_blocks(), part.skip),
                 part.rows,
                 lambda: self._pad_blocks(part.pad_from),
                 self._note,
@@ -459,8 +459,7 @@ class ShareStream:
             self.close()
 
     def close(self) -> None:
-        if self._stream is not None:
-            self._stream.close()
+        self._stream.close()
         if self._pad is not None:
             self._pad.close()
 
