@@ -87,6 +87,7 @@ def measure(spec: dict) -> dict:
         "rows": result.rows,
         "units": result.units,
         "startup_s": result.startup_s,
+        "extra": result.extra,
         "checksum": result.checksum,
         "version": engine.version(),
     }

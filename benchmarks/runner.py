@@ -121,6 +121,8 @@ def run_once(
     )
     if child.get("startup_s") is not None:
         record["startup_s"] = round(child["startup_s"], 4)
+    if child.get("extra"):
+        record["extra"] = child["extra"]
     return record
 
 

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 from dataflow.block import check_batch_format, concat, table_to_pandas
 from dataflow.context import DataContext
 from dataflow.dataset_all_to_all import AllToAllMethods
+from dataflow.dataset_feed import FeedMethods
 from dataflow.dataset_frameworks import FrameworkMethods
 from dataflow.dataset_write import WriteMethods
 from dataflow.errors import PlanError
@@ -55,7 +56,7 @@ if TYPE_CHECKING:
     from dataflow.service.feed_server import FeedServer
 
 
-class Dataset(AllToAllMethods, WriteMethods, FrameworkMethods):
+class Dataset(AllToAllMethods, FeedMethods, WriteMethods, FrameworkMethods):
     """A lazy, immutable pipeline over blocks of rows (Arrow tables).
 
     Build one with ``dataflow.range``, ``from_*`` or ``read_*``; transforms return
@@ -346,27 +347,6 @@ class Dataset(AllToAllMethods, WriteMethods, FrameworkMethods):
             local_shuffle_seed=local_shuffle_seed,
         )
 
-    def iter_torch_batches(self, **kwargs: Any) -> Iterator[Any]:
-        """Batches as dicts of torch tensors; keywords as
-        ``DataIterator.iter_torch_batches`` (batch_size, dtypes, device, collate_fn,
-        drop_last, local_shuffle_buffer_size, prefetch_batches...).
-
-        >>> next(df.range(4).iter_torch_batches(batch_size=4))  # doctest: +SKIP
-        {'id': tensor([0, 1, 2, 3])}
-        """
-        return self.iterator().iter_torch_batches(**kwargs)
-
-    def to_torch_dataset(self, **kwargs: Any) -> Any:
-        """A ``torch.utils.data.IterableDataset`` for ``DataLoader(ds, batch_size=None)``
-        (keywords as ``iter_torch_batches``); with ``num_workers > 0`` each worker runs
-        its own share of the reads and together they yield each row once.
-
-        >>> loader = DataLoader(ds.to_torch_dataset(batch_size=64), batch_size=None)  # doctest: +SKIP
-        """
-        from dataflow.torch_utils import make_torch_dataset
-
-        return make_torch_dataset(self.iterator(), self._plan, kwargs)
-
     def streaming_split(
         self, n: int, *, equal: bool = False, host: str = "127.0.0.1"
     ) -> list[DataIterator]:
@@ -465,13 +445,8 @@ class Dataset(AllToAllMethods, WriteMethods, FrameworkMethods):
         n = count_from_metadata(self._optimized())
         if n is not None:
             return n
-        # Bundles carry their row counts: sum them without fetching a block.
         with self._open_stream() as stream:
-            total = 0
-            for bundle in stream:
-                total += bundle.num_rows
-                stream.free(bundle)
-            return total
+            return stream.count_rows()
 
     def schema(self) -> pa.Schema | None:
         """The output schema (from metadata, or by running the plan up to its

@@ -46,10 +46,17 @@ class DataIterator:
     ``iter_*`` call starts a fresh one, so a DataIterator can be iterated again.
     """
 
-    def __init__(self, open_stream: Callable[[], OutputStream], name: str = "dataset") -> None:
+    def __init__(
+        self,
+        open_stream: Callable[[], OutputStream],
+        name: str = "dataset",
+        *,
+        shuffle_salt: tuple[int, ...] = (),
+    ) -> None:
         self._open_stream = open_stream
         self._name = name
         self._pos = _Position()
+        self._salt = shuffle_salt
 
     def __repr__(self) -> str:
         return f"DataIterator({self._name})"
@@ -288,6 +295,22 @@ class DataIterator:
         ``iter_torch_batches`` call continues from that position."""
         self._pos = _Position.from_state_dict(state)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration epoch ``epoch`` (its local shuffle order, and
+        under DDP its share), as ``DistributedSampler.set_epoch`` does; without it
+        each full iteration counts as the next epoch.
+
+        >>> it.set_epoch(3)  # doctest: +SKIP
+        """
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"set_epoch: epoch must be a non-negative int, got {epoch!r}")
+        self._pos = _Position(epoch=epoch, seed=self._pos.seed)
+
+    def _shuffle_salt(self, epoch: int) -> tuple[int, ...]:
+        """Mixed into the local shuffle's seed with the epoch, so that iterators
+        sharing a seed (DDP ranks, loader workers) draw apart."""
+        return self._salt
+
     def iter_rows(self) -> Iterator[dict[str, Any]]:
         """Rows as dicts (tensor cells as numpy arrays)."""
         for table in self.iter_blocks():
@@ -310,7 +333,7 @@ class DataIterator:
         def batches() -> Iterator[tuple[int, Any]]:
             blocks = pos.recorded(stream.iter_blocks())
             if shuffle_buffer_size:
-                rng = np.random.default_rng((pos.seed, pos.epoch))
+                rng = np.random.default_rng((pos.seed, pos.epoch, *self._shuffle_salt(pos.epoch)))
                 shuffled = shuffled_batches(blocks, batch_size, shuffle_buffer_size, rng)
                 tables = skip_rows(shuffled, pos.rows)  # replay the epoch's draws
             else:

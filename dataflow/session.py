@@ -46,10 +46,16 @@ def init(
     extra; see ``dataflow.metrics``); it sets ``DataContext.metrics_port``. Extra
     keywords go to the backend (e.g. ``address=`` for ray).
 
+    Under ``torchrun`` (``LOCAL_WORLD_SIZE`` ranks on this machine, each with
+    its own session) the local backend's defaults are a rank's share of the
+    machine: ``1 / LOCAL_WORLD_SIZE`` of the CPUs and of the store's memory.
+
     >>> init("local", num_cpus=2, prestart_workers=True)  # doctest: +SKIP
     """
     global _backend
     name = backend or os.environ.get("DATAFLOW_BACKEND", "local")
+    if name == "local":
+        num_cpus, object_store_memory = _rank_defaults(num_cpus, object_store_memory)
     if (
         name == "ray"
         and "address" not in backend_options
@@ -87,6 +93,27 @@ def init(
         if prestart_workers and prestart is not None:
             prestart(wait=_PRESTART_WAIT_S)
         return _backend
+
+
+def _rank_defaults(
+    num_cpus: float | None, object_store_memory: int | None
+) -> tuple[float | None, int | None]:
+    """The local backend's sizes, split between the ``LOCAL_WORLD_SIZE`` ranks of
+    a torchrun job on this machine (where not given)."""
+    try:
+        ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    except ValueError:
+        return num_cpus, object_store_memory
+    if ranks <= 1:
+        return num_cpus, object_store_memory
+    from runtime.resources import detect_num_cpus
+    from runtime.store import default_capacity, default_shm_root
+
+    if num_cpus is None:
+        num_cpus = max(1, detect_num_cpus() // ranks)
+    if object_store_memory is None:
+        object_store_memory = default_capacity(default_shm_root()) // ranks
+    return num_cpus, object_store_memory
 
 
 def get_backend() -> Backend:

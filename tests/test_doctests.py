@@ -19,6 +19,7 @@ PUBLIC_MODULES = [
     "dataflow.errors",
     "dataflow.dataset_all_to_all",
     "dataflow.exec.metering",
+    "dataflow.distributed",
     "dataflow.expressions",
     "dataflow.grouped_data",
     "dataflow.iterators",

@@ -90,6 +90,8 @@ class Result:
     # row, its processes' start-up excluded) sets these; wall_s replaces the harness's.
     wall_s: float | None = None
     startup_s: float | None = None
+    # Details the harness keeps in the run's record as they are (e.g. ddp_feed's per-rank rates).
+    extra: dict[str, Any] | None = None
 
 
 RunFn = Callable[[RunContext], "Result | None"]

@@ -322,6 +322,15 @@ class OutputStream:
         finally:
             self.close()
 
+    def count_rows(self) -> int:
+        """Rows of the rest of the output, summed from the bundles' metadata without
+        fetching a block (each bundle is freed as it is counted)."""
+        total = 0
+        for bundle in self:
+            total += bundle.num_rows
+            self.free(bundle)
+        return total
+
     def free(self, bundle: RefBundle) -> None:
         """Free a bundle taken with ``next()`` (no-op for borrowed blocks)."""
         if bundle.owns_blocks and bundle.refs:

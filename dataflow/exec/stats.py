@@ -130,6 +130,13 @@ class DatasetStats:
     """Time the consumer's batch iterator waited for the next batch."""
     iterator_user_s: float = 0.0
     """Time the consumer spent in its own code between two batches."""
+    share: str = ""
+    """The share of a distributed epoch this run fed ("rank 0 of 2: 500 rows"), if any."""
+    dropped_rows: int = 0
+    """Rows of the epoch that no rank got, so that every rank has as many
+    (``ddp_remainder="drop"``; ``dataflow.distributed``)."""
+    padded_rows: int = 0
+    """Rows given twice, so that every rank has as many (``ddp_remainder="pad"``)."""
 
     def operator(self, name: str) -> OperatorStats:
         """The stats of the operator called ``name`` (KeyError lists the names)."""
@@ -205,6 +212,11 @@ class DatasetStats:
             lines.append(
                 f"iterator: waited {self.iterator_wait_s:.3f} s for batches, "
                 f"{self.iterator_user_s:.3f} s in user code"
+            )
+        if self.share:
+            lines.append(
+                f"share: {self.share}; {self.dropped_rows} rows of the epoch dropped, "
+                f"{self.padded_rows} padded"
             )
         lines.extend(f"stall: {report}" for report in self.stalls)
         return "\n".join(lines)

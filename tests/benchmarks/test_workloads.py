@@ -19,7 +19,7 @@ PEERS = [
 
 # Workloads that compute another workload's result on another path (a backend, a
 # service) and have no hand-written run of their own are checked against it.
-SAME_RESULT_AS = {"etl_ray": "etl", "service_feed": "feed"}
+SAME_RESULT_AS = {"etl_ray": "etl", "service_feed": "feed", "ddp_feed": "feed"}
 # Each run of these imports a table library in a fresh process (10-30 s under load):
 # their engines' checksums run with the slow tests (CI runs them), the reference always.
 SLOW_WORKLOADS = {"delta_read", "iceberg_read", "lance_read"}
@@ -91,6 +91,29 @@ def test_engine_checksum_matches_pyarrow(run_tiny, workload: str, engine: str) -
     assert rec["checksum"] == reference["checksum"]
     assert rec["rows"] == reference["rows"]
     assert rec["leaked_processes"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("split", [0, 1])
+def test_ddp_feed_reports_every_rank(tiny_data, split: int) -> None:
+    from pathlib import Path
+
+    from benchmarks.runner import run_once
+
+    params = {"ddp_split": split}
+    rec = _ok(
+        run_once(
+            "ddp_feed", "dataflow", Path(tiny_data.root), repeat=0, timeout_s=240, params=params
+        )
+    )
+    ranks = rec["extra"]["ranks"]
+    assert [r["rows"] for r in ranks] == [3_000, 3_000]  # 6,000 rows, half each
+    assert all(r["rows_per_s"] > 0 and 0 < r["ttfb_s"] <= rec["wall_s"] for r in ranks)
+    assert rec["ttfb_s"] == max(r["ttfb_s"] for r in ranks)
+    assert rec["extra"]["ddp"] == (
+        "one execution on rank 0, streaming_split" if split else "a share per rank"
+    )
+    assert rec["startup_s"] > 0 and rec["leaked_processes"] == 0
 
 
 def test_etl_checksum_counts_filtered_rows(run_tiny, tiny_data) -> None:

@@ -29,6 +29,26 @@ def test_default_init_starts_no_worker_and_inline_ignores_prestart():
     df.shutdown()
 
 
+def test_torchrun_ranks_each_take_their_share_of_the_machine(monkeypatch):
+    from runtime.resources import detect_num_cpus
+    from runtime.store import default_capacity, default_shm_root
+
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # as torchrun --nproc-per-node 2 sets it
+    whole = default_capacity(default_shm_root())
+    backend = df.init("local")
+    try:
+        assert backend.total_resources().cpu == max(1, detect_num_cpus() // 2)
+        assert abs(backend._store.capacity_bytes - whole // 2) < whole // 100
+    finally:
+        df.shutdown()
+    backend = df.init("local", num_cpus=3, object_store_memory=1 << 30)  # given: kept
+    try:
+        assert backend.total_resources().cpu == 3
+        assert backend._store.capacity_bytes == 1 << 30
+    finally:
+        df.shutdown()
+
+
 def test_unknown_backend_lists_the_known_ones():
     with pytest.raises(
         ValueError, match="unknown backend 'nope'; known backends: inline, local, ray"
