@@ -14,6 +14,12 @@ the session reads a block without copying it. Two classes split the roles:
   SIGTERM. At start it also removes the directories of sessions whose owning
   process is dead (each session directory holds an ``owner.pid`` file).
 
+Objects made in the driver (outputs of tasks on driver threads, blocks put by
+the driver) stay in the driver's memory as tables, with no file and no copy
+(``put_local``); a worker process that needs one gets it written to shared
+memory under the same id first (``export``). Every process still resolves an
+object by its id alone.
+
 Readers resolve an id in the shared-memory directory first, then in the spill
 directory. Spilling writes the disk copy under a temporary name, renames it and
 only then unlinks the shared-memory file, so a concurrent reader always finds a
@@ -38,6 +44,7 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,7 +120,9 @@ class StoreClient:
 
     def write(self, table: pa.Table, *, to_disk: bool = False) -> ObjectRef:
         """Write ``table`` as a new object (shared memory, or the spill dir)."""
-        object_id = self.new_id()
+        return self._write_file(self.new_id(), table, to_disk)
+
+    def _write_file(self, object_id: str, table: pa.Table, to_disk: bool) -> ObjectRef:
         path = (self._spill if to_disk else self._shm) + object_id + _SUFFIX
         if table.nbytes < _SMALL_BYTES:
             # Serializing to memory and writing once costs half of streaming
@@ -169,14 +178,16 @@ class StoreClient:
 
 
 def _read_file(path: str, size: int) -> bytes:
+    """The whole file (``size`` is a hint: an exported object's file is a bit
+    bigger than its table's bytes)."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        chunks = [os.read(fd, size)]
-        while chunks[-1] and sum(map(len, chunks)) < size:
-            chunks.append(os.read(fd, size))
+        chunks = [os.read(fd, size + 4096)]
+        while chunks[-1]:
+            chunks.append(os.read(fd, 1 << 16))
     finally:
         os.close(fd)
-    return b"".join(chunks) if len(chunks) > 1 else chunks[0]
+    return b"".join(chunks)
 
 
 class ObjectStore(StoreClient):
@@ -212,6 +223,7 @@ class ObjectStore(StoreClient):
         )
         self._lock = threading.Lock()
         self._objects: dict[str, tuple[int, bool]] = {}  # id -> (nbytes, spilled)
+        self._local: dict[str, pa.Table] = {}  # in-process objects (put_local), no file yet
         self._used = 0
         self._peak = 0
         self._spilled_total = 0
@@ -232,9 +244,41 @@ class ObjectStore(StoreClient):
         self.adopt(ref)
         return ref
 
+    def put_local(self, table: pa.Table) -> ObjectRef:
+        """Keep ``table`` in this process as an object (no file, no copy) when it
+        fits in the capacity, else write it to disk; ``export`` writes it to
+        shared memory when a worker process needs it."""
+        self._check_open("put")
+        nbytes = table.nbytes
+        with self._lock:
+            fits = self._used + nbytes <= self.capacity_bytes
+            if fits:
+                object_id = self.new_id()
+                self._local[object_id] = table
+                self._objects[object_id] = (nbytes, False)
+                self._used += nbytes
+                self._peak = max(self._peak, self._used)
+        if not fits:
+            return self.put(table)
+        return ObjectRef(object_id, nbytes, table.num_rows, "mem", self.location.session)
+
     def get(self, ref: ObjectRef) -> pa.Table:
         self._check_open("get")
-        return self.read(ref)
+        table = self._local.get(ref.id)
+        return table if table is not None else self.read(ref)
+
+    def export(self, refs: Sequence[ObjectRef]) -> None:
+        """Write the in-process objects among ``refs`` to shared memory under
+        their ids, for a worker process to read (bytes in use do not change)."""
+        for ref in refs:
+            table = self._local.get(ref.id)
+            if table is None:
+                continue
+            self._write_file(ref.id, table, to_disk=False)
+            with self._lock:
+                self._local.pop(ref.id, None)
+                if ref.id not in self._objects:  # freed meanwhile: nobody owns the file
+                    self.unlink(ref.id, spilled=False)
 
     def adopt(self, ref: ObjectRef) -> None:
         """Account an object written into the session by another process
@@ -284,7 +328,8 @@ class ObjectStore(StoreClient):
                 nbytes, spilled = entry
                 if not spilled:
                     self._used -= nbytes
-                self.unlink(ref.id, spilled)
+                if self._local.pop(ref.id, None) is None:
+                    self.unlink(ref.id, spilled)
 
     def stats(self) -> StoreStats:
         """Bytes in shared memory now, capacity, peak, bytes spilled so far
@@ -299,6 +344,7 @@ class ObjectStore(StoreClient):
         with self._lock:
             self._closed = True
             self._objects.clear()
+            self._local.clear()
             self._used = 0
         for directory in self.session_dirs:
             shutil.rmtree(directory, ignore_errors=True)

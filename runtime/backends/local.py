@@ -99,7 +99,8 @@ class LocalBackend:
     # -- objects -----------------------------------------------------------
 
     def put(self, table: pa.Table) -> ObjectRef:
-        return self._store.put(table)
+        # Kept in the driver; written to shared memory only when a worker needs it.
+        return self._store.put_local(table)
 
     def get(self, ref: ObjectRef) -> pa.Table:
         return self._store.get(ref)
@@ -171,6 +172,7 @@ class LocalBackend:
         if in_driver:
             return self._submit_in_driver(fn, tuple(inputs), tuple(args), resources, name)
         self._ship(fn)
+        self._store.export(inputs)
         return self._pool.submit(fn.id, tuple(inputs), tuple(args), resources, max_retries, name)
 
     def _submit_in_driver(
@@ -193,7 +195,7 @@ class LocalBackend:
             ctx = TaskContext(name, f"driver-{threading.current_thread().name.rsplit('_', 1)[-1]}")
             try:
                 tables = [store.get(ref) for ref in inputs]
-                result = execute(fn, tables, args, ctx, store.put, store.free)
+                result = execute(fn, tables, args, ctx, store.put_local, store.free)
             except Exception as exc:
                 with cv:
                     future.thread = None
@@ -241,6 +243,7 @@ class LocalBackend:
         *,
         name: str = "",
     ) -> TaskFuture:
+        self._store.export(inputs)
         return self._pool.submit_actor(actor, tuple(inputs), tuple(args), name or actor.name)
 
     def stop_actor(self, actor: Actor) -> None:
