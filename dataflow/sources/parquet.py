@@ -29,12 +29,14 @@ import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    import pyarrow.dataset as pads
 
 from dataflow.context import DataContext
 from dataflow.errors import SourceError
@@ -56,6 +58,16 @@ _FOOTER_THREADS_REMOTE = 64
 # first output comes early and the sizer measures the cost before committing
 # the rest of the data).
 _RAMP_MIN_TASK_BYTES = 2 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class _Footer:
+    """A file's footer: its metadata and Arrow schema, and the dataset fragment
+    holding them when a filter needs one for pruning."""
+
+    metadata: pq.FileMetaData
+    physical_schema: pa.Schema
+    fragment: Any = None
 
 
 @dataclass(frozen=True)
@@ -110,7 +122,7 @@ class ParquetDatasource(Datasource):
         self.where = WHERE
         self._lock = threading.Lock()
         self._entries: list[FileEntry] | None = None
-        self._footers: dict[str, pads.ParquetFileFragment] = {}
+        self._footers: dict[str, _Footer] = {}
         # Set by from_files: the files and schema come from a table's log.
         self._listed = False
         self._table_schema: pa.Schema | None = None
@@ -177,6 +189,9 @@ class ParquetDatasource(Datasource):
         return partition_schema(entries)
 
     def _fragment(self, entry: FileEntry, part_schema: pa.Schema) -> pads.ParquetFileFragment:
+        """A dataset fragment of ``entry`` (filters: row-group and partition pruning)."""
+        import pyarrow.dataset as pads
+
         expr = None
         if len(part_schema):
             values = partition_values(entry, part_schema)
@@ -187,36 +202,44 @@ class ParquetDatasource(Datasource):
             entry.path, self.fs.arrow, partition_expression=expr, file_size=entry.size
         )
 
-    def _footer(self, entry: FileEntry, part_schema: pa.Schema) -> pads.ParquetFileFragment:
-        """The fragment of ``entry`` with its footer loaded (cached per datasource)."""
+    def _footer(self, entry: FileEntry, part_schema: pa.Schema, fragment: bool = False) -> _Footer:
+        """The footer of ``entry`` (cached per datasource), with a dataset
+        fragment when ``fragment`` (a filter prunes row groups by statistics).
+        Without one it is read with ``pyarrow.parquet`` alone: importing
+        ``pyarrow.dataset`` also imports pandas (~0.5 s of a cold run)."""
         cached = self._footers.get(entry.path)
-        if cached is not None:
+        if cached is not None and (cached.fragment is not None or not fragment):
             return cached
-        frag = self._fragment(entry, part_schema)
         try:
-            frag.ensure_complete_metadata()
+            if fragment:
+                frag = self._fragment(entry, part_schema)
+                frag.ensure_complete_metadata()
+                footer = _Footer(frag.metadata, frag.physical_schema, frag)
+            else:
+                metadata = pq.read_metadata(entry.path, filesystem=self.fs.arrow)
+                footer = _Footer(metadata, metadata.schema.to_arrow_schema())
         except Exception as e:
             raise SourceError(
                 f"{self.where}: cannot read the Parquet footer of {entry.path!r}: "
                 f"{type(e).__name__}: {e}",
                 path=entry.path,
             ) from e
-        self._footers[entry.path] = frag
-        return frag
+        self._footers[entry.path] = footer
+        return footer
 
     def _iter_footers(
-        self, entries: Sequence[FileEntry], part_schema: pa.Schema
-    ) -> Iterator[tuple[FileEntry, pads.ParquetFileFragment | SourceError]]:
+        self, entries: Sequence[FileEntry], part_schema: pa.Schema, fragments: bool = False
+    ) -> Iterator[tuple[FileEntry, _Footer | SourceError]]:
         """Footers in file order, read ahead on a thread pool."""
         # Local footers are GIL-bound (~30 us each): few threads, big chunks.
         # Remote ones wait on latency: many threads, one file each.
         threads, chunk = (4, 32) if self.fs.is_local else (_FOOTER_THREADS_REMOTE, 1)
 
-        def load(chunk: Sequence[FileEntry]) -> list[pads.ParquetFileFragment | SourceError]:
-            out: list[pads.ParquetFileFragment | SourceError] = []
+        def load(chunk: Sequence[FileEntry]) -> list[_Footer | SourceError]:
+            out: list[_Footer | SourceError] = []
             for entry in chunk:
                 try:
-                    out.append(self._footer(entry, part_schema))
+                    out.append(self._footer(entry, part_schema, fragments))
                 except SourceError as e:
                     out.append(e)
             return out
@@ -302,7 +325,7 @@ class ParquetDatasource(Datasource):
             entries = self._prune_partitions(entries, part_schema, filter)
         if not entries:
             return
-        first = self._footer(entries[0], part_schema)
+        first = self._footer(entries[0], part_schema, filter is not None)
         scan = self._scan(first.physical_schema, part_schema, columns, filter, limit, ctx)
         total_disk = sum(e.size for e in entries)
         # In-memory bytes of the columns read, extrapolated from the first file.
@@ -331,7 +354,7 @@ class ParquetDatasource(Datasource):
         unifier = _Unifier(self.where)
         pieces: list[_Piece] = []
         acc_bytes = acc_rows = planned_rows = 0
-        for entry, frag in self._iter_footers(entries, part_schema):
+        for entry, frag in self._iter_footers(entries, part_schema, filter is not None):
             if isinstance(frag, SourceError):
                 # Fails when run, so that max_errored_blocks can skip this file.
                 yield ReadTask(
@@ -370,6 +393,8 @@ class ParquetDatasource(Datasource):
         self, entries: list[FileEntry], part_schema: pa.Schema, filter: pc.Expression
     ) -> list[FileEntry]:
         """Drop files whose partition values contradict ``filter`` (no file opened)."""
+        import pyarrow.dataset as pads
+
         fragments = [self._fragment(e, part_schema) for e in entries]
         first = self._footer(entries[0], part_schema).physical_schema
         schema = pa.unify_schemas([first, part_schema], promote_options="permissive")
@@ -382,15 +407,16 @@ class ParquetDatasource(Datasource):
 
     def _select_row_groups(
         self,
-        frag: pads.ParquetFileFragment,
+        footer: _Footer,
         filter: pc.Expression | None,
         file_schema: pa.Schema,
         part_schema: pa.Schema,
     ) -> list[int]:
         """Row groups whose statistics (and partition) may satisfy ``filter``."""
         if filter is None:
-            return list(range(frag.metadata.num_row_groups))
+            return list(range(footer.metadata.num_row_groups))
         schema = pa.unify_schemas([file_schema, part_schema], promote_options="permissive")
+        frag = footer.fragment
         try:
             return [
                 rg.id for f in frag.split_by_row_group(filter, schema=schema) for rg in f.row_groups
@@ -522,6 +548,8 @@ def _row_group_bytes(meta: pq.RowGroupMetaData, columns: tuple[str, ...] | None)
 def referenced_fields(expr: pc.Expression, schema: pa.Schema) -> set[str]:
     """Names of the columns ``expr`` reads: pyarrow does not expose an
     expression's fields, so test which column it cannot bind without."""
+    import pyarrow.dataset as pads
+
     names = set()
     for field in schema:
         rest = pa.schema([f for f in schema if f.name != field.name])
