@@ -59,3 +59,29 @@ def test_public_names_resolve():
     assert {"range", "from_items", "col", "Dataset", "DataIterator", "OptimizerFlags"} <= set(
         dataflow.__all__
     )
+
+
+NUMERIC_PIPELINE = """
+import sys
+import dataflow as df
+ds = df.read_parquet(sys.argv[1]).map_batches(lambda b: {"y": b["x"] * 2.0}, batch_format="numpy")
+total = sum(float(b["y"].sum()) for b in ds.iter_batches(batch_size=4096))
+print(total, "pandas" in sys.modules, "pyarrow.dataset" in sys.modules)
+"""
+
+
+def test_a_numeric_pipeline_never_imports_pandas(tmp_path):
+    """Read, numpy UDF, batches: pyarrow imports pandas (~0.5 s) when asked to
+    convert Python or numpy values or to load pyarrow.dataset; this path avoids all."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"x": np.arange(10_000)}), tmp_path / "x.parquet")
+    out = subprocess.run(
+        [sys.executable, "-c", NUMERIC_PIPELINE, str(tmp_path / "x.parquet")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert out == [str(2.0 * sum(range(10_000))), "False", "False"]
