@@ -218,6 +218,9 @@ class ObjectStore(StoreClient):
         super().__init__(StoreLocation(session, str(shm_dir), str(spill_dir)), id_prefix="d")
         # Removes both directories within seconds if this process dies by kill -9.
         self._janitor = start_janitor([shm_dir, spill_dir])
+        # A store dropped without shutdown() still closes the janitor's pipe (its
+        # directories go then, not at exit) and leaves no unclosed file behind.
+        self._stop_janitor = weakref.finalize(self, stop_janitor, self._janitor)
         self.capacity_bytes = (
             capacity_bytes if capacity_bytes is not None else default_capacity(shm_base)
         )
@@ -348,7 +351,7 @@ class ObjectStore(StoreClient):
             self._used = 0
         for directory in self.session_dirs:
             shutil.rmtree(directory, ignore_errors=True)
-        stop_janitor(self._janitor)
+        self._stop_janitor()
         _live_stores.discard(self)
 
     def _check_open(self, what: str) -> None:

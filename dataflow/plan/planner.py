@@ -13,6 +13,7 @@ that every class in ``plan.logical`` is registered).
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -177,6 +178,14 @@ def _plan_materialized(p: _Planning, node: MaterializedData, inputs: list) -> Ph
 
 @_plans(Limit)
 def _plan_limit(p: _Planning, node: Limit, inputs: list) -> PhysicalOperator:
+    child = node.input
+    upstream = inputs[0]
+    stages = child.stages if isinstance(child, FusedMap) else (child,)
+    if isinstance(upstream, MapOperator) and all(
+        isinstance(s, Read) or _keeps_rows(s) for s in stages
+    ):
+        # Row-preserving tasks: stop launching once running ones cover the limit.
+        upstream.options = dataclasses.replace(upstream.options, row_cap=node.n)
     return LimitOperator(node.name, inputs, node.n)
 
 

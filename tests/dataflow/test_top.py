@@ -96,9 +96,12 @@ def _held(batch, gate: str):
 @pytest.fixture
 def served():
     session.init("local", num_cpus=2, metrics_port=0)
+    ctx = df.DataContext.get_current()
+    ctx.task_placement = "processes"  # the test reads worker counts
     yield metrics.metrics_address()
     session.shutdown()
-    df.DataContext.get_current().metrics_port = None
+    ctx.metrics_port = None
+    ctx.task_placement = "auto"
 
 
 def test_top_attaches_to_a_running_pipeline(served, tmp_path):

@@ -64,7 +64,10 @@ def test_the_janitor_keeps_the_dirs_while_the_driver_lives_and_ignores_ctrl_c(tm
 def test_a_store_shutdown_reaps_its_janitor(tmp_path):
     store = ObjectStore(1 << 20, shm_root=tmp_path, spill_root=tmp_path)
     janitor = psutil.Process(store._janitor.pid)
-    assert janitor.is_running() and "janitor.py" in " ".join(janitor.cmdline())
+    deadline = time.monotonic() + 10
+    while "janitor.py" not in " ".join(janitor.cmdline()):  # empty until its exec
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     store.shutdown()
     assert store._janitor.returncode == 0
     assert not janitor.is_running()

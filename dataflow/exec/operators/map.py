@@ -56,6 +56,8 @@ class MapTask:
     """The files its input came from, when known."""
     read_bytes: int = 0
     """A read task's planned bytes (what the sizer is told it cost)."""
+    expect_rows: int = 0
+    """Rows the task should produce when known (input rows; 0 when unknown)."""
 
 
 @dataclass
@@ -100,6 +102,11 @@ class MapOptions:
     """At most this many tasks at once (``concurrency=n`` of a function)."""
     sizer: TaskSizer | None = None
     """Told each read task's cost, so the source sizes later tasks by it."""
+    row_cap: int | None = None
+    """A downstream ``limit(n)`` over row-preserving steps: no new task starts
+    while the rows already produced plus those promised by running tasks (their
+    known input rows) reach ``n``. A straggler that holds later outputs back for
+    order then stops the launches instead of letting thousands of reads start."""
 
 
 class MapOperator(PhysicalOperator):
@@ -142,6 +149,7 @@ class MapOperator(PhysicalOperator):
         self._max_retries = 3
         self._placement = Placement("processes", 1)
         self._closed = False
+        self._promised_rows = 0  # produced + expected from running tasks (row_cap)
 
     def steps(self) -> tuple[StepInfo, ...]:
         return self.task_fn.steps()
@@ -244,6 +252,9 @@ class MapOperator(PhysicalOperator):
             return None
         if self.options.max_tasks is not None and len(self._tasks) >= self.options.max_tasks:
             return None
+        cap = self.options.row_cap
+        if cap is not None and self._tasks and self._promised_rows >= cap:
+            return None
         return self._slot
 
     def _window_full(self) -> bool:
@@ -269,7 +280,13 @@ class MapOperator(PhysicalOperator):
             label = bundle.describe() or f"the input of its task {index}"
             producer = f"{self.name} task {index}"
             task = MapTask(
-                index, bundle.seq, label, bundle, producer=producer, files=bundle.files()
+                index,
+                bundle.seq,
+                label,
+                bundle,
+                producer=producer,
+                files=bundle.files(),
+                expect_rows=bundle.num_rows or 0,
             )
             return task, (index, None)
         read = self._peek_read()
@@ -288,6 +305,7 @@ class MapOperator(PhysicalOperator):
             producer=producer,
             files=files,
             read_bytes=read.metadata.size_bytes or 0,
+            expect_rows=read.metadata.num_rows or 0,
         )
         return task, (index, slim)
 
@@ -311,6 +329,7 @@ class MapOperator(PhysicalOperator):
 
     def _track(self, fut: TaskFuture, task: MapTask) -> None:
         self.metrics.tasks_launched += 1
+        self._promised_rows += task.expect_rows
         if task.inputs is not None:
             self._running_in_bytes += task.inputs.nbytes
         self._tasks[fut] = task
@@ -387,6 +406,7 @@ class MapOperator(PhysicalOperator):
         return None
 
     def _finish(self, task: MapTask, outputs: list[RefBundle]) -> None:
+        self._promised_rows += sum(b.num_rows for b in outputs) - task.expect_rows
         if task.inputs is not None:
             self._running_in_bytes -= task.inputs.nbytes
             if task.inputs.owns_blocks and task.inputs.refs:

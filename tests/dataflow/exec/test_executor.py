@@ -171,8 +171,11 @@ def test_take_from_a_huge_range_is_fast_and_launches_few_tasks(backend):
 class CountingSource(Datasource):
     """``n_tasks`` read tasks of ``rows`` rows; records which pushdowns it got."""
 
-    def __init__(self, n_tasks, rows, projection=False, predicate=False, fail_file=None):
+    def __init__(
+        self, n_tasks, rows, projection=False, predicate=False, fail_file=None, delay_first=0
+    ):
         self.n_tasks, self.rows, self.fail_file = n_tasks, rows, fail_file
+        self.delay_first = delay_first
         self.supports_projection_pushdown = projection
         self.supports_predicate_pushdown = predicate
         self.calls = []
@@ -185,13 +188,14 @@ class CountingSource(Datasource):
         for i in range(self.n_tasks):
             path = f"/data/part-{i}.bin"
             yield ReadTask(
-                _reader(i, self.rows, path == self.fail_file),
+                _reader(i, self.rows, path == self.fail_file, self.delay_first if i == 0 else 0),
                 BlockMetadata(num_rows=self.rows, input_files=(path,)),
             )
 
 
-def _reader(i, rows, fail):
+def _reader(i, rows, fail, delay=0):
     def read():
+        time.sleep(delay)
         if fail:
             raise OSError("checksum mismatch")
         yield pa.table({"x": np.arange(i * rows, (i + 1) * rows), "y": np.zeros(rows)})
@@ -199,12 +203,15 @@ def _reader(i, rows, fail):
     return read
 
 
-def test_limit_over_many_read_tasks_stops_launching(backend):
-    source = CountingSource(n_tasks=10_000, rows=10)
+@pytest.mark.parametrize("straggler_s", [0, 0.5])
+def test_limit_over_many_read_tasks_stops_launching(backend, straggler_s):
+    # Two tasks of 10 known rows cover the limit, so no third starts, even while
+    # a slow first task holds the second's output back for order.
+    source = CountingSource(n_tasks=10_000, rows=10, delay_first=straggler_s)
     plan = Limit(inputs=(Read(source),), n=15)
     got, stream = collect(plan)
-    assert len(got) == 15
-    assert stream.stats().operator("read_counting").tasks <= 10
+    assert sorted(got) == list(range(15))
+    assert stream.stats().operator("read_counting").tasks == 2
     assert no_objects_left(backend)
 
 
