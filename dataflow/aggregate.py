@@ -24,6 +24,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dataflow.acero import group_by
+from dataflow.block import array_from_numpy, column_to_numpy, fill_nulls
+
 
 class AggregateFn:
     """A user-defined aggregation, computed per group (or over the whole dataset).
@@ -108,11 +111,7 @@ class VectorizedAggregateFn(AggregateFn):
         specs = [
             (name, fn, self._scalar_opts()) for name, fn in zip(states.column_names, self.merge_fns)
         ]
-        merged = (
-            states.append_column("__gid", pa.array(gid))
-            .group_by("__gid", use_threads=False)
-            .aggregate(specs)
-        )
+        merged = group_by(states.append_column("__gid", array_from_numpy(gid)), ["__gid"], specs)
         return [merged.column(i + 1).combine_chunks() for i in range(len(specs))]
 
     def finalize_states(self, states: list[pa.Array]) -> pa.Array:
@@ -196,16 +195,19 @@ class Mean(VectorizedAggregateFn):
 
     def merge_states(self, states: pa.Table, gid: np.ndarray, ngroups: int) -> list[pa.Array]:
         total = states.column(0).cast(pa.float64())
-        merged = (
-            pa.table({"s": total, "n": states.column(1), "__gid": gid})
-            .group_by("__gid", use_threads=False)
-            .aggregate([("s", "sum", self._scalar_opts()), ("n", "sum")])
+        table = pa.Table.from_arrays(
+            [total, states.column(1), array_from_numpy(gid)], ["s", "n", "__gid"]
         )
+        merged = group_by(table, ["__gid"], [("s", "sum", self._scalar_opts()), ("n", "sum")])
         return [merged.column(1).combine_chunks(), merged.column(2).combine_chunks()]
 
     def finalize_states(self, states: list[pa.Array]) -> pa.Array:
         s, n = states
-        return pc.if_else(pc.equal(n, 0), pa.scalar(None, pa.float64()), pc.divide(s, n))
+        quotient = pc.divide(s.cast(pa.float64()), n.cast(pa.float64()))
+        empty = column_to_numpy(n) == 0  # no values: null (Python scalars would import pandas)
+        if not empty.any():
+            return quotient
+        return pc.if_else(array_from_numpy(~empty), quotient, pa.nulls(len(n), pa.float64()))
 
 
 class Std(VectorizedAggregateFn):
@@ -232,24 +234,24 @@ class Std(VectorizedAggregateFn):
         ]
 
     def merge_states(self, states: pa.Table, gid: np.ndarray, ngroups: int) -> list[pa.Array]:
-        n = states.column(0).to_numpy().astype(np.float64)
-        mean = pc.fill_null(states.column(1), 0.0).to_numpy()
-        m2 = pc.fill_null(states.column(2), 0.0).to_numpy() * n
-        nulls = np.bincount(gid, weights=states.column(3).to_numpy(), minlength=ngroups)
+        n = column_to_numpy(states.column(0)).astype(np.float64)
+        mean = column_to_numpy(fill_nulls(states.column(1), 0.0))
+        m2 = column_to_numpy(fill_nulls(states.column(2), 0.0)) * n
+        nulls = np.bincount(gid, weights=column_to_numpy(states.column(3)), minlength=ngroups)
         total = np.bincount(gid, weights=n, minlength=ngroups)
         with np.errstate(invalid="ignore", divide="ignore"):
             group_mean = np.bincount(gid, weights=n * mean, minlength=ngroups) / total
         m2_total = np.bincount(
             gid, weights=m2 + n * (mean - np.nan_to_num(group_mean[gid])) ** 2, minlength=ngroups
         )
-        return [pa.array(total), pa.array(m2_total), pa.array(nulls)]
+        return [array_from_numpy(total), array_from_numpy(m2_total), array_from_numpy(nulls)]
 
     def finalize_states(self, states: list[pa.Array]) -> pa.Array:
-        total, m2, nulls = (s.to_numpy() for s in states)
+        total, m2, nulls = (column_to_numpy(s) for s in states)
         with np.errstate(invalid="ignore", divide="ignore"):
             std = np.where(total - self.ddof > 0, np.sqrt(m2 / (total - self.ddof)), np.nan)
         missing = (total == 0) | ((nulls > 0) & (not self.ignore_nulls))
-        return pa.array(std, mask=missing)
+        return array_from_numpy(std, mask=missing)
 
 
 class Unique(VectorizedAggregateFn):
@@ -265,13 +267,13 @@ class Unique(VectorizedAggregateFn):
 
     def merge_states(self, states: pa.Table, gid: np.ndarray, ngroups: int) -> list[pa.Array]:
         lists = states.column(0).combine_chunks()
-        parents = pc.list_parent_indices(lists).to_numpy()
+        parents = column_to_numpy(pc.list_parent_indices(lists))
         pairs = pa.table({"g": gid[parents], "v": pc.list_flatten(lists)})
-        pairs = pairs.group_by(["g", "v"], use_threads=False).aggregate([])
+        pairs = group_by(pairs, ["g", "v"], [])
         pairs = pairs.sort_by([("g", "ascending", "at_end"), ("v", "ascending", "at_end")])
-        offsets = np.searchsorted(pairs.column("g").to_numpy(), np.arange(ngroups + 1))
+        offsets = np.searchsorted(column_to_numpy(pairs.column("g")), np.arange(ngroups + 1))
         values = pairs.column("v").combine_chunks()
-        return [pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)]
+        return [pa.ListArray.from_arrays(array_from_numpy(offsets.astype(np.int32)), values)]
 
 
 def check_aggs(aggs: Sequence[Any], where: str) -> list[AggregateFn]:

@@ -1,4 +1,10 @@
-"""smallfiles: 2,000 Parquet files of 1,000 rows → count(), then → map_batches(identity) → count()."""
+"""smallfiles: 2,000 Parquet files of 1,000 rows → count(), then → map_batches(identity) → count().
+
+The mapped count reads column ``id`` only in every engine: Daft's batch UDF is an
+expression over ``id`` (``select(udf(col("id")))``), so Daft prunes the other
+five columns at the read; the others are given the same projection
+(``columns=["id"]``) so that each engine does the same work.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +21,9 @@ def _dataflow(ctx: RunContext) -> Result:
 
     files = list(ctx.data.small_files)
     counted = df.read_parquet(files).count()
-    mapped = df.read_parquet(files).map_batches(identity, batch_format="pyarrow").count()
+    mapped = (
+        df.read_parquet(files, columns=["id"]).map_batches(identity, batch_format="pyarrow").count()
+    )
     return _result(counted, mapped)
 
 
@@ -32,7 +40,11 @@ def _ray(ctx: RunContext) -> Result:
 
     files = list(ctx.data.small_files)
     counted = ray.data.read_parquet(files).count()
-    mapped = ray.data.read_parquet(files).map_batches(identity, batch_format="pyarrow").count()
+    mapped = (
+        ray.data.read_parquet(files, columns=["id"])
+        .map_batches(identity, batch_format="pyarrow")
+        .count()
+    )
     return _result(counted, mapped)
 
 
@@ -45,7 +57,7 @@ def _metadata_rows(path: str) -> int:
 def _mapped_rows(path: str) -> int:
     import pyarrow.parquet as pq
 
-    return identity(pq.read_table(path)).num_rows
+    return identity(pq.read_table(path, columns=["id"])).num_rows
 
 
 def _pyarrow(ctx: RunContext) -> Result:

@@ -30,7 +30,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dataflow.acero import filter_table, project
 from dataflow.block import (
+    array_from_numpy,
     check_batch_format,
     from_batch,
     iter_rows,
@@ -342,7 +344,9 @@ class FilterStage(UDFStage):
                 for table in _joined(blocks, _FILTER_MIN_ROWS):
                     if table.num_columns and table.column(0).num_chunks > 1:
                         table = table.combine_chunks()
-                    yield _with_columns_checked(self.name, table, lambda t=table: t.filter(expr))
+                    yield _with_columns_checked(
+                        self.name, table, lambda t=table: filter_table(t, expr)
+                    )
 
             return run_expr
         call = self._row_fn(self._callable())
@@ -356,7 +360,7 @@ class FilterStage(UDFStage):
                     mask = np.zeros(table.num_rows, dtype=bool)
                     for i, kept in self._call_rows(table, call):
                         mask[i] = bool(kept)
-                yield table.filter(pa.array(mask))
+                yield table.filter(array_from_numpy(mask))
 
         return run
 
@@ -458,24 +462,16 @@ def _project(where: str, table: pa.Table, exprs: tuple[tuple[str, pc.Expression]
             columns[name] = None
             computed.append((name, expr))
     if computed:
-        import pyarrow.acero as ac
 
         def run() -> pa.Table:
-            decl = ac.Declaration.from_sequence(
-                [
-                    ac.Declaration("table_source", ac.TableSourceNodeOptions(table)),
-                    ac.Declaration(
-                        "project",
-                        ac.ProjectNodeOptions([e for _, e in computed], [n for n, _ in computed]),
-                    ),
-                ]
-            )
-            return decl.to_table(use_threads=False)
+            return project(table, [e for _, e in computed], [n for n, _ in computed])
 
         out = _with_columns_checked(where, table, run)
         for name, _ in computed:
             columns[name] = out.column(name)
-    return pa.table(columns) if columns else table.select([])
+    if not columns:
+        return table.select([])
+    return pa.Table.from_arrays(list(columns.values()), names=list(columns))
 
 
 @dataclass(frozen=True)

@@ -156,7 +156,10 @@ class WriteResult:
 
     def to_table(self) -> pa.Table:
         """Encode as a one-row block, the output of a write task."""
-        return pa.table({WRITE_RESULT_COLUMN: [cloudpickle.dumps(self)]})
+        from dataflow.block import binary_array
+
+        column = binary_array([cloudpickle.dumps(self)])
+        return pa.Table.from_arrays([column], [WRITE_RESULT_COLUMN])
 
     @staticmethod
     def from_tables(tables: Iterable[pa.Table]) -> list[WriteResult]:

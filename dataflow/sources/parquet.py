@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 if TYPE_CHECKING:
     import pyarrow.dataset as pads
 
+from dataflow.acero import filter_table
 from dataflow.context import DataContext
 from dataflow.errors import SourceError
 from dataflow.sources.datasource import BlockMetadata, Datasource, ReadTask, TaskSizer
@@ -94,6 +95,11 @@ class _Scan:
     # A table's schema (``from_files``), projected to what is read: each file is
     # conformed to it (missing columns as typed nulls) before the filter runs.
     conform_schema: pa.Schema | None = None
+    # Local files are read without pre-buffering or per-file threads: tasks and
+    # the task's file pool already use every core, and the extra machinery costs
+    # 2.5x per small file (390 vs 150 us for a 1,000-row file, 0.40 vs 0.28 s
+    # for four 500k-row files, measured). Remote reads keep both (coalesced I/O).
+    local: bool = False
 
 
 class ParquetDatasource(Datasource):
@@ -476,6 +482,7 @@ class ParquetDatasource(Datasource):
             ctx.target_max_block_size,
             self.where,
             conform,
+            self.fs.is_local,
         )
 
     def _task(
@@ -567,7 +574,7 @@ def _raise(error: BaseException) -> Iterator[pa.Table]:
 def _read_piece(fs: Any, piece: _Piece, scan: _Scan) -> tuple[str, pa.Table]:
     path = piece.entry.path
     try:
-        pf = pq.ParquetFile(path, metadata=piece.metadata, filesystem=fs, pre_buffer=True)
+        pf = pq.ParquetFile(path, metadata=piece.metadata, filesystem=fs, pre_buffer=not scan.local)
         read_columns = scan.read_columns
         if read_columns is not None and scan.conform_schema is not None:
             # A table's older files may lack columns added later: they read as nulls.
@@ -576,7 +583,7 @@ def _read_piece(fs: Any, piece: _Piece, scan: _Scan) -> tuple[str, pa.Table]:
         table = pf.read_row_groups(
             list(piece.row_groups),
             columns=list(read_columns) if read_columns is not None else None,
-            use_threads=True,
+            use_threads=not scan.local,
         )
         if len(scan.part_schema):
             table = add_constant_columns(
@@ -589,7 +596,7 @@ def _read_piece(fs: Any, piece: _Piece, scan: _Scan) -> tuple[str, pa.Table]:
                 PATH_COLUMN, pa.repeat(pa.scalar(path, pa.string()), table.num_rows)
             )
         if scan.filter is not None:
-            table = table.filter(scan.filter)
+            table = filter_table(table, scan.filter)
         if scan.output_columns is not None:
             table = _select(table, scan.output_columns)
         if scan.limit is not None:

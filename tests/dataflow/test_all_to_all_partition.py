@@ -240,3 +240,23 @@ def test_group_by_on_whole_number_floats_is_exact():
     out = out.sort_by("k")
     assert out.column("k").to_pylist() == [float(i) for i in range(50_000)]
     assert set(out.column("a_sum").to_pylist()) == {4.0}
+
+
+def test_bytes_hash_depends_only_on_the_value(monkeypatch):
+    from dataflow.exec.exchange import partition
+
+    values = ["", "a", "ab", "ba", "a", None, "xyz" * 1000, "", "é"]
+    h = partition.bytes_hash(pa.array(values))
+    assert h[1] == h[4] and h[0] == h[7] and len({h[1], h[2], h[3], h[6], h[8]}) == 5
+    # The same values sliced, typed otherwise, or hashed in 2-byte chunks hash alike.
+    padded = pa.array(["pad"] * 3 + values).slice(3)
+    assert partition.bytes_hash(padded).tolist() == h.tolist()
+    for arrow_type in (pa.large_string(), pa.string_view(), pa.binary(), pa.large_binary()):
+        assert partition.bytes_hash(pa.array(values).cast(arrow_type)).tolist() == h.tolist()
+    monkeypatch.setattr(partition, "_HASH_CHUNK_BYTES", 2)
+    assert partition.bytes_hash(pa.array(values)).tolist() == h.tolist()
+    # A fixed value: every worker process must agree (each hashes its own blocks).
+    assert int(h[1]) == 9933592630516302547
+    many = partition.bytes_hash(pa.array([str(i) for i in range(100_000)]))
+    assert len(np.unique(many)) == 100_000
+    assert np.bincount((many % np.uint64(16)).astype(np.int64)).min() > 100_000 / 16 * 0.9

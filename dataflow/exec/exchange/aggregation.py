@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from dataflow.acero import group_by
 from dataflow.aggregate import AggregateFn, Count, VectorizedAggregateFn
-from dataflow.block import concat
+from dataflow.block import array_from_numpy, concat
 from dataflow.exec.exchange.partition import (
     group_starts,
     restore_float_keys,
@@ -71,7 +72,7 @@ def partial_aggregate(
                 specs.append(spec)
                 names.append(_STATE.format(i, j))
     hashable, float_keys = spread_float_keys(table, keys)
-    grouped = hashable.group_by(list(keys), use_threads=False).aggregate(specs)
+    grouped = group_by(hashable, keys, specs)
     out = restore_float_keys(grouped.rename_columns(list(keys) + names), float_keys)
     if python_aggs:
         starts = group_starts(table, keys) if keys else np.array([0, table.num_rows])
@@ -108,7 +109,8 @@ def final_aggregate(
         starts = np.array([0, table.num_rows])
     ngroups = len(starts) - 1
     gid = np.repeat(np.arange(ngroups), np.diff(starts))
-    columns = {k: table.column(k).take(starts[:-1]) for k in keys}
+    firsts = array_from_numpy(starts[:-1])
+    columns = {k: table.column(k).take(firsts) for k in keys}
     for i, agg in enumerate(aggs):
         if isinstance(agg, VectorizedAggregateFn):
             names = [_STATE.format(i, j) for j in range(len(agg.states()))]

@@ -27,6 +27,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dataflow.block import array_from_numpy, column_to_numpy, fill_nulls
+
 SortKey = Sequence[tuple[str, str, str]]
 """pyarrow sort keys: ``[(column, "ascending" | "descending", "at_end"), ...]``."""
 
@@ -127,16 +129,16 @@ def _column_hash(col: pa.ChunkedArray, name: str) -> np.ndarray:
         arr = arr.dictionary_decode()
         t = arr.type
     if pa.types.is_integer(t) or pa.types.is_boolean(t):
-        values = pc.fill_null(arr.cast(pa.int64(), safe=False), 0).to_numpy()
+        values = column_to_numpy(fill_nulls(arr.cast(pa.int64(), safe=False), 0))
         h = _mix64(values.view(np.uint64))
     elif pa.types.is_floating(t):
         # -0.0 == 0.0 and every NaN is one group, as in pyarrow's group_by.
-        values = pc.fill_null(arr.cast(pa.float64()), 0.0).to_numpy(zero_copy_only=False) + 0.0
+        values = column_to_numpy(fill_nulls(arr.cast(pa.float64()), 0.0)) + 0.0
         values[np.isnan(values)] = np.nan
         h = _mix64(values.view(np.uint64))
     elif pa.types.is_temporal(t):
         int_type = pa.int32() if t.bit_width == 32 else pa.int64()
-        values = pc.fill_null(arr.view(int_type), 0).to_numpy()
+        values = column_to_numpy(fill_nulls(arr.view(int_type), 0))
         h = _mix64(values.astype(np.int64).view(np.uint64))
     elif (
         pa.types.is_string(t)
@@ -144,14 +146,10 @@ def _column_hash(col: pa.ChunkedArray, name: str) -> np.ndarray:
         or pa.types.is_binary(t)
         or (pa.types.is_large_binary(t) or pa.types.is_string_view(t) or pa.types.is_binary_view(t))
     ):
-        # Hash each distinct value once (siphash with pandas' fixed key: the
-        # same in every process), then spread to rows through the codes.
-        import pandas as pd  # on use: it doubles worker start-up
-
+        # Hash each distinct value once, then spread to rows through the codes.
         encoded = arr.dictionary_encode()
-        uniques = encoded.dictionary.to_numpy(zero_copy_only=False).astype(object)
-        per_value = pd.util.hash_array(uniques, categorize=False)
-        codes = pc.fill_null(encoded.indices, 0).to_numpy()
+        per_value = bytes_hash(encoded.dictionary)
+        codes = column_to_numpy(fill_nulls(encoded.indices, 0))
         h = per_value[codes] if len(per_value) else np.zeros(len(arr), np.uint64)
     else:
         raise TypeError(
@@ -159,8 +157,61 @@ def _column_hash(col: pa.ChunkedArray, name: str) -> np.ndarray:
             "map_groups keys must be numbers, booleans, strings, binary or dates/times"
         )
     if arr.null_count:
-        h = np.where(arr.is_null().to_numpy(zero_copy_only=False), _NULL_HASH, h)
+        h = np.where(column_to_numpy(arr.is_null()), _NULL_HASH, h)
     return h
+
+
+_POLY = np.uint64(0x100000001B3)  # FNV-1's 64-bit prime: odd, so powers never vanish
+_HASH_CHUNK_BYTES = 1 << 22  # bounds the per-byte temporaries (8 bytes per byte)
+
+
+def bytes_hash(arr: pa.Array) -> np.ndarray:
+    """A uint64 per string/binary value, the same in every process: a polynomial
+    hash of its bytes (mod 2**64), mixed with its length. Vectorized over the
+    value buffer with numpy, so no Python per value (pandas' siphash needed
+    pandas' import, ~0.3 s of every worker that grouped by a string)."""
+    t = arr.type
+    if pa.types.is_string(t):
+        arr, width = arr.view(pa.binary()), np.int32
+    elif pa.types.is_binary(t):
+        width = np.int32
+    elif pa.types.is_large_string(t):
+        arr, width = arr.view(pa.large_binary()), np.int64
+    else:  # large binary, or a view type (cast: views have no offsets buffer)
+        arr, width = arr.cast(pa.large_binary()), np.int64
+    _, offsets_buf, data_buf = arr.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=width)[arr.offset : arr.offset + len(arr) + 1]
+    offsets = offsets.astype(np.int64)
+    data = (
+        np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    )
+    lengths = np.diff(offsets)
+    out = np.empty(len(arr), dtype=np.uint64)
+    row = 0
+    while row < len(arr):
+        # The most rows from ``row`` whose bytes fit a chunk (at least one).
+        end = int(np.searchsorted(offsets, offsets[row] + _HASH_CHUNK_BYTES, "right")) - 1
+        end = min(max(end, row + 1), len(arr))
+        base = offsets[row]
+        starts, stops = offsets[row:end] - base, offsets[row + 1 : end + 1] - base
+        body = data[base : base + stops[-1]].astype(np.uint64)
+        # Byte j of the chunk weighs P**j; a value's sum, times P**-start, is
+        # its own polynomial hash (P is odd, so invertible mod 2**64).
+        powers, inverses = _powers(len(body) + 1)
+        sums = np.concatenate([np.zeros(1, np.uint64), np.cumsum(body * powers[:-1])])
+        out[row:end] = (sums[stops] - sums[starts]) * inverses[starts]
+        row = end
+    return _mix64(out + lengths.astype(np.uint64) * _MIX1)
+
+
+def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``_POLY ** k`` and ``_POLY ** -k`` mod 2**64 for k < n (uint64 arithmetic wraps)."""
+    inverse = np.uint64(pow(int(_POLY), -1, 1 << 64))
+    powers = np.cumprod(np.full(n, _POLY, dtype=np.uint64))
+    inverses = np.cumprod(np.full(n, inverse, dtype=np.uint64))
+    powers[1:], inverses[1:] = powers[:-1], inverses[:-1]
+    powers[0] = inverses[0] = 1
+    return powers, inverses
 
 
 def hash_rows(table: pa.Table, keys: Sequence[str]) -> np.ndarray:
@@ -182,7 +233,7 @@ def split_by_partition(table: pa.Table, part: np.ndarray, n: int) -> list[pa.Tab
     small = part.astype(np.uint8 if n <= 256 else np.uint16) if n <= 65536 else part
     order = np.argsort(small, kind="stable")
     counts = np.bincount(part, minlength=n)
-    grouped = table.take(order)
+    grouped = table.take(array_from_numpy(order))
     bounds = np.concatenate([[0], np.cumsum(counts)])
     return [grouped.slice(int(bounds[i]), int(counts[i])) for i in range(n)]
 
@@ -224,7 +275,7 @@ def key_order(keys: pa.ChunkedArray) -> np.ndarray:
     """The stable ascending order of uint64 shuffle keys. Random 64-bit keys
     almost never tie, so an unstable sort (several times faster) gives the
     same order; a stable sort runs only when there is a tie."""
-    values = keys.to_numpy()
+    values = column_to_numpy(keys)
     order = np.argsort(values)
     ordered = values[order]
     if np.any(ordered[1:] == ordered[:-1]):
@@ -254,7 +305,7 @@ def sample_rows(table: pa.Table, columns: Sequence[str], k: int, seed: int) -> p
     if n <= k:
         return picked
     idx = np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
-    return picked.take(idx)
+    return picked.take(array_from_numpy(idx))
 
 
 def boundaries_from_samples(samples: pa.Table, key: SortKey, n: int) -> pa.Table:
@@ -263,7 +314,8 @@ def boundaries_from_samples(samples: pa.Table, key: SortKey, n: int) -> pa.Table
         return samples.slice(0, 0)
     ordered = sort_table(samples, key)
     m = ordered.num_rows
-    return ordered.take([min(m - 1, (i * m) // n) for i in range(1, n)])
+    picks = np.minimum(m - 1, (np.arange(1, n) * m) // n)
+    return ordered.take(array_from_numpy(picks))
 
 
 def range_partition(table: pa.Table, key: SortKey, boundaries: pa.Table) -> list[pa.Table]:
@@ -286,11 +338,11 @@ def range_partition(table: pa.Table, key: SortKey, boundaries: pa.Table) -> list
     combined = pa.concat_tables(
         [probe, boundaries.select(names).cast(probe.schema)], promote_options="none"
     )
-    order = pc.sort_indices(combined, sort_keys=list(key)).to_numpy()
+    order = column_to_numpy(pc.sort_indices(combined, sort_keys=list(key)))
     is_boundary = order >= table.num_rows
     part_of_row = np.cumsum(is_boundary)[~is_boundary]
     counts = np.bincount(part_of_row, minlength=n)
-    ordered = table.take(order[~is_boundary])
+    ordered = table.take(array_from_numpy(order[~is_boundary]))
     bounds = np.concatenate([[0], np.cumsum(counts)])
     return [ordered.slice(int(bounds[i]), int(counts[i])) for i in range(n)]
 
@@ -300,10 +352,10 @@ def _as_numbers(arr: pa.Array) -> np.ndarray | None:
     with 0), or None for types without such a view."""
     t = arr.type
     if pa.types.is_integer(t) or pa.types.is_floating(t):
-        return pc.fill_null(arr, 0).to_numpy(zero_copy_only=False)
+        return column_to_numpy(fill_nulls(arr, 0))
     if pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_duration(t):
         int_type = pa.int32() if t.bit_width == 32 else pa.int64()
-        return pc.fill_null(arr.view(int_type), 0).to_numpy(zero_copy_only=False)
+        return column_to_numpy(fill_nulls(arr.view(int_type), 0))
     return None
 
 
@@ -333,7 +385,7 @@ def _searchsorted_partition(
     if pa.types.is_floating(arr.type):
         part[np.isnan(values)] = n - 1
     if arr.null_count:
-        part[arr.is_null().to_numpy(zero_copy_only=False)] = n - 1
+        part[column_to_numpy(arr.is_null())] = n - 1
     return part
 
 
@@ -350,7 +402,7 @@ def top_k(table: pa.Table, key: SortKey, k: int) -> pa.Table:
     row = "__dataflow_row"
     while row in names:
         row += "_"
-    probe = table.select(names).append_column(row, pa.array(np.arange(table.num_rows)))
+    probe = table.select(names).append_column(row, array_from_numpy(np.arange(table.num_rows)))
     # select_k orders NaN then nulls last in either direction, as "at_end" does.
     order = [(name, direction) for name, direction, _ in key] + [(row, "ascending")]
     return table.take(pc.select_k_unstable(probe, k, order))
@@ -369,10 +421,10 @@ def group_starts(table: pa.Table, keys: Sequence[str]) -> np.ndarray:
     for name in keys:
         col = table.column(name)
         a, b = col.slice(1), col.slice(0, n - 1)
-        same = pc.fill_null(pc.equal(a, b), False)
+        same = fill_nulls(pc.equal(a, b), False)
         both_null = pc.and_(pc.is_null(a), pc.is_null(b))
         same = pc.or_(same, both_null)
         if pa.types.is_floating(col.type):
-            same = pc.or_(same, pc.fill_null(pc.and_(pc.is_nan(a), pc.is_nan(b)), False))
-        changed |= ~same.to_numpy(zero_copy_only=False)
+            same = pc.or_(same, fill_nulls(pc.and_(pc.is_nan(a), pc.is_nan(b)), False))
+        changed |= ~column_to_numpy(same)
     return np.concatenate([[0], np.flatnonzero(changed) + 1, [n]]).astype(np.int64)

@@ -20,7 +20,14 @@ import numpy as np
 import pyarrow as pa
 
 from dataflow.aggregate import VectorizedAggregateFn
-from dataflow.block import check_batch_format, concat, from_batch, split_to_max_size, to_batch
+from dataflow.block import (
+    array_from_numpy,
+    check_batch_format,
+    concat,
+    from_batch,
+    split_to_max_size,
+    to_batch,
+)
 from dataflow.exec.exchange.aggregation import final_aggregate, partial_aggregate
 from dataflow.exec.exchange.partition import (
     SortKey,
@@ -107,7 +114,9 @@ class RandomShuffleSpec(ExchangeSpec):
 
     def map(self, table, side, block_id, n, extra):
         keys = random_keys(self.seed, block_id, table.num_rows)
-        keyed = table.append_column(SHUFFLE_KEY, pa.array(keys, pa.uint64()))
+        keyed = table.append_column(
+            SHUFFLE_KEY, array_from_numpy(keys.astype(np.uint64, copy=False))
+        )
         return split_by_partition(keyed, key_range_partition(keys, n), n)
 
     def reduce(self, sides, extra):
@@ -115,7 +124,8 @@ class RandomShuffleSpec(ExchangeSpec):
         if SHUFFLE_KEY not in table.column_names:
             yield table
             return
-        yield table.drop_columns([SHUFFLE_KEY]).take(key_order(table.column(SHUFFLE_KEY)))
+        order = array_from_numpy(key_order(table.column(SHUFFLE_KEY)))
+        yield table.drop_columns([SHUFFLE_KEY]).take(order)
 
 
 class SortSpec(ExchangeSpec):
