@@ -30,13 +30,18 @@ OnError = Literal["raise", "skip", "dead_letter"]
 @dataclass(frozen=True)
 class Compute:
     """How a UDF stage runs: a task pool, or an actor pool of ``min_size..max_size``
-    long-lived workers (callable classes). ``use_threads`` lets a vectorized,
-    GIL-releasing UDF run on threads instead of worker processes."""
+    long-lived workers (callable classes), starting with ``initial_size`` (None:
+    the planner picks) and giving each actor at most ``max_tasks_in_flight``
+    tasks at once (None: ``DataContext.actor_max_tasks_in_flight``).
+    ``use_threads`` lets a vectorized, GIL-releasing UDF run on threads instead
+    of worker processes."""
 
     kind: Literal["tasks", "actors"] = "tasks"
     min_size: int = 1
     max_size: int | None = None
     use_threads: bool = False
+    initial_size: int | None = None
+    max_tasks_in_flight: int | None = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +166,9 @@ class MapBatches(AbstractUDF):
     batch_size: int | None = None
     batch_format: str = "default"
     zero_copy_batch: bool = False
+    modifies_row_count: bool = True
+    """False (Ray's ``udf_modifying_row_count=False``): one row out per row in,
+    so a ``Limit`` above may move below it."""
 
     @property
     def name(self) -> str:

@@ -328,7 +328,9 @@ def _actor_pool(
             check_request(f"{name} with concurrency min {min_size}", res.scale(min_size), total)
     max_size = max_size or max(min_size, 1)
     initial = min_size
-    if res.gpu and p.backend is not None:
+    if compute.initial_size is not None:  # Ray's concurrency=(min, max, initial)
+        initial = min(max(compute.initial_size, min_size), max_size)
+    elif res.gpu and p.backend is not None:
         # A GPU pool starts as large as the free devices allow, so all GPUs work at once.
         free_gpu = p.backend.available_resources().gpu
         initial = max(min_size, min(max_size, int(free_gpu / res.gpu + 1e-9)))
@@ -346,6 +348,7 @@ def _actor_pool(
         min_size=min_size,
         max_size=max_size,
         initial_size=initial,
+        max_tasks_in_flight=compute.max_tasks_in_flight,
     )
 
 
