@@ -66,6 +66,10 @@ _RAY_ONLY: dict[str, str] = {
         "configures the Ray actors of Ray Data's hash shuffle; dataflow's exchanges run "
         "as tasks of one CPU: drop it"
     ),
+    "partition_size_hint": (
+        "sizes the memory of Ray Data's hash-shuffle aggregator actors; dataflow's "
+        "exchange sizes its partitions from the blocks' metadata: drop it"
+    ),
     "catalog": (
         "is a Ray Data Catalog (Unity Catalog, Glue...) resolving a table name to files; "
         "dataflow reads paths: pass the table's path (and filesystem=) instead"

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dataflow.block import check_batch_format, concat, table_to_pandas
-from dataflow.compat import renamed_keywords
+from dataflow.compat import check_ray_only, renamed_keywords
 from dataflow.context import DataContext
 from dataflow.dataset_all_to_all import AllToAllMethods
 from dataflow.dataset_columns import ColumnMethods, as_expr, check_known, check_name, column_list
@@ -251,10 +251,22 @@ class Dataset(ColumnMethods, AllToAllMethods, FeedMethods, WriteMethods, Framewo
         fn: Callable[[Any], Any],
         *,
         batch_format: str | None = "pandas",
-        **map_batches_kwargs: Any,
+        compute: Any = None,
+        concurrency: int | tuple[int, ...] | None = None,
+        num_cpus: float | None = None,
+        num_gpus: float | None = None,
+        memory: float | None = None,
+        label_selector: dict[str, str] | None = None,
+        fallback_strategy: list[dict[str, Any]] | None = None,
+        max_calls: int | None = None,
+        resources: Mapping[str, float] | None = None,
+        accelerator_type: str | None = None,
+        runtime_env: dict[str, Any] | None = None,
+        **ray_remote_args: Any,
     ) -> Dataset:
         """Add (or replace) column ``col`` with ``fn(batch)``, the batch in
-        ``batch_format`` (pandas by default, as in Ray Data).
+        ``batch_format`` (pandas by default, as in Ray Data); the other
+        arguments are ``map_batches``'s.
 
         >>> df.range(3).add_column("twice", lambda b: b["id"] * 2)
         Dataset(read_range -> map_batches(add_column(twice)))
@@ -269,7 +281,11 @@ class Dataset(ColumnMethods, AllToAllMethods, FeedMethods, WriteMethods, Framewo
                 f"got {batch_format!r}"
             )
         return self.map_batches(
-            AddColumn(col, fn), batch_format=fmt, batch_size=None, **map_batches_kwargs
+            AddColumn(col, fn),
+            batch_format=fmt,
+            batch_size=None,
+            **_udf_args({k: v for k, v in locals().items() if k != "fn"}),
+            **ray_remote_args,
         )
 
     # -- row-count and multi-input transforms ----------------------------------
@@ -285,25 +301,28 @@ class Dataset(ColumnMethods, AllToAllMethods, FeedMethods, WriteMethods, Framewo
             raise PlanError(f"limit: limit must be a non-negative int, got {limit!r}")
         return self._then(Limit(n=limit))
 
-    def union(self, *others: Dataset) -> Dataset:
-        """The rows of this dataset followed by those of ``others`` (order across
+    def union(self, *other: Dataset) -> Dataset:
+        """The rows of this dataset followed by those of ``other`` (order across
         inputs is not guaranteed unless ``DataContext.preserve_order``).
 
         >>> df.range(2).union(df.range(3))
         Dataset(union(read_range, read_range))
         """
-        plans = _plans("union", others)
+        plans = _plans("union", other)
         return Dataset(Union(inputs=(self._plan, *plans)))
 
-    def zip(self, other: Dataset) -> Dataset:
-        """Columns of this dataset and ``other`` side by side, row by row (both
-        must have the same number of rows).
+    def zip(self, *other: Dataset) -> Dataset:
+        """Columns of this dataset and each of ``other`` side by side, row by row
+        (all must have the same number of rows); zipping several is zipping
+        them one after another.
 
         >>> df.range(2).zip(df.range(2))
         Dataset(zip(read_range, read_range))
         """
-        (plan,) = _plans("zip", (other,))
-        return Dataset(Zip(inputs=(self._plan, plan)))
+        plan = self._plan
+        for other_plan in _plans("zip", other):
+            plan = Zip(inputs=(plan, other_plan))
+        return Dataset(plan)
 
     # -- consumption ------------------------------------------------------------
 
@@ -340,7 +359,12 @@ class Dataset(ColumnMethods, AllToAllMethods, FeedMethods, WriteMethods, Framewo
         )
 
     def streaming_split(
-        self, n: int, *, equal: bool = False, host: str = "127.0.0.1"
+        self,
+        n: int,
+        *,
+        equal: bool = False,
+        locality_hints: list[Any] | None = None,
+        host: str = "127.0.0.1",
     ) -> list[DataIterator]:
         """``n`` picklable iterators over one shared execution, served to other
         processes by a gRPC coordinator in this one (a token is required unless
@@ -351,6 +375,7 @@ class Dataset(ColumnMethods, AllToAllMethods, FeedMethods, WriteMethods, Framewo
         """
         from dataflow.service.split import streaming_split
 
+        check_ray_only("streaming_split", locality_hints=locality_hints)
         return streaming_split(self._open_stream, n, equal=equal, host=host, name=repr(self))
 
     def serve(self, address: str, *, token: str | None = None, epochs: int = 1) -> FeedServer:

@@ -136,7 +136,7 @@ def udf_fields(
         "fn_constructor_args": tuple(fn_constructor_args),
         "fn_constructor_kwargs": tuple((fn_constructor_kwargs or {}).items()),
         "compute": computed,
-        "resources": _resources(
+        "resources": resources_of(
             where,
             amounts["num_cpus"],
             amounts["num_gpus"],
@@ -191,9 +191,11 @@ def _compute(where: str, is_class: bool, concurrency: Any) -> Compute:
     )
 
 
-def _resources(
-    where: str, num_cpus: Any, num_gpus: Any, memory: Any, custom: Mapping[str, float] | None
+def resources_of(
+    where: str, num_cpus: Any, num_gpus: Any, memory: Any, resources: Mapping[str, float] | None
 ) -> Resources:
+    """What a task reserves, checked (``num_cpus`` None: one CPU)."""
+    custom = resources
     if custom is not None and not isinstance(custom, Mapping):
         raise PlanError(f"{where}: resources must be a dict of name -> amount")
     amounts = {"num_cpus": num_cpus, "num_gpus": num_gpus, "memory": memory, **(custom or {})}

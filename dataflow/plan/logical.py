@@ -95,6 +95,10 @@ class Read(LogicalOperator):
     columns: tuple[str, ...] | None = None
     predicate: Expr | None = None
     limit: int | None = None
+    compute: Compute = Compute()
+    """Ray's ``concurrency=n`` on a read: at most ``n`` read tasks at once."""
+    resources: Resources = Resources(cpu=1)
+    """What each read task reserves (Ray's ``num_cpus`` / ``num_gpus`` / ...)."""
 
     @property
     def name(self) -> str:
@@ -284,10 +288,15 @@ class Repartition(LogicalOperator):
 
     num_blocks: int
     shuffle: bool = False
+    keys: tuple[str, ...] = ()
+    """Hash-partition by these columns (rows with equal keys share a block)."""
+    sort: bool = False
+    """With ``keys``: each block sorted by them."""
 
     @property
     def name(self) -> str:
-        return f"repartition({self.num_blocks})"
+        by = f", keys={list(self.keys)}" if self.keys else ""
+        return f"repartition({self.num_blocks}{by})"
 
 
 @dataclass(frozen=True)
@@ -335,6 +344,7 @@ class Aggregate(LogicalOperator):
 
     keys: tuple[str, ...]
     aggs: tuple[Any, ...]
+    num_partitions: int | None = None
 
     @property
     def name(self) -> str:
@@ -354,6 +364,7 @@ class MapGroups(LogicalOperator):
     fn_args: tuple = ()
     fn_kwargs: tuple[tuple[str, Any], ...] = ()
     resources: Resources = Resources(cpu=1)
+    num_partitions: int | None = None
 
     @property
     def name(self) -> str:
