@@ -7,6 +7,7 @@ Dataset(read_range -> filter(id > 5) -> map_batches(<lambda>))
 
 from __future__ import annotations
 
+from dataflow.compat import ActorPoolStrategy, TaskPoolStrategy
 from dataflow.context import DataContext
 from dataflow.dataset import Dataset
 from dataflow.errors import (
@@ -39,6 +40,7 @@ from dataflow.read_api import (
     read_json,
     read_lance,
     read_numpy,
+    read_orc,
     read_parquet,
     read_sql,
     read_text,
@@ -48,10 +50,14 @@ from dataflow.read_api import (
 from dataflow.service.connect import connect
 from dataflow.session import init, shutdown
 from dataflow.sources.datasource import BlockMetadata, Datasink, Datasource, ReadTask, WriteResult
+from dataflow.sources.paths import FileShuffleConfig
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActorPoolStrategy",
+    "FileShuffleConfig",
+    "TaskPoolStrategy",
     "BlockMetadata",
     "DataContext",
     "DataIterator",
@@ -91,6 +97,7 @@ __all__ = [
     "read_json",
     "read_lance",
     "read_numpy",
+    "read_orc",
     "read_parquet",
     "read_sql",
     "read_text",

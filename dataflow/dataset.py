@@ -18,20 +18,22 @@ from __future__ import annotations
 import dataclasses
 import math
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from dataflow.block import check_batch_format, concat, table_to_pandas
+from dataflow.compat import check_ray_only, renamed_keywords
 from dataflow.context import DataContext
 from dataflow.dataset_all_to_all import AllToAllMethods
+from dataflow.dataset_columns import ColumnMethods, as_expr, check_known, check_name, column_list
 from dataflow.dataset_feed import FeedMethods
 from dataflow.dataset_frameworks import FrameworkMethods
 from dataflow.dataset_write import WriteMethods
 from dataflow.errors import PlanError
-from dataflow.expressions import Expr, check_columns, parse
+from dataflow.expressions import Expr, check_columns
 from dataflow.iterators import DataIterator
 from dataflow.plan.logical import (
     Filter,
@@ -41,7 +43,6 @@ from dataflow.plan.logical import (
     MapBatches,
     MapRows,
     MaterializedData,
-    Project,
     Union,
     Zip,
 )
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
     from dataflow.service.feed_server import FeedServer
 
 
-class Dataset(AllToAllMethods, FeedMethods, WriteMethods, FrameworkMethods):
+class Dataset(ColumnMethods, AllToAllMethods, FeedMethods, WriteMethods, FrameworkMethods):
     """A lazy, immutable pipeline over blocks of rows (Arrow tables).
 
     Build one with ``dataflow.range``, ``from_*`` or ``read_*``; transforms return
@@ -79,16 +80,24 @@ class Dataset(AllToAllMethods, FeedMethods, WriteMethods, FrameworkMethods):
         self,
         fn: Callable[[dict[str, Any]], dict[str, Any]],
         *,
-        fn_args: Sequence[Any] = (),
+        compute: Any = None,
+        fn_args: Iterable[Any] | None = None,
         fn_kwargs: Mapping[str, Any] | None = None,
-        fn_constructor_args: Sequence[Any] = (),
+        fn_constructor_args: Iterable[Any] | None = None,
         fn_constructor_kwargs: Mapping[str, Any] | None = None,
-        concurrency: int | tuple[int, int] | None = None,
         num_cpus: float | None = None,
         num_gpus: float | None = None,
         memory: float | None = None,
+        concurrency: int | tuple[int, ...] | None = None,
+        label_selector: dict[str, str] | None = None,
+        fallback_strategy: list[dict[str, Any]] | None = None,
+        max_calls: int | None = None,
         resources: Mapping[str, float] | None = None,
+        accelerator_type: str | None = None,
+        runtime_env: dict[str, Any] | None = None,
+        ray_remote_args_fn: Callable[[], dict[str, Any]] | None = None,
         on_error: str = "raise",
+        **ray_remote_args: Any,
     ) -> Dataset:
         """Apply ``fn`` (row dict -> row dict, or a callable class) to each row.
 
@@ -101,16 +110,24 @@ class Dataset(AllToAllMethods, FeedMethods, WriteMethods, FrameworkMethods):
         self,
         fn: Callable[[dict[str, Any]], list[dict[str, Any]]],
         *,
-        fn_args: Sequence[Any] = (),
+        compute: Any = None,
+        fn_args: Iterable[Any] | None = None,
         fn_kwargs: Mapping[str, Any] | None = None,
-        fn_constructor_args: Sequence[Any] = (),
+        fn_constructor_args: Iterable[Any] | None = None,
         fn_constructor_kwargs: Mapping[str, Any] | None = None,
-        concurrency: int | tuple[int, int] | None = None,
         num_cpus: float | None = None,
         num_gpus: float | None = None,
         memory: float | None = None,
+        concurrency: int | tuple[int, ...] | None = None,
+        label_selector: dict[str, str] | None = None,
+        fallback_strategy: list[dict[str, Any]] | None = None,
+        max_calls: int | None = None,
         resources: Mapping[str, float] | None = None,
+        accelerator_type: str | None = None,
+        runtime_env: dict[str, Any] | None = None,
+        ray_remote_args_fn: Callable[[], dict[str, Any]] | None = None,
         on_error: str = "raise",
+        **ray_remote_args: Any,
     ) -> Dataset:
         """Apply ``fn`` (row dict -> list of row dicts) to each row; outputs are flattened.
 
@@ -124,21 +141,32 @@ class Dataset(AllToAllMethods, FeedMethods, WriteMethods, FrameworkMethods):
         fn: Callable[[Any], Any],
         *,
         batch_size: int | None = None,
+        compute: Any = None,
         batch_format: str | None = "default",
         zero_copy_batch: bool = False,
-        fn_args: Sequence[Any] = (),
+        fn_args: Iterable[Any] | None = None,
         fn_kwargs: Mapping[str, Any] | None = None,
-        fn_constructor_args: Sequence[Any] = (),
+        fn_constructor_args: Iterable[Any] | None = None,
         fn_constructor_kwargs: Mapping[str, Any] | None = None,
-        concurrency: int | tuple[int, int] | None = None,
         num_cpus: float | None = None,
         num_gpus: float | None = None,
         memory: float | None = None,
+        concurrency: int | tuple[int, ...] | None = None,
+        udf_modifying_row_count: bool = True,
+        label_selector: dict[str, str] | None = None,
+        fallback_strategy: list[dict[str, Any]] | None = None,
+        max_calls: int | None = None,
         resources: Mapping[str, float] | None = None,
+        accelerator_type: str | None = None,
+        runtime_env: dict[str, Any] | None = None,
+        ray_remote_args_fn: Callable[[], dict[str, Any]] | None = None,
         on_error: str = "raise",
+        **ray_remote_args: Any,
     ) -> Dataset:
         """Apply ``fn`` to batches of ``batch_size`` rows (None, the default as in
-        Ray Data: whole blocks).
+        Ray Data: whole blocks). ``udf_modifying_row_count=False`` promises
+        that ``fn`` returns as many rows as it gets, in order, so a later
+        ``limit(n)`` runs before it and ``fn`` sees only ``n`` rows.
 
         ``fn`` is a function or a callable class (run in an actor pool of
         ``concurrency=n`` or ``(min, max)`` workers that build it once). It gets
@@ -161,29 +189,43 @@ class Dataset(AllToAllMethods, FeedMethods, WriteMethods, FrameworkMethods):
             raise PlanError(str(e)) from None
         if not isinstance(zero_copy_batch, bool):
             raise PlanError(f"{where}: zero_copy_batch must be True or False")
+        if not isinstance(udf_modifying_row_count, bool):
+            raise PlanError(f"{where}: udf_modifying_row_count must be True or False")
         fields = udf_fields("map_batches", **_udf_args(locals()))
         fmt = "default" if batch_format in (None, "default") else fmt
         return self._then(
             MapBatches(
-                batch_size=batch_size, batch_format=fmt, zero_copy_batch=zero_copy_batch, **fields
+                batch_size=batch_size,
+                batch_format=fmt,
+                zero_copy_batch=zero_copy_batch,
+                modifies_row_count=udf_modifying_row_count,
+                **fields,
             )
         )
 
     def filter(
         self,
         fn: Callable[[dict[str, Any]], bool] | None = None,
-        *,
         expr: Expr | str | None = None,
-        fn_args: Sequence[Any] = (),
+        *,
+        compute: Any = None,
+        fn_args: Iterable[Any] | None = None,
         fn_kwargs: Mapping[str, Any] | None = None,
-        fn_constructor_args: Sequence[Any] = (),
+        fn_constructor_args: Iterable[Any] | None = None,
         fn_constructor_kwargs: Mapping[str, Any] | None = None,
-        concurrency: int | tuple[int, int] | None = None,
         num_cpus: float | None = None,
         num_gpus: float | None = None,
         memory: float | None = None,
+        concurrency: int | tuple[int, ...] | None = None,
+        label_selector: dict[str, str] | None = None,
+        fallback_strategy: list[dict[str, Any]] | None = None,
+        max_calls: int | None = None,
         resources: Mapping[str, float] | None = None,
+        accelerator_type: str | None = None,
+        runtime_env: dict[str, Any] | None = None,
+        ray_remote_args_fn: Callable[[], dict[str, Any]] | None = None,
         on_error: str = "raise",
+        **ray_remote_args: Any,
     ) -> Dataset:
         """Keep the rows where ``fn(row)`` is true, or where ``expr`` holds.
 
@@ -197,7 +239,7 @@ class Dataset(AllToAllMethods, FeedMethods, WriteMethods, FrameworkMethods):
         if (fn is None) == (expr is None):
             raise PlanError("filter: pass exactly one of fn (a row predicate) or expr=")
         if fn is None:
-            e = _as_expr("filter", expr)
+            e = as_expr("filter", expr)
             check_columns(e, known_schema(self._plan), "filter")
             return self._then(Filter(expr=e))
         fields = udf_fields("filter", **_udf_args(locals()))
@@ -209,15 +251,27 @@ class Dataset(AllToAllMethods, FeedMethods, WriteMethods, FrameworkMethods):
         fn: Callable[[Any], Any],
         *,
         batch_format: str | None = "pandas",
-        **map_batches_kwargs: Any,
+        compute: Any = None,
+        concurrency: int | tuple[int, ...] | None = None,
+        num_cpus: float | None = None,
+        num_gpus: float | None = None,
+        memory: float | None = None,
+        label_selector: dict[str, str] | None = None,
+        fallback_strategy: list[dict[str, Any]] | None = None,
+        max_calls: int | None = None,
+        resources: Mapping[str, float] | None = None,
+        accelerator_type: str | None = None,
+        runtime_env: dict[str, Any] | None = None,
+        **ray_remote_args: Any,
     ) -> Dataset:
         """Add (or replace) column ``col`` with ``fn(batch)``, the batch in
-        ``batch_format`` (pandas by default, as in Ray Data).
+        ``batch_format`` (pandas by default, as in Ray Data); the other
+        arguments are ``map_batches``'s.
 
         >>> df.range(3).add_column("twice", lambda b: b["id"] * 2)
         Dataset(read_range -> map_batches(add_column(twice)))
         """
-        _check_name("add_column", col)
+        check_name("add_column", col)
         if not callable(fn):
             raise PlanError(f"add_column({col}): fn must be callable, got {type(fn).__name__}")
         fmt = "default" if batch_format in (None, "default") else batch_format
@@ -227,91 +281,48 @@ class Dataset(AllToAllMethods, FeedMethods, WriteMethods, FrameworkMethods):
                 f"got {batch_format!r}"
             )
         return self.map_batches(
-            AddColumn(col, fn), batch_format=fmt, batch_size=None, **map_batches_kwargs
+            AddColumn(col, fn),
+            batch_format=fmt,
+            batch_size=None,
+            **_udf_args({k: v for k, v in locals().items() if k != "fn"}),
+            **ray_remote_args,
         )
-
-    # -- column-level transforms (Arrow, no Python UDF) ------------------------
-
-    def with_column(self, name: str, expr: Expr | str) -> Dataset:
-        """Add (or replace) column ``name`` computed from an expression.
-
-        >>> df.range(3).with_column("y", df.col("id") * 10)
-        Dataset(read_range -> with_column(y))
-        """
-        _check_name("with_column", name)
-        e = _as_expr(f"with_column({name})", expr)
-        check_columns(e, known_schema(self._plan), f"with_column({name})")
-        return self._then(Project(with_columns=((name, e),), label=f"with_column({name})"))
-
-    def select_columns(self, cols: str | Sequence[str]) -> Dataset:
-        """Keep only ``cols``, in that order.
-
-        >>> df.range(3).select_columns(["id"])
-        Dataset(read_range -> select_columns(id))
-        """
-        names = _column_list("select_columns", cols)
-        _check_known("select_columns", names, known_schema(self._plan))
-        return self._then(Project(select=names, label=f"select_columns({', '.join(names)})"))
-
-    def drop_columns(self, cols: str | Sequence[str]) -> Dataset:
-        """Remove ``cols``.
-
-        >>> df.from_items([{"a": 1, "b": 2}]).drop_columns("b")
-        Dataset(from_blocks -> drop_columns(b))
-        """
-        names = _column_list("drop_columns", cols)
-        _check_known("drop_columns", names, known_schema(self._plan))
-        return self._then(Project(drop=names, label=f"drop_columns({', '.join(names)})"))
-
-    def rename_columns(self, names: Mapping[str, str]) -> Dataset:
-        """Rename columns ``{old: new}``.
-
-        >>> df.range(3).rename_columns({"id": "n"})
-        Dataset(read_range -> rename_columns(id->n))
-        """
-        if not isinstance(names, Mapping) or not names:
-            raise PlanError(
-                f"rename_columns: expected a non-empty dict {{old: new}}, got {names!r}"
-            )
-        pairs = tuple((str(k), str(v)) for k, v in names.items())
-        news = [v for _, v in pairs]
-        if len(set(news)) != len(news):
-            raise PlanError(f"rename_columns: new names must be unique, got {news}")
-        _check_known("rename_columns", tuple(k for k, _ in pairs), known_schema(self._plan))
-        label = f"rename_columns({', '.join(f'{k}->{v}' for k, v in pairs)})"
-        return self._then(Project(rename=pairs, label=label))
 
     # -- row-count and multi-input transforms ----------------------------------
 
-    def limit(self, n: int) -> Dataset:
-        """The first ``n`` rows.
+    @renamed_keywords(n="limit")
+    def limit(self, limit: int) -> Dataset:
+        """The first ``limit`` rows (``n=`` is the deprecated old keyword).
 
         >>> df.range(100).limit(5)
         Dataset(read_range -> limit(5))
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise PlanError(f"limit: n must be a non-negative int, got {n!r}")
-        return self._then(Limit(n=n))
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise PlanError(f"limit: limit must be a non-negative int, got {limit!r}")
+        return self._then(Limit(n=limit))
 
-    def union(self, *others: Dataset) -> Dataset:
-        """The rows of this dataset followed by those of ``others`` (order across
+    def union(self, *other: Dataset) -> Dataset:
+        """The rows of this dataset followed by those of ``other`` (order across
         inputs is not guaranteed unless ``DataContext.preserve_order``).
 
         >>> df.range(2).union(df.range(3))
         Dataset(union(read_range, read_range))
         """
-        plans = _plans("union", others)
+        plans = _plans("union", other)
         return Dataset(Union(inputs=(self._plan, *plans)))
 
-    def zip(self, other: Dataset) -> Dataset:
-        """Columns of this dataset and ``other`` side by side, row by row (both
-        must have the same number of rows).
+    def zip(self, *other: Dataset) -> Dataset:
+        """Columns of this dataset and each of ``other`` side by side, row by row
+        (all must have the same number of rows); zipping several is zipping
+        them one after another.
 
         >>> df.range(2).zip(df.range(2))
         Dataset(zip(read_range, read_range))
         """
-        (plan,) = _plans("zip", (other,))
-        return Dataset(Zip(inputs=(self._plan, plan)))
+        plan = self._plan
+        for other_plan in _plans("zip", other):
+            plan = Zip(inputs=(plan, other_plan))
+        return Dataset(plan)
 
     # -- consumption ------------------------------------------------------------
 
@@ -348,7 +359,12 @@ class Dataset(AllToAllMethods, FeedMethods, WriteMethods, FrameworkMethods):
         )
 
     def streaming_split(
-        self, n: int, *, equal: bool = False, host: str = "127.0.0.1"
+        self,
+        n: int,
+        *,
+        equal: bool = False,
+        locality_hints: list[Any] | None = None,
+        host: str = "127.0.0.1",
     ) -> list[DataIterator]:
         """``n`` picklable iterators over one shared execution, served to other
         processes by a gRPC coordinator in this one (a token is required unless
@@ -359,6 +375,7 @@ class Dataset(AllToAllMethods, FeedMethods, WriteMethods, FrameworkMethods):
         """
         from dataflow.service.split import streaming_split
 
+        check_ray_only("streaming_split", locality_hints=locality_hints)
         return streaming_split(self._open_stream, n, equal=equal, host=host, name=repr(self))
 
     def serve(self, address: str, *, token: str | None = None, epochs: int = 1) -> FeedServer:
@@ -384,13 +401,14 @@ class Dataset(AllToAllMethods, FeedMethods, WriteMethods, FrameworkMethods):
         """
         return self.iterator().iter_rows()
 
-    def take(self, n: int = 20) -> list[dict[str, Any]]:
-        """Up to ``n`` rows as dicts.
+    @renamed_keywords(n="limit")
+    def take(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Up to ``limit`` rows as dicts (``n=`` is the deprecated old keyword).
 
         >>> df.range(10**10).take(2)  # doctest: +SKIP
         [{'id': 0}, {'id': 1}]
         """
-        return list(self._iterator(self.limit(n)._plan).iter_rows())
+        return list(self._iterator(self.limit(limit)._plan).iter_rows())
 
     def take_all(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Every row; raises ``ValueError`` if there are more than ``limit``.
@@ -422,14 +440,15 @@ class Dataset(AllToAllMethods, FeedMethods, WriteMethods, FrameworkMethods):
             raise ValueError("take_batch: the dataset is empty")
         return batch
 
-    def show(self, n: int = 20) -> None:
-        """Print up to ``n`` rows.
+    @renamed_keywords(n="limit")
+    def show(self, limit: int = 20) -> None:
+        """Print up to ``limit`` rows (``n=`` is the deprecated old keyword).
 
         >>> df.range(2).show()
         {'id': 0}
         {'id': 1}
         """
-        for row in self.take(n):
+        for row in self.take(limit):
             print(row)
 
     def count(self) -> int:
@@ -448,9 +467,10 @@ class Dataset(AllToAllMethods, FeedMethods, WriteMethods, FrameworkMethods):
         with self._open_stream() as stream:
             return stream.count_rows()
 
-    def schema(self) -> pa.Schema | None:
+    def schema(self, fetch_if_missing: bool = True) -> pa.Schema | None:
         """The output schema (from metadata, or by running the plan up to its
-        first block); None for a dataset with no blocks.
+        first block); None for a dataset with no blocks, or when it is not known
+        without running and ``fetch_if_missing=False``.
 
         >>> df.range(3).schema()
         id: int64
@@ -458,7 +478,7 @@ class Dataset(AllToAllMethods, FeedMethods, WriteMethods, FrameworkMethods):
         from dataflow.plan.planner import schema_from_metadata
 
         known = schema_from_metadata(self._optimized())
-        if known is not None:
+        if known is not None or not fetch_if_missing:
             return known
         blocks = self._iterator(self.limit(1)._plan).iter_blocks()
         try:
@@ -467,14 +487,17 @@ class Dataset(AllToAllMethods, FeedMethods, WriteMethods, FrameworkMethods):
             blocks.close()
         return None if first is None else first.schema
 
-    def columns(self) -> list[str]:
-        """The output column names.
+    def columns(self, fetch_if_missing: bool = True) -> list[str] | None:
+        """The output column names (None when the schema is not known without
+        running and ``fetch_if_missing=False``).
 
         >>> df.range(3).columns()
         ['id']
         """
-        schema = self.schema()
-        return [] if schema is None else list(schema.names)
+        schema = self.schema(fetch_if_missing=fetch_if_missing)
+        if schema is None:
+            return None if not fetch_if_missing else []
+        return list(schema.names)
 
     def to_arrow(self) -> pa.Table:
         """Every row as one Arrow table.
@@ -488,13 +511,24 @@ class Dataset(AllToAllMethods, FeedMethods, WriteMethods, FrameworkMethods):
             return schema.empty_table() if schema is not None else pa.table({})
         return concat(blocks)
 
-    def to_pandas(self) -> pd.DataFrame:
-        """Every row as one DataFrame (tensor cells as numpy arrays).
+    def to_pandas(self, limit: int | None = None) -> pd.DataFrame:
+        """Every row as one DataFrame (tensor cells as numpy arrays); raises
+        ``ValueError`` if there are more than ``limit`` rows (as in Ray Data).
 
         >>> df.range(3).to_pandas()["id"].tolist()
         [0, 1, 2]
         """
-        return table_to_pandas(self.to_arrow())
+        if limit is None:
+            return table_to_pandas(self.to_arrow())
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise PlanError(f"to_pandas: limit must be a non-negative int or None, got {limit!r}")
+        table = self.limit(limit + 1).to_arrow()
+        if table.num_rows > limit:
+            raise ValueError(
+                f"to_pandas: the dataset has more than the given limit of {limit} rows; "
+                "raise limit, or call limit(n) first to keep the first n rows"
+            )
+        return table_to_pandas(table)
 
     def materialize(self) -> Dataset:
         """Run the plan and keep its blocks in the object store: a Dataset that
@@ -587,8 +621,8 @@ class Dataset(AllToAllMethods, FeedMethods, WriteMethods, FrameworkMethods):
         return self._aggregate("std", on, ignore_nulls, ddof=ddof)
 
     def _aggregate(self, kind: str, on: Any, ignore_nulls: bool, ddof: int = 1) -> Any:
-        cols = list(self.columns()) if on is None else list(_column_list(kind, on))
-        _check_known(kind, tuple(cols), known_schema(self._plan))
+        cols = list(self.columns()) if on is None else list(column_list(kind, on))
+        check_known(kind, tuple(cols), known_schema(self._plan))
         partials = {c: _Moments() for c in cols}
         for table in self._iterator(self.select_columns(cols)._plan).iter_blocks():
             for c in cols:
@@ -634,42 +668,6 @@ def _summary(node: LogicalOperator) -> str:
 
 def _udf_args(local_vars: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in local_vars.items() if k in UDF_ARGS}
-
-
-def _as_expr(where: str, expr: Any) -> Expr:
-    if isinstance(expr, str):
-        return parse(expr)
-    if not isinstance(expr, Expr):
-        raise PlanError(
-            f"{where}: expr must be a dataflow expression (col(...)) or a string, "
-            f"got {type(expr).__name__}"
-        )
-    return expr
-
-
-def _check_name(where: str, name: Any) -> None:
-    if not isinstance(name, str) or not name:
-        raise PlanError(f"{where}: column name must be a non-empty string, got {name!r}")
-
-
-def _column_list(where: str, cols: Any) -> tuple[str, ...]:
-    names = (cols,) if isinstance(cols, str) else cols
-    if not isinstance(names, Sequence) or not names or not all(isinstance(c, str) for c in names):
-        raise PlanError(f"{where}: expected a column name or a list of them, got {cols!r}")
-    if len(set(names)) != len(names):
-        raise PlanError(f"{where}: duplicate column names in {list(names)}")
-    return tuple(names)
-
-
-def _check_known(where: str, names: tuple[str, ...], schema: pa.Schema | None) -> None:
-    if schema is None:
-        return
-    missing = [n for n in names if n not in schema.names]
-    if missing:
-        raise PlanError(
-            f"{where}: unknown column {', '.join(repr(m) for m in missing)}; "
-            f"available columns: {', '.join(schema.names) or '(none)'}"
-        )
 
 
 def _plans(where: str, others: Sequence[Any]) -> tuple[LogicalOperator, ...]:

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from dataflow.aggregate import AggregateFn, check_aggs
+from dataflow.compat import check_ray_only, renamed_keywords
+from dataflow.errors import PlanError
 from dataflow.grouped_data import GroupedData, check_known_columns, key_tuple
 from dataflow.plan.logical import (
     Aggregate,
@@ -30,7 +32,24 @@ from dataflow.plan.logical import (
 if TYPE_CHECKING:
     from dataflow.dataset import Dataset
 
-_JOIN_HOWS = ("inner", "left", "right", "outer")
+_JOIN_HOWS = {
+    "inner": "inner",
+    "left": "left_outer",
+    "right": "right_outer",
+    "outer": "full_outer",
+}
+"""The older ``how=`` names and the Ray Data join types they are."""
+_JOIN_TYPES = {
+    "inner": "inner",
+    "left_outer": "left",
+    "right_outer": "right",
+    "full_outer": "outer",
+    "left_semi": None,
+    "right_semi": None,
+    "left_anti": None,
+    "right_anti": None,
+}
+"""Ray Data's join types and the hash join that runs each (None: not supported)."""
 
 
 class AllToAllMethods:
@@ -41,21 +60,72 @@ class AllToAllMethods:
 
     # -- transforms (lazy) -----------------------------------------------------------
 
-    def repartition(self, num_blocks: int, *, shuffle: bool = False) -> Dataset:
-        """``num_blocks`` blocks of near-equal row counts, in row order; with
-        ``shuffle=True`` rows are scattered randomly instead.
+    def repartition(
+        self,
+        num_blocks: int | None = None,
+        target_num_rows_per_block: int | None = None,
+        *,
+        strict: bool = False,
+        shuffle: bool = False,
+        keys: Sequence[str] | None = None,
+        sort: bool = False,
+    ) -> Dataset:
+        """Re-cut the rows into blocks, as Ray Data's ``repartition``:
 
-        >>> df.range(10).repartition(3).materialize()  # doctest: +SKIP
+        * ``num_blocks``: that many blocks of near-equal row counts, in row
+          order; ``shuffle=True`` scatters rows randomly instead; ``keys=[...]``
+          hash-partitions by those columns (rows with equal keys share a block,
+          each block sorted by them with ``sort=True``).
+        * ``target_num_rows_per_block``: blocks of exactly that many rows but
+          the last, in row order. Ray Data streams this and, unless
+          ``strict=True``, lets a task's leftover rows make smaller blocks;
+          dataflow materializes the dataset and cuts exact blocks either way.
+
+        >>> [b.num_rows for b in df.range(10).repartition(target_num_rows_per_block=4,
+        ...                                                  strict=True).iter_internal_blocks()]  # doctest: +SKIP
+        [4, 4, 2]
         """
+        if (num_blocks is None) == (target_num_rows_per_block is None):
+            raise ValueError(
+                "repartition: give exactly one of num_blocks or target_num_rows_per_block"
+            )
+        if target_num_rows_per_block is not None:
+            _check_positive("repartition", "target_num_rows_per_block", target_num_rows_per_block)
+            if shuffle or keys:
+                raise ValueError(
+                    "repartition: target_num_rows_per_block re-cuts blocks in row order; "
+                    "shuffle and keys need num_blocks"
+                )
+            return _exact_blocks(_materialized(self), target_num_rows_per_block)
         _check_positive("repartition", "num_blocks", num_blocks)
-        return self._then(Repartition(num_blocks=num_blocks, shuffle=shuffle))
+        if strict:
+            raise ValueError("repartition: strict applies to target_num_rows_per_block")
+        key_cols = key_tuple("repartition", keys) if keys is not None else ()
+        if key_cols:
+            if shuffle:
+                raise ValueError("repartition: give keys (hash partitioning) or shuffle, not both")
+            check_known_columns("repartition", self, key_cols)
+        elif sort:
+            raise ValueError("repartition: sort=True sorts each block by keys; give keys")
+        return self._then(
+            Repartition(num_blocks=num_blocks, shuffle=shuffle, keys=key_cols, sort=sort)
+        )
 
-    def random_shuffle(self, *, seed: int | None = None, num_blocks: int | None = None) -> Dataset:
+    def random_shuffle(
+        self, *, seed: int | None = None, num_blocks: int | None = None, **ray_remote_args: Any
+    ) -> Dataset:
         """Rows in a random order. With ``seed`` the order is the same on every run
-        and for any number of workers (for the same input blocks).
+        and for any number of workers (for the same input blocks). Ray's
+        ``ray_remote_args`` are refused: the exchange's tasks take one CPU.
 
         >>> df.range(5).random_shuffle(seed=0).take_all()  # doctest: +SKIP
         """
+        if ray_remote_args:
+            name = next(iter(ray_remote_args))
+            raise PlanError(
+                f"random_shuffle: {name}= is a Ray remote() option; dataflow's shuffle runs "
+                "as exchange tasks of one CPU each and takes none: drop it"
+            )
         _check_seed("random_shuffle", seed)
         if num_blocks is not None:
             _check_positive("random_shuffle", "num_blocks", num_blocks)
@@ -66,9 +136,17 @@ class AllToAllMethods:
         _check_seed("randomize_block_order", seed)
         return self._then(RandomizeBlockOrder(seed=seed))
 
-    def sort(self, key: str | Sequence[str], descending: bool | Sequence[bool] = False) -> Dataset:
+    def sort(
+        self,
+        key: str | Sequence[str],
+        descending: bool | Sequence[bool] = False,
+        boundaries: Sequence[int | float] | None = None,
+    ) -> Dataset:
         """Rows sorted by ``key`` (one column or a list); ``descending`` is one flag
         or one per key. Nulls sort last in either direction, as in pandas.
+        ``boundaries`` (Ray Data: where to cut the first key into output
+        blocks) is checked (sorted numbers) but dataflow cuts where its
+        samples say; the sorted rows are the same either way.
 
         >>> ds.sort(["k", "v"], descending=[False, True])  # doctest: +SKIP
         """
@@ -81,37 +159,87 @@ class AllToAllMethods:
                 f"sort: descending must be a bool or one bool per key ({len(keys)}), got {descending!r}"
             )
         check_known_columns("sort", self, keys)
+        if boundaries is not None:
+            bounds = list(boundaries)
+            if not all(
+                isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds
+            ) or bounds != sorted(bounds):
+                raise ValueError(
+                    f"sort: boundaries must be a sorted list of numbers, got {boundaries!r}"
+                )
         return self._then(Sort(keys=keys, descending=flags))
 
-    def groupby(self, key: str | Sequence[str] | None) -> GroupedData:
+    def groupby(
+        self, key: str | Sequence[str] | None, num_partitions: int | None = None
+    ) -> GroupedData:
         """Group rows by ``key`` columns for ``count``/``sum``/.../``aggregate`` or
-        ``map_groups`` (None: the whole dataset is one group).
+        ``map_groups`` (None: the whole dataset is one group); ``num_partitions``
+        sets how many hash partitions (reduce tasks) the groups are spread
+        over (None: picked from the data).
 
-        >>> ds.groupby("k").mean("v")  # doctest: +SKIP
+        >>> ds.groupby("k", num_partitions=8).mean("v")  # doctest: +SKIP
         """
-        return GroupedData(self, key)  # type: ignore[arg-type]
+        return GroupedData(self, key, num_partitions)  # type: ignore[arg-type]
 
+    @renamed_keywords(other="ds")
     def join(
         self,
-        other: Dataset,
-        on: str | Sequence[str],
-        how: str = "inner",
-        *,
-        right_on: str | Sequence[str] | None = None,
-        right_suffix: str = "_right",
+        ds: Dataset,
+        join_type: str | None = None,
         num_partitions: int | None = None,
+        on: str | Sequence[str] = ("id",),
+        right_on: str | Sequence[str] | None = None,
+        left_suffix: str | None = None,
+        right_suffix: str | None = None,
+        *,
+        partition_size_hint: int | None = None,
+        aggregator_ray_remote_args: dict[str, Any] | None = None,
+        validate_schemas: bool = False,
+        how: str | None = None,
     ) -> Dataset:
-        """Hash join with ``other`` where ``on`` (left) equals ``right_on`` (right,
-        default ``on``); ``how`` is "inner", "left", "right" or "outer". Output:
-        left columns, then the right's non-key columns (``right_suffix`` added
-        on a name clash). Null keys never match.
+        """Hash join with ``ds`` where ``on`` (left) equals ``right_on`` (right,
+        default ``on``), as Ray Data's ``join(ds, join_type, num_partitions,
+        on=...)``. ``join_type``: "inner" (the default here), "left_outer",
+        "right_outer" or "full_outer". Output: left columns, then the right's
+        non-key columns; a name on both sides gets ``left_suffix`` /
+        ``right_suffix`` (right default "_right"). Null keys never match.
+        ``num_partitions`` (None: picked from the data) sets the exchange's width.
 
-        >>> users.join(orders, on="user_id", how="left")  # doctest: +SKIP
+        The older call ``join(ds, on, how=...)`` still works: a second argument
+        that is not a join type is ``on``, and ``how`` ("inner", "left", "right",
+        "outer") is ``join_type``.
+
+        >>> users.join(orders, "left_outer", 8, on=("user_id",))  # doctest: +SKIP
         """
-        if how not in _JOIN_HOWS:
-            raise ValueError(f"join: how must be one of {', '.join(_JOIN_HOWS)}, got {how!r}")
-        if not isinstance(other, AllToAllMethods):
-            raise TypeError(f"join: other must be a Dataset, got {type(other).__name__}")
+        check_ray_only(
+            "join",
+            partition_size_hint=partition_size_hint,
+            aggregator_ray_remote_args=aggregator_ray_remote_args,
+        )
+        if join_type is not None and join_type not in _JOIN_TYPES:
+            if how is not None or not isinstance(join_type, (str, list, tuple)):
+                raise ValueError(
+                    f"join: join_type must be one of {', '.join(_JOIN_TYPES)}, got {join_type!r}"
+                )
+            on, join_type = join_type, None  # the older join(ds, on, how=...) form
+        if how is not None:
+            if join_type is not None:
+                raise ValueError("join: give join_type (Ray Data's name) or how, not both")
+            if how not in _JOIN_HOWS:
+                raise ValueError(f"join: how must be one of {', '.join(_JOIN_HOWS)}, got {how!r}")
+            join_type = _JOIN_HOWS[how]
+        kind = _JOIN_TYPES.get(join_type or "inner")
+        if kind is None:
+            raise PlanError(
+                f"join: join_type={join_type!r} is not supported by dataflow's hash join "
+                "(inner, left_outer, right_outer, full_outer); for a semi join use "
+                "inner on the other side's unique keys, for an anti join a left_outer "
+                "join then filter on a null right column"
+            )
+        if not isinstance(ds, AllToAllMethods):
+            raise TypeError(f"join: other must be a Dataset, got {type(ds).__name__}")
+        if num_partitions is not None:
+            _check_positive("join", "num_partitions", num_partitions)
         left_on = key_tuple("join", on)
         right_keys = key_tuple("join", right_on) if right_on is not None else left_on
         if not left_on or len(left_on) != len(right_keys):
@@ -120,15 +248,30 @@ class AllToAllMethods:
                 f"{list(left_on)} and {list(right_keys)}"
             )
         check_known_columns("join (left side)", self, left_on)
-        check_known_columns("join (right side)", other, right_keys)
+        check_known_columns("join (right side)", ds, right_keys)
+        left, right = self, ds
+        if validate_schemas or left_suffix is not None:
+            ls, rs = self.schema(), ds.schema()
+            if validate_schemas:
+                _check_key_types(ls, rs, left_on, right_keys)
+            if left_suffix is not None and ls is not None and rs is not None:
+                clash = [
+                    c
+                    for c in ls.names
+                    if c not in left_on and c in rs.names and c not in right_keys
+                ]
+                if clash:
+                    left = self.rename_columns({c: c + left_suffix for c in clash})
+                    if right_suffix:
+                        right = ds.rename_columns({c: c + right_suffix for c in clash})
         node = Join(
             left_on=left_on,
             right_on=right_keys,
-            how=how,
-            right_suffix=right_suffix,
+            how=kind,
+            right_suffix="_right" if right_suffix is None else right_suffix,
             num_partitions=num_partitions,
         )
-        return type(self)(node.with_inputs(self._plan, other._plan))
+        return type(self)(node.with_inputs(left._plan, right._plan))
 
     # -- consumption -----------------------------------------------------------------
 
@@ -209,7 +352,9 @@ class AllToAllMethods:
             )
         return mat.split_at_indices(cuts)
 
-    def split(self, n: int, *, equal: bool = False) -> list[Dataset]:
+    def split(
+        self, n: int, *, equal: bool = False, locality_hints: list[Any] | None = None
+    ) -> list[Dataset]:
         """``n`` datasets of near-equal row counts (differing by at most one);
         ``equal=True`` makes them exactly equal by dropping the last
         ``count % n`` rows.
@@ -218,6 +363,7 @@ class AllToAllMethods:
         [3, 3, 3]
         """
         _check_positive("split", "n", n)
+        check_ray_only("split", locality_hints=locality_hints)
         mat = _materialized(self)
         total = mat.count()
         if equal:
@@ -226,34 +372,118 @@ class AllToAllMethods:
         return [_slice(mat, total * i // n, total * (i + 1) // n) for i in range(n)]
 
     def train_test_split(
-        self, test_size: float | int, *, shuffle: bool = False, seed: int | None = None
+        self,
+        test_size: float | int,
+        *,
+        shuffle: bool = False,
+        seed: int | None = None,
+        stratify: str | None = None,
     ) -> tuple[Dataset, Dataset]:
         """(train, test): the last ``test_size`` rows (a fraction in (0, 1) or a
         row count) are the test set; ``shuffle=True`` random-shuffles first.
+        ``stratify="label"`` splits each value of that column on its own (a
+        float ``test_size`` of each), so both sets keep the label proportions.
 
         >>> train, test = df.range(10).train_test_split(0.2, shuffle=True, seed=0)  # doctest: +SKIP
         """
         ds = self.random_shuffle(seed=seed) if shuffle else self
+        if stratify is not None:
+            return _stratified_split(ds, test_size, stratify)
         mat = _materialized(ds)
         total = mat.count()
-        if isinstance(test_size, float):
-            if not 0 < test_size < 1:
-                raise ValueError(
-                    f"train_test_split: a float test_size must be in (0, 1), got {test_size}"
-                )
-            train_rows = int(total * (1 - test_size))
-        elif isinstance(test_size, int) and 0 < test_size <= total:
-            train_rows = total - test_size
-        else:
-            raise ValueError(
-                f"train_test_split: test_size must be a float in (0, 1) or an int in "
-                f"[1, {total}] (the row count), got {test_size!r}"
-            )
+        train_rows = total - _test_rows("train_test_split", test_size, total)
         train, test = mat.split_at_indices([train_rows])
         return train, test
 
 
 # -- helpers -------------------------------------------------------------------------
+
+
+def _test_rows(where: str, test_size: Any, total: int) -> int:
+    """How many of ``total`` rows a ``test_size`` (fraction or count) puts in test."""
+    if isinstance(test_size, float):
+        if not 0 < test_size < 1:
+            raise ValueError(f"{where}: a float test_size must be in (0, 1), got {test_size}")
+        return total - int(total * (1 - test_size))
+    if isinstance(test_size, int) and not isinstance(test_size, bool) and 0 < test_size <= total:
+        return test_size
+    raise ValueError(
+        f"{where}: test_size must be a float in (0, 1) or an int in [1, {total}] "
+        f"(the row count), got {test_size!r}"
+    )
+
+
+def _stratified_split(ds: Dataset, test_size: Any, column: str) -> tuple[Dataset, Dataset]:
+    """Ray's ``train_test_split(stratify=column)``: per value of ``column``, its
+    last ``test_size`` share of rows (in dataset order) go to test."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not isinstance(test_size, float) or not 0 < test_size < 1:
+        raise ValueError(
+            f"train_test_split: with stratify, test_size must be a float in (0, 1), "
+            f"got {test_size!r}"
+        )
+    check_known_columns("train_test_split (stratify)", ds, [column])
+    mat = _materialized(ds)
+    labels = pa.chunked_array(
+        [t.column(column) for t in mat.iterator().iter_blocks()],
+        type=mat.schema().field(column).type,
+    )
+    codes = pc.dictionary_encode(labels).combine_chunks().indices.to_numpy(zero_copy_only=False)
+    is_test = np.zeros(len(codes), dtype=bool)
+    for code in np.unique(codes):
+        rows = np.flatnonzero(codes == code)
+        n_test = len(rows) - int(len(rows) * (1 - test_size))
+        is_test[rows[len(rows) - n_test :]] = True
+    from dataflow.read_api import from_arrow
+
+    table = mat.to_arrow()
+    mask = pa.array(is_test)
+    return from_arrow(table.filter(pc.invert(mask))), from_arrow(table.filter(mask))
+
+
+def _exact_blocks(mat: Dataset, rows: int) -> Dataset:
+    """A materialized dataset cut into blocks of exactly ``rows`` rows (the last
+    one shorter): ``repartition(target_num_rows_per_block=rows, strict=True)``.
+    Blocks that already fit are shared; the others are re-cut into new objects."""
+    from dataflow.block import concat
+    from dataflow.session import get_backend
+
+    node: MaterializedData = mat._plan
+    backend = get_backend()
+    out, new_refs, pending, have = [], [], [], 0
+    first = node.bundles[0] if node.bundles else None
+
+    def emit(ref: Any, template: Any) -> None:
+        out.append(_borrowed(template, ref, len(out)))
+
+    for bundle in node.bundles:
+        for ref in bundle.refs:
+            if not pending and ref.num_rows == rows:
+                emit(ref, bundle)
+                continue
+            table = backend.get(ref)
+            while table.num_rows:
+                take = min(rows - have, table.num_rows)
+                pending.append(table.slice(0, take))
+                have += take
+                table = table.slice(take)
+                if have == rows:
+                    piece = backend.put(concat(pending))
+                    new_refs.append(piece)
+                    emit(piece, bundle)
+                    pending, have = [], 0
+    if pending:
+        piece = backend.put(concat(pending))
+        new_refs.append(piece)
+        emit(piece, first)
+    if first is None:
+        return mat
+    return type(mat)(
+        MaterializedData(bundles=tuple(out), owner=_SliceOwner(backend, new_refs, node.owner))
+    )
 
 
 def _materialized(ds: Dataset) -> Dataset:
@@ -266,6 +496,19 @@ def _materialized(ds: Dataset) -> Dataset:
 def _check_positive(where: str, name: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{where}: {name} must be an int >= 1, got {value!r}")
+
+
+def _check_key_types(left: Any, right: Any, left_on: tuple, right_on: tuple) -> None:
+    """Ray's ``validate_schemas=True``: the key columns' types must be equal."""
+    if left is None or right is None:
+        return
+    for a, b in zip(left_on, right_on):
+        ta, tb = left.field(a).type, right.field(b).type
+        if ta != tb:
+            raise PlanError(
+                f"join: validate_schemas=True and key {a!r} is {ta} on the left but "
+                f"{b!r} is {tb} on the right; cast one side (with_column) or drop validate_schemas"
+            )
 
 
 def _check_seed(where: str, seed: Any) -> None:

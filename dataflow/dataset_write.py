@@ -90,6 +90,22 @@ class WriteMethods:
         """
         self._write_files("JSONDatasink", path, filesystem, partition_cols, mode, kwargs)
 
+    def write_orc(
+        self,
+        path: str,
+        *,
+        filesystem: Any = None,
+        partition_cols: Sequence[str] | None = None,
+        mode: str = "error",
+        **kwargs: Any,
+    ) -> None:
+        """Write ORC files under ``path`` (committed atomically); ``kwargs`` go
+        to ``pyarrow.orc.ORCWriter`` (``compression=``...).
+
+        >>> df.range(10).write_orc("/tmp/out")  # doctest: +SKIP
+        """
+        self._write_files("ORCDatasink", path, filesystem, partition_cols, mode, kwargs)
+
     def write_numpy(
         self,
         path: str,

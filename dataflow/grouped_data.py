@@ -50,10 +50,19 @@ def check_known_columns(where: str, dataset: Dataset, columns: Sequence[str]) ->
 class GroupedData:
     """Rows of a dataset grouped by ``key`` columns (None: one global group)."""
 
-    def __init__(self, dataset: Dataset, key: str | Sequence[str] | None) -> None:
+    def __init__(
+        self, dataset: Dataset, key: str | Sequence[str] | None, num_partitions: int | None = None
+    ) -> None:
         self._dataset = dataset
         self._keys = key_tuple("groupby", key)
         check_known_columns("groupby", dataset, self._keys)
+        if num_partitions is not None and (
+            isinstance(num_partitions, bool)
+            or not isinstance(num_partitions, int)
+            or num_partitions < 1
+        ):
+            raise ValueError(f"groupby: num_partitions must be an int >= 1, got {num_partitions!r}")
+        self._num_partitions = num_partitions
 
     def __repr__(self) -> str:
         return f"GroupedData({self._dataset!r}, key={list(self._keys)})"
@@ -69,7 +78,9 @@ class GroupedData:
         clash = [a.name for a in aggs_ if a.name in self._keys]
         if clash:
             raise ValueError(f"{where}: aggregation {clash[0]!r} has the name of a key column")
-        return self._dataset._then(Aggregate(keys=self._keys, aggs=tuple(aggs_)))
+        return self._dataset._then(
+            Aggregate(keys=self._keys, aggs=tuple(aggs_), num_partitions=self._num_partitions)
+        )
 
     def count(self) -> Dataset:
         """Rows per group, in column ``count()``."""
@@ -123,6 +134,7 @@ class GroupedData:
             fn_args=tuple(fn_args),
             fn_kwargs=tuple(sorted((fn_kwargs or {}).items())),
             resources=Resources(cpu=num_cpus),
+            num_partitions=self._num_partitions,
         )
         return self._dataset._then(node)
 

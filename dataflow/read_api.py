@@ -19,22 +19,26 @@ from dataflow.context import DataContext
 from dataflow.dataset import Dataset
 from dataflow.errors import PlanError
 from dataflow.plan.logical import InputData, Read
+from dataflow.read_files import (
+    check_num_blocks,
+    pushdown_args,
+    read_avro,
+    read_binary_files,
+    read_csv,
+    read_dataset,
+    read_images,
+    read_json,
+    read_numpy,
+    read_orc,
+    read_parquet,
+    read_text,
+)
 from dataflow.sources.datasource import Datasource
 from dataflow.sources.range import RangeDatasource
 from runtime.resources import detect_num_cpus
 
 if TYPE_CHECKING:
     import pandas as pd
-
-
-def _check_num_blocks(where: str, override_num_blocks: int | None) -> None:
-    if override_num_blocks is not None and (
-        not isinstance(override_num_blocks, int) or override_num_blocks < 1
-    ):
-        raise PlanError(
-            f"{where}: override_num_blocks must be a positive int or None, "
-            f"got {override_num_blocks!r}"
-        )
 
 
 def _default_num_blocks(num_rows: int) -> int:
@@ -63,7 +67,7 @@ def read_datasource(datasource: Datasource, *, override_num_blocks: int | None =
             f"read_datasource: expected a dataflow.sources.datasource.Datasource, got "
             f"{type(datasource).__name__} (it needs get_read_tasks)"
         )
-    _check_num_blocks("read_datasource", override_num_blocks)
+    check_num_blocks("read_datasource", override_num_blocks)
     return Dataset(Read(datasource, parallelism=override_num_blocks))
 
 
@@ -74,7 +78,7 @@ def range(n: int, *, override_num_blocks: int | None = None) -> Dataset:  # noqa
     Dataset(read_range -> limit(2))
     """
     _check_count("range", n)
-    _check_num_blocks("range", override_num_blocks)
+    check_num_blocks("range", override_num_blocks)
     return Dataset(Read(RangeDatasource(n), parallelism=override_num_blocks))
 
 
@@ -87,7 +91,7 @@ def range_tensor(
     Dataset(read_range_tensor)
     """
     _check_count("range_tensor", n)
-    _check_num_blocks("range_tensor", override_num_blocks)
+    check_num_blocks("range_tensor", override_num_blocks)
     shape = tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
     if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
         raise PlanError(f"range_tensor: shape must be a tuple of positive ints, got {shape!r}")
@@ -109,7 +113,7 @@ def from_items(items: Sequence[Any], *, override_num_blocks: int | None = None) 
         raise PlanError(
             f"from_items: expected a list of dicts or values, got {type(items).__name__}"
         )
-    _check_num_blocks("from_items", override_num_blocks)
+    check_num_blocks("from_items", override_num_blocks)
     items = list(items)
     if not items:
         return Dataset(InputData(blocks=()))
@@ -175,7 +179,12 @@ def from_numpy(ndarrays: np.ndarray | list[np.ndarray]) -> Dataset:
     )
 
 
-def from_huggingface(dataset: Any, *, override_num_blocks: int | None = None) -> Dataset:
+def from_huggingface(
+    dataset: Any,
+    parallelism: int = -1,
+    concurrency: int | None = None,
+    override_num_blocks: int | None = None,
+) -> Dataset:
     """A Hugging Face ``datasets.Dataset`` (needs ``datasets``), read as zero-copy
     row ranges of its Arrow table, or a ``datasets.IterableDataset``, streamed.
     Columns keep the Arrow types ``datasets`` stores (an ``Image()`` column is
@@ -186,60 +195,16 @@ def from_huggingface(dataset: Any, *, override_num_blocks: int | None = None) ->
     """
     from dataflow.sources.huggingface import HuggingFaceDatasource
 
-    _check_num_blocks("from_huggingface", override_num_blocks)
-    return Dataset(Read(HuggingFaceDatasource(dataset), parallelism=override_num_blocks))
-
-
-# -- files ---------------------------------------------------------------------------
-
-
-def read_parquet(
-    paths: str | Sequence[str],
-    *,
-    columns: Sequence[str] | None = None,
-    filter: Any = None,
-    filesystem: Any = None,
-    partitioning: str | None = "hive",
-    override_num_blocks: int | None = None,
-    include_paths: bool = False,
-) -> Dataset:
-    """Parquet files, directories (hive partitions become columns), globs or URLs.
-
-    ``columns`` and ``filter`` (a ``col(...)`` expression or a string such as
-    ``"a > 0"``) are pushed into the scan: only those columns and the row
-    groups whose statistics may match are read.
-
-    >>> read_parquet("s3://bucket/events/", columns=["a"], filter=col("a") > 0)  # doctest: +SKIP
-    Dataset(read_parquet)
-    """
-    from dataflow.sources.parquet import ParquetDatasource
-
-    _check_num_blocks("read_parquet", override_num_blocks)
-    filter, columns = _pushdown_args("read_parquet", filter, columns)
-    source = ParquetDatasource(
-        paths, filesystem=filesystem, partitioning=partitioning, include_paths=include_paths
+    return read_dataset(
+        "from_huggingface",
+        HuggingFaceDatasource(dataset),
+        parallelism=parallelism,
+        concurrency=concurrency,
+        override_num_blocks=override_num_blocks,
     )
-    return Dataset(Read(source, parallelism=override_num_blocks, columns=columns, predicate=filter))
 
 
-def _pushdown_args(where: str, filter: Any, columns: Any) -> tuple[Any, tuple[str, ...] | None]:
-    """A reader's ``filter`` (an ``Expr`` or a string, parsed) and ``columns``
-    (a list of names), checked: they become the ``Read`` node's pushdowns."""
-    from dataflow.expressions import Expr, parse
-
-    if isinstance(filter, str):
-        filter = parse(filter)
-    if filter is not None and not isinstance(filter, Expr):
-        raise PlanError(
-            f"{where}: filter must be a dataflow expression (col('a') > 0) or a string, "
-            f"got {type(filter).__name__}"
-        )
-    if isinstance(columns, str):
-        raise PlanError(f"{where}: columns must be a list of names, got the string {columns!r}")
-    return filter, tuple(columns) if columns is not None else None
-
-
-# -- tables -----------------------------------------------------------------------------
+# -- tables and other formats (the file readers are in read_files.py) ---------------
 
 
 def read_delta(
@@ -266,8 +231,8 @@ def read_delta(
     """
     from dataflow.sources.delta import DeltaDatasource
 
-    _check_num_blocks("read_delta", override_num_blocks)
-    filter, columns = _pushdown_args("read_delta", filter, columns)
+    check_num_blocks("read_delta", override_num_blocks)
+    filter, columns = pushdown_args("read_delta", filter, columns)
     source = DeltaDatasource(
         path,
         version=version,
@@ -302,7 +267,7 @@ def read_iceberg(
     """
     from dataflow.sources.iceberg import IcebergDatasource
 
-    _check_num_blocks("read_iceberg", override_num_blocks)
+    check_num_blocks("read_iceberg", override_num_blocks)
     source = IcebergDatasource(
         table_identifier,
         row_filter=row_filter,
@@ -337,14 +302,14 @@ def read_lance(
     from dataflow.expressions import parse
     from dataflow.sources.lance import LanceDatasource
 
-    _check_num_blocks("read_lance", override_num_blocks)
+    check_num_blocks("read_lance", override_num_blocks)
     sql = None
     if isinstance(filter, str):
         try:
             filter = parse(filter)
         except PlanError:
             sql, filter = filter, None  # not a dataflow expression: Lance SQL
-    filter, columns = _pushdown_args("read_lance", filter, columns)
+    filter, columns = pushdown_args("read_lance", filter, columns)
     source = LanceDatasource(
         uri,
         version=version,
@@ -353,109 +318,6 @@ def read_lance(
         scanner_options=scanner_options,
     )
     return Dataset(Read(source, parallelism=override_num_blocks, columns=columns, predicate=filter))
-
-
-def _read_files(source: Datasource, override_num_blocks: int | None) -> Dataset:
-    _check_num_blocks(f"read_{source.get_name()}", override_num_blocks)
-    return Dataset(Read(source, parallelism=override_num_blocks))
-
-
-def read_csv(
-    paths: str | Sequence[str], *, override_num_blocks: int | None = None, **kwargs: Any
-) -> Dataset:
-    """CSV files; ``read_options``/``parse_options``/``convert_options`` (``pyarrow.csv``)
-    pass through, as do ``filesystem``, ``include_paths``, ``partitioning`` and
-    ``file_extensions``.
-
-    >>> read_csv("data/*.csv.gz")  # doctest: +SKIP
-    Dataset(read_csv)
-    """
-    from dataflow.sources.csv import CSVDatasource
-
-    return _read_files(CSVDatasource(paths, **kwargs), override_num_blocks)
-
-
-def read_json(
-    paths: str | Sequence[str], *, override_num_blocks: int | None = None, **kwargs: Any
-) -> Dataset:
-    """JSON Lines files or files holding one JSON array of objects.
-
-    >>> read_json("events.jsonl")  # doctest: +SKIP
-    Dataset(read_json)
-    """
-    from dataflow.sources.json import JSONDatasource
-
-    return _read_files(JSONDatasource(paths, **kwargs), override_num_blocks)
-
-
-def read_text(
-    paths: str | Sequence[str], *, override_num_blocks: int | None = None, **kwargs: Any
-) -> Dataset:
-    """One row per line in column ``text`` (``encoding=``, ``drop_empty_lines=True``).
-
-    >>> read_text("logs/")  # doctest: +SKIP
-    Dataset(read_text)
-    """
-    from dataflow.sources.text import TextDatasource
-
-    return _read_files(TextDatasource(paths, **kwargs), override_num_blocks)
-
-
-def read_binary_files(
-    paths: str | Sequence[str], *, override_num_blocks: int | None = None, **kwargs: Any
-) -> Dataset:
-    """One row per file, its content in column ``bytes`` (``include_paths=True`` adds ``path``).
-
-    >>> read_binary_files("blobs/", include_paths=True)  # doctest: +SKIP
-    Dataset(read_binary_files)
-    """
-    from dataflow.sources.text import BinaryDatasource
-
-    return _read_files(BinaryDatasource(paths, **kwargs), override_num_blocks)
-
-
-def read_numpy(
-    paths: str | Sequence[str], *, override_num_blocks: int | None = None, **kwargs: Any
-) -> Dataset:
-    """``.npy`` files as rows of column ``data`` (N-d arrays become tensor columns).
-
-    >>> read_numpy("arrays/")  # doctest: +SKIP
-    Dataset(read_numpy)
-    """
-    from dataflow.sources.npy import NumpyDatasource
-
-    return _read_files(NumpyDatasource(paths, **kwargs), override_num_blocks)
-
-
-def read_images(
-    paths: str | Sequence[str], *, override_num_blocks: int | None = None, **kwargs: Any
-) -> Dataset:
-    """Images (needs Pillow) as column ``image``, HWC uint8; ``size=(h, w)`` resizes
-    and ``mode="RGB"`` converts so every row has one shape.
-
-    >>> read_images("imgs/", size=(64, 64), mode="RGB")  # doctest: +SKIP
-    Dataset(read_images)
-    """
-    from dataflow.sources.images import ImageDatasource
-
-    return _read_files(ImageDatasource(paths, **kwargs), override_num_blocks)
-
-
-def read_avro(
-    paths: str | Sequence[str], *, override_num_blocks: int | None = None, **kwargs: Any
-) -> Dataset:
-    """Avro container files (needs fastavro), one column per top-level field with
-    the types of the file's schema (int32, float32, structs, maps, decimals,
-    timestamps...). Selected columns are the only ones fastavro decodes.
-    ``filesystem``, ``include_paths``, ``partitioning`` and ``file_extensions``
-    pass through.
-
-    >>> read_avro("s3://bucket/events/", file_extensions=["avro"])  # doctest: +SKIP
-    Dataset(read_avro)
-    """
-    from dataflow.sources.avro import AvroDatasource
-
-    return _read_files(AvroDatasource(paths, **kwargs), override_num_blocks)
 
 
 def read_tfrecords(
@@ -486,7 +348,7 @@ def read_tfrecords(
             "schema=pa.schema([...]) with int64 / float32 / binary (or list of them) columns"
         )
     source = TFRecordDatasource(paths, schema=schema, verify_crc=verify_crc, **kwargs)
-    return _read_files(source, override_num_blocks)
+    return read_dataset("read_tfrecords", source, override_num_blocks=override_num_blocks)
 
 
 def read_webdataset(
@@ -524,7 +386,7 @@ def read_webdataset(
         expand_json=expand_json,
         **kwargs,
     )
-    return _read_files(source, override_num_blocks)
+    return read_dataset("read_webdataset", source, override_num_blocks=override_num_blocks)
 
 
 def read_sql(
@@ -550,7 +412,7 @@ def read_sql(
     """
     from dataflow.sources.sql import SQLDatasource
 
-    _check_num_blocks("read_sql", override_num_blocks)
+    check_num_blocks("read_sql", override_num_blocks)
     keys = [shard_keys] if isinstance(shard_keys, str) else list(shard_keys or [])
     source = SQLDatasource(
         sql,
@@ -580,6 +442,7 @@ __all__ = [
     "read_json",
     "read_lance",
     "read_numpy",
+    "read_orc",
     "read_parquet",
     "read_sql",
     "read_text",

@@ -12,11 +12,13 @@ dataflow.errors.PlanError: map_batches(len): concurrency=(min, max) autoscales a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
 
+from dataflow.compat import check_ray_only, compute_as_concurrency, merge_remote_args
 from dataflow.errors import PlanError
 from dataflow.plan.logical import Compute
 from runtime.resources import Resources
@@ -25,19 +27,27 @@ ON_ERROR = ("raise", "skip", "dead_letter")
 
 UDF_ARGS = (
     "fn",
+    "compute",
     "fn_args",
     "fn_kwargs",
     "fn_constructor_args",
     "fn_constructor_kwargs",
-    "concurrency",
     "num_cpus",
     "num_gpus",
     "memory",
+    "concurrency",
+    "label_selector",
+    "fallback_strategy",
+    "max_calls",
     "resources",
+    "accelerator_type",
+    "runtime_env",
+    "ray_remote_args_fn",
+    "ray_remote_args",
     "on_error",
 )
 """The keyword arguments of ``udf_fields``: what map, flat_map, filter and
-map_batches share."""
+map_batches share (Ray Data's, plus ``on_error``)."""
 
 
 def fn_name(fn: Any) -> str:
@@ -52,25 +62,57 @@ def udf_fields(
     method: str,
     *,
     fn: Any,
-    fn_args: Sequence[Any] = (),
+    compute: Any = None,
+    fn_args: Sequence[Any] | None = None,
     fn_kwargs: Mapping[str, Any] | None = None,
-    fn_constructor_args: Sequence[Any] = (),
+    fn_constructor_args: Sequence[Any] | None = None,
     fn_constructor_kwargs: Mapping[str, Any] | None = None,
-    concurrency: int | tuple[int, int] | None = None,
     num_cpus: float | None = None,
     num_gpus: float | None = None,
     memory: float | None = None,
+    concurrency: int | tuple[int, ...] | None = None,
+    label_selector: Any = None,
+    fallback_strategy: Any = None,
+    max_calls: int | None = None,
     resources: Mapping[str, float] | None = None,
+    accelerator_type: str | None = None,
+    runtime_env: Any = None,
+    ray_remote_args_fn: Any = None,
+    ray_remote_args: Mapping[str, Any] | None = None,
     on_error: str = "raise",
 ) -> dict[str, Any]:
     """Validate the arguments every UDF transform shares; the fields of its node.
-    Messages name the transform and the function: ``map_batches(embed): ...``."""
+    Messages name the transform and the function: ``map_batches(embed): ...``.
+    Ray's ``compute=`` strategies become ``concurrency``; ``ray_remote_args``
+    may reserve resources; the other Ray-only arguments are refused
+    (``dataflow.compat``)."""
     where = f"{method}({fn_name(fn)})"
     is_class = isinstance(fn, type)
     if is_class and not _is_callable_class(fn):
         raise PlanError(f"{where}: class {fn.__name__} has no __call__ method")
     if not callable(fn):
         raise PlanError(f"{method}: fn must be a function or a callable class, got {fn!r}")
+    check_ray_only(
+        where,
+        label_selector=label_selector,
+        fallback_strategy=fallback_strategy,
+        max_calls=max_calls,
+        accelerator_type=accelerator_type,
+        runtime_env=runtime_env,
+        ray_remote_args_fn=ray_remote_args_fn,
+    )
+    amounts = merge_remote_args(
+        where,
+        ray_remote_args,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        memory=memory,
+        resources=resources,
+    )
+    in_flight = getattr(compute, "max_tasks_in_flight_per_actor", None)
+    concurrency = compute_as_concurrency(where, compute, concurrency, is_class)
+    fn_args = () if fn_args is None else fn_args
+    fn_constructor_args = () if fn_constructor_args is None else fn_constructor_args
     if not is_class and (fn_constructor_args or fn_constructor_kwargs):
         raise PlanError(
             f"{where}: fn_constructor_args/fn_constructor_kwargs are only for callable "
@@ -80,18 +122,27 @@ def udf_fields(
         if value is not None and not isinstance(value, Mapping):
             raise PlanError(f"{where}: {name} must be a dict, got {type(value).__name__}")
     for name, value in (("fn_args", fn_args), ("fn_constructor_args", fn_constructor_args)):
-        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, Iterable)):
             raise PlanError(f"{where}: {name} must be a tuple or list, got {type(value).__name__}")
     if on_error not in ON_ERROR:
         raise PlanError(f"{where}: on_error must be one of {ON_ERROR}, got {on_error!r}")
+    computed = _compute(where, is_class, concurrency)
+    if in_flight is not None:
+        computed = dataclasses.replace(computed, max_tasks_in_flight=in_flight)
     return {
         "fn": fn,
         "fn_args": tuple(fn_args),
         "fn_kwargs": tuple((fn_kwargs or {}).items()),
         "fn_constructor_args": tuple(fn_constructor_args),
         "fn_constructor_kwargs": tuple((fn_constructor_kwargs or {}).items()),
-        "compute": _compute(where, is_class, concurrency),
-        "resources": _resources(where, num_cpus, num_gpus, memory, resources),
+        "compute": computed,
+        "resources": resources_of(
+            where,
+            amounts["num_cpus"],
+            amounts["num_gpus"],
+            amounts["memory"],
+            amounts["resources"],
+        ),
         "on_error": on_error,
     }
 
@@ -108,35 +159,51 @@ def _compute(where: str, is_class: bool, concurrency: Any) -> Compute:
             if is_class
             else Compute("tasks", 1, concurrency)
         )
-    # min may be 0: the pool then scales to zero when idle (Ray Data's pools cannot).
-    pair = isinstance(concurrency, tuple) and len(concurrency) == 2
-    if pair and whole(concurrency[0], 0) and whole(concurrency[1], 1):
-        lo, hi = concurrency
-        if lo > hi:
+    # (min, max) or Ray's (min, max, initial). min may be 0: the pool then scales
+    # to zero when idle (Ray Data's pools cannot); max None (from
+    # ActorPoolStrategy(min_size=n)): as many as the resources allow.
+    tup = isinstance(concurrency, tuple) and len(concurrency) in (2, 3)
+    if (
+        tup
+        and whole(concurrency[0], 0)
+        and (concurrency[1] is None or whole(concurrency[1], 1))
+        and (len(concurrency) == 2 or whole(concurrency[2], 0))
+    ):
+        lo, hi = concurrency[0], concurrency[1]
+        initial = concurrency[2] if len(concurrency) == 3 else None
+        if hi is not None and lo > hi:
             raise PlanError(f"{where}: concurrency=(min, max) needs min <= max, got {concurrency}")
+        if initial is not None and (initial < lo or (hi is not None and initial > hi)):
+            raise PlanError(
+                f"{where}: concurrency=(min, max, initial) needs min <= initial <= max, "
+                f"got {concurrency}"
+            )
         if not is_class:
             raise PlanError(
                 f"{where}: concurrency=(min, max) autoscales an actor pool and needs a "
                 "callable class; for a function pass concurrency=n (at most n tasks at once)"
             )
-        return Compute("actors", lo, hi)
+        return Compute("actors", lo, hi, initial_size=initial)
     raise PlanError(
-        f"{where}: concurrency must be None, a positive int or a (min, max) tuple "
-        f"with 0 <= min <= max and max >= 1, got {concurrency!r}"
+        f"{where}: concurrency must be None, a positive int, a (min, max) or a "
+        f"(min, max, initial) tuple with 0 <= min <= initial <= max and max >= 1, "
+        f"got {concurrency!r}"
     )
 
 
-def _resources(
-    where: str, num_cpus: Any, num_gpus: Any, memory: Any, custom: Mapping[str, float] | None
+def resources_of(
+    where: str, num_cpus: Any, num_gpus: Any, memory: Any, resources: Mapping[str, float] | None
 ) -> Resources:
+    """What a task reserves, checked (``num_cpus`` None: one CPU)."""
+    custom = resources
+    if custom is not None and not isinstance(custom, Mapping):
+        raise PlanError(f"{where}: resources must be a dict of name -> amount")
     amounts = {"num_cpus": num_cpus, "num_gpus": num_gpus, "memory": memory, **(custom or {})}
     for name, value in amounts.items():
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
         ):
             raise PlanError(f"{where}: {name} must be a non-negative number, got {value!r}")
-    if custom is not None and not isinstance(custom, Mapping):
-        raise PlanError(f"{where}: resources must be a dict of name -> amount")
     return Resources.of(
         cpu=1 if num_cpus is None else num_cpus,
         gpu=num_gpus or 0,

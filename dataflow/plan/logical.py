@@ -30,13 +30,18 @@ OnError = Literal["raise", "skip", "dead_letter"]
 @dataclass(frozen=True)
 class Compute:
     """How a UDF stage runs: a task pool, or an actor pool of ``min_size..max_size``
-    long-lived workers (callable classes). ``use_threads`` lets a vectorized,
-    GIL-releasing UDF run on threads instead of worker processes."""
+    long-lived workers (callable classes), starting with ``initial_size`` (None:
+    the planner picks) and giving each actor at most ``max_tasks_in_flight``
+    tasks at once (None: ``DataContext.actor_max_tasks_in_flight``).
+    ``use_threads`` lets a vectorized, GIL-releasing UDF run on threads instead
+    of worker processes."""
 
     kind: Literal["tasks", "actors"] = "tasks"
     min_size: int = 1
     max_size: int | None = None
     use_threads: bool = False
+    initial_size: int | None = None
+    max_tasks_in_flight: int | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,10 @@ class Read(LogicalOperator):
     columns: tuple[str, ...] | None = None
     predicate: Expr | None = None
     limit: int | None = None
+    compute: Compute = Compute()
+    """Ray's ``concurrency=n`` on a read: at most ``n`` read tasks at once."""
+    resources: Resources = Resources(cpu=1)
+    """What each read task reserves (Ray's ``num_cpus`` / ``num_gpus`` / ...)."""
 
     @property
     def name(self) -> str:
@@ -161,6 +170,9 @@ class MapBatches(AbstractUDF):
     batch_size: int | None = None
     batch_format: str = "default"
     zero_copy_batch: bool = False
+    modifies_row_count: bool = True
+    """False (Ray's ``udf_modifying_row_count=False``): one row out per row in,
+    so a ``Limit`` above may move below it."""
 
     @property
     def name(self) -> str:
@@ -276,10 +288,15 @@ class Repartition(LogicalOperator):
 
     num_blocks: int
     shuffle: bool = False
+    keys: tuple[str, ...] = ()
+    """Hash-partition by these columns (rows with equal keys share a block)."""
+    sort: bool = False
+    """With ``keys``: each block sorted by them."""
 
     @property
     def name(self) -> str:
-        return f"repartition({self.num_blocks})"
+        by = f", keys={list(self.keys)}" if self.keys else ""
+        return f"repartition({self.num_blocks}{by})"
 
 
 @dataclass(frozen=True)
@@ -327,6 +344,7 @@ class Aggregate(LogicalOperator):
 
     keys: tuple[str, ...]
     aggs: tuple[Any, ...]
+    num_partitions: int | None = None
 
     @property
     def name(self) -> str:
@@ -346,6 +364,7 @@ class MapGroups(LogicalOperator):
     fn_args: tuple = ()
     fn_kwargs: tuple[tuple[str, Any], ...] = ()
     resources: Resources = Resources(cpu=1)
+    num_partitions: int | None = None
 
     @property
     def name(self) -> str:

@@ -28,6 +28,7 @@ from dataflow.exec.exchange.operator import ExchangeOperator
 from dataflow.exec.exchange.partition import sort_keys
 from dataflow.exec.exchange.tasks import (
     AggregateSpec,
+    HashRepartitionSpec,
     JoinSpec,
     MapGroupsSpec,
     RandomShuffleSpec,
@@ -229,13 +230,19 @@ def _plan_exchange(p: _Planning, node: LogicalOperator, inputs: list) -> Physica
         spec, n = RandomShuffleSpec(seed), node.num_blocks
     elif isinstance(node, Repartition):
         n = node.num_blocks
-        spec = RandomShuffleSpec(random.getrandbits(63)) if node.shuffle else RepartitionSpec(n)
+        if node.keys:
+            spec = HashRepartitionSpec(node.keys, node.sort)
+        elif node.shuffle:
+            spec = RandomShuffleSpec(random.getrandbits(63))
+        else:
+            spec = RepartitionSpec(n)
     elif isinstance(node, Aggregate):
-        spec = AggregateSpec(node.keys, node.aggs)
+        spec, n = AggregateSpec(node.keys, node.aggs), node.num_partitions
     elif isinstance(node, MapGroups):
         spec = MapGroupsSpec(
             node.keys, node.fn, node.batch_format, node.fn_args, dict(node.fn_kwargs), node.name
         )
+        n = node.num_partitions
     else:
         spec = JoinSpec(node.left_on, node.right_on, node.how, node.right_suffix)
         n = node.num_partitions
@@ -265,8 +272,8 @@ def _map_operator(
         nodes = nodes[1:]
     stages += [_stage(p, n) for n in nodes]
     udfs = [n for n in nodes if isinstance(n, AbstractUDF)]
-    compute = udfs[0].compute if udfs else Compute()
-    resources = udfs[0].resources if udfs else Resources(cpu=1)
+    compute = udfs[0].compute if udfs else (read.compute if read else Compute())
+    resources = udfs[0].resources if udfs else (read.resources if read else Resources(cpu=1))
     total = p.total
     if total is not None:
         check_request(name, resources, total)
@@ -337,7 +344,9 @@ def _actor_pool(
             check_request(f"{name} with concurrency min {min_size}", res.scale(min_size), total)
     max_size = max_size or max(min_size, 1)
     initial = min_size
-    if res.gpu and p.backend is not None:
+    if compute.initial_size is not None:  # Ray's concurrency=(min, max, initial)
+        initial = min(max(compute.initial_size, min_size), max_size)
+    elif res.gpu and p.backend is not None:
         # A GPU pool starts as large as the free devices allow, so all GPUs work at once.
         free_gpu = p.backend.available_resources().gpu
         initial = max(min_size, min(max_size, int(free_gpu / res.gpu + 1e-9)))
@@ -355,6 +364,7 @@ def _actor_pool(
         min_size=min_size,
         max_size=max_size,
         initial_size=initial,
+        max_tasks_in_flight=compute.max_tasks_in_flight,
     )
 
 

@@ -39,7 +39,7 @@ class CSVDatasource(FileBasedDatasource):
         self.convert_options = convert_options
 
     def read_file(self, fs: FileSystems, path: str) -> Iterator[pa.Table]:
-        with fs.arrow.open_input_stream(path, compression="detect") as f:
+        with self.open_stream(fs, path, "detect") as f:
             yield pacsv.read_csv(
                 f,
                 read_options=self.read_options,

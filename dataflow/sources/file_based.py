@@ -33,6 +33,7 @@ from dataflow.sources.datasource import BlockMetadata, Datasource, ReadTask
 from dataflow.sources.paths import (
     FileEntry,
     FileSystems,
+    ListingOptions,
     add_constant_columns,
     expand_paths,
     partition_schema,
@@ -138,17 +139,26 @@ class FileBasedDatasource(Datasource):
         *,
         filesystem: Any = None,
         include_paths: bool = False,
-        partitioning: str | None = "hive",
+        partitioning: Any = "hive",
         file_extensions: Sequence[str] | None = None,
+        ignore_missing_paths: bool = False,
+        partition_filter: Any = None,
+        shuffle: Any = None,
     ) -> None:
-        if partitioning not in ("hive", None):
-            raise ValueError(
-                f"{self.where}: partitioning must be 'hive' or None, got {partitioning!r}"
-            )
+        self.listing = ListingOptions.of(
+            self.where,
+            file_extensions=file_extensions or self.default_extensions,
+            partitioning=partitioning,
+            ignore_missing_paths=ignore_missing_paths,
+            partition_filter=partition_filter,
+            shuffle=shuffle,
+        )
         self.fs, self.paths = resolve_filesystem(paths, filesystem, self.where)
         self.include_paths = include_paths
-        self.partitioning = partitioning
-        self.file_extensions = file_extensions or self.default_extensions
+        self.open_args: dict[str, Any] = {}
+        """Ray's ``arrow_open_stream_args``: keywords of pyarrow's ``open_input_stream``."""
+        self.partitioning = self.listing.partitioning
+        self.file_extensions = self.listing.file_extensions
         self._entries: list[FileEntry] | None = None
 
     def __getstate__(self) -> dict:
@@ -161,18 +171,18 @@ class FileBasedDatasource(Datasource):
     def files(self) -> list[FileEntry]:
         """The listed files (listed once, on first use)."""
         if self._entries is None:
-            self._entries = expand_paths(
-                self.fs,
-                self.paths,
-                self.where,
-                file_extensions=self.file_extensions,
-                partitioning=self.partitioning,
-            )
+            self._entries = expand_paths(self.fs, self.paths, self.where, options=self.listing)
         return self._entries
 
     def read_file(self, fs: FileSystems, path: str) -> Iterator[pa.Table]:
         """Tables of one file; raise anything, it is reported with the path."""
         raise NotImplementedError
+
+    def open_stream(self, fs: FileSystems, path: str, compression: str | None = None) -> Any:
+        """``path`` opened for reading, with the reader's ``arrow_open_stream_args``
+        (they override ``compression``, e.g. ``{"compression": "gzip"}``)."""
+        kwargs = {"compression": compression, **getattr(self, "open_args", {})}
+        return fs.arrow.open_input_stream(path, **kwargs)
 
     def estimate_inmemory_data_size(self) -> int | None:
         return int(sum(e.size for e in self.files()) * self.expansion)

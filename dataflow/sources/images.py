@@ -57,7 +57,7 @@ class ImageDatasource(FileBasedDatasource):
 
     def read_file(self, fs: FileSystems, path: str) -> Iterator[pa.Table]:
         image_cls = _pil_image()
-        with fs.arrow.open_input_stream(path) as f:
+        with self.open_stream(fs, path) as f:
             data = f.read()
         with image_cls.open(io.BytesIO(data)) as img:
             if self.mode is not None and img.mode != self.mode:

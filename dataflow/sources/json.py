@@ -24,6 +24,20 @@ class JSONDatasource(FileBasedDatasource):
 
     where = "read_json"
     expansion = 0.7
+    default_extensions = (
+        "json",
+        "jsonl",
+        "json.gz",
+        "jsonl.gz",
+        "json.br",
+        "jsonl.br",
+        "json.zst",
+        "jsonl.zst",
+        "json.lz4",
+        "jsonl.lz4",
+    )
+    lines = False
+    """Ray's ``lines=True``: every file is JSON Lines (no array-of-objects check)."""
 
     def __init__(
         self,
@@ -38,9 +52,9 @@ class JSONDatasource(FileBasedDatasource):
         self.parse_options = parse_options
 
     def read_file(self, fs: FileSystems, path: str) -> Iterator[pa.Table]:
-        with fs.arrow.open_input_stream(path, compression="detect") as f:
+        with self.open_stream(fs, path, "detect") as f:
             data = f.read()
-        if data.lstrip()[:1] == b"[":
+        if not self.lines and data.lstrip()[:1] == b"[":
             rows = json.loads(data)
             if not all(isinstance(r, dict) for r in rows):
                 raise ValueError("a JSON array file must hold objects (one per row)")

@@ -18,15 +18,18 @@ from dataflow.sources.paths import FileSystems
 
 
 class NumpyDatasource(FileBasedDatasource):
-    """Reads ``.npy`` files (no pickled object arrays) into column ``data``."""
+    """Reads ``.npy`` files into column ``data`` (pickled object arrays only
+    with ``allow_pickle``)."""
 
     where = "read_numpy"
     default_extensions = ("npy",)
+    allow_pickle = False
+    """Ray's ``allow_pickle``: load object arrays (runs pickle: trusted files only)."""
 
     def read_file(self, fs: FileSystems, path: str) -> Iterator[pa.Table]:
-        with fs.arrow.open_input_stream(path) as f:
+        with self.open_stream(fs, path) as f:
             data = f.read()
-        arr = np.load(io.BytesIO(data), allow_pickle=False)
+        arr = np.load(io.BytesIO(data), allow_pickle=self.allow_pickle)
         if arr.ndim == 0:
             arr = arr.reshape(1)
         yield pa.table({"data": array_from_numpy(arr, "data")})

@@ -46,6 +46,7 @@ from dataflow.sources.file_based import PATH_COLUMN, TASK_THREADS, coalesce, rea
 from dataflow.sources.paths import (
     FileEntry,
     FileSystems,
+    ListingOptions,
     add_constant_columns,
     expand_paths,
     partition_schema,
@@ -117,13 +118,25 @@ class ParquetDatasource(Datasource):
         paths: str | os.PathLike | Sequence[str],
         *,
         filesystem: Any = None,
-        partitioning: str | None = "hive",
+        partitioning: Any = "hive",
         include_paths: bool = False,
+        file_extensions: Sequence[str] | None = ("parquet",),
+        ignore_missing_paths: bool = False,
+        partition_filter: Any = None,
+        shuffle: Any = None,
+        skip_paths: Sequence[str] | None = None,
     ) -> None:
-        if partitioning not in ("hive", None):
-            raise ValueError(f"{WHERE}: partitioning must be 'hive' or None, got {partitioning!r}")
+        self.listing = ListingOptions.of(
+            WHERE,
+            file_extensions=file_extensions,
+            partitioning=partitioning,
+            ignore_missing_paths=ignore_missing_paths,
+            partition_filter=partition_filter,
+            shuffle=shuffle,
+            skip_paths=skip_paths,
+        )
         self.fs, self.paths = resolve_filesystem(paths, filesystem, WHERE)
-        self.partitioning = partitioning
+        self.partitioning = self.listing.partitioning
         self.include_paths = include_paths
         self.where = WHERE
         self._lock = threading.Lock()
@@ -157,6 +170,7 @@ class ParquetDatasource(Datasource):
         self = cls.__new__(cls)
         self.fs, self.paths = fs, [table]
         self.partitioning = None
+        self.listing = ListingOptions(partitioning=None)
         self.include_paths = include_paths
         self.where = where
         self._lock = threading.Lock()
@@ -183,9 +197,7 @@ class ParquetDatasource(Datasource):
         """The listed ``.parquet`` files (listed once)."""
         with self._lock:
             if self._entries is None:
-                self._entries = expand_paths(
-                    self.fs, self.paths, WHERE, partitioning=self.partitioning
-                )
+                self._entries = expand_paths(self.fs, self.paths, WHERE, options=self.listing)
             return self._entries
 
     def _partitions(self, entries: Sequence[FileEntry]) -> pa.Schema:

@@ -128,6 +128,85 @@ def _hive_partitions(path: str, base: str) -> tuple[tuple[str, str | None], ...]
     return tuple(out)
 
 
+@dataclass(frozen=True)
+class FileShuffleConfig:
+    """Ray Data's ``shuffle=FileShuffleConfig(seed=...)``: read the files in a
+    random order, the same one for the same seed (``shuffle="files"``: a
+    random seed).
+
+    >>> FileShuffleConfig(seed=0)
+    FileShuffleConfig(seed=0)
+    """
+
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class ListingOptions:
+    """How a file reader lists its paths (Ray Data's reader parameters):
+    ``file_extensions`` to keep (None: all), ``partitioning`` ("hive" or None),
+    ``ignore_missing_paths``, ``partition_filter`` (a function of a file's
+    hive partition values ``{name: str}`` -> keep it?), ``shuffle``
+    (None, "files" or a ``FileShuffleConfig``) and ``skip_paths`` (files not
+    to read)."""
+
+    file_extensions: tuple[str, ...] | None = None
+    partitioning: str | None = "hive"
+    ignore_missing_paths: bool = False
+    partition_filter: Any = None
+    shuffle: Any = None
+    skip_paths: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(
+        cls,
+        where: str,
+        *,
+        file_extensions: Sequence[str] | None = None,
+        partitioning: Any = "hive",
+        ignore_missing_paths: bool = False,
+        partition_filter: Any = None,
+        shuffle: Any = None,
+        skip_paths: Sequence[str] | None = None,
+    ) -> ListingOptions:
+        """Checked options; Ray's ``Partitioning("hive")`` object is accepted."""
+        style = getattr(partitioning, "style", partitioning)
+        if style not in ("hive", None):
+            raise ValueError(
+                f"{where}: partitioning must be 'hive' (or Ray's Partitioning('hive')) or "
+                f"None, got {partitioning!r}"
+            )
+        if getattr(partitioning, "field_names", None) or getattr(partitioning, "base_dir", ""):
+            raise ValueError(
+                f"{where}: Partitioning base_dir / field_names are not supported; dataflow "
+                "reads hive partitions relative to each given path"
+            )
+        if isinstance(file_extensions, str):
+            file_extensions = [file_extensions]
+        if partition_filter is not None and not callable(partition_filter):
+            raise TypeError(f"{where}: partition_filter must be callable, got {partition_filter!r}")
+        if isinstance(shuffle, str) and shuffle == "files":
+            shuffle = FileShuffleConfig()
+        elif shuffle is not None and not hasattr(shuffle, "seed"):
+            raise ValueError(
+                f"{where}: shuffle must be None, 'files' or FileShuffleConfig(seed=...), "
+                f"got {shuffle!r}"
+            )
+        if shuffle is not None:
+            seed = shuffle.seed
+            if seed is None:
+                seed = int.from_bytes(os.urandom(4), "little")
+            shuffle = FileShuffleConfig(seed)
+        return cls(
+            tuple(file_extensions) if file_extensions else None,
+            style,
+            bool(ignore_missing_paths),
+            partition_filter,
+            shuffle,
+            frozenset(os.path.abspath(p) if "://" not in p else p for p in skip_paths or ()),
+        )
+
+
 def expand_paths(
     fs: FileSystems,
     paths: Sequence[str],
@@ -135,10 +214,16 @@ def expand_paths(
     *,
     file_extensions: Sequence[str] | None = None,
     partitioning: str | None = "hive",
+    options: ListingOptions | None = None,
 ) -> list[FileEntry]:
     """Every file under ``paths`` (directories recursive, globs expanded), sorted
     within each path, with hive partition values parsed relative to the
-    directory or glob root it was found under."""
+    directory or glob root it was found under. ``options`` (they override
+    ``file_extensions`` and ``partitioning``) add Ray Data's listing
+    parameters: missing paths skipped, a partition filter, a file shuffle."""
+    if options is not None:
+        file_extensions, partitioning = options.file_extensions, options.partitioning
+    skip_missing = options is not None and options.ignore_missing_paths
     exts = tuple(f".{e.lower().lstrip('.')}" for e in file_extensions) if file_extensions else None
     entries: list[FileEntry] = []
     for path in paths:
@@ -152,12 +237,20 @@ def expand_paths(
                 elif not _is_hidden(p[len(base) :]):
                     listed.append((p, int(info.get("size") or 0)))
             if not listed:
+                if skip_missing:
+                    continue
                 raise SourceError(f"{where}: the glob {path!r} matches no file", path=path)
         else:
             try:
                 info = fs.fsspec.info(path)
             except FileNotFoundError as e:
-                raise SourceError(f"{where}: no such file or directory: {path!r}", path=path) from e
+                if skip_missing:
+                    continue
+                raise SourceError(
+                    f"{where}: no such file or directory: {path!r} (ignore_missing_paths=True "
+                    "skips it)",
+                    path=path,
+                ) from e
             except OSError as e:
                 raise SourceError(f"{where}: cannot access {path!r}: {e}", path=path) from e
             if info.get("type") == "directory":
@@ -169,14 +262,32 @@ def expand_paths(
         for p, size in listed:
             if exts and not p.lower().endswith(exts):
                 continue
+            if options is not None and options.skip_paths and p in options.skip_paths:
+                continue
             parts = _hive_partitions(p, base) if partitioning == "hive" else ()
+            if options is not None and options.partition_filter is not None:
+                if not _keep_partition(options.partition_filter, p, parts):
+                    continue
             entries.append(FileEntry(p, size, parts))
+    if options is not None and options.shuffle is not None:
+        import random
+
+        random.Random(options.shuffle.seed).shuffle(entries)
     if not entries:
         suffix = f" with extension {', '.join(exts)}" if exts else ""
         raise SourceError(
             f"{where}: no files{suffix} found under {list(paths)}", path=str(paths[0])
         )
     return entries
+
+
+def _keep_partition(keep: Any, path: str, parts: tuple[tuple[str, Any], ...]) -> bool:
+    """A partition filter's verdict on one file: a function of the partition
+    values ``{name: str}``, or Ray's ``PathPartitionFilter`` (list of paths in,
+    kept paths out)."""
+    if type(keep).__name__ == "PathPartitionFilter":
+        return bool(keep([path]))
+    return bool(keep({k: v for k, v in parts}))
 
 
 def partition_schema(entries: Sequence[FileEntry]) -> pa.Schema:

@@ -431,6 +431,25 @@ class CSVDatasink(FileDatasink):
         state.close()
 
 
+class ORCDatasink(FileDatasink):
+    """ORC files; ``format_kwargs`` go to ``pyarrow.orc.ORCWriter`` (compression...)."""
+
+    where = "write_orc"
+    writes_without_gil = True
+    extension = "orc"
+
+    def open_file(self, stream: Any, schema: pa.Schema) -> Any:
+        import pyarrow.orc as orc
+
+        return orc.ORCWriter(stream, **self.format_kwargs)
+
+    def write_table(self, state: Any, stream: Any, table: pa.Table) -> None:
+        state.write(table)
+
+    def close_file(self, state: Any, stream: Any) -> None:
+        state.close()
+
+
 class JSONDatasink(FileDatasink):
     """JSON Lines files (one object per row); ``format_kwargs`` go to
     ``pandas.DataFrame.to_json``."""

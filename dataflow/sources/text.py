@@ -36,7 +36,7 @@ class TextDatasource(FileBasedDatasource):
         self.drop_empty_lines = drop_empty_lines
 
     def read_file(self, fs: FileSystems, path: str) -> Iterator[pa.Table]:
-        with fs.arrow.open_input_stream(path, compression="detect") as f:
+        with self.open_stream(fs, path, "detect") as f:
             data = f.read()
         text = data.decode(self.encoding)
         lines = pc.split_pattern(pa.array([text], pa.large_string()), "\n").flatten()
@@ -54,6 +54,6 @@ class BinaryDatasource(FileBasedDatasource):
     where = "read_binary_files"
 
     def read_file(self, fs: FileSystems, path: str) -> Iterator[pa.Table]:
-        with fs.arrow.open_input_stream(path) as f:
+        with self.open_stream(fs, path) as f:
             data = f.read()
         yield pa.table({"bytes": pa.array([data], pa.binary())})

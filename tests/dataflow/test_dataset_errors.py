@@ -55,7 +55,7 @@ class NotCallable:
         (lambda: DS.filter(expr=3), "filter: expr must be a dataflow expression"),
         (lambda: DS.with_column("c", df.col("q") + 1), "with_column(c): unknown column 'q'"),
         (lambda: DS.with_column("", df.col("a")), "with_column: column name must be a non-empty"),
-        (lambda: DS.limit(-1), "limit: n must be a non-negative int"),
+        (lambda: DS.limit(-1), "limit: limit must be a non-negative int"),
         (lambda: DS.union(3), "union: expected Dataset arguments, got int"),
         (lambda: DS.union(), "union: pass at least one other Dataset"),
         (lambda: DS.zip([1]), "zip: expected Dataset arguments"),

@@ -103,6 +103,24 @@ class RepartitionSpec(ExchangeSpec):
         yield concat(pieces) if pieces else pa.table({})
 
 
+class HashRepartitionSpec(ExchangeSpec):
+    """repartition(n, keys=...): rows hash-partitioned by ``keys`` into ``n``
+    blocks (equal keys share one), each sorted by the keys with ``sort``."""
+
+    def __init__(self, keys: Sequence[str], sort: bool) -> None:
+        self.keys = list(keys)
+        self.sort = sort
+
+    def map(self, table, side, block_id, n, extra):
+        return hash_partition(table, self.keys, n)
+
+    def reduce(self, sides, extra):
+        table = concat(sides[0])
+        if self.sort:
+            table = sort_table(table, [(k, "ascending", "at_end") for k in self.keys])
+        yield table
+
+
 class RandomShuffleSpec(ExchangeSpec):
     """Each row gets a random 64-bit key from (seed, block id, row); the output
     is the rows sorted by that key, cut into key ranges."""

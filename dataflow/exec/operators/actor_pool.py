@@ -73,11 +73,15 @@ class ActorPoolMapOperator(MapOperator):
         min_size: int,
         max_size: int,
         initial_size: int,
+        max_tasks_in_flight: int | None = None,
     ) -> None:
         super().__init__(name, inputs, task_fn, options)
         self.min_size = min_size
         self.max_size = max_size
         self.initial_size = initial_size
+        # Per-pool override of DataContext.actor_max_tasks_in_flight (Ray's
+        # ActorPoolStrategy(max_tasks_in_flight_per_actor=n)).
+        self.max_tasks_in_flight = max_tasks_in_flight
         self._actors: list[_Actor] = []
         self._starting: dict[TaskFuture, _Actor] = {}
         self._task_actor: dict[TaskFuture, _Actor] = {}
@@ -90,7 +94,7 @@ class ActorPoolMapOperator(MapOperator):
     def start(self, env: ExecEnv) -> None:
         super().start(env)
         self.metrics.placement = "actors (worker processes)"
-        self._max_in_flight = max(1, env.ctx.actor_max_tasks_in_flight)
+        self._max_in_flight = max(1, self.max_tasks_in_flight or env.ctx.actor_max_tasks_in_flight)
         self._min_bundle_bytes = env.ctx.target_min_block_size
         for _ in range(self.initial_size):
             self._start_actor()

@@ -4,8 +4,8 @@ Consecutive one-to-one operators (``MapBatches``, ``MapRows``, ``FlatMap``,
 ``Filter``, ``Project``) with the same compute and the same resources become
 one ``FusedMap`` whose ``stages`` run in one task per block, with no
 intermediate objects: ``B(A(x))`` becomes ``FusedMap[A, B](x)``. A ``Read``
-directly below a chain that runs on the default task pool (``Compute()``, one
-CPU) joins it as ``stages[0]``: ``FusedMap[Read, A, B]``. Actor-pool stages
+on the default task pool directly below a chain that runs on it too
+(``Compute()``, one CPU) joins it as ``stages[0]``: ``FusedMap[Read, A, B]``. Actor-pool stages
 (callable classes) never fuse: each keeps its own pool of long-lived workers.
 ``Project`` has no compute of its own and counts as the default task pool.
 A ``Write`` over a default-pool chain (or a ``Read``) joins it as the last
@@ -53,7 +53,7 @@ def _rewrite(node: LogicalOperator) -> LogicalOperator:
         return FusedMap(stages=(*child.stages, stage), inputs=child.inputs)
     if isinstance(child, ONE_TO_ONE) and _key(child) == key:
         return FusedMap(stages=(child.with_inputs(), stage), inputs=child.inputs)
-    if isinstance(child, Read) and key == _DEFAULT:
+    if isinstance(child, Read) and key == _DEFAULT == (child.compute, child.resources):
         return FusedMap(stages=(child, stage))
     return node
 
@@ -64,7 +64,7 @@ def _fuse_write(node: Write) -> LogicalOperator:
         return FusedMap(stages=(*child.stages, node.with_inputs()), inputs=child.inputs)
     if isinstance(child, ONE_TO_ONE) and _key(child) == _DEFAULT:
         return FusedMap(stages=(child.with_inputs(), node.with_inputs()), inputs=child.inputs)
-    if isinstance(child, Read):
+    if isinstance(child, Read) and (child.compute, child.resources) == _DEFAULT:
         return FusedMap(stages=(child, node.with_inputs()))
     return node
 

@@ -1,8 +1,9 @@
 """Limit pushdown.
 
 * ``Limit[n]`` over ``Limit[m]`` becomes ``Limit[min(n, m)]``.
-* ``Limit[n]`` over a row-preserving operator (``MapRows`` that raises on error,
-  any ``Project``) moves below it: ``Limit[n](Map(x))`` becomes
+* ``Limit[n]`` over a row-preserving operator (``MapRows``, or ``MapBatches``
+  declared with ``udf_modifying_row_count=False``, that raises on error; any
+  ``Project``) moves below it: ``Limit[n](Map(x))`` becomes
   ``Map(Limit[n](x))``, so the map sees only ``n`` rows.
 * ``Limit[n]`` over a ``Read`` whose datasource supports limit pushdown sets
   ``Read.limit = n`` (each read task returns at most ``n`` rows, counted after
@@ -14,11 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from dataflow.plan.logical import Limit, LogicalOperator, MapRows, Project, Read
+from dataflow.plan.logical import Limit, LogicalOperator, MapBatches, MapRows, Project, Read
 
 
 def _row_preserving(node: LogicalOperator) -> bool:
-    if isinstance(node, MapRows):
+    if isinstance(node, MapRows) or (isinstance(node, MapBatches) and not node.modifies_row_count):
         return node.on_error == "raise"
     return isinstance(node, Project)
 

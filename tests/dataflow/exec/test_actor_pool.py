@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import dataflow as df
+from dataflow.compat import ActorPoolStrategy
 from dataflow.context import DataContext
 from dataflow.errors import PlanError, ResourceError, UserCodeError
 from dataflow.exec.operators.actor_pool import ActorPoolMapOperator
@@ -296,8 +297,25 @@ def test_pool_sizes_from_concurrency_and_resources():
         gpu = ds.map_batches(Tag, fn_constructor_args=(0,), concurrency=(0, 3), num_gpus=1)
         assert _pool(gpu) == (0, 2, 3)
         for bad in [(0, 0), (-1, 2), (False, 2)]:
-            with pytest.raises(PlanError, match=r"0 <= min <= max and max >= 1, got \("):
+            with pytest.raises(PlanError, match=r"<= initial <= max and max >= 1, got \("):
                 ds.map_batches(Tag, concurrency=bad)
+        with pytest.raises(PlanError, match=r"needs min <= initial <= max, got \(1, 3, 4\)"):
+            ds.map_batches(Tag, concurrency=(1, 3, 4))
+        # Ray's (min, max, initial) and compute=ActorPoolStrategy(...) mean the same pools.
+        assert _pool(ds.map_batches(Tag, fn_constructor_args=(0,), concurrency=(1, 4, 3))) == (
+            1,
+            3,
+            4,
+        )
+        strategy = ActorPoolStrategy(min_size=1, max_size=3, initial_size=2)
+        assert _pool(ds.map_batches(Tag, fn_constructor_args=(0,), compute=strategy)) == (1, 2, 3)
+        assert _pool(
+            ds.map_batches(Tag, fn_constructor_args=(0,), compute=ActorPoolStrategy(size=2))
+        ) == (2, 2, 2)
+        with pytest.raises(PlanError, match="give compute= or concurrency=, not both"):
+            ds.map_batches(Tag, compute=ActorPoolStrategy(size=2), concurrency=2)
+        with pytest.raises(PlanError, match="ActorPoolStrategy needs a callable class"):
+            ds.map_batches(lambda b: b, compute=ActorPoolStrategy(size=2))
         out = ds.map_batches(Tag, fn_constructor_args=(5,), concurrency=(0, 2), batch_size=None)
         assert sorted(r["x"] for r in out.take_all()) == list(range(5, 45))
     finally:

@@ -1,0 +1,184 @@
+"""Why dataflow's API differs from Ray Data 2.60's where it does: the reasons
+``dataflow.compat_report`` writes into ``docs/ray_compat.md``. A key is an API
+(``"read_sql"``, ``"Dataset.to_spark"``: every difference of it) or one
+parameter (``"Dataset.join(num_partitions)"``). Entries marked "Not yet" are
+issue 20's open work; the others are decisions.
+
+>>> REASONS["Dataset.map_batches(zero_copy_batch)"][:30]
+'dataflow hands the UDF writable'
+"""
+
+from __future__ import annotations
+
+_NOT_YET = "Not yet matched (issue 20 follow-up)"
+_FORWARDS = (
+    "This method forwards its keywords (``**kwargs``) to the ``DataIterator`` method of "
+    "the same name, whose parameters are Ray Data's (see that entry); a Ray call works "
+    "unchanged"
+)
+_WRITERS = (
+    f"{_NOT_YET}: dataflow's file writers take ``filesystem``, ``partition_cols``, ``mode`` "
+    "and format keywords; Ray's ``try_create_dir``, ``arrow_open_stream_args``, "
+    "``filename_provider``, ``*_args_fn``, ``min_rows_per_file`` / ``max_rows_per_file`` / "
+    "``num_rows_per_file``, ``ray_remote_args`` and ``concurrency`` are not accepted yet "
+    "(a call passing one fails with a TypeError naming it; none is ignored). ``mode`` "
+    "defaults to 'error' (Ray: 'append'): dataflow commits a write atomically with a "
+    "manifest and refuses a non-empty directory unless told"
+)
+_CONNECTOR = (
+    f"{_NOT_YET}: the table/connector readers and writers keep their own parameters "
+    "(issue 18's connectors); Ray's per-task arguments (``num_cpus``, ``concurrency``, "
+    "``ray_remote_args``, ``parallelism``...) and Ray-only ones (``catalog``...) are not "
+    "accepted by these yet: a call passing one fails with a TypeError naming it"
+)
+
+REASONS: dict[str, str] = {
+    # -- Dataset transforms ----------------------------------------------------------------
+    "Dataset.map_batches(zero_copy_batch)": (
+        "dataflow hands the UDF writable batches by default (a copy where Arrow's buffers "
+        "are read-only); True gives read-only zero-copy views as in Ray. Every Ray UDF "
+        "works with the default (it may write to its batch or not)"
+    ),
+    "Dataset.join(join_type)": (
+        "Optional here: the older ``join(ds, on, how=...)`` form still works (a second "
+        "argument that is not a join type is ``on``); omitted, it is 'inner'. Every Ray "
+        "call passes it and means the same"
+    ),
+    "Dataset.join(num_partitions)": (
+        "Optional here: omitted, dataflow picks the exchange's width from the data. Every "
+        "Ray call passes it and means the same"
+    ),
+    "Dataset.iter_batches(_collate_fn)": (
+        "A private Ray parameter (leading underscore); dataflow's ``iter_torch_batches`` "
+        "takes ``collate_fn``"
+    ),
+    "Dataset.iter_torch_batches": _FORWARDS,
+    "Dataset.iter_tf_batches": _FORWARDS,
+    "Dataset.iter_jax_batches": _FORWARDS,
+    "Dataset.to_tf": _FORWARDS,
+    "DataIterator.iter_torch_batches(device)": (
+        "None here means Ray's 'auto' (the GPU of a worker that holds one, else CPU); "
+        "'auto' is accepted too"
+    ),
+    "GroupedData.map_groups": (
+        f"{_NOT_YET}: ``map_groups`` takes ``fn``, ``batch_format``, ``fn_args``, "
+        "``fn_kwargs`` and ``num_cpus`` (default 1: one CPU per reduce task); Ray's "
+        "callable-class and per-task arguments (``compute``, ``concurrency``, "
+        "``fn_constructor_*``, ``num_gpus``, ``memory``, ``zero_copy_batch``, "
+        "``ray_remote_args``) are not accepted yet (TypeError naming them)"
+    ),
+    "GroupedData.with_column": f"{_NOT_YET}: per-group expressions",
+    # -- readers ---------------------------------------------------------------------------
+    "read_parquet(partitioning)": (
+        "The default is the string 'hive' here, which means what Ray's "
+        "``Partitioning('hive')`` means; that object is accepted too (style 'hive' only)"
+    ),
+    "read_csv(partitioning)": "As for read_parquet(partitioning)",
+    "read_json(partitioning)": "As for read_parquet(partitioning)",
+    "range": (
+        f"{_NOT_YET}: ``parallelism`` (Ray's old name of override_num_blocks) and "
+        "``concurrency`` are not accepted yet (TypeError naming them)"
+    ),
+    "range_tensor": "As for range",
+    "read_datasource": _CONNECTOR,
+    "read_delta": _CONNECTOR,
+    "read_iceberg": _CONNECTOR,
+    "read_lance": _CONNECTOR,
+    "read_sql": _CONNECTOR,
+    "read_tfrecords": _CONNECTOR,
+    "read_webdataset": _CONNECTOR,
+    "from_items(parallelism)": f"{_NOT_YET}: Ray's old name of override_num_blocks",
+    "from_pandas(override_num_blocks)": (
+        f"{_NOT_YET}: here each DataFrame is one block (TypeError if passed)"
+    ),
+    "from_arrow(override_num_blocks)": "As for from_pandas(override_num_blocks)",
+    # -- writers ---------------------------------------------------------------------------
+    "Dataset.write_parquet": _WRITERS,
+    "Dataset.write_csv": _WRITERS,
+    "Dataset.write_json": _WRITERS,
+    "Dataset.write_numpy": _WRITERS,
+    "Dataset.write_orc": _WRITERS,
+    "Dataset.write_tfrecords": _WRITERS,
+    "Dataset.write_webdataset": _WRITERS,
+    "Dataset.write_datasink": _CONNECTOR,
+    "Dataset.write_sql": _CONNECTOR,
+    "Dataset.write_delta": _CONNECTOR,
+    "Dataset.write_iceberg": _CONNECTOR,
+    "Dataset.write_lance": _CONNECTOR,
+    # -- missing everyday methods (issue 20's list) ----------------------------------------
+    "Dataset.write_images": f"{_NOT_YET}: one image file per row",
+    "Dataset.size_bytes": _NOT_YET,
+    "Dataset.num_blocks": _NOT_YET,
+    "Dataset.input_files": _NOT_YET,
+    "Dataset.summary": _NOT_YET,
+    "Dataset.set_name": _NOT_YET,
+    "Dataset.copy": _NOT_YET,
+    "Dataset.streaming_train_test_split": _NOT_YET,
+    "Dataset.to_random_access_dataset": _NOT_YET,
+    "Dataset.to_daft": _NOT_YET,
+    "Dataset.to_dask": f"{_NOT_YET} (dask is not installed in the test environment)",
+    "from_daft": _NOT_YET,
+    "from_dask": f"{_NOT_YET} (dask is not installed in the test environment)",
+    "from_torch": _NOT_YET,
+    "Dataset.mix": f"{_NOT_YET}: weighted interleaving of several datasets",
+    "DataIterator.get_context": _NOT_YET,
+    "DataIterator.materialize": _NOT_YET,
+    "DataIterator.schema": _NOT_YET,
+    "DataIterator.stats": _NOT_YET,
+    "DataIterator.to_torch": (
+        f"{_NOT_YET}: ``Dataset.to_torch_dataset`` / ``iter_torch_batches`` cover it"
+    ),
+}
+"""Differences from Ray Data that are known, each with why."""
+
+_CONNECTOR_ISSUE = "A connector to an external service: connectors are issues of their own"
+_REFS = (
+    "Ray object references (``ObjectRef``) of blocks: dataflow's blocks live in its own "
+    "store; use ``to_arrow``/``to_pandas``/``iter_batches``/``from_arrow`` instead"
+)
+_LINEAGE = "Ray-internal (lineage serialization, dataset ids, stats objects): out of scope"
+
+OUT_OF_SCOPE: dict[str, str] = {
+    "Dataset.get_internal_block_refs": _REFS,
+    "Dataset.iter_internal_ref_bundles": _REFS,
+    "Dataset.to_arrow_refs": _REFS,
+    "Dataset.to_numpy_refs": _REFS,
+    "Dataset.to_pandas_refs": _REFS,
+    "from_arrow_refs": _REFS,
+    "from_numpy_refs": _REFS,
+    "from_pandas_refs": _REFS,
+    "from_blocks": _REFS,
+    "Dataset.serialize_lineage": _LINEAGE,
+    "Dataset.deserialize_lineage": _LINEAGE,
+    "Dataset.has_serializable_lineage": _LINEAGE,
+    "Dataset.get_dataset_id": _LINEAGE,
+    "Dataset.get_stats_summary": _LINEAGE,
+    "Dataset.map_batches_internal": _LINEAGE,
+    "list_stats_summaries": _LINEAGE,
+    "Dataset.to_spark": "Spark (RayDP) interop: a connector of its own",
+    "from_spark": "Spark (RayDP) interop: a connector of its own",
+    "Dataset.to_mars": "Mars on Ray: needs a Ray cluster",
+    "from_mars": "Mars on Ray: needs a Ray cluster",
+    "Dataset.to_modin": "Modin on Ray: needs a Ray cluster",
+    "from_modin": "Modin on Ray: needs a Ray cluster",
+    "from_tf": "TensorFlow interop is an issue of its own (TF/JAX)",
+    "read_audio": "A media reader: an issue of its own",
+    "read_videos": "A media reader: an issue of its own",
+    "read_mcap": "A robotics log reader: an issue of its own",
+    "read_lerobot": "A robotics dataset reader: an issue of its own",
+    "read_zarr": "An array-store reader: an issue of its own",
+    "read_clickhouse": _CONNECTOR_ISSUE,
+    "read_delta_sharing_tables": _CONNECTOR_ISSUE,
+    "read_hudi": _CONNECTOR_ISSUE,
+    "read_kafka": _CONNECTOR_ISSUE,
+    "read_mongo": _CONNECTOR_ISSUE,
+    "read_snowflake": _CONNECTOR_ISSUE,
+    "read_unity_catalog": _CONNECTOR_ISSUE,
+    "Dataset.write_bigquery": _CONNECTOR_ISSUE,
+    "Dataset.write_clickhouse": _CONNECTOR_ISSUE,
+    "Dataset.write_kafka": _CONNECTOR_ISSUE,
+    "Dataset.write_mongo": _CONNECTOR_ISSUE,
+    "Dataset.write_snowflake": _CONNECTOR_ISSUE,
+    "Dataset.write_turbopuffer": _CONNECTOR_ISSUE,
+}
+"""Ray Data APIs outside issue 20's scope, with why."""
