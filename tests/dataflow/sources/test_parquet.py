@@ -305,3 +305,25 @@ def test_a_sizer_shrinks_later_tasks_to_the_measured_cost(tmp_path):
     src = ParquetDatasource(str(tmp_path))
     rows = [t.metadata.num_rows for t in src.iter_read_tasks(1, sizer=sizer)]
     assert rows == [50_000] * 4
+
+
+def test_footers_are_parsed_once_per_process_until_the_file_changes(tmp_path, monkeypatch):
+    import dataflow as df
+    from dataflow.sources import parquet
+
+    path = tmp_path / "x.parquet"
+    pq.write_table(pa.table({"x": np.arange(10)}), path)
+    reads = []
+    real = pq.read_metadata
+    monkeypatch.setattr(
+        parquet.pq, "read_metadata", lambda *a, **k: reads.append(a) or real(*a, **k)
+    )
+    assert df.read_parquet(str(path)).count() == 10
+    assert df.read_parquet(str(path)).sum("x") == 45  # a new dataset: the footer is reused
+    assert len(reads) == 1
+    # Rewritten in place (same size, a new modification time): parsed again.
+    pq.write_table(pa.table({"x": np.arange(10, 20)}), path)
+    stat = os.stat(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert df.read_parquet(str(path)).sum("x") == sum(range(10, 20))
+    assert len(reads) == 2
