@@ -549,7 +549,15 @@ class Dataset(ColumnMethods, AllToAllMethods, FeedMethods, WriteMethods, Framewo
             bundles = list(stream)
         owned = [r for b in bundles for r in b.refs if b.owns_blocks]
         held = tuple(dataclasses.replace(b, owns_blocks=False) for b in bundles)
-        ds = Dataset(MaterializedData(bundles=held, owner=_RefOwner(stream.backend, owned)))
+        # Bundles passed through unchanged still belong to the materialized
+        # inputs of the plan (a split of a split): keep those alive as well.
+        parents = [
+            n.owner
+            for n in self._plan.walk()
+            if isinstance(n, MaterializedData) and n.owner is not None
+        ]
+        owner = _RefOwner(stream.backend, owned, parents)
+        ds = Dataset(MaterializedData(bundles=held, owner=owner))
         ds._last_stream = stream
         return ds
 
@@ -732,7 +740,8 @@ class _Moments:
 class _RefOwner:
     """Frees a materialized dataset's blocks when it is garbage-collected."""
 
-    def __init__(self, backend: Any, refs: list[Any]) -> None:
+    def __init__(self, backend: Any, refs: list[Any], parents: Sequence[Any] = ()) -> None:
+        self.parents = tuple(parents)  # owners of borrowed blocks, kept alive
         self._finalizer = weakref.finalize(self, _free_refs, backend, tuple(refs))
 
 

@@ -4,6 +4,7 @@ window is bounded; splits are exact even with ``preserve_order=False``;
 
 from __future__ import annotations
 
+import gc
 import time
 
 import numpy as np
@@ -138,3 +139,14 @@ def test_order_survives_materialize_and_iter_batches(backend):
     mat = ds.map_batches(_slow_first_block).materialize()
     got = [int(v) for b in mat.iter_batches(batch_size=64) for v in b["id"]]
     assert got == list(range(1000))
+
+
+def test_a_split_of_a_split_keeps_the_blocks_it_passes_through(backend):
+    # limit(3) passes the first split's block through unchanged: the second
+    # split must keep the first (which owns it) alive after it is dropped.
+    ds = df.from_arrow([pa.table({"x": [1, 2, 3]})]).split(1)[0].limit(3).split(1)[0]
+    gc.collect()
+    assert ds.take_all() == [{"x": 1}, {"x": 2}, {"x": 3}]
+    assert df.from_arrow([pa.table({"x": [1, 2, 3]})]).split(1)[0].limit(1).split(1)[
+        0
+    ].take_all() == [{"x": 1}]

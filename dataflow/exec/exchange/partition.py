@@ -45,26 +45,24 @@ def _mix64(x: np.ndarray) -> np.ndarray:
         return x ^ (x >> np.uint64(31))
 
 
-def _unmix64(x: np.ndarray) -> np.ndarray:
-    """The inverse of ``_mix64``."""
+_SPREAD = np.uint64(0x9E3779B97F4A7C15)  # odd: multiplying by it is invertible mod 2**64
+_SPREAD_INV = np.uint64(pow(int(_SPREAD), -1, 1 << 64))
+
+
+def _spread(x: np.ndarray) -> np.ndarray:
+    """Fold the high half into the low half, then multiply by an odd constant:
+    a bijection that gives whole-number doubles (all-zero low bits) well-spread
+    low bits, undone in two steps by ``_unspread`` (splitmix's inverse needed
+    loops: 30% of a 1M-key groupby)."""
     with np.errstate(over="ignore"):
-        x = _unshift(x, 31) * _MIX2_INV
-        x = _unshift(x, 27) * _MIX1_INV
-        return _unshift(x, 30)
+        return (x ^ (x >> np.uint64(32))) * _SPREAD
 
 
-def _unshift(y: np.ndarray, s: int) -> np.ndarray:
-    """The ``x`` for which ``x ^ (x >> s) == y``."""
-    x, shift = y.copy(), np.uint64(s)
-    t = y >> shift
-    while t.any():
-        x ^= t
-        t >>= shift
-    return x
-
-
-_MIX1_INV = np.uint64(pow(int(_MIX1), -1, 1 << 64))
-_MIX2_INV = np.uint64(pow(int(_MIX2), -1, 1 << 64))
+def _unspread(y: np.ndarray) -> np.ndarray:
+    """The inverse of ``_spread`` (the high half survives the fold unchanged)."""
+    with np.errstate(over="ignore"):
+        x = y * _SPREAD_INV
+        return x ^ (x >> np.uint64(32))
 
 
 def spread_float_keys(table: pa.Table, keys: Sequence[str]) -> tuple[pa.Table, dict]:
@@ -73,7 +71,7 @@ def spread_float_keys(table: pa.Table, keys: Sequence[str]) -> tuple[pa.Table, d
 
     pyarrow's hash tables degrade badly on float keys holding whole numbers
     (their low bits are all zero): ``group_by`` over 1M distinct such doubles
-    takes ~40x longer than over 1M integers. Mixed bits hash well. -0.0 and
+    takes ~40x longer than over 1M integers. Spread bits hash well. -0.0 and
     0.0, and every NaN, are made one key first, as ``group_by`` treats them.
     """
     types = {}
@@ -101,15 +99,20 @@ def restore_float_keys(table: pa.Table, types: dict) -> pa.Table:
 def _map_bits(col: pa.ChunkedArray, src: pa.DataType, dst: pa.DataType) -> pa.ChunkedArray:
     """Float bits -> mixed int64 (``dst`` int64) or back; validity is kept as is."""
     width = {4: np.uint32, 8: np.uint64}
+    if col.num_chunks > 1:
+        # Chunks of one operator's output share a buffer at growing offsets:
+        # mapping each from its buffer's start would be quadratic (31 chunks of
+        # a 1M-row group_by output: 0.26 s, combined: 0.014 s).
+        col = pa.chunked_array([col.combine_chunks()])
     chunks = []
     for chunk in col.chunks:
         validity, data = chunk.buffers()
         n = chunk.offset + len(chunk)
         raw = np.frombuffer(data, dtype=width[src.byte_width], count=n)
         if pa.types.is_integer(dst):
-            values = _mix64(raw.astype(np.uint64))
+            values = _spread(raw.astype(np.uint64))
         else:
-            values = _unmix64(raw).astype(width[dst.byte_width])
+            values = _unspread(raw).astype(width[dst.byte_width])
         chunks.append(
             pa.Array.from_buffers(
                 dst, len(chunk), [validity, pa.py_buffer(values)], chunk.null_count, chunk.offset
