@@ -107,13 +107,6 @@ REASONS: dict[str, str] = {
     "Dataset.write_lance": _CONNECTOR,
     # -- missing everyday methods (issue 20's list) ----------------------------------------
     "Dataset.write_images": f"{_NOT_YET}: one image file per row",
-    "Dataset.size_bytes": _NOT_YET,
-    "Dataset.num_blocks": _NOT_YET,
-    "Dataset.input_files": _NOT_YET,
-    "Dataset.summary": _NOT_YET,
-    "Dataset.set_name": _NOT_YET,
-    "Dataset.copy": _NOT_YET,
-    "Dataset.streaming_train_test_split": _NOT_YET,
     "Dataset.to_random_access_dataset": _NOT_YET,
     "Dataset.to_daft": _NOT_YET,
     "Dataset.to_dask": f"{_NOT_YET} (dask is not installed in the test environment)",
@@ -121,10 +114,6 @@ REASONS: dict[str, str] = {
     "from_dask": f"{_NOT_YET} (dask is not installed in the test environment)",
     "from_torch": _NOT_YET,
     "Dataset.mix": f"{_NOT_YET}: weighted interleaving of several datasets",
-    "DataIterator.get_context": _NOT_YET,
-    "DataIterator.materialize": _NOT_YET,
-    "DataIterator.schema": _NOT_YET,
-    "DataIterator.stats": _NOT_YET,
     "DataIterator.to_torch": (
         f"{_NOT_YET}: ``Dataset.to_torch_dataset`` / ``iter_torch_batches`` cover it"
     ),
