@@ -107,8 +107,6 @@ REASONS: dict[str, str] = {
     "Dataset.write_lance": _CONNECTOR,
     # -- missing everyday methods (issue 20's list) ----------------------------------------
     "Dataset.write_images": f"{_NOT_YET}: one image file per row",
-    "Dataset.to_dask": f"{_NOT_YET} (dask is not installed in the test environment)",
-    "from_dask": f"{_NOT_YET} (dask is not installed in the test environment)",
     "Dataset.mix": f"{_NOT_YET}: weighted interleaving of several datasets",
     "DataIterator.to_torch": (
         f"{_NOT_YET}: ``Dataset.to_torch_dataset`` / ``iter_torch_batches`` cover it"

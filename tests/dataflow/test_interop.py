@@ -85,3 +85,19 @@ def test_random_access_dataset_gets_and_multigets_by_key():
         df.range(3).to_random_access_dataset("nope")
     with pytest.raises(PlanError, match="num_workers must be a positive int"):
         df.range(3).to_random_access_dataset("id", num_workers=0)
+
+
+def test_dask_round_trip_one_task_per_partition():
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    frame = dd.from_pandas(pd.DataFrame({"x": range(10), "y": [i * 0.5 for i in range(10)]}), 3)
+    ds = df.from_dask(frame)
+    assert ds.schema().names == ["x", "y"]
+    assert ds.num_blocks() == 3
+    assert ds.take_all() == [{"x": i, "y": i * 0.5} for i in range(10)]
+    back = df.range(10, override_num_blocks=4).to_dask()
+    assert back.npartitions == 4
+    assert back.compute()["id"].tolist() == list(range(10))
+    assert df.range(3).filter(expr="id > 5").to_dask().compute().columns.tolist() == ["id"]
+    with pytest.raises(PlanError, match="from_dask: expected a dask.dataframe.DataFrame, got list"):
+        df.from_dask([1])
