@@ -16,15 +16,6 @@ _FORWARDS = (
     "the same name, whose parameters are Ray Data's (see that entry); a Ray call works "
     "unchanged"
 )
-_WRITERS = (
-    f"{_NOT_YET}: dataflow's file writers take ``filesystem``, ``partition_cols``, ``mode`` "
-    "and format keywords; Ray's ``try_create_dir``, ``arrow_open_stream_args``, "
-    "``filename_provider``, ``*_args_fn``, ``min_rows_per_file`` / ``max_rows_per_file`` / "
-    "``num_rows_per_file``, ``ray_remote_args`` and ``concurrency`` are not accepted yet "
-    "(a call passing one fails with a TypeError naming it; none is ignored). ``mode`` "
-    "defaults to 'error' (Ray: 'append'): dataflow commits a write atomically with a "
-    "manifest and refuses a non-empty directory unless told"
-)
 _CONNECTOR = (
     f"{_NOT_YET}: the table/connector readers and writers keep their own parameters "
     "(issue 18's connectors); Ray's per-task arguments (``num_cpus``, ``concurrency``, "
@@ -93,20 +84,16 @@ REASONS: dict[str, str] = {
     ),
     "from_arrow(override_num_blocks)": "As for from_pandas(override_num_blocks)",
     # -- writers ---------------------------------------------------------------------------
-    "Dataset.write_parquet": _WRITERS,
-    "Dataset.write_csv": _WRITERS,
-    "Dataset.write_json": _WRITERS,
-    "Dataset.write_numpy": _WRITERS,
-    "Dataset.write_orc": _WRITERS,
-    "Dataset.write_tfrecords": _WRITERS,
-    "Dataset.write_webdataset": _WRITERS,
+    "Dataset.write_numpy(column)": (
+        "Optional here: a dataset with one column writes that column without it; every "
+        "Ray call passes it and means the same"
+    ),
     "Dataset.write_datasink": _CONNECTOR,
     "Dataset.write_sql": _CONNECTOR,
     "Dataset.write_delta": _CONNECTOR,
     "Dataset.write_iceberg": _CONNECTOR,
     "Dataset.write_lance": _CONNECTOR,
     # -- missing everyday methods (issue 20's list) ----------------------------------------
-    "Dataset.write_images": f"{_NOT_YET}: one image file per row",
     "Dataset.mix": f"{_NOT_YET}: weighted interleaving of several datasets",
     "DataIterator.to_torch": (
         f"{_NOT_YET}: ``Dataset.to_torch_dataset`` / ``iter_torch_batches`` cover it"

@@ -31,6 +31,7 @@ from dataflow.dataset_feed import FeedMethods
 from dataflow.dataset_frameworks import FrameworkMethods
 from dataflow.dataset_info import InfoMethods
 from dataflow.dataset_write import WriteMethods
+from dataflow.dataset_write_files import FileWriteMethods
 from dataflow.errors import PlanError
 from dataflow.expressions import Expr, check_columns
 from dataflow.iterators import DataIterator
@@ -59,7 +60,13 @@ if TYPE_CHECKING:
 
 
 class Dataset(
-    ColumnMethods, AllToAllMethods, FeedMethods, WriteMethods, FrameworkMethods, InfoMethods
+    ColumnMethods,
+    AllToAllMethods,
+    FeedMethods,
+    WriteMethods,
+    FileWriteMethods,
+    FrameworkMethods,
+    InfoMethods,
 ):
     """A lazy, immutable pipeline over blocks of rows (Arrow tables).
 

@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dataflow.errors import PlanError
-from dataflow.plan.logical import Write
+from dataflow.plan.logical import Compute, Write
+from runtime.resources import Resources
 
 if TYPE_CHECKING:
     from dataflow.sources.datasource import Datasink
@@ -29,97 +30,40 @@ class WriteMethods:
 
         >>> df.range(10).write_datasink(MySink())  # doctest: +SKIP
         """
-        from dataflow.sources.datasource import WriteResult
-
         if not callable(getattr(datasink, "write", None)):
             raise PlanError(
                 f"write_datasink: expected a dataflow.sources.datasource.Datasink, "
                 f"got {type(datasink).__name__}"
             )
+        self._write(datasink)
+
+    def _write(
+        self,
+        datasink: Datasink,
+        *,
+        min_rows_per_task: int = 0,
+        compute: Compute = Compute(),
+        resources: Resources = Resources(cpu=1),
+    ) -> None:
+        """``write_datasink`` with the write tasks' own settings (see ``Write``)."""
+        from dataflow.sources.datasource import WriteResult
+
         datasink.on_write_start()
+        if getattr(datasink, "skip_write", False):  # mode="ignore" on existing data
+            return
         try:
-            plan = Write(datasink, inputs=(self._plan,))
+            plan = Write(
+                datasink,
+                min_rows_per_task=min_rows_per_task,
+                compute=compute,
+                resources=resources,
+                inputs=(self._plan,),
+            )
             results = WriteResult.from_tables(self._iterator(plan).iter_blocks())
             datasink.on_write_complete(results)
         except BaseException as e:
             datasink.on_write_failed(e)
             raise
-
-    def write_parquet(
-        self,
-        path: str,
-        *,
-        filesystem: Any = None,
-        partition_cols: Sequence[str] | None = None,
-        mode: str = "error",
-        **kwargs: Any,
-    ) -> None:
-        """Write Parquet files under ``path`` (committed atomically).
-
-        >>> df.range(10).write_parquet("/tmp/out")  # doctest: +SKIP
-        """
-        self._write_files("ParquetDatasink", path, filesystem, partition_cols, mode, kwargs)
-
-    def write_csv(
-        self,
-        path: str,
-        *,
-        filesystem: Any = None,
-        partition_cols: Sequence[str] | None = None,
-        mode: str = "error",
-        **kwargs: Any,
-    ) -> None:
-        """Write CSV files under ``path`` (committed atomically).
-
-        >>> df.range(10).write_csv("/tmp/out")  # doctest: +SKIP
-        """
-        self._write_files("CSVDatasink", path, filesystem, partition_cols, mode, kwargs)
-
-    def write_json(
-        self,
-        path: str,
-        *,
-        filesystem: Any = None,
-        partition_cols: Sequence[str] | None = None,
-        mode: str = "error",
-        **kwargs: Any,
-    ) -> None:
-        """Write JSON Lines files under ``path`` (committed atomically).
-
-        >>> df.range(10).write_json("/tmp/out")  # doctest: +SKIP
-        """
-        self._write_files("JSONDatasink", path, filesystem, partition_cols, mode, kwargs)
-
-    def write_orc(
-        self,
-        path: str,
-        *,
-        filesystem: Any = None,
-        partition_cols: Sequence[str] | None = None,
-        mode: str = "error",
-        **kwargs: Any,
-    ) -> None:
-        """Write ORC files under ``path`` (committed atomically); ``kwargs`` go
-        to ``pyarrow.orc.ORCWriter`` (``compression=``...).
-
-        >>> df.range(10).write_orc("/tmp/out")  # doctest: +SKIP
-        """
-        self._write_files("ORCDatasink", path, filesystem, partition_cols, mode, kwargs)
-
-    def write_numpy(
-        self,
-        path: str,
-        *,
-        filesystem: Any = None,
-        partition_cols: Sequence[str] | None = None,
-        mode: str = "error",
-        **kwargs: Any,
-    ) -> None:
-        """Write ``.npy`` files under ``path`` (committed atomically).
-
-        >>> df.range_tensor(10, shape=(2,)).write_numpy("/tmp/out", column="data")  # doctest: +SKIP
-        """
-        self._write_files("NumpyDatasink", path, filesystem, partition_cols, mode, kwargs)
 
     def write_delta(
         self,
@@ -211,52 +155,6 @@ class WriteMethods:
             )
         )
 
-    def write_tfrecords(
-        self,
-        path: str,
-        *,
-        filesystem: Any = None,
-        partition_cols: Sequence[str] | None = None,
-        mode: str = "error",
-        **kwargs: Any,
-    ) -> None:
-        """Write ``tf.train.Example`` records in TFRecord files under ``path``
-        (committed atomically; no TensorFlow needed): ints as Int64List, floats
-        as FloatList, strings/bytes as BytesList, list and tensor columns as
-        multi-value features.
-
-        >>> df.range(10).write_tfrecords("/tmp/out")  # doctest: +SKIP
-        """
-        from dataflow.sources.tfrecords import TFRecordDatasink
-
-        self.write_datasink(
-            TFRecordDatasink(
-                path, filesystem=filesystem, partition_cols=partition_cols, mode=mode, **kwargs
-            )
-        )
-
-    def write_webdataset(
-        self,
-        path: str,
-        *,
-        encoder: Any = True,
-        filesystem: Any = None,
-        mode: str = "error",
-        **kwargs: Any,
-    ) -> None:
-        """Write WebDataset tar shards under ``path`` (committed atomically): a
-        sample per row, column ``c`` as member ``<__key__>.c``; ``encoder=True``
-        encodes arrays as images (``.png``, ``.jpg``...) or ``.npy``, values as
-        ``.json``, strings and ints as text; ``target_file_size`` bounds a shard.
-
-        >>> ds.write_webdataset("/tmp/shards")  # doctest: +SKIP
-        """
-        from dataflow.sources.webdataset import WebDatasetDatasink
-
-        self.write_datasink(
-            WebDatasetDatasink(path, encoder=encoder, filesystem=filesystem, mode=mode, **kwargs)
-        )
-
     def write_sql(self, sql: str, connection_factory: Callable[[], Any]) -> None:
         """Insert every row with ``cursor.executemany(sql, rows)`` (values in column
         order), one connection and one transaction per write task.
@@ -266,19 +164,3 @@ class WriteMethods:
         from dataflow.sources.sql import SQLDatasink
 
         self.write_datasink(SQLDatasink(sql, connection_factory))
-
-    def _write_files(
-        self,
-        sink: str,
-        path: str,
-        filesystem: Any,
-        partition_cols: Any,
-        mode: str,
-        kwargs: dict[str, Any],
-    ) -> None:
-        from dataflow.sources import sinks
-
-        cls = getattr(sinks, sink)
-        self.write_datasink(
-            cls(path, filesystem=filesystem, partition_cols=partition_cols, mode=mode, **kwargs)
-        )
