@@ -66,11 +66,6 @@ REASONS: dict[str, str] = {
     ),
     "read_csv(partitioning)": "As for read_parquet(partitioning)",
     "read_json(partitioning)": "As for read_parquet(partitioning)",
-    "range": (
-        f"{_NOT_YET}: ``parallelism`` (Ray's old name of override_num_blocks) and "
-        "``concurrency`` are not accepted yet (TypeError naming them)"
-    ),
-    "range_tensor": "As for range",
     "read_datasource": _CONNECTOR,
     "read_delta": _CONNECTOR,
     "read_iceberg": _CONNECTOR,
@@ -78,11 +73,6 @@ REASONS: dict[str, str] = {
     "read_sql": _CONNECTOR,
     "read_tfrecords": _CONNECTOR,
     "read_webdataset": _CONNECTOR,
-    "from_items(parallelism)": f"{_NOT_YET}: Ray's old name of override_num_blocks",
-    "from_pandas(override_num_blocks)": (
-        f"{_NOT_YET}: here each DataFrame is one block (TypeError if passed)"
-    ),
-    "from_arrow(override_num_blocks)": "As for from_pandas(override_num_blocks)",
     # -- writers ---------------------------------------------------------------------------
     "Dataset.write_numpy(column)": (
         "Optional here: a dataset with one column writes that column without it; every "

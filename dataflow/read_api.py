@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from dataflow.block import array_from_numpy, pandas_to_table, rows_to_table
+from dataflow.block import array_from_numpy, concat, pandas_to_table, rows_to_table
+from dataflow.compat import parallelism_arg
 from dataflow.context import DataContext
 from dataflow.dataset import Dataset
 from dataflow.errors import PlanError
@@ -71,31 +72,55 @@ def read_datasource(datasource: Datasource, *, override_num_blocks: int | None =
     return Dataset(Read(datasource, parallelism=override_num_blocks))
 
 
-def range(n: int, *, override_num_blocks: int | None = None) -> Dataset:  # noqa: A001
-    """The integers ``0..n-1`` in an int64 column ``id``.
+def range(  # noqa: A001
+    n: int,
+    *,
+    parallelism: int = -1,
+    concurrency: int | None = None,
+    override_num_blocks: int | None = None,
+) -> Dataset:
+    """The integers ``0..n-1`` in an int64 column ``id``, in ``override_num_blocks``
+    blocks (``parallelism`` is Ray's older name), read by at most
+    ``concurrency`` tasks at once.
 
     >>> range(10**10).limit(2)
     Dataset(read_range -> limit(2))
     """
     _check_count("range", n)
-    check_num_blocks("range", override_num_blocks)
-    return Dataset(Read(RangeDatasource(n), parallelism=override_num_blocks))
+    return read_dataset(
+        "range",
+        RangeDatasource(n),
+        parallelism=parallelism,
+        concurrency=concurrency,
+        override_num_blocks=override_num_blocks,
+    )
 
 
 def range_tensor(
-    n: int, *, shape: tuple[int, ...] = (1,), override_num_blocks: int | None = None
+    n: int,
+    *,
+    shape: tuple[int, ...] = (1,),
+    parallelism: int = -1,
+    concurrency: int | None = None,
+    override_num_blocks: int | None = None,
 ) -> Dataset:
-    """Rows ``i = 0..n-1`` as tensors ``np.full(shape, i)`` (int64) in column ``data``.
+    """Rows ``i = 0..n-1`` as tensors ``np.full(shape, i)`` (int64) in column
+    ``data`` (blocks and ``concurrency`` as in ``range``).
 
     >>> range_tensor(4, shape=(2, 2))
     Dataset(read_range_tensor)
     """
     _check_count("range_tensor", n)
-    check_num_blocks("range_tensor", override_num_blocks)
     shape = tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
     if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
         raise PlanError(f"range_tensor: shape must be a tuple of positive ints, got {shape!r}")
-    return Dataset(Read(RangeDatasource(n, shape), parallelism=override_num_blocks))
+    return read_dataset(
+        "range_tensor",
+        RangeDatasource(n, shape),
+        parallelism=parallelism,
+        concurrency=concurrency,
+        override_num_blocks=override_num_blocks,
+    )
 
 
 def _check_count(where: str, n: Any) -> None:
@@ -103,8 +128,11 @@ def _check_count(where: str, n: Any) -> None:
         raise PlanError(f"{where}: n must be a non-negative int, got {n!r}")
 
 
-def from_items(items: Sequence[Any], *, override_num_blocks: int | None = None) -> Dataset:
-    """A Dataset of Python objects: dicts become rows; other values go in column ``item``.
+def from_items(
+    items: Sequence[Any], *, parallelism: int = -1, override_num_blocks: int | None = None
+) -> Dataset:
+    """A Dataset of Python objects: dicts become rows; other values go in column
+    ``item``; ``override_num_blocks`` blocks (``parallelism``: Ray's older name).
 
     >>> from_items([{"a": 1}, {"a": 2}])
     Dataset(from_blocks)
@@ -113,6 +141,7 @@ def from_items(items: Sequence[Any], *, override_num_blocks: int | None = None) 
         raise PlanError(
             f"from_items: expected a list of dicts or values, got {type(items).__name__}"
         )
+    override_num_blocks = parallelism_arg("from_items", parallelism, override_num_blocks)
     check_num_blocks("from_items", override_num_blocks)
     items = list(items)
     if not items:
@@ -139,8 +168,11 @@ def _as_list(where: str, obj: Any, kind: type | tuple[type, ...]) -> list:
     return objs
 
 
-def from_pandas(dfs: pd.DataFrame | list[pd.DataFrame]) -> Dataset:
-    """One block per DataFrame (the index is dropped).
+def from_pandas(
+    dfs: pd.DataFrame | list[pd.DataFrame], override_num_blocks: int | None = None
+) -> Dataset:
+    """One block per DataFrame (the index is dropped), or, with
+    ``override_num_blocks``, all the rows re-cut into that many blocks.
 
     >>> import pandas as pd
     >>> from_pandas(pd.DataFrame({"a": [1, 2]}))
@@ -148,19 +180,48 @@ def from_pandas(dfs: pd.DataFrame | list[pd.DataFrame]) -> Dataset:
     """
     import pandas as pd  # on use: pandas doubles the cost of `import dataflow`
 
+    check_num_blocks("from_pandas", override_num_blocks)
     frames = _as_list("from_pandas", dfs, pd.DataFrame)
-    return Dataset(InputData(blocks=tuple(pandas_to_table(f) for f in frames)))
+    blocks = tuple(pandas_to_table(f) for f in frames)
+    return Dataset(InputData(blocks=_recut(blocks, override_num_blocks)))
 
 
-def from_arrow(tables: pa.Table | pa.RecordBatch | list) -> Dataset:
-    """One block per Arrow table (or record batch).
+def from_arrow(
+    tables: pa.Table | pa.RecordBatch | bytes | list,
+    *,
+    override_num_blocks: int | None = None,
+) -> Dataset:
+    """One block per Arrow table (a record batch, or ``bytes`` holding an Arrow
+    IPC stream, as Ray's), or, with ``override_num_blocks``, all the rows re-cut
+    into that many blocks.
 
     >>> from_arrow(pa.table({"a": [1, 2]}))
     Dataset(from_blocks)
     """
-    objs = _as_list("from_arrow", tables, (pa.Table, pa.RecordBatch))
-    blocks = tuple(pa.Table.from_batches([o]) if isinstance(o, pa.RecordBatch) else o for o in objs)
-    return Dataset(InputData(blocks=blocks))
+    check_num_blocks("from_arrow", override_num_blocks)
+    objs = _as_list("from_arrow", tables, (pa.Table, pa.RecordBatch, bytes))
+    blocks = tuple(_arrow_block(o) for o in objs)
+    return Dataset(InputData(blocks=_recut(blocks, override_num_blocks)))
+
+
+def _arrow_block(obj: pa.Table | pa.RecordBatch | bytes) -> pa.Table:
+    if isinstance(obj, pa.RecordBatch):
+        return pa.Table.from_batches([obj])
+    if isinstance(obj, bytes):
+        try:
+            return pa.ipc.open_stream(obj).read_all()
+        except pa.ArrowInvalid as e:
+            raise PlanError(
+                f"from_arrow: bytes must hold an Arrow IPC stream (a serialized table): {e}"
+            ) from e
+    return obj
+
+
+def _recut(blocks: tuple[pa.Table, ...], num_blocks: int | None) -> tuple[pa.Table, ...]:
+    """``blocks`` as they are, or their rows in ``num_blocks`` near-equal blocks."""
+    if num_blocks is None or not blocks:
+        return blocks
+    return _split_table(concat(list(blocks)), num_blocks)
 
 
 def from_numpy(ndarrays: np.ndarray | list[np.ndarray]) -> Dataset:
