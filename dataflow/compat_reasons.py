@@ -85,9 +85,6 @@ REASONS: dict[str, str] = {
     "Dataset.write_lance": _CONNECTOR,
     # -- missing everyday methods (issue 20's list) ----------------------------------------
     "Dataset.mix": f"{_NOT_YET}: weighted interleaving of several datasets",
-    "DataIterator.to_torch": (
-        f"{_NOT_YET}: ``Dataset.to_torch_dataset`` / ``iter_torch_batches`` cover it"
-    ),
 }
 """Differences from Ray Data that are known, each with why."""
 

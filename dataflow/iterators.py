@@ -124,6 +124,49 @@ class DataIterator:
         """
         return DataContext.get_current()
 
+    def to_torch(
+        self,
+        *,
+        label_column: str | None = None,
+        feature_columns: list[str] | list[list[str]] | dict[str, list[str]] | None = None,
+        label_column_dtype: torch.dtype | None = None,
+        feature_column_dtypes: Any = None,
+        batch_size: int = 1,
+        prefetch_batches: int = 1,
+        drop_last: bool = False,
+        local_shuffle_buffer_size: int | None = None,
+        local_shuffle_seed: int | None = None,
+        unsqueeze_label_tensor: bool = True,
+        unsqueeze_feature_tensors: bool = True,
+    ) -> torch.utils.data.IterableDataset:
+        """Ray Data's ``(features, label)`` torch dataset (see
+        ``dataflow.torch_columns``); ``iter_torch_batches`` / ``to_torch_dataset``
+        give dicts of tensors instead.
+
+        >>> next(iter(it.to_torch(label_column="y", batch_size=32)))  # doctest: +SKIP
+        """
+        from dataflow.torch_columns import columns_torch_dataset
+
+        def batches() -> Iterator[dict[str, Any]]:
+            return self.iter_batches(
+                batch_size=batch_size,
+                batch_format="numpy",
+                prefetch_batches=prefetch_batches,
+                drop_last=drop_last,
+                local_shuffle_buffer_size=local_shuffle_buffer_size,
+                local_shuffle_seed=local_shuffle_seed,
+            )
+
+        return columns_torch_dataset(
+            batches,
+            label_column=label_column,
+            feature_columns=feature_columns,
+            label_column_dtype=label_column_dtype,
+            feature_column_dtypes=feature_column_dtypes,
+            unsqueeze_label_tensor=unsqueeze_label_tensor,
+            unsqueeze_feature_tensors=unsqueeze_feature_tensors,
+        )
+
     def iter_blocks(self) -> Iterator[pa.Table]:
         """The blocks of one execution, as they come; the execution stops (and
         frees its objects) when this generator is closed or exhausted."""

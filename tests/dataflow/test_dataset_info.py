@@ -206,3 +206,31 @@ def test_an_iterator_without_a_dataset_materializes_and_reads_schema_from_a_bloc
     assert it.schema() == pa.schema([("z", pa.int64())])
     mat = it.materialize()
     assert mat.count() == 10 and mat.sum("z") == 135
+
+
+def test_data_iterator_to_torch_gives_features_and_label_like_ray():
+    torch = pytest.importorskip("torch")
+    rows = [{"a": float(i), "b": 2.0 * i, "y": i % 2} for i in range(5)]
+    it = df.from_items(rows, override_num_blocks=1).iterator()
+    batches = list(it.to_torch(label_column="y", batch_size=2))
+    assert [tuple(f.shape) for f, _ in batches] == [(2, 2), (2, 2), (1, 2)]
+    features = torch.cat([f for f, _ in batches])
+    labels = torch.cat([lab for _, lab in batches])
+    assert features.tolist() == [[float(i), 2.0 * i] for i in range(5)]
+    assert labels.tolist() == [[i % 2] for i in range(5)]
+    (groups, label), *_ = it.to_torch(
+        label_column="y",
+        feature_columns=[["a"], ["b"]],
+        feature_column_dtypes=[torch.float64, torch.int32],
+        batch_size=5,
+        unsqueeze_label_tensor=False,
+    )
+    assert [g.dtype for g in groups] == [torch.float64, torch.int32]
+    assert groups[1].tolist() == [[0], [2], [4], [6], [8]] and label.tolist() == [0, 1, 0, 1, 0]
+    (named, none), *_ = it.to_torch(feature_columns={"x": ["b", "a"]}, batch_size=5)
+    assert none is None and named["x"][4].tolist() == [8.0, 4.0]
+    assert len(list(it.to_torch(batch_size=2, drop_last=True))) == 2
+    with pytest.raises(PlanError, match="to_torch: no label column 'nope'"):
+        next(iter(it.to_torch(label_column="nope")))
+    with pytest.raises(PlanError, match="2 feature_column_dtypes for 1 feature column groups"):
+        it.to_torch(feature_columns=[["a"]], feature_column_dtypes=[torch.int32, torch.int32])
