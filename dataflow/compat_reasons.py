@@ -51,13 +51,6 @@ REASONS: dict[str, str] = {
         "None here means Ray's 'auto' (the GPU of a worker that holds one, else CPU); "
         "'auto' is accepted too"
     ),
-    "GroupedData.map_groups": (
-        f"{_NOT_YET}: ``map_groups`` takes ``fn``, ``batch_format``, ``fn_args``, "
-        "``fn_kwargs`` and ``num_cpus`` (default 1: one CPU per reduce task); Ray's "
-        "callable-class and per-task arguments (``compute``, ``concurrency``, "
-        "``fn_constructor_*``, ``num_gpus``, ``memory``, ``zero_copy_batch``, "
-        "``ray_remote_args``) are not accepted yet (TypeError naming them)"
-    ),
     "GroupedData.with_column": f"{_NOT_YET}: per-group expressions",
     # -- readers ---------------------------------------------------------------------------
     "read_parquet(partitioning)": (

@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from dataflow.aggregate import AggregateFn, Count, Max, Mean, Min, Std, Sum, check_aggs
 from dataflow.block import check_batch_format
+from dataflow.compat import check_ray_only, merge_remote_args
+from dataflow.errors import PlanError
 from dataflow.plan.logical import Aggregate, MapGroups
 from dataflow.plan.schema import known_schema
-from runtime.resources import Resources
+from dataflow.udf import fn_name, is_callable_class, resources_of
 
 if TYPE_CHECKING:
     from dataflow.dataset import Dataset
@@ -112,18 +114,50 @@ class GroupedData:
         self,
         fn: Callable[..., Any],
         *,
+        zero_copy_batch: bool = True,
+        compute: Any = None,
         batch_format: str | None = "default",
-        fn_args: Sequence[Any] = (),
+        fn_args: Sequence[Any] | None = None,
         fn_kwargs: dict[str, Any] | None = None,
-        num_cpus: float = 1,
+        fn_constructor_args: Sequence[Any] | None = None,
+        fn_constructor_kwargs: dict[str, Any] | None = None,
+        num_cpus: float | None = None,
+        num_gpus: float | None = None,
+        memory: float | None = None,
+        concurrency: int | tuple[int, ...] | None = None,
+        ray_remote_args_fn: Callable[[], dict[str, Any]] | None = None,
+        **ray_remote_args: Any,
     ) -> Dataset:
         """Call ``fn(batch)`` once per group (all its rows in one batch of
-        ``batch_format``); its returned batches form the output.
+        ``batch_format``); its returned batch (or iterator of batches) forms the
+        output. Groups run in the reduce tasks of a hash exchange (``groupby``'s
+        ``num_partitions`` of them), each reserving ``num_cpus`` (default 1),
+        ``num_gpus``, ``memory`` or ``ray_remote_args``' resources. A callable
+        class is built once per reduce task with ``fn_constructor_args`` /
+        ``fn_constructor_kwargs``. ``zero_copy_batch=False`` hands writable
+        numpy arrays. ``compute`` and ``concurrency`` (actor pools) are refused:
+        there is no pool on the reduce side.
 
         >>> ds.groupby("k").map_groups(lambda df: df.head(1), batch_format="pandas")  # doctest: +SKIP
         """
+        where = f"map_groups({fn_name(fn)})"
         if not callable(fn):
             raise TypeError(f"map_groups: fn must be callable, got {type(fn).__name__}")
+        if isinstance(fn, type) and not is_callable_class(fn):
+            raise TypeError(f"{where}: class {fn.__name__} has no __call__ method")
+        if (fn_constructor_args or fn_constructor_kwargs) and not isinstance(fn, type):
+            raise PlanError(f"{where}: fn_constructor_args/kwargs need fn to be a callable class")
+        check_ray_only(where, ray_remote_args_fn=ray_remote_args_fn)
+        for name, value in (("compute", compute), ("concurrency", concurrency)):
+            if value is not None:
+                raise PlanError(
+                    f"{where}: {name}={value!r} sizes an actor pool; map_groups runs in the "
+                    "exchange's reduce tasks (groupby(..., num_partitions=n) sets how many), "
+                    "where a callable class is built once per task: drop it"
+                )
+        amounts = merge_remote_args(
+            where, ray_remote_args or None, num_cpus=num_cpus, num_gpus=num_gpus, memory=memory
+        )
         fmt = check_batch_format(batch_format, "map_groups")
         if not self._keys:
             raise ValueError("map_groups: give groupby a key column; groupby(None) has no groups")
@@ -131,10 +165,13 @@ class GroupedData:
             keys=self._keys,
             fn=fn,
             batch_format=fmt,
-            fn_args=tuple(fn_args),
+            fn_args=tuple(fn_args or ()),
             fn_kwargs=tuple(sorted((fn_kwargs or {}).items())),
-            resources=Resources(cpu=num_cpus),
+            resources=resources_of(where, **amounts),
             num_partitions=self._num_partitions,
+            fn_constructor_args=tuple(fn_constructor_args or ()),
+            fn_constructor_kwargs=tuple(sorted((fn_constructor_kwargs or {}).items())),
+            zero_copy_batch=bool(zero_copy_batch),
         )
         return self._dataset._then(node)
 

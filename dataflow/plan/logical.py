@@ -382,6 +382,11 @@ class MapGroups(LogicalOperator):
     fn_kwargs: tuple[tuple[str, Any], ...] = ()
     resources: Resources = Resources(cpu=1)
     num_partitions: int | None = None
+    fn_constructor_args: tuple = ()
+    fn_constructor_kwargs: tuple[tuple[str, Any], ...] = ()
+    """A callable class ``fn`` is built with these once per reduce task."""
+    zero_copy_batch: bool = True
+    """False: numpy batches are writable copies (Ray's meaning)."""
 
     @property
     def name(self) -> str:

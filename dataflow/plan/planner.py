@@ -240,7 +240,15 @@ def _plan_exchange(p: _Planning, node: LogicalOperator, inputs: list) -> Physica
         spec, n = AggregateSpec(node.keys, node.aggs), node.num_partitions
     elif isinstance(node, MapGroups):
         spec = MapGroupsSpec(
-            node.keys, node.fn, node.batch_format, node.fn_args, dict(node.fn_kwargs), node.name
+            node.keys,
+            node.fn,
+            node.batch_format,
+            node.fn_args,
+            dict(node.fn_kwargs),
+            node.name,
+            fn_constructor_args=node.fn_constructor_args,
+            fn_constructor_kwargs=dict(node.fn_constructor_kwargs),
+            zero_copy_batch=node.zero_copy_batch,
         )
         n = node.num_partitions
     else:
