@@ -71,11 +71,11 @@ REASONS: dict[str, str] = {
         "Optional here: a dataset with one column writes that column without it; every "
         "Ray call passes it and means the same"
     ),
-    "Dataset.write_datasink": _CONNECTOR,
-    "Dataset.write_sql": _CONNECTOR,
-    "Dataset.write_delta": _CONNECTOR,
-    "Dataset.write_iceberg": _CONNECTOR,
-    "Dataset.write_lance": _CONNECTOR,
+    "Dataset.write_delta(schema_mode)": (
+        "Not supported: an append keeps the table's schema (blocks are conformed to it); "
+        "Ray's schema_mode='merge', which adds new columns to the table, is not "
+        "implemented, and passing schema_mode raises a PlanError"
+    ),
     # -- missing everyday methods (issue 20's list) ----------------------------------------
     "Dataset.mix": f"{_NOT_YET}: weighted interleaving of several datasets",
 }

@@ -34,10 +34,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from dataflow.compat import check_ray_only, merge_remote_args
+from dataflow.compat import check_ray_only
+from dataflow.dataset_write import write_settings
 from dataflow.errors import PlanError
-from dataflow.plan.logical import Compute
-from dataflow.udf import resources_of
 
 
 class FileWriteMethods:
@@ -283,15 +282,6 @@ class FileWriteMethods:
                     "give one of them"
                 )
             min_rows = old
-        concurrency = args.get("concurrency")
-        if concurrency is not None and (
-            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
-        ):
-            raise PlanError(
-                f"{where}: concurrency must be a positive int (write tasks at once), "
-                f"got {concurrency!r}"
-            )
-        amounts = merge_remote_args(where, args.get("ray_remote_args"))
         datasink = cls(
             args["path"],
             filesystem=args.get("filesystem"),
@@ -305,9 +295,5 @@ class FileWriteMethods:
             format_args_fn=args_fn,
             **{k: v for k, v in format_kwargs.items() if v is not None or k != "column"},
         )
-        self._write(  # type: ignore[attr-defined]
-            datasink,
-            min_rows_per_task=min_rows or 0,
-            compute=Compute("tasks", 1, concurrency),
-            resources=resources_of(where, **amounts),
-        )
+        settings = write_settings(where, args.get("ray_remote_args"), args.get("concurrency"))
+        self._write(datasink, min_rows_per_task=min_rows or 0, **settings)  # type: ignore[attr-defined]

@@ -165,3 +165,40 @@ def test_write_images_one_file_per_row_read_back(tmp_path):
     with pytest.raises(Exception, match="column 'img' is not in"):
         df.from_items(rows).write_images(str(tmp_path / "m"), column="img")
     assert not (tmp_path / "m").exists()
+
+
+def test_write_datasink_and_write_sql_take_concurrency_and_ray_remote_args(tmp_path):
+    import sqlite3
+
+    db = str(tmp_path / "app.db")
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE t (id INTEGER)")
+    df.range(20, override_num_blocks=4).write_sql(
+        "INSERT INTO t VALUES (?)",
+        lambda: sqlite3.connect(db),
+        ray_remote_args={"num_cpus": 1},
+        concurrency=1,
+    )
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*), SUM(id) FROM t").fetchone() == (20, 190)
+    with pytest.raises(PlanError, match="write_sql: concurrency must be a positive int"):
+        df.range(3).write_sql("INSERT INTO t VALUES (?)", lambda: None, concurrency=-1)
+    from dataflow.sources.sinks import CSVDatasink
+
+    df.range(6).write_datasink(CSVDatasink(str(tmp_path / "s")), concurrency=2)
+    assert sum(f["num_rows"] for f in manifest(tmp_path / "s")) == 6
+    with pytest.raises(PlanError, match="write_datasink: ray_remote_args placement_group"):
+        df.range(3).write_datasink(
+            CSVDatasink(str(tmp_path / "t")), ray_remote_args={"placement_group": 1}
+        )
+
+
+def test_connector_writers_refuse_what_they_cannot_honour(tmp_path):
+    with pytest.raises(PlanError, match="write_delta: catalog="):
+        df.range(3).write_delta(str(tmp_path / "d"), catalog=object())
+    with pytest.raises(PlanError, match="write_delta: schema_mode is not supported"):
+        df.range(3).write_delta(str(tmp_path / "d"), schema_mode="merge")
+    with pytest.raises(PlanError, match="write_iceberg: overwrite_filter is not supported"):
+        df.range(3).write_iceberg("db.t", {}, None, None, "append", "id > 1")
+    with pytest.raises(PlanError, match="write_lance: table_id names a table"):
+        df.range(3).write_lance(str(tmp_path / "l"), table_id=["a"])
