@@ -16,12 +16,6 @@ _FORWARDS = (
     "the same name, whose parameters are Ray Data's (see that entry); a Ray call works "
     "unchanged"
 )
-_CONNECTOR = (
-    f"{_NOT_YET}: the table/connector readers and writers keep their own parameters "
-    "(issue 18's connectors); Ray's per-task arguments (``num_cpus``, ``concurrency``, "
-    "``ray_remote_args``, ``parallelism``...) and Ray-only ones (``catalog``...) are not "
-    "accepted by these yet: a call passing one fails with a TypeError naming it"
-)
 
 REASONS: dict[str, str] = {
     # -- Dataset transforms ----------------------------------------------------------------
@@ -59,13 +53,6 @@ REASONS: dict[str, str] = {
     ),
     "read_csv(partitioning)": "As for read_parquet(partitioning)",
     "read_json(partitioning)": "As for read_parquet(partitioning)",
-    "read_datasource": _CONNECTOR,
-    "read_delta": _CONNECTOR,
-    "read_iceberg": _CONNECTOR,
-    "read_lance": _CONNECTOR,
-    "read_sql": _CONNECTOR,
-    "read_tfrecords": _CONNECTOR,
-    "read_webdataset": _CONNECTOR,
     # -- writers ---------------------------------------------------------------------------
     "Dataset.write_numpy(column)": (
         "Optional here: a dataset with one column writes that column without it; every "
