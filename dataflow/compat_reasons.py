@@ -45,7 +45,6 @@ REASONS: dict[str, str] = {
         "None here means Ray's 'auto' (the GPU of a worker that holds one, else CPU); "
         "'auto' is accepted too"
     ),
-    "GroupedData.with_column": f"{_NOT_YET}: per-group expressions",
     # -- readers ---------------------------------------------------------------------------
     "read_parquet(partitioning)": (
         "The default is the string 'hive' here, which means what Ray's "

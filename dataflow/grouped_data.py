@@ -15,10 +15,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+
 from dataflow.aggregate import AggregateFn, Count, Max, Mean, Min, Std, Sum, check_aggs
 from dataflow.block import check_batch_format
 from dataflow.compat import check_ray_only, merge_remote_args
+from dataflow.dataset_columns import as_expr, check_name
 from dataflow.errors import PlanError
+from dataflow.expressions import Expr, check_columns
 from dataflow.plan.logical import Aggregate, MapGroups
 from dataflow.plan.schema import known_schema
 from dataflow.udf import fn_name, is_callable_class, resources_of
@@ -175,10 +179,44 @@ class GroupedData:
         )
         return self._dataset._then(node)
 
+    def with_column(self, column_name: str, expr: Expr | str, **ray_remote_args: Any) -> Dataset:
+        """Every row, grouped by key (the groups come out as ``map_groups``'
+        do), with column ``column_name`` computed from ``expr`` (``col(...)`` or
+        a string such as ``"a * 2"``) over each group; ``ray_remote_args`` as in
+        ``map_groups`` (``num_cpus``, ``num_gpus``, ``memory``...).
+
+        >>> ds.groupby("g").with_column("twice", df.col("v") * 2).sort(["g", "v"])  # doctest: +SKIP
+        """
+        where = f"groupby().with_column({column_name})"
+        check_name("with_column", column_name)
+        e = as_expr(where, expr)
+        check_columns(e, known_schema(self._dataset._plan), where)
+        return self.map_groups(
+            GroupProjector(column_name, e), batch_format="pyarrow", **ray_remote_args
+        )
+
     def _targets(self, on: str | Sequence[str] | None) -> list[str]:
         if on is None:
             return [c for c in self._dataset.columns() if c not in self._keys]
         return list(key_tuple("groupby aggregation", on))
+
+
+class GroupProjector:
+    """``GroupedData.with_column``'s group function: appends (or replaces)
+    ``name`` computed from ``expr`` over a group's Arrow table."""
+
+    def __init__(self, name: str, expr: Expr) -> None:
+        self.name = name
+        self.expr = expr
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        column = self.expr.eval(table)
+        if self.name in table.column_names:
+            return table.set_column(table.column_names.index(self.name), self.name, column)
+        return table.append_column(self.name, column)
+
+    def __repr__(self) -> str:  # the function's name in plans and errors
+        return f"with_column({self.name})"
 
 
 __all__ = ["GroupedData"]

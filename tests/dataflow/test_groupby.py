@@ -187,3 +187,17 @@ def test_map_groups_ray_parameters(backend):
         ds.groupby("k").map_groups(_count_then_marker, fn_constructor_args=(1,))
     with pytest.raises(PlanError, match="ray_remote_args_fn"):
         ds.groupby("k").map_groups(_count_then_marker, ray_remote_args_fn=dict)
+
+
+def test_grouped_with_column_adds_an_expression_column_per_group(backend):
+    from dataflow.errors import PlanError
+
+    ds = df.from_items([{"g": i % 2, "v": i} for i in range(6)])
+    out = ds.groupby("g").with_column("twice", df.col("v") * 2).sort(["g", "v"])
+    assert out.take_all() == [
+        {"g": g, "v": v, "twice": 2 * v} for g in (0, 1) for v in range(6) if v % 2 == g
+    ]
+    same = ds.groupby("g").with_column("v", "v + 100", num_cpus=1).sort("v")
+    assert [r["v"] for r in same.take_all()] == [100 + i for i in range(6)]
+    with pytest.raises(PlanError, match=r"groupby\(\).with_column\(x\).*'nope'"):
+        ds.groupby("g").with_column("x", df.col("nope") + 1)
