@@ -63,7 +63,12 @@ REASONS: dict[str, str] = {
         "implemented, and passing schema_mode raises a PlanError"
     ),
     # -- missing everyday methods (issue 20's list) ----------------------------------------
-    "Dataset.mix": f"{_NOT_YET}: weighted interleaving of several datasets",
+    "Dataset.mix": (
+        f"{_NOT_YET}: weighted interleaving needs an operator that always pulls from the "
+        "input furthest behind its ratio; without scheduler support for feeding that "
+        "input first, the other inputs would be buffered whole. Until then, "
+        "``union`` then ``random_shuffle`` mixes datasets (unweighted)"
+    ),
 }
 """Differences from Ray Data that are known, each with why."""
 

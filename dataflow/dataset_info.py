@@ -72,7 +72,8 @@ class InfoMethods:
     def input_files(self) -> list[str]:
         """The files this dataset reads (each once, in listing order): those of
         its file reads, and the files a materialized dataset's blocks came
-        from. Lists directories but reads no data.
+        from. Plans the reads (lists directories; a Parquet read may read
+        footers) but reads no rows.
 
         >>> df.range(3).input_files()
         []

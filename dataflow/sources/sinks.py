@@ -399,8 +399,11 @@ def provided_name(provider: Any, write_id: str, task_index: int, index: int) -> 
         if index:
             stem, dot, ext = name.rpartition(".")
             name = f"{stem}_{index:06d}.{ext}" if dot else f"{name}_{index:06d}"
-    if not isinstance(name, str) or not name or "/" in name.strip("/") and ".." in name:
-        raise ValueError(f"filename_provider: bad file name {name!r} for task {task_index}")
+    if not isinstance(name, str) or not name.strip("/") or ".." in name.split("/"):
+        raise ValueError(
+            f"filename_provider: bad file name {name!r} for task {task_index}: give a "
+            "non-empty name inside the output directory (no '..')"
+        )
     return name.lstrip("/")
 
 
