@@ -47,6 +47,7 @@ from dataflow.read_api import (
     read_tfrecords,
     read_webdataset,
 )
+from dataflow.read_interop import from_daft, from_dask, from_torch
 from dataflow.service.connect import connect
 from dataflow.session import init, shutdown
 from dataflow.sources.datasource import BlockMetadata, Datasink, Datasource, ReadTask, WriteResult
@@ -78,10 +79,13 @@ __all__ = [
     "col",
     "connect",
     "from_arrow",
+    "from_daft",
+    "from_dask",
     "from_huggingface",
     "from_items",
     "from_numpy",
     "from_pandas",
+    "from_torch",
     "init",
     "lit",
     "plot_stats",

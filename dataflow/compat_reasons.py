@@ -16,21 +16,6 @@ _FORWARDS = (
     "the same name, whose parameters are Ray Data's (see that entry); a Ray call works "
     "unchanged"
 )
-_WRITERS = (
-    f"{_NOT_YET}: dataflow's file writers take ``filesystem``, ``partition_cols``, ``mode`` "
-    "and format keywords; Ray's ``try_create_dir``, ``arrow_open_stream_args``, "
-    "``filename_provider``, ``*_args_fn``, ``min_rows_per_file`` / ``max_rows_per_file`` / "
-    "``num_rows_per_file``, ``ray_remote_args`` and ``concurrency`` are not accepted yet "
-    "(a call passing one fails with a TypeError naming it; none is ignored). ``mode`` "
-    "defaults to 'error' (Ray: 'append'): dataflow commits a write atomically with a "
-    "manifest and refuses a non-empty directory unless told"
-)
-_CONNECTOR = (
-    f"{_NOT_YET}: the table/connector readers and writers keep their own parameters "
-    "(issue 18's connectors); Ray's per-task arguments (``num_cpus``, ``concurrency``, "
-    "``ray_remote_args``, ``parallelism``...) and Ray-only ones (``catalog``...) are not "
-    "accepted by these yet: a call passing one fails with a TypeError naming it"
-)
 
 REASONS: dict[str, str] = {
     # -- Dataset transforms ----------------------------------------------------------------
@@ -60,14 +45,6 @@ REASONS: dict[str, str] = {
         "None here means Ray's 'auto' (the GPU of a worker that holds one, else CPU); "
         "'auto' is accepted too"
     ),
-    "GroupedData.map_groups": (
-        f"{_NOT_YET}: ``map_groups`` takes ``fn``, ``batch_format``, ``fn_args``, "
-        "``fn_kwargs`` and ``num_cpus`` (default 1: one CPU per reduce task); Ray's "
-        "callable-class and per-task arguments (``compute``, ``concurrency``, "
-        "``fn_constructor_*``, ``num_gpus``, ``memory``, ``zero_copy_batch``, "
-        "``ray_remote_args``) are not accepted yet (TypeError naming them)"
-    ),
-    "GroupedData.with_column": f"{_NOT_YET}: per-group expressions",
     # -- readers ---------------------------------------------------------------------------
     "read_parquet(partitioning)": (
         "The default is the string 'hive' here, which means what Ray's "
@@ -75,58 +52,22 @@ REASONS: dict[str, str] = {
     ),
     "read_csv(partitioning)": "As for read_parquet(partitioning)",
     "read_json(partitioning)": "As for read_parquet(partitioning)",
-    "range": (
-        f"{_NOT_YET}: ``parallelism`` (Ray's old name of override_num_blocks) and "
-        "``concurrency`` are not accepted yet (TypeError naming them)"
-    ),
-    "range_tensor": "As for range",
-    "read_datasource": _CONNECTOR,
-    "read_delta": _CONNECTOR,
-    "read_iceberg": _CONNECTOR,
-    "read_lance": _CONNECTOR,
-    "read_sql": _CONNECTOR,
-    "read_tfrecords": _CONNECTOR,
-    "read_webdataset": _CONNECTOR,
-    "from_items(parallelism)": f"{_NOT_YET}: Ray's old name of override_num_blocks",
-    "from_pandas(override_num_blocks)": (
-        f"{_NOT_YET}: here each DataFrame is one block (TypeError if passed)"
-    ),
-    "from_arrow(override_num_blocks)": "As for from_pandas(override_num_blocks)",
     # -- writers ---------------------------------------------------------------------------
-    "Dataset.write_parquet": _WRITERS,
-    "Dataset.write_csv": _WRITERS,
-    "Dataset.write_json": _WRITERS,
-    "Dataset.write_numpy": _WRITERS,
-    "Dataset.write_orc": _WRITERS,
-    "Dataset.write_tfrecords": _WRITERS,
-    "Dataset.write_webdataset": _WRITERS,
-    "Dataset.write_datasink": _CONNECTOR,
-    "Dataset.write_sql": _CONNECTOR,
-    "Dataset.write_delta": _CONNECTOR,
-    "Dataset.write_iceberg": _CONNECTOR,
-    "Dataset.write_lance": _CONNECTOR,
+    "Dataset.write_numpy(column)": (
+        "Optional here: a dataset with one column writes that column without it; every "
+        "Ray call passes it and means the same"
+    ),
+    "Dataset.write_delta(schema_mode)": (
+        "Not supported: an append keeps the table's schema (blocks are conformed to it); "
+        "Ray's schema_mode='merge', which adds new columns to the table, is not "
+        "implemented, and passing schema_mode raises a PlanError"
+    ),
     # -- missing everyday methods (issue 20's list) ----------------------------------------
-    "Dataset.write_images": f"{_NOT_YET}: one image file per row",
-    "Dataset.size_bytes": _NOT_YET,
-    "Dataset.num_blocks": _NOT_YET,
-    "Dataset.input_files": _NOT_YET,
-    "Dataset.summary": _NOT_YET,
-    "Dataset.set_name": _NOT_YET,
-    "Dataset.copy": _NOT_YET,
-    "Dataset.streaming_train_test_split": _NOT_YET,
-    "Dataset.to_random_access_dataset": _NOT_YET,
-    "Dataset.to_daft": _NOT_YET,
-    "Dataset.to_dask": f"{_NOT_YET} (dask is not installed in the test environment)",
-    "from_daft": _NOT_YET,
-    "from_dask": f"{_NOT_YET} (dask is not installed in the test environment)",
-    "from_torch": _NOT_YET,
-    "Dataset.mix": f"{_NOT_YET}: weighted interleaving of several datasets",
-    "DataIterator.get_context": _NOT_YET,
-    "DataIterator.materialize": _NOT_YET,
-    "DataIterator.schema": _NOT_YET,
-    "DataIterator.stats": _NOT_YET,
-    "DataIterator.to_torch": (
-        f"{_NOT_YET}: ``Dataset.to_torch_dataset`` / ``iter_torch_batches`` cover it"
+    "Dataset.mix": (
+        f"{_NOT_YET}: weighted interleaving needs an operator that always pulls from the "
+        "input furthest behind its ratio; without scheduler support for feeding that "
+        "input first, the other inputs would be buffered whole. Until then, "
+        "``union`` then ``random_shuffle`` mixes datasets (unweighted)"
     ),
 }
 """Differences from Ray Data that are known, each with why."""

@@ -16,13 +16,11 @@ Dataset(read_range -> map_batches(<lambda>) -> filter(id > 10))
 from __future__ import annotations
 
 import dataclasses
-import math
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from dataflow.block import check_batch_format, concat, table_to_pandas
 from dataflow.compat import check_ray_only, renamed_keywords
@@ -31,13 +29,16 @@ from dataflow.dataset_all_to_all import AllToAllMethods
 from dataflow.dataset_columns import ColumnMethods, as_expr, check_known, check_name, column_list
 from dataflow.dataset_feed import FeedMethods
 from dataflow.dataset_frameworks import FrameworkMethods
+from dataflow.dataset_info import InfoMethods
 from dataflow.dataset_write import WriteMethods
+from dataflow.dataset_write_files import FileWriteMethods
 from dataflow.errors import PlanError
 from dataflow.expressions import Expr, check_columns
 from dataflow.iterators import DataIterator
 from dataflow.plan.logical import (
     Filter,
     FlatMap,
+    InputData,
     Limit,
     LogicalOperator,
     MapBatches,
@@ -48,6 +49,7 @@ from dataflow.plan.logical import (
 )
 from dataflow.plan.optimizer import optimize
 from dataflow.plan.schema import known_schema
+from dataflow.summary import Moments
 from dataflow.udf import UDF_ARGS, AddColumn, fn_name, udf_fields
 
 if TYPE_CHECKING:
@@ -57,7 +59,15 @@ if TYPE_CHECKING:
     from dataflow.service.feed_server import FeedServer
 
 
-class Dataset(ColumnMethods, AllToAllMethods, FeedMethods, WriteMethods, FrameworkMethods):
+class Dataset(
+    ColumnMethods,
+    AllToAllMethods,
+    FeedMethods,
+    WriteMethods,
+    FileWriteMethods,
+    FrameworkMethods,
+    InfoMethods,
+):
     """A lazy, immutable pipeline over blocks of rows (Arrow tables).
 
     Build one with ``dataflow.range``, ``from_*`` or ``read_*``; transforms return
@@ -67,12 +77,18 @@ class Dataset(ColumnMethods, AllToAllMethods, FeedMethods, WriteMethods, Framewo
     def __init__(self, plan: LogicalOperator) -> None:
         self._plan = plan
         self._last_stream: OutputStream | None = None
+        self._name: str | None = None
 
     def __repr__(self) -> str:
         return f"Dataset({_summary(self._plan)})"
 
     def _then(self, node: LogicalOperator) -> Dataset:
-        return Dataset(node.with_inputs(self._plan))
+        return self._named(Dataset(node.with_inputs(self._plan)))
+
+    def _named(self, ds: Dataset) -> Dataset:
+        """``ds`` (derived from this dataset) with this dataset's name."""
+        ds._name = self._name
+        return ds
 
     # -- row and batch transforms ----------------------------------------------
 
@@ -559,6 +575,7 @@ class Dataset(ColumnMethods, AllToAllMethods, FeedMethods, WriteMethods, Framewo
         owner = _RefOwner(stream.backend, owned, parents)
         ds = Dataset(MaterializedData(bundles=held, owner=owner))
         ds._last_stream = stream
+        ds._name = self._name
         return ds
 
     def stats(self) -> str:
@@ -568,9 +585,11 @@ class Dataset(ColumnMethods, AllToAllMethods, FeedMethods, WriteMethods, Framewo
         >>> _ = ds.take_all()
         >>> print(ds.stats())  # doctest: +SKIP
         """
+        head = f"Dataset {self._name}: " if self._name else ""
         if self._last_stream is None:
-            return f"{_summary(self._plan)}: not executed yet"
-        return str(self._last_stream.stats())
+            return f"{head}{_summary(self._plan)}: not executed yet"
+        body = str(self._last_stream.stats())
+        return f"{head.rstrip()}\n{body}" if head else body
 
     def explain(self) -> None:
         """Print the logical plan, the plan after each optimizer rule and the
@@ -580,7 +599,8 @@ class Dataset(ColumnMethods, AllToAllMethods, FeedMethods, WriteMethods, Framewo
         """
         from dataflow.plan.explain import explain_plan
 
-        print(explain_plan(self._plan, DataContext.get_current()))
+        head = f"Dataset {self._name}\n" if self._name else ""
+        print(head + explain_plan(self._plan, DataContext.get_current()))
 
     # -- aggregations ------------------------------------------------------------
 
@@ -631,7 +651,7 @@ class Dataset(ColumnMethods, AllToAllMethods, FeedMethods, WriteMethods, Framewo
     def _aggregate(self, kind: str, on: Any, ignore_nulls: bool, ddof: int = 1) -> Any:
         cols = list(self.columns()) if on is None else list(column_list(kind, on))
         check_known(kind, tuple(cols), known_schema(self._plan))
-        partials = {c: _Moments() for c in cols}
+        partials = {c: Moments() for c in cols}
         for table in self._iterator(self.select_columns(cols)._plan).iter_blocks():
             for c in cols:
                 partials[c].add(table.column(c), kind)
@@ -659,7 +679,11 @@ class Dataset(ColumnMethods, AllToAllMethods, FeedMethods, WriteMethods, Framewo
 
     def _iterator(self, plan: LogicalOperator) -> DataIterator:
         """An iterator running ``plan`` (derived from this dataset) as this dataset."""
-        return DataIterator(lambda: self._open_stream(plan), name=_summary(plan))
+        return DataIterator(
+            lambda: self._open_stream(plan),
+            name=self._name or _summary(plan),
+            dataset=self if plan is self._plan else None,
+        )
 
 
 # -- helpers -------------------------------------------------------------------------
@@ -687,56 +711,6 @@ def _plans(where: str, others: Sequence[Any]) -> tuple[LogicalOperator, ...]:
     return tuple(o._plan for o in others)
 
 
-class _Moments:
-    """Running count, sum, min, max, mean and M2 of one column across blocks.
-    Blocks combine exactly for sum/min/max (Python ints) and by Chan's parallel
-    formula for mean and variance."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.nulls = 0
-        self.total: Any = 0
-        self.lo: Any = None
-        self.hi: Any = None
-        self.mean = 0.0
-        self.m2 = 0.0
-
-    def add(self, column: pa.ChunkedArray, kind: str) -> None:
-        n = len(column) - column.null_count
-        self.nulls += column.null_count
-        if n == 0:
-            return
-        if kind in ("min", "max"):
-            mm = pc.min_max(column).as_py()
-            self.lo = mm["min"] if self.lo is None else min(self.lo, mm["min"])
-            self.hi = mm["max"] if self.hi is None else max(self.hi, mm["max"])
-        elif kind == "sum":
-            self.total += pc.sum(column).as_py()
-        else:
-            block_mean = pc.mean(column).as_py()
-            block_m2 = pc.variance(column, ddof=0).as_py() * n
-            total = self.count + n
-            delta = block_mean - self.mean
-            self.mean += delta * n / total
-            self.m2 += block_m2 + delta * delta * self.count * n / total
-        self.count += n
-
-    def result(self, kind: str, ignore_nulls: bool, ddof: int) -> Any:
-        if self.count == 0 or (self.nulls and not ignore_nulls):
-            return None
-        if kind == "sum":
-            return self.total
-        if kind == "min":
-            return self.lo
-        if kind == "max":
-            return self.hi
-        if kind == "mean":
-            return self.mean
-        if self.count - ddof <= 0:
-            return 0.0
-        return math.sqrt(self.m2 / (self.count - ddof))
-
-
 class _RefOwner:
     """Frees a materialized dataset's blocks when it is garbage-collected."""
 
@@ -751,3 +725,10 @@ def _free_refs(backend: Any, refs: tuple[Any, ...]) -> None:
             backend.free(refs)
         except Exception:  # the session already shut down, which freed everything
             pass
+
+
+def _blocks_to_dataset(blocks: list[pa.Table]) -> Dataset:
+    return Dataset(InputData(blocks=tuple(blocks)))
+
+
+DataIterator.blocks_to_dataset = staticmethod(_blocks_to_dataset)

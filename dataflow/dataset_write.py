@@ -12,8 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from dataflow.compat import check_ray_only, merge_remote_args
 from dataflow.errors import PlanError
-from dataflow.plan.logical import Write
+from dataflow.plan.logical import Compute, Write
+from dataflow.udf import resources_of
+from runtime.resources import Resources
 
 if TYPE_CHECKING:
     from dataflow.sources.datasource import Datasink
@@ -22,115 +25,69 @@ if TYPE_CHECKING:
 class WriteMethods:
     """Mixin of ``Dataset``: needs ``self._plan`` and ``self._iterator(plan)``."""
 
-    def write_datasink(self, datasink: Datasink) -> None:
+    def write_datasink(
+        self,
+        datasink: Datasink,
+        *,
+        ray_remote_args: dict[str, Any] | None = None,
+        concurrency: int | None = None,
+    ) -> None:
         """Write every block with ``datasink``: ``on_write_start`` here, ``write``
         in the workers, then ``on_write_complete`` (commit) or, on any failure,
-        ``on_write_failed`` (roll back) and the error is raised.
+        ``on_write_failed`` (roll back) and the error is raised. ``concurrency``
+        caps the write tasks running at once; ``ray_remote_args`` says what each
+        reserves (``num_cpus``, ``num_gpus``, ``memory``, ``resources``).
 
         >>> df.range(10).write_datasink(MySink())  # doctest: +SKIP
         """
-        from dataflow.sources.datasource import WriteResult
-
         if not callable(getattr(datasink, "write", None)):
             raise PlanError(
                 f"write_datasink: expected a dataflow.sources.datasource.Datasink, "
                 f"got {type(datasink).__name__}"
             )
+        self._write(datasink, **write_settings("write_datasink", ray_remote_args, concurrency))
+
+    def _write(
+        self,
+        datasink: Datasink,
+        *,
+        min_rows_per_task: int = 0,
+        compute: Compute = Compute(),
+        resources: Resources = Resources(cpu=1),
+    ) -> None:
+        """``write_datasink`` with the write tasks' own settings (see ``Write``)."""
+        from dataflow.sources.datasource import WriteResult
+
         datasink.on_write_start()
+        if getattr(datasink, "skip_write", False):  # mode="ignore" on existing data
+            return
         try:
-            plan = Write(datasink, inputs=(self._plan,))
+            plan = Write(
+                datasink,
+                min_rows_per_task=min_rows_per_task,
+                compute=compute,
+                resources=resources,
+                inputs=(self._plan,),
+            )
             results = WriteResult.from_tables(self._iterator(plan).iter_blocks())
             datasink.on_write_complete(results)
         except BaseException as e:
             datasink.on_write_failed(e)
             raise
 
-    def write_parquet(
-        self,
-        path: str,
-        *,
-        filesystem: Any = None,
-        partition_cols: Sequence[str] | None = None,
-        mode: str = "error",
-        **kwargs: Any,
-    ) -> None:
-        """Write Parquet files under ``path`` (committed atomically).
-
-        >>> df.range(10).write_parquet("/tmp/out")  # doctest: +SKIP
-        """
-        self._write_files("ParquetDatasink", path, filesystem, partition_cols, mode, kwargs)
-
-    def write_csv(
-        self,
-        path: str,
-        *,
-        filesystem: Any = None,
-        partition_cols: Sequence[str] | None = None,
-        mode: str = "error",
-        **kwargs: Any,
-    ) -> None:
-        """Write CSV files under ``path`` (committed atomically).
-
-        >>> df.range(10).write_csv("/tmp/out")  # doctest: +SKIP
-        """
-        self._write_files("CSVDatasink", path, filesystem, partition_cols, mode, kwargs)
-
-    def write_json(
-        self,
-        path: str,
-        *,
-        filesystem: Any = None,
-        partition_cols: Sequence[str] | None = None,
-        mode: str = "error",
-        **kwargs: Any,
-    ) -> None:
-        """Write JSON Lines files under ``path`` (committed atomically).
-
-        >>> df.range(10).write_json("/tmp/out")  # doctest: +SKIP
-        """
-        self._write_files("JSONDatasink", path, filesystem, partition_cols, mode, kwargs)
-
-    def write_orc(
-        self,
-        path: str,
-        *,
-        filesystem: Any = None,
-        partition_cols: Sequence[str] | None = None,
-        mode: str = "error",
-        **kwargs: Any,
-    ) -> None:
-        """Write ORC files under ``path`` (committed atomically); ``kwargs`` go
-        to ``pyarrow.orc.ORCWriter`` (``compression=``...).
-
-        >>> df.range(10).write_orc("/tmp/out")  # doctest: +SKIP
-        """
-        self._write_files("ORCDatasink", path, filesystem, partition_cols, mode, kwargs)
-
-    def write_numpy(
-        self,
-        path: str,
-        *,
-        filesystem: Any = None,
-        partition_cols: Sequence[str] | None = None,
-        mode: str = "error",
-        **kwargs: Any,
-    ) -> None:
-        """Write ``.npy`` files under ``path`` (committed atomically).
-
-        >>> df.range_tensor(10, shape=(2,)).write_numpy("/tmp/out", column="data")  # doctest: +SKIP
-        """
-        self._write_files("NumpyDatasink", path, filesystem, partition_cols, mode, kwargs)
-
     def write_delta(
         self,
         path: str,
         *,
+        catalog: Any = None,
         mode: str = "append",
         partition_by: Sequence[str] | None = None,
         storage_options: dict[str, str] | None = None,
         filesystem: Any = None,
         name: str | None = None,
         description: str | None = None,
+        ray_remote_args: dict[str, Any] | None = None,
+        concurrency: int | None = None,
         **parquet_kwargs: Any,
     ) -> None:
         """Write a Delta Lake table (needs ``dataflow[deltalake]``) in one commit:
@@ -142,7 +99,13 @@ class WriteMethods:
         """
         from dataflow.sources.delta import DeltaDatasink
 
-        self.write_datasink(
+        check_ray_only("write_delta", catalog=catalog)
+        if "schema_mode" in parquet_kwargs:
+            raise PlanError(
+                "write_delta: schema_mode is not supported: an append keeps the table's "
+                "schema (blocks are conformed to it); drop schema_mode"
+            )
+        self._write(
             DeltaDatasink(
                 path,
                 mode=mode,
@@ -152,16 +115,22 @@ class WriteMethods:
                 name=name,
                 description=description,
                 **parquet_kwargs,
-            )
+            ),
+            **write_settings("write_delta", ray_remote_args, concurrency),
         )
 
     def write_iceberg(
         self,
         table_identifier: str,
         catalog_kwargs: dict[str, Any] | None = None,
-        *,
+        catalog: Any = None,
         snapshot_properties: dict[str, str] | None = None,
         mode: str = "append",
+        overwrite_filter: Any = None,
+        upsert_kwargs: dict[str, Any] | None = None,
+        overwrite_kwargs: dict[str, Any] | None = None,
+        ray_remote_args: dict[str, Any] | None = None,
+        concurrency: int | None = None,
     ) -> None:
         """Write to an existing Apache Iceberg table (needs ``dataflow[iceberg]``)
         in one commit: ``mode="append"`` adds the rows, ``"overwrite"`` replaces
@@ -171,13 +140,25 @@ class WriteMethods:
         """
         from dataflow.sources.iceberg import IcebergDatasink
 
-        self.write_datasink(
+        check_ray_only("write_iceberg", catalog=catalog)
+        for key, value in (
+            ("overwrite_filter", overwrite_filter),
+            ("upsert_kwargs", upsert_kwargs),
+            ("overwrite_kwargs", overwrite_kwargs),
+        ):
+            if value is not None:
+                raise PlanError(
+                    f"write_iceberg: {key} is not supported: mode='overwrite' replaces "
+                    "every row of the table and mode='append' adds rows; drop it"
+                )
+        self._write(
             IcebergDatasink(
                 table_identifier,
                 catalog_kwargs=catalog_kwargs,
                 snapshot_properties=snapshot_properties,
                 mode=mode,
-            )
+            ),
+            **write_settings("write_iceberg", ray_remote_args, concurrency),
         )
 
     def write_lance(
@@ -190,6 +171,11 @@ class WriteMethods:
         max_rows_per_file: int = 64 * 1024 * 1024,
         data_storage_version: str | None = None,
         storage_options: dict[str, str] | None = None,
+        table_id: list[str] | None = None,
+        namespace_impl: str | None = None,
+        namespace_properties: dict[str, str] | None = None,
+        ray_remote_args: dict[str, Any] | None = None,
+        concurrency: int | None = None,
     ) -> None:
         """Write a Lance dataset (needs ``dataflow[lance]``) in one new version:
         ``mode="create"`` (fails if it exists), ``"append"`` or ``"overwrite"``.
@@ -199,7 +185,17 @@ class WriteMethods:
         """
         from dataflow.sources.lance import LanceDatasink
 
-        self.write_datasink(
+        for key, value in (
+            ("table_id", table_id),
+            ("namespace_impl", namespace_impl),
+            ("namespace_properties", namespace_properties),
+        ):
+            if value is not None:
+                raise PlanError(
+                    f"write_lance: {key} names a table in a Lance namespace (catalog), "
+                    "which dataflow does not resolve: pass the dataset's path instead"
+                )
+        self._write(
             LanceDatasink(
                 path,
                 mode=mode,
@@ -208,77 +204,45 @@ class WriteMethods:
                 max_rows_per_file=max_rows_per_file,
                 data_storage_version=data_storage_version,
                 storage_options=storage_options,
-            )
+            ),
+            **write_settings("write_lance", ray_remote_args, concurrency),
         )
 
-    def write_tfrecords(
+    def write_sql(
         self,
-        path: str,
-        *,
-        filesystem: Any = None,
-        partition_cols: Sequence[str] | None = None,
-        mode: str = "error",
-        **kwargs: Any,
+        sql: str,
+        connection_factory: Callable[[], Any],
+        ray_remote_args: dict[str, Any] | None = None,
+        concurrency: int | None = None,
     ) -> None:
-        """Write ``tf.train.Example`` records in TFRecord files under ``path``
-        (committed atomically; no TensorFlow needed): ints as Int64List, floats
-        as FloatList, strings/bytes as BytesList, list and tensor columns as
-        multi-value features.
-
-        >>> df.range(10).write_tfrecords("/tmp/out")  # doctest: +SKIP
-        """
-        from dataflow.sources.tfrecords import TFRecordDatasink
-
-        self.write_datasink(
-            TFRecordDatasink(
-                path, filesystem=filesystem, partition_cols=partition_cols, mode=mode, **kwargs
-            )
-        )
-
-    def write_webdataset(
-        self,
-        path: str,
-        *,
-        encoder: Any = True,
-        filesystem: Any = None,
-        mode: str = "error",
-        **kwargs: Any,
-    ) -> None:
-        """Write WebDataset tar shards under ``path`` (committed atomically): a
-        sample per row, column ``c`` as member ``<__key__>.c``; ``encoder=True``
-        encodes arrays as images (``.png``, ``.jpg``...) or ``.npy``, values as
-        ``.json``, strings and ints as text; ``target_file_size`` bounds a shard.
-
-        >>> ds.write_webdataset("/tmp/shards")  # doctest: +SKIP
-        """
-        from dataflow.sources.webdataset import WebDatasetDatasink
-
-        self.write_datasink(
-            WebDatasetDatasink(path, encoder=encoder, filesystem=filesystem, mode=mode, **kwargs)
-        )
-
-    def write_sql(self, sql: str, connection_factory: Callable[[], Any]) -> None:
         """Insert every row with ``cursor.executemany(sql, rows)`` (values in column
-        order), one connection and one transaction per write task.
+        order), one connection and one transaction per write task (at most
+        ``concurrency`` at once, each reserving ``ray_remote_args``' resources).
 
         >>> ds.write_sql("INSERT INTO t VALUES (?, ?)", lambda: sqlite3.connect("app.db"))  # doctest: +SKIP
         """
         from dataflow.sources.sql import SQLDatasink
 
-        self.write_datasink(SQLDatasink(sql, connection_factory))
-
-    def _write_files(
-        self,
-        sink: str,
-        path: str,
-        filesystem: Any,
-        partition_cols: Any,
-        mode: str,
-        kwargs: dict[str, Any],
-    ) -> None:
-        from dataflow.sources import sinks
-
-        cls = getattr(sinks, sink)
-        self.write_datasink(
-            cls(path, filesystem=filesystem, partition_cols=partition_cols, mode=mode, **kwargs)
+        self._write(
+            SQLDatasink(sql, connection_factory),
+            **write_settings("write_sql", ray_remote_args, concurrency),
         )
+
+
+def write_settings(
+    where: str, ray_remote_args: dict[str, Any] | None, concurrency: int | None
+) -> dict[str, Any]:
+    """A write's ``concurrency`` (write tasks at once) and ``ray_remote_args``
+    (what each reserves) as the ``Write`` node's ``compute`` and ``resources``."""
+    if concurrency is not None and (
+        isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+    ):
+        raise PlanError(
+            f"{where}: concurrency must be a positive int (write tasks at once), "
+            f"got {concurrency!r}"
+        )
+    amounts = merge_remote_args(where, ray_remote_args)
+    return {
+        "compute": Compute("tasks", 1, concurrency),
+        "resources": resources_of(where, **amounts),
+    }

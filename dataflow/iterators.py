@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from dataflow.block import check_batch_format, concat, iter_rows, rebatch, to_batch
+from dataflow.context import DataContext
 from dataflow.errors import PlanError
 from dataflow.torch_utils import check_torch_args, table_to_torch
 
@@ -52,19 +53,124 @@ class DataIterator:
         name: str = "dataset",
         *,
         shuffle_salt: tuple[int, ...] = (),
+        dataset: Any = None,
     ) -> None:
         self._open_stream = open_stream
         self._name = name
         self._pos = _Position()
         self._salt = shuffle_salt
+        self._dataset = dataset
+        self._last_stream: Any = None
 
     def __repr__(self) -> str:
         return f"DataIterator({self._name})"
 
+    def _open(self) -> OutputStream:
+        """Start one execution, kept as the last run for ``stats()``."""
+        self._last_stream = self._open_stream()
+        return self._last_stream
+
+    def schema(self) -> pa.Schema | None:
+        """The schema of the rows this iterator yields: the dataset's (from
+        metadata where known), else that of the first block of a run; None when
+        there are no blocks.
+
+        >>> df.range(3).iterator().schema()
+        id: int64
+        """
+        if self._dataset is not None:
+            return self._dataset.schema()
+        blocks = self.iter_blocks()
+        try:
+            first = next(blocks, None)
+        finally:
+            blocks.close()
+        return None if first is None else first.schema
+
+    def stats(self) -> str:
+        """Execution statistics of this iterator's last run.
+
+        >>> it = df.range(3).iterator(); _ = list(it.iter_rows())
+        >>> it.stats().startswith("read_range")  # doctest: +SKIP
+        True
+        """
+        if self._last_stream is None:
+            return f"{self._name}: not executed yet"
+        return str(self._last_stream.stats())
+
+    def materialize(self) -> Any:
+        """Run once and keep every block: a ``Dataset`` that later consumers read
+        without recomputing (the dataset's ``materialize()``; for a split or a
+        share, the blocks this iterator yields).
+
+        >>> df.range(3).iterator().materialize().count()
+        3
+        """
+        if self._dataset is not None:
+            return self._dataset.materialize()
+        if DataIterator.blocks_to_dataset is None:  # pragma: no cover - set on import
+            raise PlanError("DataIterator.materialize: import dataflow first")
+        return DataIterator.blocks_to_dataset(list(self.iter_blocks()))
+
+    blocks_to_dataset: Callable[[list[pa.Table]], Any] | None = None
+    """Builds a Dataset from blocks; set by ``dataflow.dataset`` (the facade
+    lives above this module, which may not import it)."""
+
+    def get_context(self) -> DataContext:
+        """The current ``DataContext`` (its tunables apply to the next run).
+
+        >>> df.range(1).iterator().get_context().preserve_order in (True, False)
+        True
+        """
+        return DataContext.get_current()
+
+    def to_torch(
+        self,
+        *,
+        label_column: str | None = None,
+        feature_columns: list[str] | list[list[str]] | dict[str, list[str]] | None = None,
+        label_column_dtype: torch.dtype | None = None,
+        feature_column_dtypes: Any = None,
+        batch_size: int = 1,
+        prefetch_batches: int = 1,
+        drop_last: bool = False,
+        local_shuffle_buffer_size: int | None = None,
+        local_shuffle_seed: int | None = None,
+        unsqueeze_label_tensor: bool = True,
+        unsqueeze_feature_tensors: bool = True,
+    ) -> torch.utils.data.IterableDataset:
+        """Ray Data's ``(features, label)`` torch dataset (see
+        ``dataflow.torch_columns``); ``iter_torch_batches`` / ``to_torch_dataset``
+        give dicts of tensors instead.
+
+        >>> next(iter(it.to_torch(label_column="y", batch_size=32)))  # doctest: +SKIP
+        """
+        from dataflow.torch_columns import columns_torch_dataset
+
+        def batches() -> Iterator[dict[str, Any]]:
+            return self.iter_batches(
+                batch_size=batch_size,
+                batch_format="numpy",
+                prefetch_batches=prefetch_batches,
+                drop_last=drop_last,
+                local_shuffle_buffer_size=local_shuffle_buffer_size,
+                local_shuffle_seed=local_shuffle_seed,
+            )
+
+        return columns_torch_dataset(
+            batches,
+            label_column=label_column,
+            feature_columns=feature_columns,
+            label_column_dtype=label_column_dtype,
+            feature_column_dtypes=feature_column_dtypes,
+            unsqueeze_label_tensor=unsqueeze_label_tensor,
+            unsqueeze_feature_tensors=unsqueeze_feature_tensors,
+        )
+
     def iter_blocks(self) -> Iterator[pa.Table]:
         """The blocks of one execution, as they come; the execution stops (and
         frees its objects) when this generator is closed or exhausted."""
-        stream = self._open_stream()
+        stream = self._open()
         try:
             yield from stream.iter_blocks()
         finally:
@@ -328,7 +434,7 @@ class DataIterator:
         """``format_fn`` over exact-size batches, computed ``prefetch_batches`` ahead,
         starting where ``self._pos`` says and advancing it as batches are handed out."""
         pos = self._pos.begin(batch_size, shuffle_buffer_size, shuffle_seed)
-        stream = self._open_stream()
+        stream = self._open()
 
         def batches() -> Iterator[tuple[int, Any]]:
             blocks = pos.recorded(stream.iter_blocks())

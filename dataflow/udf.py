@@ -54,7 +54,8 @@ def fn_name(fn: Any) -> str:
     return getattr(fn, "__name__", None) or type(fn).__name__
 
 
-def _is_callable_class(fn: Any) -> bool:
+def is_callable_class(fn: Any) -> bool:
+    """A class whose instances are callable (a class UDF)."""
     return isinstance(fn, type) and any("__call__" in vars(k) for k in fn.__mro__[:-1])
 
 
@@ -88,7 +89,7 @@ def udf_fields(
     (``dataflow.compat``)."""
     where = f"{method}({fn_name(fn)})"
     is_class = isinstance(fn, type)
-    if is_class and not _is_callable_class(fn):
+    if is_class and not is_callable_class(fn):
         raise PlanError(f"{where}: class {fn.__name__} has no __call__ method")
     if not callable(fn):
         raise PlanError(f"{method}: fn must be a function or a callable class, got {fn!r}")

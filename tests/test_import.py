@@ -22,6 +22,7 @@ HEAVY = (
     "crc32c",
     "tensorflow",
     "jax",
+    "dask",
     "sqlite3",
 )
 

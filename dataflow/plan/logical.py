@@ -254,6 +254,23 @@ class Zip(LogicalOperator):
 @dataclass(frozen=True)
 class Write(LogicalOperator):
     datasink: Datasink
+    min_rows_per_task: int = 0
+    """Rows a write task gathers before it starts (``min_rows_per_file``): the
+    task's input blocks are bundled until they hold that many."""
+    compute: Compute = Compute()
+    """Ray's ``concurrency=n`` on a write: at most ``n`` write tasks at once."""
+    resources: Resources = Resources(cpu=1)
+    """What each write task reserves (``ray_remote_args``)."""
+
+    @property
+    def fusable(self) -> bool:
+        """Only a default write joins the task before it (its bundling and
+        limits apply to its own tasks)."""
+        return (self.min_rows_per_task, self.compute, self.resources) == (
+            0,
+            Compute(),
+            Resources(cpu=1),
+        )
 
     @property
     def name(self) -> str:
@@ -365,6 +382,11 @@ class MapGroups(LogicalOperator):
     fn_kwargs: tuple[tuple[str, Any], ...] = ()
     resources: Resources = Resources(cpu=1)
     num_partitions: int | None = None
+    fn_constructor_args: tuple = ()
+    fn_constructor_kwargs: tuple[tuple[str, Any], ...] = ()
+    """A callable class ``fn`` is built with these once per reduce task."""
+    zero_copy_batch: bool = True
+    """False: numpy batches are writable copies (Ray's meaning)."""
 
     @property
     def name(self) -> str:

@@ -240,7 +240,15 @@ def _plan_exchange(p: _Planning, node: LogicalOperator, inputs: list) -> Physica
         spec, n = AggregateSpec(node.keys, node.aggs), node.num_partitions
     elif isinstance(node, MapGroups):
         spec = MapGroupsSpec(
-            node.keys, node.fn, node.batch_format, node.fn_args, dict(node.fn_kwargs), node.name
+            node.keys,
+            node.fn,
+            node.batch_format,
+            node.fn_args,
+            dict(node.fn_kwargs),
+            node.name,
+            fn_constructor_args=node.fn_constructor_args,
+            fn_constructor_kwargs=dict(node.fn_constructor_kwargs),
+            zero_copy_batch=node.zero_copy_batch,
         )
         n = node.num_partitions
     else:
@@ -272,15 +280,19 @@ def _map_operator(
         nodes = nodes[1:]
     stages += [_stage(p, n) for n in nodes]
     udfs = [n for n in nodes if isinstance(n, AbstractUDF)]
-    compute = udfs[0].compute if udfs else (read.compute if read else Compute())
-    resources = udfs[0].resources if udfs else (read.resources if read else Resources(cpu=1))
+    # A UDF's settings, else the read's, else a lone write's (a write with
+    # settings of its own never fuses), else the defaults.
+    writes = [n for n in nodes if isinstance(n, Write)]
+    owner = udfs[0] if udfs else read if read is not None else writes[0] if writes else None
+    compute = owner.compute if owner is not None else Compute()
+    resources = owner.resources if owner is not None else Resources(cpu=1)
     total = p.total
     if total is not None:
         check_request(name, resources, total)
     first = nodes[0] if nodes and read is None else None
     options = MapOptions(
         resources=resources,
-        min_rows_per_task=first.batch_size or 0 if isinstance(first, MapBatches) else 0,
+        min_rows_per_task=_min_rows(first),
         placement=_placement(p.ctx, read, nodes, compute, resources),
         max_tasks=compute.max_size if compute.kind == "tasks" else None,
         sizer=sizer,
@@ -291,6 +303,15 @@ def _map_operator(
     if read is not None:
         raise PlanError(f"{name}: a read cannot run on an actor pool; do not fuse it")
     return _actor_pool(p, name, inputs, task_fn, options, compute)
+
+
+def _min_rows(first: LogicalOperator | None) -> int:
+    """Rows a task of the stage chain starting with ``first`` gathers first."""
+    if isinstance(first, MapBatches):
+        return first.batch_size or 0
+    if isinstance(first, Write):
+        return first.min_rows_per_task
+    return 0
 
 
 def _placement(

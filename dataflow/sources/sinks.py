@@ -43,7 +43,7 @@ MiB = 1024 * 1024
 DEFAULT_TARGET_FILE_SIZE = 256 * MiB
 ROW_GROUP_TARGET_BYTES = 128 * MiB
 MANIFEST = "_SUCCESS"
-MODES = ("error", "overwrite", "append")
+MODES = ("error", "overwrite", "append", "ignore")
 _HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 _MOVE_THREADS = 16
 
@@ -104,20 +104,63 @@ class FileDatasink(Datasink):
         filesystem: Any = None,
         partition_cols: Sequence[str] | None = None,
         mode: str = "error",
+        try_create_dir: bool = True,
+        open_stream_args: dict[str, Any] | None = None,
+        filename_provider: Any = None,
+        min_rows_per_file: int | None = None,
+        max_rows_per_file: int | None = None,
+        format_args_fn: Any = None,
         **format_kwargs: Any,
     ) -> None:
+        mode = getattr(mode, "value", mode)  # Ray Data's SaveMode enum works too
         if mode not in self.modes:
             raise ValueError(f"{self.where}: mode must be one of {self.modes}, got {mode!r}")
         self.target_file_size = int(format_kwargs.pop("target_file_size", DEFAULT_TARGET_FILE_SIZE))
         if self.target_file_size <= 0:
             raise ValueError(f"{self.where}: target_file_size must be > 0 bytes")
+        for name, value in (
+            ("min_rows_per_file", min_rows_per_file),
+            ("max_rows_per_file", max_rows_per_file),
+        ):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ValueError(
+                    f"{self.where}: {name} must be a positive int or None, got {value!r}"
+                )
+        if min_rows_per_file and max_rows_per_file and min_rows_per_file > max_rows_per_file:
+            raise ValueError(
+                f"{self.where}: min_rows_per_file={min_rows_per_file} is more than "
+                f"max_rows_per_file={max_rows_per_file}"
+            )
+        if filename_provider is not None and not any(
+            callable(getattr(filename_provider, m, None)) for m in _PROVIDER_METHODS
+        ):
+            raise TypeError(
+                f"{self.where}: filename_provider must have get_filename_for_task (a "
+                f"dataflow or Ray Data FilenameProvider), got {type(filename_provider).__name__}"
+            )
+        if format_args_fn is not None and not callable(format_args_fn):
+            raise TypeError(f"{self.where}: the *_args_fn must be callable, got {format_args_fn!r}")
         self.fs, (self.path,) = resolve_filesystem([os.fspath(path)], filesystem, self.where)
         self.path = self.path.rstrip("/") or "/"
         self.partition_cols = list(partition_cols or [])
         self.mode = mode
+        self.try_create_dir = bool(try_create_dir)
+        self.open_stream_args = dict(open_stream_args or {})
+        """Ray's ``arrow_open_stream_args``: keywords of pyarrow's ``open_output_stream``."""
+        self.filename_provider = filename_provider
+        self.min_rows_per_file = min_rows_per_file
+        self.max_rows_per_file = max_rows_per_file
+        self.format_args_fn = format_args_fn
+        """Ray's ``arrow_*_args_fn``: called in each write task; its dict adds
+        format keywords (those given directly win)."""
         self.format_kwargs = format_kwargs
         self.write_id = ""
+        self.skip_write = False
+        """True after ``on_write_start`` in mode 'ignore' on a non-empty destination."""
         self._dest_existed = True
+        self._dest_empty = False
 
     def get_name(self) -> str:
         return self.where.removeprefix("write_")
@@ -133,10 +176,19 @@ class FileDatasink(Datasink):
         self._dest_existed = fs.exists(self.path)
         if self._dest_existed and not fs.isdir(self.path):
             raise FileExistsError(f"{self.where}: {self.path!r} is a file; give a directory path")
-        if self.mode == "error" and self._dest_existed and fs.ls(self.path, detail=False):
+        self._dest_empty = not self._dest_existed or not fs.ls(self.path, detail=False)
+        if self.mode == "error" and not self._dest_empty:
             raise FileExistsError(
                 f"{self.where}: {self.path!r} already exists and is not empty; pass "
                 "mode='overwrite' to replace it or mode='append' to add files to it"
+            )
+        if self.mode == "ignore" and not self._dest_empty:
+            self.skip_write = True
+            return
+        if not self._dest_existed and not self.try_create_dir:
+            raise FileNotFoundError(
+                f"{self.where}: {self.path!r} does not exist and try_create_dir=False; "
+                "create it first or pass try_create_dir=True"
             )
         self.write_id = uuid.uuid4().hex[:12]
         fs.makedirs(self.staging, exist_ok=True)
@@ -192,10 +244,15 @@ class FileDatasink(Datasink):
         one when the current reaches ``target_file_size``."""
         if not self.write_id:
             raise RuntimeError(f"{self.where}: write() called before on_write_start()")
-        prefix = self.file_prefix()
+        if self.format_args_fn is not None:  # Ray's *_args_fn: made in the task
+            self.format_kwargs = {**self.format_args_fn(), **self.format_kwargs}
+            self.format_args_fn = None
         open_files: dict[str, tuple[str, _FileWriter, dict[str, Any]]] = {}
         done: list[dict] = []
         seq = 0
+        key_seqs: dict[str, int] = {}
+        max_rows = self.max_rows_per_file
+        min_rows = self.min_rows_per_file or 0
 
         def finish(key: str) -> None:
             rel, writer, values = open_files.pop(key)
@@ -207,27 +264,36 @@ class FileDatasink(Datasink):
         try:
             for block in blocks:
                 for key, values, part in self._split_partitions(block):
-                    if not part.num_rows:
-                        continue
-                    current = open_files.get(key)
-                    if current is not None:
-                        cast = current[1].accepts(part)
-                        if cast is None:
+                    while part.num_rows:
+                        current = open_files.get(key)
+                        if current is not None:
+                            cast = current[1].accepts(part)
+                            if cast is None:
+                                finish(key)
+                                current = None
+                            else:
+                                part = cast
+                        if current is None:
+                            rel = key + self.file_name(task_index, seq, key_seqs.get(key, 0))
+                            seq += 1
+                            key_seqs[key] = key_seqs.get(key, 0) + 1
+                            if key:
+                                self.fs.arrow.create_dir(f"{self.staging}/{key}", recursive=True)
+                            stream = self.fs.arrow.open_output_stream(
+                                f"{self.staging}/{rel}", **self.open_stream_args
+                            )
+                            current = (rel, _FileWriter(stream, part.schema, self), values)
+                            open_files[key] = current
+                        writer = current[1]
+                        take = part
+                        if max_rows is not None:
+                            take = part.slice(0, max_rows - writer.num_rows)
+                        writer.write(take)
+                        part = part.slice(take.num_rows)
+                        full = max_rows is not None and writer.num_rows >= max_rows
+                        big = writer.nbytes >= self.target_file_size and writer.num_rows >= min_rows
+                        if full or big:
                             finish(key)
-                            current = None
-                        else:
-                            part = cast
-                    if current is None:
-                        rel = f"{key}{prefix}-{task_index:05d}-{seq:04d}.{self.extension}"
-                        seq += 1
-                        if key:
-                            self.fs.arrow.create_dir(f"{self.staging}/{key}", recursive=True)
-                        stream = self.fs.arrow.open_output_stream(f"{self.staging}/{rel}")
-                        current = (rel, _FileWriter(stream, part.schema, self), values)
-                        open_files[key] = current
-                    current[1].write(part)
-                    if current[1].nbytes >= self.target_file_size:
-                        finish(key)
             for key in list(open_files):
                 finish(key)
         except BaseException:
@@ -242,9 +308,18 @@ class FileDatasink(Datasink):
         )
 
     def file_prefix(self) -> str:
-        """Stem of the file names: appended files carry the write id, so they
-        never collide with files already there."""
-        return "part" if self.mode != "append" else f"part-{self.write_id}"
+        """Stem of the file names: files appended to a non-empty directory carry
+        the write id, so they never collide with files already there."""
+        return "part" if self.mode != "append" or self._dest_empty else f"part-{self.write_id}"
+
+    def file_name(self, task_index: int, seq: int, key_seq: int) -> str:
+        """The name of a task's ``seq``-th file (its ``key_seq``-th in its
+        partition directory): ``part-TTTTT-SSSS.ext``, or the ``filename_provider``'s
+        name for the task, ``_NNNNNN`` added before the extension from the second
+        file of a partition on (Ray Data's row-file suffix)."""
+        if self.filename_provider is None:
+            return f"{self.file_prefix()}-{task_index:05d}-{seq:04d}.{self.extension}"
+        return provided_name(self.filename_provider, self.write_id, task_index, key_seq)
 
     def _split_partitions(self, table: pa.Table) -> Iterable[tuple[str, dict[str, Any], pa.Table]]:
         """``(hive directory prefix, partition values, rows)`` per partition
@@ -299,6 +374,60 @@ class FileDatasink(Datasink):
         """Extra fields of a closed file's manifest entry (e.g. column statistics
         for a table log); ``partition`` holds its partition values."""
         return {}
+
+
+_PROVIDER_METHODS = ("get_filename_for_task", "get_filename_for_block")
+
+
+def provided_name(provider: Any, write_id: str, task_index: int, index: int) -> str:
+    """A ``FilenameProvider``'s name for file ``index`` of a write task. A Ray
+    Data provider that overrides only the deprecated ``get_filename_for_block``
+    is asked that (block index = ``index``); otherwise ``get_filename_for_task``,
+    with ``_{index:06}`` added before the extension from the second file on."""
+    overrides_block = any(
+        "get_filename_for_block" in vars(cls) and cls.__name__ != "FilenameProvider"
+        for cls in type(provider).__mro__
+    )
+    overrides_task = any(
+        "get_filename_for_task" in vars(cls) and cls.__name__ != "FilenameProvider"
+        for cls in type(provider).__mro__
+    )
+    if overrides_block and not overrides_task:
+        name = provider.get_filename_for_block(None, write_id, task_index, index)
+    else:
+        name = provider.get_filename_for_task(write_id, task_index)
+        if index:
+            stem, dot, ext = name.rpartition(".")
+            name = f"{stem}_{index:06d}.{ext}" if dot else f"{name}_{index:06d}"
+    if not isinstance(name, str) or not name.strip("/") or ".." in name.split("/"):
+        raise ValueError(
+            f"filename_provider: bad file name {name!r} for task {task_index}: give a "
+            "non-empty name inside the output directory (no '..')"
+        )
+    return name.lstrip("/")
+
+
+class FilenameProvider:
+    """Names the files a write makes (Ray Data's ``FilenameProvider``): override
+    ``get_filename_for_task``. The default is ``{dataset_uuid}_{write_uuid}_{task:06}.{file_format}``.
+    A task writing several files (size or ``max_rows_per_file`` rollover,
+    partitions) gets ``_000001``, ``_000002``... before the extension from its
+    second file in a directory on; ``write_images`` names a row's file
+    ``{task name stem}_{block:06}_{row:06}.{format}``.
+
+    >>> FilenameProvider(file_format="csv").get_filename_for_task("w1", 3)
+    'w1_000003.csv'
+    """
+
+    def __init__(self, dataset_uuid: str | None = None, file_format: str | None = None) -> None:
+        self.dataset_uuid = dataset_uuid
+        self.file_format = file_format
+
+    def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
+        name = f"{write_uuid}_{task_index:06}"
+        if self.dataset_uuid is not None:
+            name = f"{self.dataset_uuid}_{name}"
+        return f"{name}.{self.file_format}" if self.file_format is not None else name
 
 
 def _partition_text(value: Any) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 import tarfile
 import time
@@ -47,6 +48,8 @@ _SAMPLES_PER_BLOCK = 1024
 _KEY_RE = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
 
 Coder = bool | Callable[[dict[str, Any]], dict[str, Any]] | list | None
+
+_log = logging.getLogger(__name__)
 
 
 def split_key(name: str) -> tuple[str | None, str | None]:
@@ -289,6 +292,7 @@ class WebDatasetDatasource(FileBasedDatasource):
         filerename: Any = None,
         suffixes: Any = None,
         expand_json: bool = False,
+        verbose_open: bool = False,
         **file_kwargs: Any,
     ) -> None:
         self.decoders = _coders(decoder, default_decoder, "read_webdataset", "decoder")
@@ -297,6 +301,8 @@ class WebDatasetDatasource(FileBasedDatasource):
         self.filerename = filerename
         self.suffixes = suffixes
         self.expand_json = expand_json
+        self.verbose_open = verbose_open
+        """Log each shard as it is opened (logger ``dataflow.sources.webdataset``)."""
 
     def explain_read(self, **pushdown: Any) -> str:
         text = super().explain_read(**pushdown)
@@ -323,7 +329,9 @@ class WebDatasetDatasource(FileBasedDatasource):
         return sample
 
     def read_file(self, fs: FileSystems, path: str) -> Iterator[pa.Table]:
-        with fs.arrow.open_input_stream(path) as stream:
+        if self.verbose_open:
+            _log.info("read_webdataset: opening %s", path)
+        with self.open_stream(fs, path) as stream:
             members = iter_members(stream, self.fileselect, self.filerename)
             rows: list[dict[str, Any]] = []
             for sample in group_samples(members, path, self.suffixes):

@@ -149,3 +149,55 @@ def test_small_groupby_result_is_one_block_sorted_by_key(backend, make_ds):
     out = blocks[0].to_pydict()
     assert out["k"] == sorted(set(keys))
     assert out["sum(v)"] == [float((t["k"].to_numpy() == k).sum()) for k in out["k"]]
+
+
+class _Scale:
+    """A callable class for map_groups: built once per reduce task."""
+
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+
+    def __call__(self, batch: dict) -> dict:
+        batch["v"] *= self.factor  # zero_copy_batch=False: writable arrays
+        return batch
+
+
+def _count_then_marker(batch: dict):
+    yield {"k": batch["k"][:1], "n": np.array([len(batch["v"])])}
+    yield {"k": batch["k"][:1], "n": np.array([-1])}
+
+
+def test_map_groups_ray_parameters(backend):
+    from dataflow.errors import PlanError
+
+    ds = df.from_items([{"k": i % 3, "v": i} for i in range(9)])
+    scaled = ds.groupby("k").map_groups(_Scale, fn_constructor_args=(10,), zero_copy_batch=False)
+    assert sorted(r["v"] for r in scaled.take_all()) == [10 * i for i in range(9)]
+    both = ds.groupby("k").map_groups(_count_then_marker, num_gpus=0, ray_remote_args={"memory": 1})
+    assert sorted((r["k"], r["n"]) for r in both.take_all()) == [
+        (k, n) for k in range(3) for n in (-1, 3)
+    ]
+    node = both._plan
+    assert (node.resources.cpu, node.resources.memory) == (1, 1)
+    with pytest.raises(PlanError, match=r"map_groups\(_count_then_marker\): concurrency=2 sizes"):
+        ds.groupby("k").map_groups(_count_then_marker, concurrency=2)
+    with pytest.raises(
+        PlanError, match="fn_constructor_args/kwargs need fn to be a callable class"
+    ):
+        ds.groupby("k").map_groups(_count_then_marker, fn_constructor_args=(1,))
+    with pytest.raises(PlanError, match="ray_remote_args_fn"):
+        ds.groupby("k").map_groups(_count_then_marker, ray_remote_args_fn=dict)
+
+
+def test_grouped_with_column_adds_an_expression_column_per_group(backend):
+    from dataflow.errors import PlanError
+
+    ds = df.from_items([{"g": i % 2, "v": i} for i in range(6)])
+    out = ds.groupby("g").with_column("twice", df.col("v") * 2).sort(["g", "v"])
+    assert out.take_all() == [
+        {"g": g, "v": v, "twice": 2 * v} for g in (0, 1) for v in range(6) if v % 2 == g
+    ]
+    same = ds.groupby("g").with_column("v", "v + 100", num_cpus=1).sort("v")
+    assert [r["v"] for r in same.take_all()] == [100 + i for i in range(6)]
+    with pytest.raises(PlanError, match=r"groupby\(\).with_column\(x\).*'nope'"):
+        ds.groupby("g").with_column("x", df.col("nope") + 1)

@@ -198,3 +198,69 @@ def test_groupby_num_partitions_sort_boundaries_union_zip():
         df.range(2).rename_columns({"id": "a"}), df.range(2).rename_columns({"id": "b"})
     )
     assert zipped.take_all() == [{"id": 0, "a": 0, "b": 0}, {"id": 1, "a": 1, "b": 1}]
+
+
+def test_connector_readers_take_rays_per_read_parameters(tmp_path):
+    import sqlite3
+
+    from dataflow.compat import TaskPoolStrategy
+    from dataflow.sources.range import RangeDatasource
+
+    db = str(tmp_path / "app.db")
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE t (id INTEGER)")
+        conn.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(10)])
+    ds = df.read_sql(
+        "SELECT id FROM t",
+        lambda: sqlite3.connect(db),
+        shard_keys=["id"],
+        parallelism=2,
+        concurrency=1,
+        ray_remote_args={"num_cpus": 0.5},
+    )
+    node = ds._plan
+    assert (node.parallelism, node.compute.max_size, node.resources.cpu) == (2, 1, 0.5)
+    assert sorted(r["id"] for r in ds.take_all()) == list(range(10))
+
+    src = df.read_datasource(RangeDatasource(6), compute=TaskPoolStrategy(size=2), num_cpus=2)
+    assert (src._plan.compute.max_size, src._plan.resources.cpu) == (2, 2)
+    assert src.count() == 6
+    with pytest.raises(PlanError, match="read_datasource: reads run as tasks"):
+        df.read_datasource(RangeDatasource(6), compute=df.ActorPoolStrategy(size=2))
+    with pytest.raises(PlanError, match="read_sql: label_selector="):
+        df.read_sql("SELECT 1", lambda: sqlite3.connect(db), label_selector={"a": "b"})
+    with pytest.raises(PlanError, match="read_delta: shuffle='files' is not supported"):
+        df.read_delta(str(tmp_path), shuffle="files")
+    with pytest.raises(PlanError, match="read_iceberg: catalog="):
+        df.read_iceberg(table_identifier="db.t", catalog=object())
+
+
+def test_read_datasource_passes_read_args_to_get_read_tasks():
+    from dataflow.sources.datasource import BlockMetadata, Datasource, ReadTask
+
+    class Repeat(Datasource):
+        def get_read_tasks(self, parallelism, *, times=1):
+            return [ReadTask(lambda: iter([pa.table({"x": [times] * times})]), BlockMetadata())]
+
+    assert df.read_datasource(Repeat(), times=3).take_all() == [{"x": 3}] * 3
+    assert df.read_datasource(Repeat()).take_all() == [{"x": 1}]
+
+
+def test_webdataset_and_tfrecords_listing_parameters(tmp_path):
+    df.from_items([{"__key__": f"k{i}", "cls": i} for i in range(4)]).write_webdataset(
+        str(tmp_path / "wds"), min_rows_per_file=4
+    )
+    (tmp_path / "wds" / "notes.txt").write_text("not a shard")
+    ds = df.read_webdataset(
+        str(tmp_path / "wds"), include_paths=True, verbose_open=True, file_extensions=["tar"]
+    )
+    rows = ds.take_all()
+    assert sorted(r["cls"] for r in rows) == [0, 1, 2, 3]
+    assert all(r["path"].endswith(".tar") for r in rows)
+    df.range(5).write_tfrecords(str(tmp_path / "tfr"))
+    back = df.read_tfrecords(str(tmp_path / "tfr"), shuffle="files", concurrency=1)
+    assert sorted(r["id"] for r in back.take_all()) == [0, 1, 2, 3, 4]
+    both = [str(tmp_path / "tfr"), str(tmp_path / "nope")]
+    assert df.read_tfrecords(both, ignore_missing_paths=True).count() == 5
+    with pytest.raises(SourceError, match="nope"):
+        df.read_tfrecords(both).count()

@@ -88,3 +88,38 @@ def test_range_tensor_rows():
     arr = block.column("data").combine_chunks().to_numpy_ndarray()
     np.testing.assert_array_equal(arr, [[0, 0], [1, 1], [2, 2], [3, 3]])
     assert src.get_name() == "range_tensor"
+
+
+def test_range_parallelism_and_concurrency_as_ray():
+    import pytest
+
+    from dataflow.errors import PlanError
+
+    ds = df.range(10, parallelism=3, concurrency=2)
+    assert (ds._plan.parallelism, ds._plan.compute.max_size) == (3, 2)
+    assert [t.metadata.num_rows for t in ds._plan.datasource.get_read_tasks(3)] == [4, 3, 3]
+    assert ds.num_blocks() == 3 and ds.take_all() == [{"id": i} for i in range(10)]
+    assert df.range_tensor(6, shape=(2,), parallelism=2)._plan.parallelism == 2
+    assert df.range(5, override_num_blocks=5)._plan.parallelism == 5
+    with pytest.raises(PlanError, match="range: concurrency must be a positive int"):
+        df.range(5, concurrency=0)
+    with pytest.raises(PlanError, match="parallelism must be -1"):
+        df.range_tensor(5, parallelism=0)
+
+
+def test_from_items_parallelism_is_the_old_name_of_override_num_blocks():
+    parts = blocks(df.from_items(list(range(10)), parallelism=4))
+    assert [t.num_rows for t in parts] == [2, 3, 2, 3]
+
+
+def test_from_pandas_and_from_arrow_override_num_blocks_recut_all_rows():
+    frames = [pd.DataFrame({"a": [1, 2, 3]}), pd.DataFrame({"a": [4]})]
+    parts = blocks(df.from_pandas(frames, override_num_blocks=2))
+    assert [t.column("a").to_pylist() for t in parts] == [[1, 2], [3, 4]]
+    assert len(blocks(df.from_pandas(frames))) == 2
+    table = pa.table({"x": [1, 2, 3]})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    parts = blocks(df.from_arrow([sink.getvalue().to_pybytes(), table], override_num_blocks=3))
+    assert [t.column("x").to_pylist() for t in parts] == [[1, 2], [3, 1], [2, 3]]

@@ -206,7 +206,9 @@ class AggregateSpec(ExchangeSpec):
 
 class MapGroupsSpec(ExchangeSpec):
     """groupby().map_groups(fn): rows hash-partitioned by key; the reduce side
-    sorts its partition by key and calls ``fn`` once per group."""
+    sorts its partition by key and calls ``fn`` once per group (a callable
+    class is built once per reduce task; ``fn`` may return a batch or an
+    iterator of batches)."""
 
     def __init__(
         self,
@@ -216,6 +218,9 @@ class MapGroupsSpec(ExchangeSpec):
         fn_args: tuple,
         fn_kwargs: dict,
         label: str,
+        fn_constructor_args: tuple = (),
+        fn_constructor_kwargs: dict | None = None,
+        zero_copy_batch: bool = True,
     ) -> None:
         self.keys = list(keys)
         self.fn = fn
@@ -223,6 +228,9 @@ class MapGroupsSpec(ExchangeSpec):
         self.fn_args = tuple(fn_args)
         self.fn_kwargs = dict(fn_kwargs)
         self.label = label
+        self.ctor_args = tuple(fn_constructor_args)
+        self.ctor_kwargs = dict(fn_constructor_kwargs or {})
+        self.zero_copy_batch = zero_copy_batch
         self.runs_python = True
 
     def map(self, table, side, block_id, n, extra):
@@ -231,17 +239,35 @@ class MapGroupsSpec(ExchangeSpec):
     def reduce(self, sides, extra):
         table = sort_table(concat(sides[0]), sort_keys(self.keys, [False] * len(self.keys)))
         starts = group_starts(table, self.keys)
+        try:
+            fn = (
+                self.fn(*self.ctor_args, **self.ctor_kwargs)
+                if isinstance(self.fn, type)
+                else self.fn
+            )
+        except Exception as e:  # noqa: BLE001 - user code: reported with its traceback
+            raise StageFailure.wrap(self.label, e) from None
         for g in range(len(starts) - 1):
             group = table.slice(int(starts[g]), int(starts[g + 1] - starts[g]))
             try:
-                result = self.fn(
-                    to_batch(group, self.batch_format), *self.fn_args, **self.fn_kwargs
-                )
-                out = from_batch(result, self.label)
+                batch = to_batch(group, self.batch_format)
+                if not self.zero_copy_batch and isinstance(batch, dict):
+                    batch = {k: v if v.flags.writeable else v.copy() for k, v in batch.items()}
+                result = fn(batch, *self.fn_args, **self.fn_kwargs)
+                outs = [from_batch(r, self.label) for r in _batches(result)]
             except Exception as e:  # noqa: BLE001 - user code: reported with its traceback
                 raise StageFailure.wrap(self.label, e) from None
-            if out.num_rows:
-                yield out
+            yield from (out for out in outs if out.num_rows)
+
+
+def _batches(result: Any) -> Iterator[Any]:
+    """A UDF's result as batches: one batch, or each batch of an iterator."""
+    if isinstance(result, (dict, pa.Table)) or hasattr(result, "to_numpy") or result is None:
+        yield result
+    elif isinstance(result, Iterator):
+        yield from result
+    else:
+        yield result
 
 
 _JOIN_TYPES = {

@@ -9,7 +9,8 @@ on the default task pool directly below a chain that runs on it too
 (callable classes) never fuse: each keeps its own pool of long-lived workers.
 ``Project`` has no compute of its own and counts as the default task pool.
 A ``Write`` over a default-pool chain (or a ``Read``) joins it as the last
-stage: read -> map -> write runs as one task per read task, one file each.
+stage: read -> map -> write runs as one task per read task, one file each
+(unless the write has its own ``min_rows_per_file``, concurrency or resources).
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def _rewrite(node: LogicalOperator) -> LogicalOperator:
 
 def _fuse_write(node: Write) -> LogicalOperator:
     child = node.input
+    if not node.fusable:
+        return node
     if isinstance(child, FusedMap) and _key(child) == _DEFAULT:
         return FusedMap(stages=(*child.stages, node.with_inputs()), inputs=child.inputs)
     if isinstance(child, ONE_TO_ONE) and _key(child) == _DEFAULT:
