@@ -50,7 +50,8 @@ def test_shuffle_files_permutes_files_with_a_seed(parquet_dir):
         ds = df.read_parquet(str(parquet_dir), override_num_blocks=4, **kw)
         return [r["i"] for r in ds.take_all()][::3]
 
-    df.DataContext.get_current().preserve_order = True
+    ctx = df.DataContext.get_current()
+    old, ctx.preserve_order = ctx.preserve_order, True
     try:
         assert order() == [0, 1, 2, 3]
         seeded = order(shuffle=df.FileShuffleConfig(seed=1))
@@ -58,7 +59,7 @@ def test_shuffle_files_permutes_files_with_a_seed(parquet_dir):
         assert order(shuffle=df.FileShuffleConfig(seed=1)) == seeded
         assert sorted(order(shuffle="files")) == [0, 1, 2, 3]
     finally:
-        df.DataContext.get_current().preserve_order = False
+        ctx.preserve_order = old
     with pytest.raises(ValueError, match="shuffle must be None, 'files' or FileShuffleConfig"):
         df.read_parquet(str(parquet_dir), shuffle="rows")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -183,12 +184,15 @@ def test_task_output_is_read_zero_copy_from_plasma(backend: RayBackend) -> None:
 
 
 def _settled_plasma_mib() -> int:
-    """Plasma usage once earlier frees are done (Ray frees asynchronously)."""
-    last = _plasma_mib()
-    for _ in range(100):
+    """Plasma usage once earlier frees are done (Ray frees asynchronously, and
+    earlier tests' datasets free their blocks when collected): unchanged for 1 s."""
+    gc.collect()
+    last, steady = _plasma_mib(), 0
+    for _ in range(200):
         time.sleep(0.1)
         now = _plasma_mib()
-        if now == last:
+        steady = steady + 1 if now == last else 0
+        if steady >= 10:
             return now
         last = now
     return last
