@@ -41,7 +41,7 @@ def plan(
         for engine_name in engine_names:
             if engines.get(engine_name).missing():
                 continue
-            if engine_name not in workload.runs:
+            if not workloads.has_run(workload, engine_name):
                 notes.append(
                     f"{name}: no {engine_name!r} variant (it has {', '.join(workload.runs)})"
                 )

@@ -118,14 +118,27 @@ class Workload:
     prepare: Callable[[DataPaths], None] | None = None
 
     def run_for(self, engine: str) -> RunFn:
-        """The run function for ``engine``; raises KeyError naming the engines it has."""
+        """The run function for ``engine``; raises KeyError naming the engines it has.
+        A variant of dataflow (``dataflow-unordered``, ``dataflow-ray``: the same
+        code under another context or backend) runs the ``dataflow`` function
+        unless the workload has its own."""
+        base = "dataflow" if engine.startswith("dataflow-") else engine
         try:
-            return self.runs[engine]
+            return self.runs[engine] if engine in self.runs else self.runs[base]
         except KeyError:
             raise KeyError(
                 f"workload {self.name!r} has no run for engine {engine!r}; "
                 f"it has: {', '.join(sorted(self.runs))}"
             ) from None
+
+
+def has_run(workload: Workload, engine: str) -> bool:
+    """True when ``workload`` can run on ``engine`` (see ``Workload.run_for``)."""
+    try:
+        workload.run_for(engine)
+    except KeyError:
+        return False
+    return True
 
 
 def checksum(**parts: int | float | str) -> str:
