@@ -40,7 +40,7 @@ FEED_FULL_METHOD = f"/{FEED_SERVICE}/{FEED_METHOD}"
 EPOCH_KEY = "x-dataflow-epoch"
 END = b"X"
 TOKEN_ENV = "DATAFLOW_SERVICE_TOKEN"
-MAX_MESSAGE_BYTES = 2**31 - 1  # blocks are up to target_max_block_size (128 MiB default)
+MAX_MESSAGE_BYTES = 2**31 - 1  # blocks are up to target_max_block_size (32 MiB default)
 CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
