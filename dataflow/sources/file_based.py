@@ -259,6 +259,38 @@ def _iter_one(
         raise read_error(source.where, entry.path, e) from e
 
 
+def batches_to_blocks(
+    batches: Iterable[pa.RecordBatch],
+    post_filter: Any,
+    output: Sequence[str] | None,
+    limit: int | None,
+    max_bytes: int,
+) -> Iterator[pa.Table]:
+    """A table library's scan (Iceberg, Lance) as blocks: ``post_filter`` (what
+    the library could not apply) then the ``output`` projection it needed, at
+    most ``limit`` rows (stops pulling then), joined into blocks of ~``max_bytes``."""
+    pending: list[pa.RecordBatch] = []
+    nbytes, left = 0, limit
+    for batch in batches:
+        if post_filter is not None:
+            batch = batch.filter(post_filter)
+            if output is not None:
+                batch = batch.select(list(output))
+        if left is not None:
+            batch = batch.slice(0, left)
+            left -= batch.num_rows
+        if batch.num_rows:
+            pending.append(batch)
+            nbytes += batch.nbytes
+        if nbytes >= max_bytes:
+            yield pa.Table.from_batches(pending)
+            pending, nbytes = [], 0
+        if left == 0:
+            break
+    if pending:
+        yield pa.Table.from_batches(pending)
+
+
 def limit_rows(tables: Iterable[pa.Table], limit: int | None) -> Iterator[pa.Table]:
     """``tables`` cut after ``limit`` rows in all (None: no cut); stops pulling then."""
     if limit is None:

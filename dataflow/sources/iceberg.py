@@ -43,7 +43,7 @@ from dataflow.expressions import (
     UnaryExpr,
 )
 from dataflow.sources.datasource import BlockMetadata, Datasink, Datasource, ReadTask, WriteResult
-from dataflow.sources.file_based import group_by_size, task_target_bytes
+from dataflow.sources.file_based import batches_to_blocks, group_by_size, task_target_bytes
 from dataflow.sources.parquet import conform
 
 READ = "read_iceberg"
@@ -434,28 +434,13 @@ class _IcebergRead:
         # Files written at different times may differ in types (string or large_string):
         # every batch takes the projection's types.
         schema = schema_to_pyarrow(self.projection, include_field_ids=False)
-        pending: list[pa.RecordBatch] = []
-        nbytes = 0
-        left = self.limit
+        batches = (
+            b if b.schema.equals(schema) else b.cast(schema) for b in scan.to_record_batches(tasks)
+        )
         try:
-            for batch in scan.to_record_batches(tasks):
-                if not batch.schema.equals(schema):
-                    batch = batch.cast(schema)
-                if self.post_filter is not None:
-                    batch = batch.filter(self.post_filter)
-                    if self.output is not None:
-                        batch = batch.select(list(self.output))
-                if left is not None:
-                    batch = batch.slice(0, left)
-                    left -= batch.num_rows
-                if batch.num_rows:
-                    pending.append(batch)
-                    nbytes += batch.nbytes
-                if nbytes >= self.max_block_bytes:
-                    yield pa.Table.from_batches(pending)
-                    pending, nbytes = [], 0
-                if left == 0:
-                    break
+            yield from batches_to_blocks(
+                batches, self.post_filter, self.output, self.limit, self.max_block_bytes
+            )
         except Exception as e:
             paths = ", ".join(repr(t.file.file_path) for t in tasks[:3])
             raise SourceError(
@@ -463,8 +448,6 @@ class _IcebergRead:
                 f"{', ...' if len(tasks) > 3 else ''}): {type(e).__name__}: {e}",
                 path=tasks[0].file.file_path,
             ) from e
-        if pending:
-            yield pa.Table.from_batches(pending)
 
 
 # -- writing -----------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from dataflow.context import DataContext
 from dataflow.errors import SourceError
 from dataflow.expressions import BinaryExpr, ColumnExpr, Expr, IsInExpr, LiteralExpr, UnaryExpr
 from dataflow.sources.datasource import BlockMetadata, Datasink, Datasource, ReadTask, WriteResult
-from dataflow.sources.file_based import group_by_size, task_target_bytes
+from dataflow.sources.file_based import batches_to_blocks, group_by_size, task_target_bytes
 from dataflow.sources.parquet import conform
 from dataflow.sources.paths import resolve_filesystem
 from dataflow.sources.sinks import DEFAULT_TARGET_FILE_SIZE
@@ -343,9 +343,6 @@ class _LanceRead:
         self.scanner_options = scanner_options
 
     def __call__(self, fragment_ids: tuple[int, ...]) -> Iterator[pa.Table]:
-        pending: list[pa.RecordBatch] = []
-        nbytes = 0
-        left = self.limit
         try:
             fragments = [self.dataset.get_fragment(i) for i in fragment_ids]
             scanner = self.dataset.scanner(
@@ -356,30 +353,15 @@ class _LanceRead:
                 scan_in_order=True,
                 **self.scanner_options,
             )
-            for batch in scanner.to_batches():
-                if self.post is not None:
-                    batch = batch.filter(self.post)
-                    if self.output is not None:
-                        batch = batch.select(list(self.output))
-                if left is not None:
-                    batch = batch.slice(0, left)
-                    left -= batch.num_rows
-                if batch.num_rows:
-                    pending.append(batch)
-                    nbytes += batch.nbytes
-                if nbytes >= self.max_block_bytes:
-                    yield pa.Table.from_batches(pending)
-                    pending, nbytes = [], 0
-                if left == 0:
-                    break
+            yield from batches_to_blocks(
+                scanner.to_batches(), self.post, self.output, self.limit, self.max_block_bytes
+            )
         except Exception as e:
             raise SourceError(
                 f"{READ}: cannot read fragments {list(fragment_ids)} of {self.uri!r}: "
                 f"{type(e).__name__}: {_first_line(e)}",
                 path=self.uri,
             ) from e
-        if pending:
-            yield pa.Table.from_batches(pending)
 
 
 # -- writing -----------------------------------------------------------------------------
