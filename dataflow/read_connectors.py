@@ -22,7 +22,7 @@ import pyarrow as pa
 from dataflow.compat import ActorPoolStrategy, TaskPoolStrategy, check_ray_only
 from dataflow.dataset import Dataset
 from dataflow.errors import PlanError
-from dataflow.read_files import pushdown_args, read_dataset
+from dataflow.read_files import pushdown_args, read_dataset, read_task_args
 from dataflow.sources.datasource import Datasource
 from dataflow.sources.paths import FileShuffleConfig
 
@@ -71,7 +71,7 @@ def read_datasource(
         concurrency = concurrency if size is None else size
     if read_args:
         datasource = _WithReadArgs(datasource, read_args)
-    return read_dataset(where, datasource, **_task_args(locals()))
+    return read_dataset(where, datasource, **read_task_args(locals()))
 
 
 class _WithReadArgs(Datasource):
@@ -162,7 +162,9 @@ def read_delta(
         filesystem=filesystem,
         include_paths=include_paths,
     )
-    return read_dataset(where, source, columns=columns, predicate=filter, **_task_args(locals()))
+    return read_dataset(
+        where, source, columns=columns, predicate=filter, **read_task_args(locals())
+    )
 
 
 def read_iceberg(
@@ -210,7 +212,7 @@ def read_iceberg(
         scan_kwargs=scan_kwargs,
         catalog_kwargs=catalog_kwargs,
     )
-    return read_dataset("read_iceberg", source, **_task_args(locals()))
+    return read_dataset("read_iceberg", source, **read_task_args(locals()))
 
 
 def read_lance(
@@ -262,7 +264,7 @@ def read_lance(
         scanner_options=scanner_options,
     )
     return read_dataset(
-        "read_lance", source, columns=columns, predicate=filter, **_task_args(locals())
+        "read_lance", source, columns=columns, predicate=filter, **read_task_args(locals())
     )
 
 
@@ -314,7 +316,7 @@ def read_tfrecords(
         )
     source = TFRecordDatasource(paths, schema=schema, verify_crc=verify_crc, **_file_args(locals()))
     source.open_args = dict(arrow_open_stream_args or {})
-    return read_dataset("read_tfrecords", source, **_task_args(locals()))
+    return read_dataset("read_tfrecords", source, **read_task_args(locals()))
 
 
 def read_webdataset(
@@ -375,7 +377,7 @@ def read_webdataset(
         **_file_args(locals()),
     )
     source.open_args = dict(arrow_open_stream_args or {})
-    return read_dataset("read_webdataset", source, **_task_args(locals()))
+    return read_dataset("read_webdataset", source, **read_task_args(locals()))
 
 
 def read_sql(
@@ -421,24 +423,9 @@ def read_sql(
         shard_keys=keys,
         shard_hash_fn=shard_hash_fn,
     )
-    return read_dataset("read_sql", source, **_task_args(locals()))
+    return read_dataset("read_sql", source, **read_task_args(locals()))
 
 
-_TASK_ARGS = (
-    "parallelism",
-    "override_num_blocks",
-    "concurrency",
-    "num_cpus",
-    "num_gpus",
-    "memory",
-    "resources",
-    "ray_remote_args",
-    "label_selector",
-    "fallback_strategy",
-    "max_calls",
-    "accelerator_type",
-    "runtime_env",
-)
 _FILE_ARGS = (
     "filesystem",
     "partition_filter",
@@ -448,11 +435,6 @@ _FILE_ARGS = (
     "shuffle",
     "file_extensions",
 )
-
-
-def _task_args(local_vars: dict[str, Any]) -> dict[str, Any]:
-    """A reader's per-read parameters, for ``read_dataset``."""
-    return {k: local_vars[k] for k in _TASK_ARGS if k in local_vars}
 
 
 def _file_args(local_vars: dict[str, Any]) -> dict[str, Any]:

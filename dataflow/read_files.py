@@ -45,6 +45,29 @@ def check_num_blocks(where: str, override_num_blocks: int | None) -> None:
         )
 
 
+READ_TASK_ARGS = (
+    "parallelism",
+    "override_num_blocks",
+    "concurrency",
+    "num_cpus",
+    "num_gpus",
+    "memory",
+    "resources",
+    "ray_remote_args",
+    "label_selector",
+    "fallback_strategy",
+    "max_calls",
+    "accelerator_type",
+    "runtime_env",
+)
+"""Ray's per-read parameters, which every reader hands to ``read_dataset``."""
+
+
+def read_task_args(local_vars: dict[str, Any]) -> dict[str, Any]:
+    """The per-read parameters among a reader's ``locals()``, for ``read_dataset``."""
+    return {k: local_vars[k] for k in READ_TASK_ARGS if k in local_vars}
+
+
 def read_dataset(
     where: str,
     source: Datasource,
@@ -236,23 +259,7 @@ def read_parquet(
         skip_paths=skip_paths,
     )
     ds = read_dataset(
-        "read_parquet",
-        source,
-        parallelism=parallelism,
-        override_num_blocks=override_num_blocks,
-        concurrency=concurrency,
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        memory=memory,
-        resources=resources,
-        ray_remote_args=ray_remote_args,
-        label_selector=label_selector,
-        fallback_strategy=fallback_strategy,
-        max_calls=max_calls,
-        accelerator_type=accelerator_type,
-        runtime_env=runtime_env,
-        columns=columns,
-        predicate=filter,
+        "read_parquet", source, columns=columns, predicate=filter, **read_task_args(locals())
     )
     return _decode_tensors(ds, tensor_column_schema)
 
@@ -303,23 +310,7 @@ def read_csv(
         **arrow_csv_args,
     )
     source.open_args = dict(arrow_open_stream_args or {})
-    return read_dataset(
-        "read_csv",
-        source,
-        parallelism=parallelism,
-        override_num_blocks=override_num_blocks,
-        concurrency=concurrency,
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        memory=memory,
-        resources=resources,
-        ray_remote_args=ray_remote_args,
-        label_selector=label_selector,
-        fallback_strategy=fallback_strategy,
-        max_calls=max_calls,
-        accelerator_type=accelerator_type,
-        runtime_env=runtime_env,
-    )
+    return read_dataset("read_csv", source, **read_task_args(locals()))
 
 
 def read_json(
@@ -382,23 +373,7 @@ def read_json(
     )
     source.lines = bool(lines)
     source.open_args = dict(arrow_open_stream_args or {})
-    return read_dataset(
-        "read_json",
-        source,
-        parallelism=parallelism,
-        override_num_blocks=override_num_blocks,
-        concurrency=concurrency,
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        memory=memory,
-        resources=resources,
-        ray_remote_args=ray_remote_args,
-        label_selector=label_selector,
-        fallback_strategy=fallback_strategy,
-        max_calls=max_calls,
-        accelerator_type=accelerator_type,
-        runtime_env=runtime_env,
-    )
+    return read_dataset("read_json", source, **read_task_args(locals()))
 
 
 def read_text(
@@ -449,23 +424,7 @@ def read_text(
         file_extensions=file_extensions,
     )
     source.open_args = dict(arrow_open_stream_args or {})
-    return read_dataset(
-        "read_text",
-        source,
-        parallelism=parallelism,
-        override_num_blocks=override_num_blocks,
-        concurrency=concurrency,
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        memory=memory,
-        resources=resources,
-        ray_remote_args=ray_remote_args,
-        label_selector=label_selector,
-        fallback_strategy=fallback_strategy,
-        max_calls=max_calls,
-        accelerator_type=accelerator_type,
-        runtime_env=runtime_env,
-    )
+    return read_dataset("read_text", source, **read_task_args(locals()))
 
 
 def read_binary_files(
@@ -512,23 +471,7 @@ def read_binary_files(
         file_extensions=file_extensions,
     )
     source.open_args = dict(arrow_open_stream_args or {})
-    return read_dataset(
-        "read_binary_files",
-        source,
-        parallelism=parallelism,
-        override_num_blocks=override_num_blocks,
-        concurrency=concurrency,
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        memory=memory,
-        resources=resources,
-        ray_remote_args=ray_remote_args,
-        label_selector=label_selector,
-        fallback_strategy=fallback_strategy,
-        max_calls=max_calls,
-        accelerator_type=accelerator_type,
-        runtime_env=runtime_env,
-    )
+    return read_dataset("read_binary_files", source, **read_task_args(locals()))
 
 
 def read_numpy(
@@ -573,13 +516,7 @@ def read_numpy(
             "than allow_pickle are not supported (.npy files are read whole)"
         )
     source.open_args = dict(arrow_open_stream_args or {})
-    return read_dataset(
-        "read_numpy",
-        source,
-        parallelism=parallelism,
-        override_num_blocks=override_num_blocks,
-        concurrency=concurrency,
-    )
+    return read_dataset("read_numpy", source, **read_task_args(locals()))
 
 
 def read_images(
@@ -630,23 +567,7 @@ def read_images(
         file_extensions=file_extensions,
     )
     source.open_args = dict(arrow_open_file_args or {})
-    return read_dataset(
-        "read_images",
-        source,
-        parallelism=parallelism,
-        override_num_blocks=override_num_blocks,
-        concurrency=concurrency,
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        memory=memory,
-        resources=resources,
-        ray_remote_args=ray_remote_args,
-        label_selector=label_selector,
-        fallback_strategy=fallback_strategy,
-        max_calls=max_calls,
-        accelerator_type=accelerator_type,
-        runtime_env=runtime_env,
-    )
+    return read_dataset("read_images", source, **read_task_args(locals()))
 
 
 def read_orc(
@@ -691,23 +612,7 @@ def read_orc(
         shuffle=shuffle,
         file_extensions=file_extensions,
     )
-    return read_dataset(
-        "read_orc",
-        source,
-        parallelism=parallelism,
-        override_num_blocks=override_num_blocks,
-        concurrency=concurrency,
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        memory=memory,
-        resources=resources,
-        ray_remote_args=ray_remote_args,
-        label_selector=label_selector,
-        fallback_strategy=fallback_strategy,
-        max_calls=max_calls,
-        accelerator_type=accelerator_type,
-        runtime_env=runtime_env,
-    )
+    return read_dataset("read_orc", source, **read_task_args(locals()))
 
 
 def read_avro(
@@ -755,23 +660,7 @@ def read_avro(
         file_extensions=file_extensions,
     )
     source.open_args = dict(arrow_open_stream_args or {})
-    return read_dataset(
-        "read_avro",
-        source,
-        parallelism=parallelism,
-        override_num_blocks=override_num_blocks,
-        concurrency=concurrency,
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        memory=memory,
-        resources=resources,
-        ray_remote_args=ray_remote_args,
-        label_selector=label_selector,
-        fallback_strategy=fallback_strategy,
-        max_calls=max_calls,
-        accelerator_type=accelerator_type,
-        runtime_env=runtime_env,
-    )
+    return read_dataset("read_avro", source, **read_task_args(locals()))
 
 
 __all__ = [
