@@ -453,8 +453,9 @@ class _RayActor:
 class RayBackend:
     """Runs tasks and actors on Ray; blocks live in Ray's object store.
 
-    ``address`` (or ``DATAFLOW_RAY_ADDRESS``): ``None`` starts a single-node Ray
-    on 127.0.0.1, ``"auto"`` or ``"ray://host:port"`` connects to a cluster.
+    ``address`` (``dataflow.init`` fills it from ``DATAFLOW_RAY_ADDRESS``, else
+    ``RAY_ADDRESS``): ``None`` starts a single-node Ray on 127.0.0.1, ``"auto"``,
+    ``"host:port"`` or ``"ray://host:port"`` connects to a cluster.
     When Ray is already initialized in this process it is reused as it is
     (``num_cpus`` and the other start options are then ignored); a Ray this
     backend started or connected to is shut down by ``shutdown()``. Other
