@@ -78,8 +78,7 @@ _BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 # Private Ray temp directories (sessions, logs, spill files) made by start_local_ray.
 _TEMP_PREFIX = f"dataflow-ray-{os.getuid()}-"
 
-# Tasks reading more than this run near their inputs; Ray Data's large-args threshold.
-_LARGE_INPUT_BYTES = 50 << 20
+_LARGE_INPUT_BYTES = 50 << 20  # tasks reading more run near their inputs (as Ray Data)
 
 # Functions each worker keeps unpickled; released handles age out of it.
 _FUNCTION_CACHE_SIZE = 64
@@ -478,6 +477,7 @@ class RayBackend:
     """
 
     name = "ray"
+    driver_threads = False  # ``in_driver`` is ignored: every task is a Ray task
 
     def __init__(
         self,
