@@ -118,6 +118,7 @@ class ExchangeOperator(PhysicalOperator):
         self._done_reduces: dict[int, list[RefBundle]] = {}
         self._next_out = 0
         self._slice_owned: list[ObjectRef] = []  # repartition: inputs freed at the end
+        self._map_rows = [0, 0]  # rows into and out of the map tasks done so far
         self._out: deque[RefBundle] = deque()
         self._tasks: dict[TaskFuture, _Task] = {}
         self._closed = False
@@ -332,8 +333,9 @@ class ExchangeOperator(PhysicalOperator):
             block = self._to_map.popleft()
             if not self.spec.needs_sample:
                 self.metrics.queued_bytes -= block.ref.nbytes
-            task = _Task("map", _label(block), block=block)
-            args = ("map", block.side, block.block_id, self._m, self._boundaries)
+            extra = self.spec.map_extra(self._boundaries, *self._map_rows)
+            args = ("map", block.side, block.block_id, self._m, extra)
+            task = _Task("map", _label(block), block=block, args=args)
             fut = self._submit([block.ref], args)
         else:
             task = self._reduces.popleft()
@@ -389,6 +391,8 @@ class ExchangeOperator(PhysicalOperator):
 
     def _map_done(self, task: _Task, result: TaskResult) -> None:
         block = task.block
+        self._map_rows[0] += block.ref.num_rows
+        self._map_rows[1] += sum(ref.num_rows for ref in result.refs)
         empty = []
         for p, (ref, schema) in enumerate(zip(result.refs, result.schemas)):
             if self._schemas[block.side] is None:
