@@ -59,9 +59,11 @@ def run_once(
     timeout_s: float,
     params: dict[str, int] | None = None,
     cold: bool = False,
+    cpus: str | None = None,
 ) -> dict:
     """One fresh-process run; returns its JSON record (``error`` set when it failed).
-    ``cold`` times the whole process (imports and engine start inside the timer)."""
+    ``cold`` times the whole process (imports and engine start inside the timer);
+    ``cpus`` pins it to those cores (``taskset -c`` syntax, e.g. ``"0"``)."""
     workload = workloads.get(workload_name)
     if workload.prepare is not None:
         from benchmarks.data import paths_of
@@ -82,8 +84,9 @@ def run_once(
         env = {**os.environ, **_QUIET_ENV}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         spec["t0_epoch"] = time.time()
+        pin = ["taskset", "-c", cpus] if cpus else []
         sample = run_sampled(
-            [sys.executable, "-m", "benchmarks.child", json.dumps(spec)],
+            [*pin, sys.executable, "-m", "benchmarks.child", json.dumps(spec)],
             env=env,
             timeout_s=timeout_s,
         )
@@ -93,6 +96,7 @@ def run_once(
         "engine": engine_name,
         "repeat": repeat,
         "cold": cold,
+        "cpus": cpus,
         "peak_rss_bytes": sample.peak_rss_bytes,
         "peak_shm_bytes": sample.peak_shm_bytes,
         "leaked_processes": sample.leaked_processes,
@@ -135,6 +139,7 @@ def run_all(
     timeout_s: float,
     params: dict[str, int] | None = None,
     cold: bool = False,
+    cpus: str | None = None,
 ) -> Iterator[dict]:
     """Yield one record per run, interleaving engines within each repeat."""
     pairs, _ = plan(workload_names, engine_names)
@@ -148,6 +153,7 @@ def run_all(
                 timeout_s=timeout_s,
                 params=params,
                 cold=cold,
+                cpus=cpus,
             )
 
 
@@ -256,6 +262,7 @@ def execute(
     params: dict[str, int] | None = None,
     emit: Callable[[str], None] = print,
     cold: bool = False,
+    cpus: str | None = None,
 ) -> dict:
     """Run everything, emit each record as a JSON line, return records + summary + machine."""
     _, notes = plan(workload_names, engine_names)
@@ -270,6 +277,7 @@ def execute(
         timeout_s=timeout_s,
         params=params,
         cold=cold,
+        cpus=cpus,
     ):
         records.append(record)
         emit(json.dumps(record))
