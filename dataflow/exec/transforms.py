@@ -535,14 +535,20 @@ class MapTaskFn:
         return self
 
     def __call__(
-        self, inputs: list[pa.Table], task_index: int, read_task: ReadTask | None = None
+        self,
+        inputs: list[pa.Table],
+        task_index: int,
+        read_task: ReadTask | tuple[ReadTask, ...] | None = None,
     ) -> Iterator[pa.Table]:
+        """Run the chain over ``inputs`` or over what ``read_task`` reads (several
+        short reads may come in one task: their blocks follow in order)."""
         self.bind()
         # Each step's output goes through the meter: per-step time, rows and bytes.
         meter = ChainMeter(self._meters)
         first = bool(self.read_name)
+        reads = read_task if isinstance(read_task, tuple) else (read_task,)
         source: Iterator[pa.Table] = (
-            meter.wrap(0, _read(self.read_name, read_task))
+            meter.wrap(0, (t for r in reads for t in _read(self.read_name, r)))
             if read_task is not None
             else iter(inputs)
         )

@@ -63,6 +63,8 @@ class _Actor:
 class ActorPoolMapOperator(MapOperator):
     """``MapOperator`` whose tasks run on an autoscaling pool of actors."""
 
+    groups_reads = False
+
     def __init__(
         self,
         name: str,

@@ -86,6 +86,11 @@ SHORT_TASKS_PER_SLOT = 4
 this many times more tasks are in flight: they queue in the workers, which then
 never wait for the driver, and the executor collects several per wake-up."""
 _SHORT_AFTER = 8  # tasks measured before an operator may count as short
+MAX_READS_PER_TASK = 16
+"""Short read tasks (tiny files, many small ranges) run up to this many reads
+per launched task, together at most ``target_min_block_size`` planned bytes,
+so the per-task cost (dispatch, store, bookkeeping) is paid once per several
+reads; each read still makes its own blocks."""
 
 
 @dataclass
@@ -112,8 +117,13 @@ class MapOptions:
 class MapOperator(PhysicalOperator):
     """Applies a ``MapTaskFn`` to each input bundle on a pool of tasks.
 
+    ``groups_reads``: short reads may share a task (not in an actor pool, where
+    one slow actor must not hold several reads).
+
     >>> op = MapOperator("map_batches(f)", [upstream], MapTaskFn(stages, 1 << 27))  # doctest: +SKIP
     """
+
+    groups_reads = True
 
     def __init__(
         self,
@@ -143,6 +153,8 @@ class MapOperator(PhysicalOperator):
         self._window_bytes = 0  # hold-back above which no new task starts (preserve_order)
         self._running_in_bytes = 0
         self._task_count = 0
+        self._reads_per_task = 1
+        self._group_bytes = 0  # planned bytes a task of grouped reads stays within
         self._handle: FunctionHandle | None = None
         self._backend: Backend | None = None
         self._preserve_order = False
@@ -164,6 +176,7 @@ class MapOperator(PhysicalOperator):
         self._placement = Placement(mode, int(env.backend.total_resources().cpu))
         self.metrics.placement = self._placement.note
         self._estimate.default = env.ctx.target_min_block_size
+        self._group_bytes = env.ctx.target_min_block_size
         self._handle = self._register(env)
 
     def _register(self, env: ExecEnv) -> FunctionHandle:
@@ -289,14 +302,24 @@ class MapOperator(PhysicalOperator):
                 expect_rows=bundle.num_rows or 0,
             )
             return task, (index, None)
-        read = self._peek_read()
+        reads = [self._peek_read()]
         self._next_read = None
-        files = read.metadata.input_files
+        planned = reads[0].metadata.size_bytes or 0
+        while len(reads) < self._reads_per_task and self._peek_read() is not None:
+            planned += self._next_read.metadata.size_bytes or self._group_bytes
+            if planned > self._group_bytes:
+                break
+            reads.append(self._next_read)
+            self._next_read = None
+        files = tuple(f for read in reads for f in read.metadata.input_files)
         producer = f"read task {index}"
         label = producer + files_phrase(files)
         # The worker needs the read function and the file names (for errors) only:
         # the rest of the metadata (a schema, sizes) would be pickled with every task.
-        slim = dataclasses.replace(read, metadata=BlockMetadata(input_files=files))
+        slim = tuple(
+            dataclasses.replace(r, metadata=BlockMetadata(input_files=r.metadata.input_files))
+            for r in reads
+        )
         task = MapTask(
             index,
             (index,),
@@ -304,10 +327,10 @@ class MapOperator(PhysicalOperator):
             None,
             producer=producer,
             files=files,
-            read_bytes=read.metadata.size_bytes or 0,
-            expect_rows=read.metadata.num_rows or 0,
+            read_bytes=sum(r.metadata.size_bytes or 0 for r in reads),
+            expect_rows=sum(r.metadata.num_rows or 0 for r in reads),
         )
-        return task, (index, slim)
+        return task, (index, slim[0] if len(slim) == 1 else slim)
 
     def dispatch(self) -> TaskFuture | None:
         task, args = self._next_task()
@@ -390,6 +413,12 @@ class MapOperator(PhysicalOperator):
             short = self._task_s < SHORT_TASK_S * self._task_n
             res = self.options.resources
             self._slot = _scaled(res, 1 / SHORT_TASKS_PER_SLOT) if short else res
+            if short and self.groups_reads and self.options.row_cap is None:
+                # A limit downstream keeps one read per task: no read past it.
+                per_read = self._task_s / self._task_n / self._reads_per_task
+                self._reads_per_task = max(
+                    1, min(MAX_READS_PER_TASK, int(SHORT_TASK_S / max(per_read, 1e-6)))
+                )
 
     def _on_failure(self, task: MapTask, failure: BaseException) -> BaseException | None:
         """Free what the task held; the error to raise (None: nothing to report)."""
