@@ -99,6 +99,9 @@ class Read(LogicalOperator):
     """Ray's ``concurrency=n`` on a read: at most ``n`` read tasks at once."""
     resources: Resources = Resources(cpu=1)
     """What each read task reserves (Ray's ``num_cpus`` / ``num_gpus`` / ...)."""
+    dictionary_columns: tuple[str, ...] = ()
+    """String columns the source reads dictionary-encoded (group keys of an
+    aggregation right above: ``rules/dictionary_keys``)."""
 
     @property
     def name(self) -> str:
@@ -118,6 +121,8 @@ class Read(LogicalOperator):
             out["columns"] = list(self.columns)
         if self.limit is not None and ds.supports_limit_pushdown:
             out["limit"] = self.limit
+        if self.dictionary_columns and ds.supports_dictionary_read:
+            out["dictionary_columns"] = list(self.dictionary_columns)
         return out
 
 

@@ -63,6 +63,11 @@ def partial_aggregate(
     Python accumulators walk."""
     _check_columns(table, keys, aggs)
     python_aggs = [i for i, a in enumerate(aggs) if not isinstance(a, VectorizedAggregateFn)]
+    encoded = [k for k in keys if pa.types.is_dictionary(table.schema.field(k).type)]
+    if python_aggs:
+        table, encoded = decode_keys(table, encoded), []
+    elif encoded:
+        table = table.unify_dictionaries()  # one dictionary per column: group the indices
     if python_aggs and keys:
         table = sort_table(table, sort_keys(keys, [False] * len(keys)))
     specs, names = [], []
@@ -74,6 +79,7 @@ def partial_aggregate(
     hashable, float_keys = spread_float_keys(table, keys)
     grouped = group_by(hashable, keys, specs)
     out = restore_float_keys(grouped.rename_columns(list(keys) + names), float_keys)
+    out = decode_keys(out, encoded)
     if python_aggs:
         starts = group_starts(table, keys) if keys else np.array([0, table.num_rows])
         for i in python_aggs:
@@ -157,7 +163,19 @@ def raw_columns(table: pa.Table, keys: Sequence[str], aggs: Sequence[AggregateFn
     checks them)."""
     _check_columns(table, keys, aggs)
     needed = list(dict.fromkeys([*keys, *(a.on for a in aggs if a.on is not None)]))
-    return table.select(needed)
+    return decode_keys(table.select(needed), keys)
+
+
+def decode_keys(table: pa.Table, keys: Sequence[str]) -> pa.Table:
+    """``table`` with its dictionary-encoded ``keys`` columns as plain values:
+    partial states leave a block with plain keys, so that pieces from blocks
+    with different dictionaries hash, merge and sort as values."""
+    for k in keys:
+        t = table.schema.field(k).type
+        if pa.types.is_dictionary(t):
+            i = table.schema.get_field_index(k)
+            table = table.set_column(i, k, table.column(k).cast(t.value_type))
+    return table
 
 
 def _merges_by_hash(agg: AggregateFn) -> bool:
