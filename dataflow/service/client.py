@@ -155,11 +155,14 @@ class RemoteStream:
         except grpc.RpcError as e:
             if self._finished and e.code() == grpc.StatusCode.CANCELLED:
                 return  # closed by us
-            details = e.details() or ""
-            raise DataflowError(
-                f"{c.label} lost its coordinator: the stream from {c.address} broke: "
-                f"{e.code().name}: {details}{_tls_hint(details, c.tls)}"
-            ) from None
+            details = f"{e.code().name}: {e.details() or ''}"
+            problem = _tls_problem(details, c.tls)
+            message = (
+                f"{c.label} lost its coordinator: the stream from {c.address} broke: {details}"
+                if problem is None
+                else f"{c.label} cannot reach {c.address}: {problem} ({details})"
+            )
+            raise DataflowError(message) from None
         finally:
             if self._self_ack:  # every ack was sent from here: nothing is left to send
                 self.close()
@@ -205,21 +208,24 @@ class RemoteStream:
                 self._client.epoch = int(value)
 
 
-def _tls_hint(details: str, tls: bool) -> str:
-    """What to do about a broken stream that a TLS mismatch explains."""
+def _tls_problem(details: str, tls: bool) -> str | None:
+    """What to do about a call that failed because of TLS, if it did."""
     if "CERTIFICATE_VERIFY_FAILED" in details or "not in peer certificate" in details:
         return (
-            "; the server's TLS certificate is not trusted here: pass ca=PATH (the CA "
-            f"certificate that signed it, for this host's address) or set {protocol.CA_ENV}"
+            "the server's TLS certificate is not trusted here: pass ca=PATH (the CA "
+            f"certificate that signed it, for this address) or set {protocol.CA_ENV}"
         )
     if tls and "WRONG_VERSION_NUMBER" in details:
         return (
-            "; the server does not speak TLS: if it runs with insecure=True, consume "
-            "with insecure=True too"
+            "the server does not speak TLS: if it runs with insecure=True, consume with "
+            "insecure=True too"
         )
     if not tls and "Socket closed" in details:
-        return f"; if the server speaks TLS, pass ca=PATH (its CA certificate) or set {protocol.CA_ENV}"
-    return ""
+        return (
+            "the server closed the plaintext connection (does it speak TLS?): pass ca=PATH "
+            f"(its CA certificate) or set {protocol.CA_ENV}"
+        )
+    return None
 
 
 def _drain(call: Any) -> None:

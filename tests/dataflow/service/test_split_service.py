@@ -193,3 +193,16 @@ def test_a_split_that_never_starts_fails_the_others_over_grpc(serve):
             ids_of(split_client(server.address, 0, None))
     finally:
         server.stop(0)
+
+
+def test_a_stopped_server_is_an_error_not_a_short_epoch(serve):
+    """streaming_split's own server used to end a split's stream silently when it
+    was stopped, so the consumer took a cut epoch for a whole one (serve's raised):
+    the one server raises for both."""
+    server = serve(blocks([2] * 10), 1)
+    stream = split_client(server.address, 0, None, prefetch=1).open(0)
+    it = stream.iter_blocks()
+    assert next(it).column("id").to_pylist() == [0, 1]
+    server.dispenser.close()
+    with pytest.raises(DataflowError, match="streaming_split: the server was stopped"):
+        list(it)
