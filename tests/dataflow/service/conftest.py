@@ -1,11 +1,32 @@
-"""TLS files for the batch service's tests, made by ``trustme`` (test extra)."""
+"""Fixtures of the batch service's tests: servers stopped at the end, and TLS
+files made by ``trustme`` (test extra)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
+
+from dataflow.service.dispenser import BlockDispenser, Policy
+from dataflow.service.server import BlockServer
+
+
+@pytest.fixture
+def serve_blocks() -> Iterator[Callable[..., BlockServer]]:
+    """``serve_blocks(tables_or_fn, policy, address="127.0.0.1:0", **server_kw)``: a
+    ``BlockServer`` of ``policy`` over the tables (or ``fn()``), stopped at the end."""
+    servers: list[BlockServer] = []
+
+    def start(tables_or_fn, policy: Policy, address: str = "127.0.0.1:0", **kw) -> BlockServer:
+        make = tables_or_fn if callable(tables_or_fn) else (lambda: iter(tables_or_fn))
+        server = BlockServer(BlockDispenser(make, policy), address, **kw)
+        servers.append(server)
+        return server
+
+    yield start
+    for s in servers:
+        s.stop(0)
 
 
 @dataclass(frozen=True)

@@ -13,36 +13,17 @@ import pytest
 import dataflow as df
 from dataflow.errors import DataflowError
 from dataflow.service import client
-from dataflow.service.dispenser import BlockDispenser
 from dataflow.service.policies import Reserve
 from dataflow.service.server import BlockServer
-
-
-def feed_server(make, address: str = "127.0.0.1:0", *, epochs: int = 1, **kw) -> BlockServer:
-    return BlockServer(BlockDispenser(make, Reserve(epochs=epochs)), address, **kw)
-
-
-def blocks(sizes: list[int]) -> list[pa.Table]:
-    out, start = [], 0
-    for n in sizes:
-        out.append(pa.table({"id": pa.array(range(start, start + n), pa.int64())}))
-        start += n
-    return out
+from tests.dataflow.service.helpers import blocks
 
 
 @pytest.fixture
-def serve():
-    servers: list[BlockServer] = []
+def serve(serve_blocks):
+    def start(tables_or_fn, *, epochs: int = 1, **kw) -> BlockServer:
+        return serve_blocks(tables_or_fn, Reserve(epochs=epochs), **kw)
 
-    def start(tables_or_fn, **kw) -> BlockServer:
-        make = tables_or_fn if callable(tables_or_fn) else (lambda: iter(tables_or_fn))
-        server = feed_server(make, **kw)
-        servers.append(server)
-        return server
-
-    yield start
-    for s in servers:
-        s.stop(0)
+    return start
 
 
 def wait_until(condition, timeout: float = 5.0) -> None:
@@ -181,7 +162,7 @@ def test_torch_batches_and_state_dict(serve):
 
 def test_token_is_required_off_loopback_and_checked(serve, monkeypatch):
     with pytest.raises(ValueError, match="needs a token"):
-        feed_server(lambda: iter([]), "0.0.0.0:0")
+        serve([], address="0.0.0.0:0")
     server = serve(blocks([3]), token="right")
     with pytest.raises(DataflowError, match="UNAUTHENTICATED.*token"):
         ids(df.connect(server.address, token="wrong").iter_batches())
@@ -205,7 +186,7 @@ def test_bad_arguments_and_lost_server(serve):
     with pytest.raises(ValueError, match="host:port"):
         df.connect("nowhere")
     with pytest.raises(ValueError, match="host:port"):
-        feed_server(lambda: iter([]), "127.0.0.1")
+        serve([], address="127.0.0.1")
     server = serve(blocks([2]))
     address = server.address
     server.stop(0)

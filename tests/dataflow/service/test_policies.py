@@ -5,20 +5,12 @@ from __future__ import annotations
 import threading
 import time
 
-import pyarrow as pa
 import pytest
 
 from dataflow.errors import ServiceClosedError, SplitClosedError, SplitStartTimeoutError
 from dataflow.service.dispenser import BlockDispenser, Ticket
 from dataflow.service.policies import EqualSplit, FirstCome, Reserve
-
-
-def blocks(sizes: list[int]) -> list[pa.Table]:
-    out, start = [], 0
-    for n in sizes:
-        out.append(pa.table({"id": pa.array(range(start, start + n), pa.int64())}))
-        start += n
-    return out
+from tests.dataflow.service.helpers import blocks
 
 
 def splits(make, n: int, *, equal: bool = False, **kw) -> BlockDispenser:

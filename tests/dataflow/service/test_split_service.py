@@ -9,44 +9,23 @@ import threading
 import time
 
 import grpc
-import pyarrow as pa
 import pytest
 
 from dataflow.errors import DataflowError, SplitStartTimeoutError
 from dataflow.service import protocol
 from dataflow.service.client import BlockClient
-from dataflow.service.dispenser import BlockDispenser
 from dataflow.service.policies import EqualSplit, FirstCome
-from dataflow.service.server import BlockServer
-
-
-def blocks(sizes: list[int]) -> list[pa.Table]:
-    out, start = [], 0
-    for n in sizes:
-        out.append(pa.table({"id": pa.array(range(start, start + n), pa.int64())}))
-        start += n
-    return out
-
-
-def split_server(make, n: int, *, equal: bool = False, require_token: bool = False, **kw):
-    policy = EqualSplit(n, **kw) if equal else FirstCome(n, **kw)
-    token = secrets.token_hex(16) if require_token else None
-    return BlockServer(BlockDispenser(make, policy), token=token)
+from tests.dataflow.service.helpers import blocks
 
 
 @pytest.fixture
-def serve():
-    servers: list[BlockServer] = []
+def serve(serve_blocks):
+    def start(tables_or_fn, n: int, *, equal: bool = False, require_token: bool = False, **kw):
+        policy = EqualSplit(n, **kw) if equal else FirstCome(n, **kw)
+        token = secrets.token_hex(16) if require_token else None
+        return serve_blocks(tables_or_fn, policy, token=token)
 
-    def start(tables_or_fn, n: int, **kw) -> BlockServer:
-        make = tables_or_fn if callable(tables_or_fn) else (lambda: iter(tables_or_fn))
-        server = split_server(make, n, **kw)
-        servers.append(server)
-        return server
-
-    yield start
-    for s in servers:
-        s.stop(0)
+    return start
 
 
 def split_client(address: str, split: int, token: str | None, **kw) -> BlockClient:
@@ -187,12 +166,9 @@ def test_an_epoch_waits_for_every_split_over_grpc(serve):
 
 
 def test_a_split_that_never_starts_fails_the_others_over_grpc(serve):
-    server = split_server(lambda: iter(blocks([2] * 4)), 2, start_timeout_s=0.3)
-    try:
-        with pytest.raises(SplitStartTimeoutError, match="split 1 of 2 did not start epoch 0"):
-            ids_of(split_client(server.address, 0, None))
-    finally:
-        server.stop(0)
+    server = serve(blocks([2] * 4), 2, start_timeout_s=0.3)
+    with pytest.raises(SplitStartTimeoutError, match="split 1 of 2 did not start epoch 0"):
+        ids_of(split_client(server.address, 0, None))
 
 
 def test_a_stopped_server_is_an_error_not_a_short_epoch(serve):

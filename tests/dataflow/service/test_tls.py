@@ -6,38 +6,20 @@ from __future__ import annotations
 import pickle
 import threading
 
-import pyarrow as pa
 import pytest
 
 import dataflow as df
 from dataflow.errors import DataflowError
-from dataflow.service.dispenser import BlockDispenser
 from dataflow.service.policies import Reserve
-from dataflow.service.server import BlockServer
-
-
-def blocks(sizes: list[int]) -> list[pa.Table]:
-    out, start = [], 0
-    for n in sizes:
-        out.append(pa.table({"id": pa.array(range(start, start + n), pa.int64())}))
-        start += n
-    return out
+from tests.dataflow.service.helpers import blocks
 
 
 @pytest.fixture
-def serve():
-    servers: list[BlockServer] = []
+def serve(serve_blocks):
+    def start(sizes: list[int], address: str = "127.0.0.1:0", *, epochs: int = 1, **kw):
+        return serve_blocks(blocks(sizes), Reserve(epochs=epochs), address, **kw)
 
-    def start(sizes: list[int], address: str = "127.0.0.1:0", **kw) -> BlockServer:
-        tables = blocks(sizes)
-        dispenser = BlockDispenser(lambda: iter(tables), Reserve(epochs=kw.pop("epochs", 1)))
-        server = BlockServer(dispenser, address, **kw)
-        servers.append(server)
-        return server
-
-    yield start
-    for s in servers:
-        s.stop(0)
+    return start
 
 
 @pytest.fixture
