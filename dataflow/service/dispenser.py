@@ -159,7 +159,6 @@ class BlockDispenser:
                     table = self.policy.take(self, t)
                     if table is not None:
                         t.sent.append(table)
-                        self._cv.notify_all()
                         return table
                     if self.policy.share_done(self, t):
                         t.ended = True
@@ -181,7 +180,8 @@ class BlockDispenser:
             t.acked = rows
             while t.sent and t.dropped + t.sent[0].num_rows <= rows:
                 t.dropped += t.sent.popleft().num_rows
-            self._cv.notify_all()
+            if not t.sent:  # it holds nothing now: a consumer may have waited for that
+                self._cv.notify_all()
 
     def leave(self, t: Ticket, *, clean: bool = True) -> None:
         """``t``'s consumer stopped, on purpose (``clean``) or by dying (idempotent)."""

@@ -244,6 +244,7 @@ class EqualSplit(FirstCome):
             allowance = (sum(b.num_rows for b in d.buffer) - deficit) // len(live)
         if allowance <= 0 or not d.buffer:
             return None
+        d.notify()  # the others' allowances change with this split's rows
         return _pop_rows(d.buffer, allowance)
 
     def _must_wait(self, d: BlockDispenser, split: int) -> bool:
