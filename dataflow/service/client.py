@@ -68,11 +68,11 @@ class BlockClient:
         self.epoch: int | None = -1 if split is not None else None  # the last epoch opened
         self.stream: RemoteStream | None = None
         self.ack_at_end = False  # a local shuffle hands rows out of block order
+        self.keepalive = keepalive  # streaming_split's driver: keeps the server running
         self._channel: grpc.Channel | None = None
-        self._keepalive = keepalive  # streaming_split's driver: keeps the server running
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_channel": None, "stream": None, "_keepalive": None}
+        return {**self.__dict__, "_channel": None, "stream": None, "keepalive": None}
 
     @property
     def tls(self) -> bool:

@@ -95,9 +95,9 @@ def coordinator_of(it: DataIterator) -> BlockDispenser:
     """The driver-side dispenser behind a split iterator (its ``policy`` has the
     ``lost`` report and ``delivered_rows()``)."""
     client = it._open_stream
-    if not isinstance(client, BlockClient) or client._keepalive is None:
+    if not isinstance(client, BlockClient) or client.keepalive is None:
         raise ValueError("coordinator_of: not a driver-side streaming_split iterator")
-    return client._keepalive.server.dispenser
+    return client.keepalive.server.dispenser
 
 
 class ServerHandle:

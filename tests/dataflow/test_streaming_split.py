@@ -91,7 +91,7 @@ def test_a_dead_consumer_does_not_hang_the_other(tmp_path):
     assert (
         lost.rows == delivered0 - 100 and lost.blocks == lost.rows // 100
     )  # all but the acked block
-    its[0]._open_stream._keepalive.stop()
+    its[0]._open_stream.keepalive.stop()
 
 
 def _read_ids(it, out: list[int], pause_s: float = 0.0) -> None:
