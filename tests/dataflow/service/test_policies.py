@@ -257,3 +257,14 @@ def test_reserve_serves_again_what_a_consumer_did_not_acknowledge():
     c.ack(b, len(got))
     c.leave(b)
     assert c.wait(0)
+
+
+def test_the_old_error_names_are_the_one_pair():
+    from dataflow.errors import ServiceUsageError
+    from dataflow.service.coordinator import SplitClosedError as OldSplitClosed
+    from dataflow.service.coordinator import SplitUsageError
+    from dataflow.service.feed import FeedClosedError, FeedUsageError
+
+    assert OldSplitClosed is FeedClosedError is ServiceClosedError
+    assert SplitUsageError is FeedUsageError is ServiceUsageError
+    assert issubclass(ServiceUsageError, ValueError)
