@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from dataflow.plan.planner import OutputStream
-    from dataflow.service.feed_server import FeedServer
+    from dataflow.service.server import BlockServer
 
 
 class Dataset(
@@ -381,33 +381,69 @@ class Dataset(
         equal: bool = False,
         locality_hints: list[Any] | None = None,
         host: str = "127.0.0.1",
+        certfile: str | None = None,
+        keyfile: str | None = None,
+        ca: str | None = None,
+        insecure: bool = False,
     ) -> list[DataIterator]:
         """``n`` picklable iterators over one shared execution, served to other
-        processes by a gRPC coordinator in this one (a token is required unless
-        ``host`` is loopback); ``equal=True`` gives each the same number of rows.
-        An epoch begins when all ``n`` have asked for data, as in Ray Data.
+        processes by a gRPC coordinator in this one; ``equal=True`` gives each the
+        same number of rows. An epoch begins when all ``n`` have asked for data, as
+        in Ray Data. Off loopback ``host`` needs a token (made here, carried by the
+        iterators) and TLS: ``certfile``/``keyfile`` (or ``$DATAFLOW_SERVICE_CERT``/
+        ``_KEY``) and the consumers' ``ca`` (or ``$DATAFLOW_SERVICE_CA``), unless
+        ``insecure=True``.
 
         >>> a, b = df.range(10).streaming_split(2, equal=True)  # doctest: +SKIP
         """
         from dataflow.service.split import streaming_split
 
         check_ray_only("streaming_split", locality_hints=locality_hints)
-        return streaming_split(self._open_stream, n, equal=equal, host=host, name=repr(self))
+        return streaming_split(
+            self._open_stream,
+            n,
+            equal=equal,
+            host=host,
+            name=repr(self),
+            certfile=certfile,
+            keyfile=keyfile,
+            ca=ca,
+            insecure=insecure,
+        )
 
-    def serve(self, address: str, *, token: str | None = None, epochs: int = 1) -> FeedServer:
+    def serve(
+        self,
+        address: str,
+        *,
+        token: str | None = None,
+        epochs: int = 1,
+        certfile: str | None = None,
+        keyfile: str | None = None,
+        insecure: bool = False,
+    ) -> BlockServer:
         """Run this dataset ``epochs`` times and serve its batches at ``address``
         (``host:port``, port 0 picks one) to ``dataflow.connect`` consumers in
         other processes or hosts, which share each epoch's rows disjointly.
 
         Returns the running server (``.address``, ``.wait()``, ``.stop()``). Off
-        loopback a ``token`` is required (default ``$DATAFLOW_SERVICE_TOKEN``).
+        loopback a ``token`` is required (default ``$DATAFLOW_SERVICE_TOKEN``) and
+        TLS: ``certfile``/``keyfile`` (default ``$DATAFLOW_SERVICE_CERT``/``_KEY``),
+        unless ``insecure=True`` (plaintext, on a network you trust).
 
         >>> server = df.range(1000).serve("127.0.0.1:0")          # doctest: +SKIP
         >>> it = df.connect(server.address)                        # doctest: +SKIP
         """
-        from dataflow.service.feed_server import serve
+        from dataflow.service.server import serve
 
-        return serve(self._open_stream, address, token=token, epochs=epochs)
+        return serve(
+            self._open_stream,
+            address,
+            token=token,
+            epochs=epochs,
+            certfile=certfile,
+            keyfile=keyfile,
+            insecure=insecure,
+        )
 
     def iter_rows(self) -> Iterator[dict[str, Any]]:
         """Rows as dicts.

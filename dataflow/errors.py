@@ -6,6 +6,9 @@ DataflowError
   PlanError            the pipeline is invalid (bad expression, unknown column, ...)
   WorkerCrashedError   a worker died past ``max_task_retries``
   ResourceError        a stage asks for resources the backend can never give
+  ServiceClosedError   the batch service (streaming_split, serve) stopped under a consumer
+  ServiceUsageError    a consumer of the batch service asked out of order
+  SplitStartTimeoutError  a streaming_split consumer never began the epoch
 """
 
 from __future__ import annotations
@@ -65,6 +68,26 @@ class ResourceError(DataflowError, _RuntimeResourceError):
     """A stage needs resources that this backend can never provide."""
 
 
+class ServiceClosedError(DataflowError):
+    """The batch service (``streaming_split``, ``serve``) was stopped, or the
+    consumer went away, while blocks were still wanted."""
+
+
+class ServiceUsageError(DataflowError, ValueError):
+    """A consumer of the batch service asked for something out of order (a
+    split, an epoch or a state the service is not in)."""
+
+
+class SplitStartTimeoutError(DataflowError, TimeoutError):
+    """Some ``streaming_split`` consumer did not begin an epoch in time, so the
+    epoch could not start for the others."""
+
+
+# The names of the two service stacks that became one (user code may catch them).
+SplitClosedError = FeedClosedError = ServiceClosedError
+SplitUsageError = FeedUsageError = ServiceUsageError
+
+
 # ``scheme://user:secret@``: the secret; ``password=secret`` (DSNs, ODBC, query strings).
 _URL_SECRET = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^/@\s:]*:)([^/@\s]+)(@)")
 _KEY_SECRET = re.compile(
@@ -93,7 +116,10 @@ __all__ = [
     "DataflowError",
     "PlanError",
     "ResourceError",
+    "ServiceClosedError",
+    "ServiceUsageError",
     "SourceError",
+    "SplitStartTimeoutError",
     "UserCodeError",
     "WorkerCrashedError",
     "redact",

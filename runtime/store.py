@@ -57,10 +57,6 @@ from runtime.lifeline import start_janitor, stop_janitor
 from runtime.refs import ObjectRef
 from runtime.sessiondirs import OWNER_FILE, make_session_dir, owner_alive
 
-# dataflow/service/server.py imports the old private name; it goes once that
-# module imports runtime.sessiondirs.
-_make_session_dir = make_session_dir
-
 _PREFIX = f"dataflow-{os.getuid()}-"
 _SUFFIX = ".arrow"
 # A directory without an owner file younger than this may be one that another
@@ -77,6 +73,19 @@ def default_shm_root() -> Path:
     """``/dev/shm`` where it exists (Linux), else the temp directory."""
     shm = Path("/dev/shm")
     return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+
+
+def make_shm_dir(tag: str, root: Path | None = None) -> Path:
+    """A new private directory (mode 0700, with an owner file) in ``root`` (the
+    shared-memory root by default), named like the store's sessions: if its owner
+    crashes, the next session's ``remove_dead_sessions`` removes it. The caller
+    removes it when done.
+
+    >>> path = make_shm_dir("split")  # doctest: +SKIP
+    >>> shutil.rmtree(path)  # doctest: +SKIP
+    """
+    base = root if root is not None else default_shm_root()
+    return make_session_dir(base / f"{_PREFIX}{tag}-{secrets.token_hex(6)}")
 
 
 def default_capacity(shm_root: Path) -> int:

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 
 from runtime.errors import ObjectLostError
-from runtime.store import ObjectStore, StoreClient
+from runtime.store import ObjectStore, StoreClient, make_shm_dir, remove_dead_sessions
 
 ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -70,6 +70,15 @@ def test_session_dirs_are_private_and_owned(store):
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700
         pid, _, _ = (directory / "owner.pid").read_text().partition(" ")
         assert int(pid) == os.getpid()
+
+
+def test_a_shm_dir_of_a_dead_owner_is_removed_by_the_next_sweep(tmp_path):
+    path = make_shm_dir("split", root=tmp_path)
+    assert path.name.startswith(f"dataflow-{os.getuid()}-split-")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    assert remove_dead_sessions(tmp_path) == []  # its owner (this process) is alive
+    (path / "owner.pid").write_text("999999999 0.0")
+    assert remove_dead_sessions(tmp_path) == [path] and not path.exists()
 
 
 def test_free_unlinks_and_later_get_raises(store):
