@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from dataflow.aggregate import AggregateFn, Max, Mean, Min, Std, Sum
 from dataflow.block import check_batch_format, concat, table_to_pandas
 from dataflow.compat import check_ray_only, renamed_keywords
 from dataflow.context import DataContext
@@ -49,7 +50,6 @@ from dataflow.plan.logical import (
 )
 from dataflow.plan.optimizer import optimize
 from dataflow.plan.schema import known_schema
-from dataflow.summary import Moments
 from dataflow.udf import UDF_ARGS, AddColumn, fn_name, udf_fields
 
 if TYPE_CHECKING:
@@ -647,7 +647,7 @@ class Dataset(
         >>> df.range(5).sum("id")  # doctest: +SKIP
         10
         """
-        return self._aggregate("sum", on, ignore_nulls)
+        return self._aggregate_on(Sum, on, ignore_nulls=ignore_nulls)
 
     def min(self, on: str | Sequence[str] | None = None, ignore_nulls: bool = True) -> Any:
         """Minimum of ``on`` (see ``sum`` for several columns and nulls).
@@ -655,7 +655,7 @@ class Dataset(
         >>> df.range(5).min("id")
         0
         """
-        return self._aggregate("min", on, ignore_nulls)
+        return self._aggregate_on(Min, on, ignore_nulls=ignore_nulls)
 
     def max(self, on: str | Sequence[str] | None = None, ignore_nulls: bool = True) -> Any:
         """Maximum of ``on`` (see ``sum`` for several columns and nulls).
@@ -663,7 +663,7 @@ class Dataset(
         >>> df.range(5).max("id")
         4
         """
-        return self._aggregate("max", on, ignore_nulls)
+        return self._aggregate_on(Max, on, ignore_nulls=ignore_nulls)
 
     def mean(self, on: str | Sequence[str] | None = None, ignore_nulls: bool = True) -> Any:
         """Mean of ``on`` (see ``sum`` for several columns and nulls).
@@ -671,28 +671,32 @@ class Dataset(
         >>> df.range(5).mean("id")
         2.0
         """
-        return self._aggregate("mean", on, ignore_nulls)
+        return self._aggregate_on(Mean, on, ignore_nulls=ignore_nulls)
 
     def std(
         self, on: str | Sequence[str] | None = None, ddof: int = 1, ignore_nulls: bool = True
     ) -> Any:
-        """Standard deviation of ``on`` with ``ddof`` (1: sample std, as Ray Data);
-        0.0 when fewer than two values.
+        """Standard deviation of ``on`` with divisor ``N - ddof`` (1: sample std);
+        NaN when ``N <= ddof``, as in Ray Data and ``groupby().std()``.
 
         >>> round(df.from_items([1.0, 2.0, 3.0]).std("item"), 6)
         1.0
         """
-        return self._aggregate("std", on, ignore_nulls, ddof=ddof)
+        return self._aggregate_on(Std, on, ddof=ddof, ignore_nulls=ignore_nulls)
 
-    def _aggregate(self, kind: str, on: Any, ignore_nulls: bool, ddof: int = 1) -> Any:
-        cols = list(self.columns()) if on is None else list(column_list(kind, on))
-        check_known(kind, tuple(cols), known_schema(self._plan))
-        partials = {c: Moments() for c in cols}
-        for table in self._iterator(self.select_columns(cols)._plan).iter_blocks():
-            for c in cols:
-                partials[c].add(table.column(c), kind)
-        out = {f"{kind}({c})": partials[c].result(kind, ignore_nulls, ddof) for c in cols}
-        return out[f"{kind}({on})"] if isinstance(on, str) else out
+    def _aggregate_on(self, agg: type[AggregateFn], on: Any, **options: Any) -> Any:
+        """``agg`` over column ``on`` (a list: each; None: every column) as one
+        keyless ``Aggregate``, the path of ``aggregate()`` and ``groupby()``
+        (Ray Data's ``_aggregate_on``). One column named as a string gives a
+        scalar, otherwise a dict ``{"sum(col)": ...}``."""
+        where = agg.__name__.lower()
+        cols = list(self.columns()) if on is None else list(column_list(where, on))
+        check_known(where, tuple(cols), known_schema(self._plan))
+        if not cols:
+            return {}
+        aggs = [agg(c, **options) for c in cols]
+        row = self.aggregate(*aggs)
+        return row[aggs[0].name] if isinstance(on, str) else row
 
     # -- execution plumbing --------------------------------------------------------
 
