@@ -33,6 +33,7 @@ PUBLIC_MODULES = [
     "dataflow.sources.webdataset",
     "dataflow.torch_utils",
     "dataflow.udf",
+    "runtime.errors",
     "runtime.resources",
 ]
 

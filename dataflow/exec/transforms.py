@@ -19,13 +19,11 @@ from __future__ import annotations
 import inspect
 import os
 import re
-import traceback
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import cloudpickle
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -52,6 +50,7 @@ from dataflow.exec.metering import (
     ChainState,
     StepInfo,
 )
+from runtime.errors import RemoteTaskError
 from runtime.task import current_task
 
 if TYPE_CHECKING:
@@ -87,17 +86,12 @@ class StageFailure(Exception):
 
     @classmethod
     def wrap(cls, operator: str, exc: BaseException) -> StageFailure:
-        # Drop this module's frames so the traceback starts in user code.
-        tb = exc.__traceback__
-        while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
-            tb = tb.tb_next
-        text = "".join(traceback.format_exception(type(exc), exc, tb))
-        try:
-            cloudpickle.dumps(exc)
-            original: BaseException | None = exc
-        except Exception:
-            original = None
-        return cls(operator, type(exc).__name__, str(exc), text, original)
+        """``exc`` captured by the runtime's one rule (``RemoteTaskError.capture``),
+        its traceback starting at the user's frame (this module's are dropped)."""
+        captured = RemoteTaskError.capture(exc, operator, skip_file=__file__)
+        return cls(
+            operator, captured.type_name, captured.message, captured.traceback_text, captured.cause
+        )
 
 
 # -- row-level error policy ---------------------------------------------------------------
