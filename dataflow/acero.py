@@ -19,6 +19,7 @@ as pyarrow's own helpers (same column names and order).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -68,21 +69,25 @@ def _scalar_aggregate(table: pa.Table, specs: list[tuple[Any, str, Any, str]]) -
     Acero's own, called directly: a plan costs more to set up than summing a
     block does (keyless aggregates, ``Dataset.sum``, run one per block).
     ``distinct`` (no scalar kernel, so Acero has none without keys) is
-    ``unique`` as a one-element list column, as ``hash_distinct`` gives."""
+    ``unique`` as a one-element list column, as ``hash_distinct`` gives.
+    Arrays are built from scalars and buffers: ``pa.array`` of a Python list
+    would import pandas."""
     columns = []
     for targets, func, options, _ in specs:
         if func == "count_all":
-            columns.append(pa.array([table.num_rows], pa.int64()))
+            columns.append(pa.repeat(pa.scalar(table.num_rows, pa.int64()), 1))
             continue
         values = table.column(targets[0])
         if func == "distinct":
             uniques = pc.unique(values)
             if options == pc.CountOptions(mode="only_valid"):
                 uniques = uniques.drop_null()
-            offsets = pa.array([0, len(uniques)], pa.int32())
+            offsets = pa.Array.from_buffers(
+                pa.int32(), 2, [None, pa.py_buffer(struct.pack("<2i", 0, len(uniques)))]
+            )
             columns.append(pa.ListArray.from_arrays(offsets, uniques))
             continue
-        columns.append(pa.array([pc.call_function(func, [values], options)]))
+        columns.append(pa.repeat(pc.call_function(func, [values], options), 1))
     return pa.Table.from_arrays(columns, [name for *_, name in specs])
 
 
