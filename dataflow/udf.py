@@ -20,10 +20,8 @@ import pyarrow as pa
 
 from dataflow.compat import check_ray_only, compute_as_concurrency, merge_remote_args
 from dataflow.errors import PlanError
-from dataflow.plan.logical import Compute
+from dataflow.plan.logical import Compute, check_on_error
 from runtime.resources import Resources
-
-ON_ERROR = ("raise", "skip", "dead_letter")
 
 UDF_ARGS = (
     "fn",
@@ -125,8 +123,7 @@ def udf_fields(
     for name, value in (("fn_args", fn_args), ("fn_constructor_args", fn_constructor_args)):
         if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, Iterable)):
             raise PlanError(f"{where}: {name} must be a tuple or list, got {type(value).__name__}")
-    if on_error not in ON_ERROR:
-        raise PlanError(f"{where}: on_error must be one of {ON_ERROR}, got {on_error!r}")
+    check_on_error(where, on_error)
     computed = _compute(where, is_class, concurrency)
     if in_flight is not None:
         computed = dataclasses.replace(computed, max_tasks_in_flight=in_flight)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from dataflow.errors import PlanError
 from runtime.resources import Resources
 
 if TYPE_CHECKING:
@@ -25,6 +26,15 @@ if TYPE_CHECKING:
     from dataflow.sources.datasource import Datasink, Datasource
 
 OnError = Literal["raise", "skip", "dead_letter"]
+ON_ERROR: tuple[str, ...] = get_args(OnError)
+"""What a UDF does when its function raises on a row or batch: stop the run,
+drop the failing rows, or write them to ``DataContext.dead_letter_path``."""
+
+
+def check_on_error(where: str, on_error: Any) -> None:
+    """Reject an ``on_error`` outside ``ON_ERROR`` (the facade and the planner both ask)."""
+    if on_error not in ON_ERROR:
+        raise PlanError(f"{where}: on_error must be one of {ON_ERROR}, got {on_error!r}")
 
 
 @dataclass(frozen=True)

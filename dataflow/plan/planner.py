@@ -78,6 +78,7 @@ from dataflow.plan.logical import (
     Union,
     Write,
     Zip,
+    check_on_error,
 )
 from dataflow.sources.datasource import TaskSizer
 from runtime.resources import Resources
@@ -407,10 +408,7 @@ def _upstream(op: PhysicalOperator) -> list[PhysicalOperator]:
 
 
 def _error_policy(p: _Planning, node: AbstractUDF) -> ErrorPolicy:
-    if node.on_error not in ("raise", "skip", "dead_letter"):
-        raise PlanError(
-            f"{node.name}: on_error={node.on_error!r}; use 'raise', 'skip' or 'dead_letter'"
-        )
+    check_on_error(node.name, node.on_error)
     if node.on_error == "dead_letter" and not p.ctx.dead_letter_path:
         raise PlanError(
             f"{node.name}: on_error='dead_letter' needs a directory: set "

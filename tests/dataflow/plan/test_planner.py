@@ -106,6 +106,17 @@ def test_dead_letter_without_a_path_is_a_plan_error():
         plan_physical(plan, DataContext())
 
 
+def test_unknown_on_error_is_the_same_plan_error_in_the_facade_and_the_planner():
+    expected = (
+        "map(<lambda>): on_error must be one of ('raise', 'skip', 'dead_letter'), got 'ignore'"
+    )
+    with pytest.raises(PlanError) as built:
+        plan_physical(MapRows(fn=lambda r: r, on_error="ignore", inputs=(data(),)), DataContext())
+    with pytest.raises(PlanError) as called:
+        df.range(3).map(lambda r: r, on_error="ignore")
+    assert str(built.value) == str(called.value) == expected
+
+
 def test_filter_needs_exactly_one_of_fn_and_expr():
     with pytest.raises(PlanError, match="give exactly one of fn or expr"):
         plan_physical(Filter(inputs=(data(),)), DataContext())
