@@ -70,6 +70,9 @@ class AggregateFn:
         self.finalize = finalize if finalize is not None else _identity
         self.on: str | None = None
 
+    runs_python = True
+    """Its init/accumulate/merge/finalize are Python (they run in worker processes)."""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
 
@@ -94,6 +97,7 @@ class VectorizedAggregateFn(AggregateFn):
     merges (``merge_fns``) and ``_finalize``."""
 
     merge_fns: tuple[str, ...] = ()
+    runs_python = False  # Arrow kernels and numpy: the GIL is released
 
     def __init__(self, on: str | None, name: str, ignore_nulls: bool = True) -> None:
         if on is not None and not isinstance(on, str):

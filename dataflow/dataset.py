@@ -49,7 +49,6 @@ from dataflow.plan.logical import (
     Zip,
 )
 from dataflow.plan.optimizer import optimize
-from dataflow.plan.schema import known_schema
 from dataflow.udf import UDF_ARGS, AddColumn, fn_name, udf_fields
 
 if TYPE_CHECKING:
@@ -256,7 +255,7 @@ class Dataset(
             raise PlanError("filter: pass exactly one of fn (a row predicate) or expr=")
         if fn is None:
             e = as_expr("filter", expr)
-            check_columns(e, known_schema(self._plan), "filter")
+            check_columns(e, self._plan.output_schema(), "filter")
             return self._then(Filter(expr=e))
         fields = udf_fields("filter", **_udf_args(locals()))
         return self._then(Filter(**fields))
@@ -511,9 +510,7 @@ class Dataset(
         >>> df.range(10**10).count()  # doctest: +SKIP
         10000000000
         """
-        from dataflow.plan.planner import count_from_metadata
-
-        n = count_from_metadata(self._optimized())
+        n = self._optimized().num_rows()
         if n is not None:
             return n
         with self._open_stream() as stream:
@@ -527,9 +524,7 @@ class Dataset(
         >>> df.range(3).schema()
         id: int64
         """
-        from dataflow.plan.planner import schema_from_metadata
-
-        known = schema_from_metadata(self._optimized())
+        known = self._optimized().output_schema()
         if known is not None or not fetch_if_missing:
             return known
         blocks = self._iterator(self.limit(1)._plan).iter_blocks()
@@ -559,7 +554,7 @@ class Dataset(
         """
         blocks = list(self.iterator().iter_blocks())
         if not blocks:
-            schema = known_schema(self._plan)
+            schema = self._plan.output_schema()
             return schema.empty_table() if schema is not None else pa.table({})
         return concat(blocks)
 
@@ -691,7 +686,7 @@ class Dataset(
         scalar, otherwise a dict ``{"sum(col)": ...}``."""
         where = agg.__name__.lower()
         cols = list(self.columns()) if on is None else list(column_list(where, on))
-        check_known(where, tuple(cols), known_schema(self._plan))
+        check_known(where, tuple(cols), self._plan.output_schema())
         if not cols:
             return {}
         aggs = [agg(c, **options) for c in cols]

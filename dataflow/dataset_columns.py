@@ -25,7 +25,6 @@ from dataflow.compat import check_ray_only, merge_remote_args, renamed_keywords
 from dataflow.errors import PlanError
 from dataflow.expressions import Expr, check_columns, parse
 from dataflow.plan.logical import LogicalOperator, Project
-from dataflow.plan.schema import known_schema
 
 if TYPE_CHECKING:
     from dataflow.dataset import Dataset
@@ -65,7 +64,7 @@ class ColumnMethods:
         no_task_args(where, **_task_args(locals()))
         check_name("with_column", column_name)
         e = as_expr(where, expr)
-        check_columns(e, known_schema(self._plan), where)
+        check_columns(e, self._plan.output_schema(), where)
         return self._then(Project(with_columns=((column_name, e),), label=where))
 
     def with_columns(
@@ -108,7 +107,7 @@ class ColumnMethods:
         names = [n for n, _ in pairs]
         if len(set(names)) != len(names):
             raise PlanError(f"{where}: column {_first_dup(names)!r} is given twice")
-        schema = known_schema(self._plan)
+        schema = self._plan.output_schema()
         for name, e in pairs:
             check_columns(e, schema, f"{where}({name})")
         return self._then(Project(with_columns=tuple(pairs), label=f"{where}({', '.join(names)})"))
@@ -137,7 +136,7 @@ class ColumnMethods:
         """
         no_task_args("select_columns", **_task_args(locals()))
         names = column_list("select_columns", cols)
-        check_known("select_columns", names, known_schema(self._plan))
+        check_known("select_columns", names, self._plan.output_schema())
         return self._then(Project(select=names, label=f"select_columns({', '.join(names)})"))
 
     def drop_columns(
@@ -164,7 +163,7 @@ class ColumnMethods:
         """
         no_task_args("drop_columns", **_task_args(locals()))
         names = column_list("drop_columns", cols)
-        check_known("drop_columns", names, known_schema(self._plan))
+        check_known("drop_columns", names, self._plan.output_schema())
         return self._then(Project(drop=names, label=f"drop_columns({', '.join(names)})"))
 
     def rename_columns(
@@ -190,7 +189,7 @@ class ColumnMethods:
         Dataset(read_range -> rename_columns(id->n))
         """
         no_task_args("rename_columns", **_task_args(locals()))
-        schema = known_schema(self._plan)
+        schema = self._plan.output_schema()
         if isinstance(names, Sequence) and not isinstance(names, (str, bytes)):
             names = _positional_renames(names, schema)
         if not isinstance(names, Mapping) or not names:

@@ -24,7 +24,6 @@ from dataflow.dataset_columns import as_expr, check_name
 from dataflow.errors import PlanError
 from dataflow.expressions import Expr, check_columns
 from dataflow.plan.logical import Aggregate, MapGroups
-from dataflow.plan.schema import known_schema
 from dataflow.udf import fn_name, is_callable_class, resources_of
 
 if TYPE_CHECKING:
@@ -43,7 +42,7 @@ def key_tuple(where: str, key: str | Sequence[str] | None) -> tuple[str, ...]:
 
 def check_known_columns(where: str, dataset: Dataset, columns: Sequence[str]) -> None:
     """Reject columns the plan's known schema lacks (unknown schema: checked at run time)."""
-    schema = known_schema(dataset._plan)
+    schema = dataset._plan.output_schema()
     if schema is None:
         return
     missing = [c for c in columns if c not in schema.names]
@@ -190,7 +189,7 @@ class GroupedData:
         where = f"groupby().with_column({column_name})"
         check_name("with_column", column_name)
         e = as_expr(where, expr)
-        check_columns(e, known_schema(self._dataset._plan), where)
+        check_columns(e, self._dataset._plan.output_schema(), where)
         return self.map_groups(
             GroupProjector(column_name, e), batch_format="pyarrow", **ray_remote_args
         )
