@@ -16,7 +16,6 @@ Dataset(read_range -> map_batches(<lambda>) -> filter(id > 10))
 from __future__ import annotations
 
 import dataclasses
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +26,7 @@ from dataflow.block import check_batch_format, concat, table_to_pandas
 from dataflow.compat import check_ray_only, renamed_keywords
 from dataflow.context import DataContext
 from dataflow.dataset_all_to_all import AllToAllMethods
+from dataflow.dataset_base import BlockOwner, summary
 from dataflow.dataset_columns import ColumnMethods, as_expr, check_known, check_name, column_list
 from dataflow.dataset_feed import FeedMethods
 from dataflow.dataset_frameworks import FrameworkMethods
@@ -48,13 +48,11 @@ from dataflow.plan.logical import (
     Union,
     Zip,
 )
-from dataflow.plan.optimizer import optimize
 from dataflow.udf import UDF_ARGS, AddColumn, fn_name, udf_fields
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from dataflow.plan.planner import OutputStream
     from dataflow.service.server import BlockServer
 
 
@@ -73,21 +71,8 @@ class Dataset(
     new Datasets; consumption methods execute the plan.
     """
 
-    def __init__(self, plan: LogicalOperator) -> None:
-        self._plan = plan
-        self._last_stream: OutputStream | None = None
-        self._name: str | None = None
-
     def __repr__(self) -> str:
-        return f"Dataset({_summary(self._plan)})"
-
-    def _then(self, node: LogicalOperator) -> Dataset:
-        return self._named(Dataset(node.with_inputs(self._plan)))
-
-    def _named(self, ds: Dataset) -> Dataset:
-        """``ds`` (derived from this dataset) with this dataset's name."""
-        ds._name = self._name
-        return ds
+        return f"Dataset({summary(self._plan)})"
 
     # -- row and batch transforms ----------------------------------------------
 
@@ -603,7 +588,7 @@ class Dataset(
             for n in self._plan.walk()
             if isinstance(n, MaterializedData) and n.owner is not None
         ]
-        owner = _RefOwner(stream.backend, owned, parents)
+        owner = BlockOwner(stream.backend, owned, parents)
         ds = Dataset(MaterializedData(bundles=held, owner=owner))
         ds._last_stream = stream
         ds._name = self._name
@@ -618,7 +603,7 @@ class Dataset(
         """
         head = f"Dataset {self._name}: " if self._name else ""
         if self._last_stream is None:
-            return f"{head}{_summary(self._plan)}: not executed yet"
+            return f"{head}{summary(self._plan)}: not executed yet"
         body = str(self._last_stream.stats())
         return f"{head.rstrip()}\n{body}" if head else body
 
@@ -693,44 +678,8 @@ class Dataset(
         row = self.aggregate(*aggs)
         return row[aggs[0].name] if isinstance(on, str) else row
 
-    # -- execution plumbing --------------------------------------------------------
-
-    def _optimized(self) -> LogicalOperator:
-        return optimize(self._plan, DataContext.get_current().optimizer_flags)
-
-    def _open_stream(
-        self, plan: LogicalOperator | None = None, *, ordered: bool = False
-    ) -> OutputStream:
-        """Start executing ``plan`` (default: this dataset's), recorded as this
-        dataset's last run for ``stats()``; ``ordered`` forces dataset order."""
-        from dataflow.plan.planner import execute
-
-        ctx = DataContext.get_current().copy()
-        if ordered:
-            ctx.preserve_order = True
-        stream = execute(optimize(plan or self._plan, ctx.optimizer_flags), ctx)
-        self._last_stream = stream
-        return stream
-
-    def _iterator(self, plan: LogicalOperator) -> DataIterator:
-        """An iterator running ``plan`` (derived from this dataset) as this dataset."""
-        return DataIterator(
-            lambda: self._open_stream(plan),
-            name=self._name or _summary(plan),
-            dataset=self if plan is self._plan else None,
-        )
-
 
 # -- helpers -------------------------------------------------------------------------
-
-
-def _summary(node: LogicalOperator) -> str:
-    """``a -> b -> c`` for a chain, ``union(x, y)`` where inputs branch."""
-    if not node.inputs:
-        return node.name
-    if len(node.inputs) == 1:
-        return f"{_summary(node.input)} -> {node.name}"
-    return f"{node.name}({', '.join(_summary(i) for i in node.inputs)})"
 
 
 def _udf_args(local_vars: dict[str, Any]) -> dict[str, Any]:
@@ -744,22 +693,6 @@ def _plans(where: str, others: Sequence[Any]) -> tuple[LogicalOperator, ...]:
     if bad:
         raise PlanError(f"{where}: expected Dataset arguments, got {bad[0]}")
     return tuple(o._plan for o in others)
-
-
-class _RefOwner:
-    """Frees a materialized dataset's blocks when it is garbage-collected."""
-
-    def __init__(self, backend: Any, refs: list[Any], parents: Sequence[Any] = ()) -> None:
-        self.parents = tuple(parents)  # owners of borrowed blocks, kept alive
-        self._finalizer = weakref.finalize(self, _free_refs, backend, tuple(refs))
-
-
-def _free_refs(backend: Any, refs: tuple[Any, ...]) -> None:
-    if refs:
-        try:
-            backend.free(refs)
-        except Exception:  # the session already shut down, which freed everything
-            pass
 
 
 def _blocks_to_dataset(blocks: list[pa.Table]) -> Dataset:

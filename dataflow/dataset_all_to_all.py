@@ -10,18 +10,17 @@ god file. ``Dataset`` inherits them; each transform appends one node.
 from __future__ import annotations
 
 import dataclasses
-import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from dataflow.aggregate import AggregateFn, check_aggs
 from dataflow.compat import check_ray_only, renamed_keywords
+from dataflow.dataset_base import BlockOwner, DatasetBase
 from dataflow.errors import PlanError
 from dataflow.grouped_data import GroupedData, check_known_columns, key_tuple
 from dataflow.plan.logical import (
     Aggregate,
     Join,
-    LogicalOperator,
     MaterializedData,
     RandomizeBlockOrder,
     RandomShuffle,
@@ -52,11 +51,8 @@ _JOIN_TYPES = {
 """Ray Data's join types and the hash join that runs each (None: not supported)."""
 
 
-class AllToAllMethods:
-    """Mixin of ``Dataset``: operations that need every input block."""
-
-    # Provided by Dataset: _plan, _then(node), select_columns, materialize, count, take_all.
-    _plan: LogicalOperator
+class AllToAllMethods(DatasetBase):
+    """Part of ``Dataset``: operations that need every input block."""
 
     # -- transforms (lazy) -----------------------------------------------------------
 
@@ -179,7 +175,7 @@ class AllToAllMethods:
 
         >>> ds.groupby("k", num_partitions=8).mean("v")  # doctest: +SKIP
         """
-        return GroupedData(self, key, num_partitions)  # type: ignore[arg-type]
+        return GroupedData(self, key, num_partitions)
 
     @renamed_keywords(other="ds")
     def join(
@@ -482,7 +478,7 @@ def _exact_blocks(mat: Dataset, rows: int) -> Dataset:
     if first is None:
         return mat
     return type(mat)(
-        MaterializedData(bundles=tuple(out), owner=_SliceOwner(backend, new_refs, node.owner))
+        MaterializedData(bundles=tuple(out), owner=BlockOwner(backend, new_refs, [node.owner]))
     )
 
 
@@ -540,28 +536,12 @@ def _slice(mat: Dataset, lo: int, hi: int) -> Dataset:
         empty = backend.put(backend.get(first.refs[0]).slice(0, 0))
         new_refs.append(empty)
         bundles.append(_borrowed(first, empty, 0))
-    owner = _SliceOwner(backend, new_refs, node.owner)
+    owner = BlockOwner(backend, new_refs, [node.owner])
     return type(mat)(MaterializedData(bundles=tuple(bundles), owner=owner))
 
 
 def _borrowed(bundle: Any, ref: Any, seq: int) -> Any:
     return dataclasses.replace(bundle, refs=(ref,), seq=(seq,), owns_blocks=False)
-
-
-class _SliceOwner:
-    """Keeps the parent materialization alive and frees the sliced copies."""
-
-    def __init__(self, backend: Any, refs: list[Any], parent: Any) -> None:
-        self.parent = parent
-        self._finalizer = weakref.finalize(self, _free, backend, tuple(refs))
-
-
-def _free(backend: Any, refs: tuple[Any, ...]) -> None:
-    if refs:
-        try:
-            backend.free(refs)
-        except Exception:  # the session already shut down, which freed everything
-            pass
 
 
 __all__ = ["AllToAllMethods"]

@@ -22,18 +22,17 @@ import numpy as np
 import pyarrow as pa
 
 from dataflow.compat import check_ray_only, merge_remote_args, renamed_keywords
+from dataflow.dataset_base import DatasetBase
 from dataflow.errors import PlanError
 from dataflow.expressions import Expr, check_columns, parse
-from dataflow.plan.logical import LogicalOperator, Project
+from dataflow.plan.logical import Project
 
 if TYPE_CHECKING:
     from dataflow.dataset import Dataset
 
 
-class ColumnMethods:
-    """Mixin of ``Dataset``: needs ``_plan`` and ``_then(node)``."""
-
-    _plan: LogicalOperator
+class ColumnMethods(DatasetBase):
+    """Part of ``Dataset``: column rewrites and ``random_sample``."""
 
     @renamed_keywords(name="column_name")
     def with_column(
@@ -227,7 +226,7 @@ class ColumnMethods:
             raise PlanError(f"random_sample: seed must be None or an int >= 0, got {seed!r}")
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1)[0])
-        return self.map_batches(  # type: ignore[attr-defined]
+        return self.map_batches(
             RowSampler(float(fraction), seed),
             batch_format="pyarrow",
             batch_size=None,

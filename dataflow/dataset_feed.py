@@ -13,19 +13,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from dataflow.dataset_base import DatasetBase
 from dataflow.errors import PlanError
 
 if TYPE_CHECKING:
     from dataflow.dataset import Dataset
     from dataflow.iterators import DataIterator
-    from dataflow.plan.logical import LogicalOperator
 
 
-class FeedMethods:
-    """Mixin of ``Dataset``: ways to feed training processes."""
-
-    # Provided by Dataset: _plan, iterator(), _last_stream, and Dataset(plan).
-    _plan: LogicalOperator
+class FeedMethods(DatasetBase):
+    """Part of ``Dataset``: ways to feed training processes."""
 
     def iter_torch_batches(self, **kwargs: Any) -> Iterator[Any]:
         """Batches as dicts of torch tensors; keywords as

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pyarrow as pa
 
+from dataflow.dataset_base import DatasetBase
 from dataflow.dataset_columns import check_known, column_list
 from dataflow.errors import PlanError
 from dataflow.plan.logical import InputData, LogicalOperator, MaterializedData, Read
@@ -29,12 +30,8 @@ if TYPE_CHECKING:
     from dataflow.dataset import Dataset
 
 
-class InfoMethods:
-    """Mixin of ``Dataset``: needs ``_plan``, ``_name``, ``_open_stream`` and
-    ``_iterator``."""
-
-    _plan: LogicalOperator
-    _name: str | None
+class InfoMethods(DatasetBase):
+    """Part of ``Dataset``: size, names, summaries and train/test splits."""
 
     def size_bytes(self) -> int:
         """The in-memory size of the dataset's blocks in bytes (Arrow buffers).
@@ -62,7 +59,7 @@ class InfoMethods:
 
     def _run_block_stats(self) -> tuple[int, int]:
         blocks = nbytes = 0
-        with self._open_stream() as stream:  # type: ignore[attr-defined]
+        with self._open_stream() as stream:
             for bundle in stream:
                 blocks += len(bundle.refs)
                 nbytes += sum(r.nbytes for r in bundle.refs)
@@ -187,7 +184,7 @@ class InfoMethods:
                 raise ValueError(f"{where}: seed is not supported for hash split")
             if hash_column is None:
                 raise ValueError(f"{where}: hash_column is required for hash split")
-            check_known(where, (hash_column,), self.schema(fetch_if_missing=False))  # type: ignore[attr-defined]
+            check_known(where, (hash_column,), self.schema(fetch_if_missing=False))
         elif hash_column is not None:
             raise ValueError(f"{where}: hash_column is not supported for random split")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
@@ -198,7 +195,7 @@ class InfoMethods:
         for test in (False, True):
             splitter = TrainTestSide(float(test_size), seed, hash_column, test)
             sides.append(
-                self.map_batches(  # type: ignore[attr-defined]
+                self.map_batches(
                     splitter,
                     batch_format="pyarrow",
                     batch_size=None,

@@ -28,6 +28,7 @@ from dataflow.udf import fn_name, is_callable_class, resources_of
 
 if TYPE_CHECKING:
     from dataflow.dataset import Dataset
+    from dataflow.dataset_base import DatasetBase
 
 
 def key_tuple(where: str, key: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -40,7 +41,7 @@ def key_tuple(where: str, key: str | Sequence[str] | None) -> tuple[str, ...]:
     return keys
 
 
-def check_known_columns(where: str, dataset: Dataset, columns: Sequence[str]) -> None:
+def check_known_columns(where: str, dataset: DatasetBase, columns: Sequence[str]) -> None:
     """Reject columns the plan's known schema lacks (unknown schema: checked at run time)."""
     schema = dataset._plan.output_schema()
     if schema is None:
@@ -56,7 +57,10 @@ class GroupedData:
     """Rows of a dataset grouped by ``key`` columns (None: one global group)."""
 
     def __init__(
-        self, dataset: Dataset, key: str | Sequence[str] | None, num_partitions: int | None = None
+        self,
+        dataset: DatasetBase,
+        key: str | Sequence[str] | None,
+        num_partitions: int | None = None,
     ) -> None:
         self._dataset = dataset
         self._keys = key_tuple("groupby", key)
