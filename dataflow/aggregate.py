@@ -17,7 +17,7 @@ Result columns are named as Ray Data names them: ``count()``, ``sum(a)``,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -278,23 +278,6 @@ class Unique(VectorizedAggregateFn):
         offsets = np.searchsorted(column_to_numpy(pairs.column("g")), np.arange(ngroups + 1))
         values = pairs.column("v").combine_chunks()
         return [pa.ListArray.from_arrays(array_from_numpy(offsets.astype(np.int32)), values)]
-
-
-def check_aggs(aggs: Sequence[Any], where: str) -> list[AggregateFn]:
-    """Validate what the user passed to ``aggregate`` (clear error on misuse)."""
-    if not aggs:
-        raise ValueError(f"{where}: give at least one aggregation, e.g. Count() or Sum('a')")
-    for a in aggs:
-        if not isinstance(a, AggregateFn):
-            raise TypeError(
-                f"{where}: expected AggregateFn instances (Count(), Sum('a'), ...), "
-                f"got {type(a).__name__}"
-            )
-    names = [a.name for a in aggs]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ValueError(f"{where}: two aggregations produce column {dupes[0]!r}; pass alias_name=")
-    return list(aggs)
 
 
 __all__ = ["AggregateFn", "Count", "Max", "Mean", "Min", "Std", "Sum", "Unique"]

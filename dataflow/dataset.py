@@ -27,7 +27,7 @@ from dataflow.compat import check_ray_only, renamed_keywords
 from dataflow.context import DataContext
 from dataflow.dataset_all_to_all import AllToAllMethods
 from dataflow.dataset_base import BlockOwner, summary
-from dataflow.dataset_columns import ColumnMethods, as_expr, check_known, check_name, column_list
+from dataflow.dataset_columns import ColumnMethods
 from dataflow.dataset_feed import FeedMethods
 from dataflow.dataset_frameworks import FrameworkMethods
 from dataflow.dataset_info import InfoMethods
@@ -41,7 +41,6 @@ from dataflow.plan.logical import (
     FlatMap,
     InputData,
     Limit,
-    LogicalOperator,
     MapBatches,
     MapRows,
     MaterializedData,
@@ -49,6 +48,16 @@ from dataflow.plan.logical import (
     Zip,
 )
 from dataflow.udf import UDF_ARGS, AddColumn, fn_name, udf_fields
+from dataflow.validate import (
+    as_expr,
+    check_callable,
+    check_known_columns,
+    check_name,
+    column_names,
+    dataset_plans,
+    non_negative_int,
+    positive_int,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -177,12 +186,8 @@ class Dataset(
         Dataset(read_range -> map_batches(<lambda>))
         """
         where = f"map_batches({fn_name(fn)})"
-        if batch_size is not None and (
-            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-        ):
-            raise PlanError(
-                f"{where}: batch_size must be a positive int or None, got {batch_size!r}"
-            )
+        if batch_size is not None:
+            positive_int(where, "batch_size", batch_size)
         try:
             fmt = check_batch_format(batch_format, where)
         except ValueError as e:
@@ -272,8 +277,7 @@ class Dataset(
         Dataset(read_range -> map_batches(add_column(twice)))
         """
         check_name("add_column", col)
-        if not callable(fn):
-            raise PlanError(f"add_column({col}): fn must be callable, got {type(fn).__name__}")
+        check_callable(f"add_column({col})", fn)
         fmt = "default" if batch_format in (None, "default") else batch_format
         if fmt not in ("default", "numpy", "pandas", "pyarrow"):
             raise PlanError(
@@ -297,9 +301,7 @@ class Dataset(
         >>> df.range(100).limit(5)
         Dataset(read_range -> limit(5))
         """
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise PlanError(f"limit: limit must be a non-negative int, got {limit!r}")
-        return self._then(Limit(n=limit))
+        return self._then(Limit(n=non_negative_int("limit", "limit", limit)))
 
     def union(self, *other: Dataset) -> Dataset:
         """The rows of this dataset followed by those of ``other`` (order across
@@ -308,7 +310,7 @@ class Dataset(
         >>> df.range(2).union(df.range(3))
         Dataset(union(read_range, read_range))
         """
-        plans = _plans("union", other)
+        plans = dataset_plans("union", other)
         return Dataset(Union(inputs=(self._plan, *plans)))
 
     def zip(self, *other: Dataset) -> Dataset:
@@ -320,7 +322,7 @@ class Dataset(
         Dataset(zip(read_range, read_range))
         """
         plan = self._plan
-        for other_plan in _plans("zip", other):
+        for other_plan in dataset_plans("zip", other):
             plan = Zip(inputs=(plan, other_plan))
         return Dataset(plan)
 
@@ -552,8 +554,7 @@ class Dataset(
         """
         if limit is None:
             return table_to_pandas(self.to_arrow())
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise PlanError(f"to_pandas: limit must be a non-negative int or None, got {limit!r}")
+        non_negative_int("to_pandas", "limit", limit)
         table = self.limit(limit + 1).to_arrow()
         if table.num_rows > limit:
             raise ValueError(
@@ -670,8 +671,8 @@ class Dataset(
         (Ray Data's ``_aggregate_on``). One column named as a string gives a
         scalar, otherwise a dict ``{"sum(col)": ...}``."""
         where = agg.__name__.lower()
-        cols = list(self.columns()) if on is None else list(column_list(where, on))
-        check_known(where, tuple(cols), self._plan.output_schema())
+        cols = list(self.columns()) if on is None else list(column_names(where, on))
+        check_known_columns(where, cols, self._plan.output_schema())
         if not cols:
             return {}
         aggs = [agg(c, **options) for c in cols]
@@ -684,15 +685,6 @@ class Dataset(
 
 def _udf_args(local_vars: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in local_vars.items() if k in UDF_ARGS}
-
-
-def _plans(where: str, others: Sequence[Any]) -> tuple[LogicalOperator, ...]:
-    if not others:
-        raise PlanError(f"{where}: pass at least one other Dataset")
-    bad = [type(o).__name__ for o in others if not isinstance(o, Dataset)]
-    if bad:
-        raise PlanError(f"{where}: expected Dataset arguments, got {bad[0]}")
-    return tuple(o._plan for o in others)
 
 
 def _blocks_to_dataset(blocks: list[pa.Table]) -> Dataset:

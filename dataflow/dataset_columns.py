@@ -24,8 +24,9 @@ import pyarrow as pa
 from dataflow.compat import check_ray_only, merge_remote_args, renamed_keywords
 from dataflow.dataset_base import DatasetBase
 from dataflow.errors import PlanError
-from dataflow.expressions import Expr, check_columns, parse
+from dataflow.expressions import Expr, check_columns
 from dataflow.plan.logical import Project
+from dataflow.validate import as_expr, check_known_columns, check_name, check_seed, column_names
 
 if TYPE_CHECKING:
     from dataflow.dataset import Dataset
@@ -134,8 +135,8 @@ class ColumnMethods(DatasetBase):
         Dataset(read_range -> select_columns(id))
         """
         no_task_args("select_columns", **_task_args(locals()))
-        names = column_list("select_columns", cols)
-        check_known("select_columns", names, self._plan.output_schema())
+        names = column_names("select_columns", cols)
+        check_known_columns("select_columns", names, self._plan.output_schema())
         return self._then(Project(select=names, label=f"select_columns({', '.join(names)})"))
 
     def drop_columns(
@@ -161,8 +162,8 @@ class ColumnMethods(DatasetBase):
         Dataset(from_blocks -> drop_columns(b))
         """
         no_task_args("drop_columns", **_task_args(locals()))
-        names = column_list("drop_columns", cols)
-        check_known("drop_columns", names, self._plan.output_schema())
+        names = column_names("drop_columns", cols)
+        check_known_columns("drop_columns", names, self._plan.output_schema())
         return self._then(Project(drop=names, label=f"drop_columns({', '.join(names)})"))
 
     def rename_columns(
@@ -200,7 +201,7 @@ class ColumnMethods(DatasetBase):
         news = [v for _, v in pairs]
         if len(set(news)) != len(news):
             raise PlanError(f"rename_columns: new names must be unique, got {news}")
-        check_known("rename_columns", tuple(k for k, _ in pairs), schema)
+        check_known_columns("rename_columns", [k for k, _ in pairs], schema)
         label = f"rename_columns({', '.join(f'{k}->{v}' for k, v in pairs)})"
         return self._then(Project(rename=pairs, label=label))
 
@@ -222,8 +223,7 @@ class ColumnMethods(DatasetBase):
             or not 0 <= fraction <= 1
         ):
             raise PlanError(f"random_sample: fraction must be in [0, 1], got {fraction!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise PlanError(f"random_sample: seed must be None or an int >= 0, got {seed!r}")
+        check_seed("random_sample", seed)
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1)[0])
         return self.map_batches(
@@ -294,42 +294,6 @@ def no_task_args(where: str, **values: Any) -> None:
                 f"{where}: {name}={value!r} has nothing to apply to: this step runs in Arrow "
                 "inside its neighbours' tasks, with no task of its own; drop it"
             )
-
-
-def as_expr(where: str, expr: Any) -> Expr:
-    if isinstance(expr, str):
-        return parse(expr)
-    if not isinstance(expr, Expr):
-        raise PlanError(
-            f"{where}: expr must be a dataflow expression (col(...)) or a string, "
-            f"got {type(expr).__name__}"
-        )
-    return expr
-
-
-def check_name(where: str, name: Any) -> None:
-    if not isinstance(name, str) or not name:
-        raise PlanError(f"{where}: column name must be a non-empty string, got {name!r}")
-
-
-def column_list(where: str, cols: Any) -> tuple[str, ...]:
-    names = (cols,) if isinstance(cols, str) else cols
-    if not isinstance(names, Sequence) or not names or not all(isinstance(c, str) for c in names):
-        raise PlanError(f"{where}: expected a column name or a list of them, got {cols!r}")
-    if len(set(names)) != len(names):
-        raise PlanError(f"{where}: duplicate column names in {list(names)}")
-    return tuple(names)
-
-
-def check_known(where: str, names: tuple[str, ...], schema: pa.Schema | None) -> None:
-    if schema is None:
-        return
-    missing = [n for n in names if n not in schema.names]
-    if missing:
-        raise PlanError(
-            f"{where}: unknown column {', '.join(repr(m) for m in missing)}; "
-            f"available columns: {', '.join(schema.names) or '(none)'}"
-        )
 
 
 def _positional_renames(names: Sequence[Any], schema: pa.Schema | None) -> dict[str, str]:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from dataflow.dataset_base import DatasetBase
 from dataflow.errors import PlanError
+from dataflow.validate import non_negative_int, positive_int
 
 if TYPE_CHECKING:
     from dataflow.dataset import Dataset
@@ -86,11 +87,10 @@ class FeedMethods(DatasetBase):
             source_rows,
         )
 
-        for name, v in (("num_shards", num_shards), ("index", index)):
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise TypeError(f"shard: {name} must be an int, got {v!r}")
-        if num_shards < 1 or not 0 <= index < num_shards:
-            raise ValueError(
+        positive_int("shard", "num_shards", num_shards)
+        non_negative_int("shard", "index", index)
+        if index >= num_shards:
+            raise PlanError(
                 f"shard: index must be in 0..num_shards-1 and num_shards >= 1, got "
                 f"num_shards={num_shards}, index={index}"
             )

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from dataflow.block import to_batch
+from dataflow.errors import unknown_columns
 
 
 def _tf() -> Any:
@@ -85,7 +86,7 @@ def tf_spec(schema: pa.Schema, name: str) -> Any:
     """The ``tf.TensorSpec`` of a batch of column ``name``: ``(None, *cell shape)``."""
     tf = _tf()
     if name not in schema.names:
-        raise ValueError(f"to_tf: column {name!r} is not in the dataset ({schema.names})")
+        raise unknown_columns("to_tf", [name], schema.names)
     t = schema.field(name).type
     shape: tuple = ()
     if isinstance(t, pa.FixedShapeTensorType):

@@ -21,6 +21,7 @@ import pyarrow as pa
 from dataflow.compat import check_ray_only, compute_as_concurrency, merge_remote_args
 from dataflow.errors import PlanError
 from dataflow.plan.logical import Compute, check_on_error
+from dataflow.validate import check_callable
 from runtime.resources import Resources
 
 UDF_ARGS = (
@@ -52,9 +53,6 @@ def fn_name(fn: Any) -> str:
     return getattr(fn, "__name__", None) or type(fn).__name__
 
 
-def is_callable_class(fn: Any) -> bool:
-    """A class whose instances are callable (a class UDF)."""
-    return isinstance(fn, type) and any("__call__" in vars(k) for k in fn.__mro__[:-1])
 
 
 def udf_fields(
@@ -87,10 +85,7 @@ def udf_fields(
     (``dataflow.compat``)."""
     where = f"{method}({fn_name(fn)})"
     is_class = isinstance(fn, type)
-    if is_class and not is_callable_class(fn):
-        raise PlanError(f"{where}: class {fn.__name__} has no __call__ method")
-    if not callable(fn):
-        raise PlanError(f"{method}: fn must be a function or a callable class, got {fn!r}")
+    check_callable(where if is_class else method, fn)  # a non-callable has no name to show
     check_ray_only(
         where,
         label_selector=label_selector,

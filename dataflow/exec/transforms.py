@@ -40,7 +40,7 @@ from dataflow.block import (
     split_to_max_size,
     to_batch,
 )
-from dataflow.errors import DataflowError, PlanError, SourceError
+from dataflow.errors import DataflowError, PlanError, SourceError, unknown_columns
 from dataflow.exec.metering import (
     READ_FILES,
     WRITE_BYTES,
@@ -427,10 +427,7 @@ class ProjectStage(Stage):
 def _check_columns(where: str, table: pa.Table, names: Iterable[str]) -> None:
     missing = [n for n in names if n not in table.column_names]
     if missing:
-        raise PlanError(
-            f"{where}: unknown column {missing[0]!r}; available columns: "
-            f"{', '.join(table.column_names) or '(none)'}"
-        )
+        raise unknown_columns(where, missing, table.column_names)
 
 
 def _with_columns_checked(where: str, table: pa.Table, fn: Callable[[], pa.Table]) -> pa.Table:
