@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
@@ -35,21 +35,54 @@ from dataflow.torch_utils import check_torch_args, table_to_torch
 if TYPE_CHECKING:
     import torch
 
-    from dataflow.plan.planner import OutputStream
-
 _DONE = object()
+
+
+class RunStats(Protocol):
+    """What an iterator adds to a run's statistics: where its consumer's time went."""
+
+    iterator_wait_s: float
+    iterator_user_s: float
+
+
+@runtime_checkable
+class BlockStream(Protocol):
+    """One run of a dataset, as a ``DataIterator`` consumes it: a local
+    execution (``exec.executor.OutputStream``), a rank's share
+    (``distributed.ShareStream``) or a service client's stream.
+
+    ``iter_blocks`` yields the run's tables once; ``close`` stops the run and
+    releases what it holds, from any thread (it also ends a wait inside
+    ``iter_blocks``), and is idempotent; ``stats`` is the run's statistics,
+    or None for a run executed elsewhere (a service client's)."""
+
+    def iter_blocks(self) -> Iterator[pa.Table]: ...
+
+    def close(self) -> None: ...
+
+    def stats(self) -> RunStats | None: ...
+
+
+def run_stats(stream: BlockStream) -> RunStats | None:
+    """``stream.stats()``. TEMPORARY getattr (issue 16): the service clients'
+    streams (dataflow/service/client.py, connect.py) predate ``BlockStream``
+    and have no ``stats``; once the service work gives its stream
+    ``stats() -> None``, this is ``stream.stats()`` (tests/dataflow/test_iterators.py
+    ``test_every_stream_an_iterator_consumes_is_a_block_stream`` says when)."""
+    stats = getattr(stream, "stats", None)
+    return None if stats is None else stats()
 
 
 class DataIterator:
     """Iterates a dataset's rows or batches; ``Dataset.iterator()`` makes one.
 
-    ``open_stream`` starts one execution and returns its ``OutputStream``; every
+    ``open_stream`` starts one execution and returns its ``BlockStream``; every
     ``iter_*`` call starts a fresh one, so a DataIterator can be iterated again.
     """
 
     def __init__(
         self,
-        open_stream: Callable[[], OutputStream],
+        open_stream: Callable[[], BlockStream],
         name: str = "dataset",
         *,
         shuffle_salt: tuple[int, ...] = (),
@@ -60,12 +93,12 @@ class DataIterator:
         self._pos = _Position()
         self._salt = shuffle_salt
         self._dataset = dataset
-        self._last_stream: Any = None
+        self._last_stream: BlockStream | None = None
 
     def __repr__(self) -> str:
         return f"DataIterator({self._name})"
 
-    def _open(self) -> OutputStream:
+    def _open(self) -> BlockStream:
         """Start one execution, kept as the last run for ``stats()``."""
         self._last_stream = self._open_stream()
         return self._last_stream
@@ -96,7 +129,8 @@ class DataIterator:
         """
         if self._last_stream is None:
             return f"{self._name}: not executed yet"
-        return str(self._last_stream.stats())
+        stats = run_stats(self._last_stream)
+        return f"{self._name}: ran elsewhere, no statistics here" if stats is None else str(stats)
 
     def materialize(self) -> Any:
         """Run once and keep every block: a ``Dataset`` that later consumers read
@@ -454,9 +488,9 @@ class DataIterator:
                 source = batches()
             else:
                 source = _prefetched(batches(), stream.close, prefetch_batches)
-            # A local execution's stats record the consumer's time; the service
-            # clients' streams (dataflow.service) have no stats to add it to.
-            stats = stream.stats() if hasattr(stream, "stats") else None
+            # A local execution's stats record the consumer's time; a stream run
+            # elsewhere (a service client's) has none to add it to.
+            stats = run_stats(stream)
             clock = time.perf_counter
             asked = clock()
             for rows, batch in source:

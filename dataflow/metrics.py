@@ -178,8 +178,7 @@ def session_sample() -> SessionSample:
         s.store_used_bytes, s.store_capacity_bytes = store.used_bytes, store.capacity_bytes
         s.store_spilled_bytes, s.store_objects = store.spilled_bytes, store.num_objects
         s.worker_rss_bytes = backend.worker_rss_bytes()
-        pids = getattr(backend, "worker_pids", None)  # an optional Backend extra (local)
-        s.workers = len(pids()) if pids is not None else 0
+        s.workers = len(backend.worker_pids())
     except Exception:  # shutting down
         pass
     return s

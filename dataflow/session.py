@@ -89,9 +89,8 @@ def init(
             object_store_memory=object_store_memory,
             **backend_options,
         )
-        prestart = getattr(_backend, "prestart", None)  # an optional Backend extra
-        if prestart_workers and prestart is not None:
-            prestart(wait=_PRESTART_WAIT_S)
+        if prestart_workers:
+            _backend.prestart(wait=_PRESTART_WAIT_S)
         return _backend
 
 

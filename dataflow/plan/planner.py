@@ -100,9 +100,8 @@ def execute(plan: LogicalOperator, ctx: DataContext) -> OutputStream:
     planning = _Planning(ctx, backend)
     in_driver = _runs_in_driver(plan, ctx)
     sink = planning.plan(plan)
-    prestart = getattr(backend, "prestart", None)  # an optional Backend extra (local)
-    if prestart is not None and not in_driver and _needs_workers(sink):
-        prestart()  # workers boot while the first tasks queue
+    if not in_driver and _needs_workers(sink):
+        backend.prestart()  # workers boot while the first tasks queue
     executor = StreamingExecutor(sink, backend, ctx, in_driver=in_driver)
     executor.start()
     return OutputStream(executor)

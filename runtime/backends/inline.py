@@ -230,6 +230,15 @@ class InlineBackend:
     def worker_rss_bytes(self) -> int:
         return 0
 
+    def prestart(self, wait: float | None = None) -> bool:
+        return False  # no workers: tasks run in the caller's thread
+
+    def task_stack(self, future: TaskFuture, timeout: float = 1.0) -> str | None:
+        return None  # a task is done when submit returns: nothing runs it later
+
+    def worker_pids(self) -> list[int]:
+        return []
+
     def shutdown(self) -> None:
         with self._lock:
             self._objects.clear()

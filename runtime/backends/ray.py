@@ -66,6 +66,8 @@ from runtime.task import TaskContext, set_current_task
 if TYPE_CHECKING:
     import ray
 
+    from runtime.backends.base import TaskFuture
+
 # Ray resource names that map onto Resources fields rather than custom resources.
 _BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 
@@ -651,6 +653,15 @@ class RayBackend:
         import ray
 
         return _resources_of(ray.available_resources())
+
+    def prestart(self, wait: float | None = None) -> bool:
+        return False  # Ray starts and pools its own workers
+
+    def task_stack(self, future: TaskFuture, timeout: float = 1.0) -> str | None:
+        return None  # a Ray worker's stack is `ray stack`'s to show
+
+    def worker_pids(self) -> list[int]:
+        return []  # Ray's workers are Ray's: it started them and stops them
 
     def worker_rss_bytes(self) -> int:
         """RSS of the Ray workers on this node that ran our tasks or actors."""

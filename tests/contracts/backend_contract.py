@@ -308,6 +308,22 @@ class BackendContract:
         assert "bad_udf" in info.value.message and "pyarrow.Table" in info.value.message
         backend.release_function(handle)
 
+    # -- optional capabilities (declared on Backend: every backend answers) ---
+
+    def test_prestart_and_worker_pids_answer(self, backend):
+        assert isinstance(backend.prestart(), bool)
+        pids = backend.worker_pids()
+        assert isinstance(pids, list) and all(isinstance(p, int) for p in pids)
+
+    def test_task_stack_shows_the_running_task_or_says_none(self, backend):
+        handle = backend.register_function(sleep_then_emit)
+        future = backend.submit(handle, (), (1.5, "slow"))
+        time.sleep(0.5)
+        stack = backend.task_stack(future, 5.0)
+        assert stack is None or "sleep_then_emit" in stack
+        backend.free(future.result(timeout=60).refs)
+        backend.release_function(handle)
+
     def test_impossible_request_raises_resource_error(self, backend):
         handle = backend.register_function(emit_value)
         gpus = backend.total_resources().gpu + 1

@@ -402,9 +402,8 @@ class MapOperator(PhysicalOperator):
             placement.observe(len(self._tasks), now, time.process_time(), idle_cpu_s())
             if not placement.deciding:
                 self.metrics.placement = placement.note
-                prestart = getattr(self._backend, "prestart", None)  # an optional Backend extra
-                if not placement.in_driver and prestart is not None:
-                    prestart()
+                if not placement.in_driver:
+                    self._backend.prestart()
 
     def _time_task(self, seconds: float) -> None:
         self._task_s += seconds
