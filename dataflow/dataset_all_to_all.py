@@ -20,6 +20,7 @@ from dataflow.errors import PlanError
 from dataflow.grouped_data import GroupedData
 from dataflow.plan.logical import (
     Aggregate,
+    InputData,
     Join,
     MaterializedData,
     RandomizeBlockOrder,
@@ -442,11 +443,10 @@ def _stratified_split(ds: Dataset, test_size: Any, column: str) -> tuple[Dataset
         rows = np.flatnonzero(codes == code)
         n_test = len(rows) - int(len(rows) * (1 - test_size))
         is_test[rows[len(rows) - n_test :]] = True
-    from dataflow.read_api import from_arrow
-
     table = mat.to_arrow()
     mask = pa.array(is_test)
-    return from_arrow(table.filter(pc.invert(mask))), from_arrow(table.filter(mask))
+    train, test = table.filter(pc.invert(mask)), table.filter(mask)
+    return type(mat)(InputData(blocks=(train,))), type(mat)(InputData(blocks=(test,)))
 
 
 def _exact_blocks(mat: Dataset, rows: int) -> Dataset:

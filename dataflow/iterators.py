@@ -30,7 +30,7 @@ import pyarrow as pa
 from dataflow.block import check_batch_format, concat, iter_rows, rebatch, to_batch
 from dataflow.context import DataContext
 from dataflow.errors import PlanError
-from dataflow.torch_utils import check_torch_args, table_to_torch
+from dataflow.torch_convert import check_torch_args, table_to_torch
 
 if TYPE_CHECKING:
     import torch
@@ -298,12 +298,12 @@ class DataIterator:
         >>> next(df.range(4).iterator().iter_tf_batches(batch_size=4))["id"]  # doctest: +SKIP
         <tf.Tensor: shape=(4,), dtype=int64, numpy=array([0, 1, 2, 3])>
         """
-        from dataflow.frameworks import _tf, table_to_tf
+        from dataflow.frameworks import import_tf, table_to_tf
 
         where = "iter_tf_batches"
         _check_batch_args(where, batch_size, "numpy", prefetch_batches)
         _check_shuffle_args(where, batch_size, local_shuffle_buffer_size)
-        _tf()  # fail before execution starts when TensorFlow is missing
+        import_tf()  # fail before execution starts when TensorFlow is missing
         return self._iter_formatted(
             functools.partial(table_to_tf, dtypes=dtypes),
             batch_size,
@@ -371,9 +371,9 @@ class DataIterator:
 
         >>> model.fit(ds.iterator().to_tf("x", "y", batch_size=32), epochs=2)  # doctest: +SKIP
         """
-        from dataflow.frameworks import _tf, select_for_tf, tf_spec
+        from dataflow.frameworks import import_tf, select_for_tf, tf_spec
 
-        tf = _tf()
+        tf = import_tf()
         where = "to_tf"
         _check_batch_args(where, batch_size, "numpy", prefetch_batches)
         _check_shuffle_args(where, batch_size, local_shuffle_buffer_size)

@@ -159,10 +159,23 @@ def samples() -> list[RunSample]:
     return out
 
 
+def _no_backend() -> Any:
+    return None
+
+
+_running_backend: Callable[[], Any] = _no_backend
+
+
+def watch_backend(running_backend: Callable[[], Any]) -> None:
+    """Where ``session_sample`` finds the running backend: ``dataflow.session``
+    passes its ``running_backend`` (the session starts and stops this server;
+    metrics only observes it, so it does not import it)."""
+    global _running_backend
+    _running_backend = running_backend
+
+
 def session_sample() -> SessionSample:
     """Store and worker figures of the running backend (zeros when none runs)."""
-    from dataflow import session
-
     s = SessionSample()
     try:
         import psutil
@@ -170,7 +183,7 @@ def session_sample() -> SessionSample:
         s.driver_rss_bytes = psutil.Process(os.getpid()).memory_info().rss
     except Exception:
         pass
-    backend = session.running_backend()
+    backend = _running_backend()
     if backend is None:
         return s
     try:

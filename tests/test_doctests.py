@@ -31,6 +31,7 @@ PUBLIC_MODULES = [
     "dataflow.sources.sql",
     "dataflow.sources.tfrecords",
     "dataflow.sources.webdataset",
+    "dataflow.torch_convert",
     "dataflow.torch_utils",
     "dataflow.udf",
     "runtime.errors",

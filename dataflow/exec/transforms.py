@@ -40,7 +40,7 @@ from dataflow.block import (
     split_to_max_size,
     to_batch,
 )
-from dataflow.errors import DataflowError, PlanError, SourceError, unknown_columns
+from dataflow.errors import DataflowError, PlanError, SourceError, UserCodeError, unknown_columns
 from dataflow.exec.metering import (
     READ_FILES,
     WRITE_BYTES,
@@ -92,6 +92,39 @@ class StageFailure(Exception):
         return cls(
             operator, captured.type_name, captured.message, captured.traceback_text, captured.cause
         )
+
+
+def remote_to_user_error(op: str, label: str, e: RemoteTaskError) -> DataflowError:
+    """A task's ``RemoteTaskError`` as the dataflow error its user should see: a
+    ``StageFailure`` (user code in a stage) becomes a ``UserCodeError`` naming
+    the operator and the block ``label``, with the user's traceback; a
+    ``DataflowError`` raised on purpose is raised as itself (naming the block);
+    anything else is a ``UserCodeError`` of ``op``."""
+    cause = e.cause
+    if isinstance(cause, StageFailure):
+        err: DataflowError = UserCodeError(
+            f"{cause.operator} failed on {label}: {cause.type_name}: {cause.message}\n\n"
+            f"Remote traceback:\n{cause.traceback_text}",
+            operator=cause.operator,
+            block=label,
+            remote_traceback=cause.traceback_text,
+        )
+        err.__cause__ = cause.original
+        return err
+    if isinstance(cause, DataflowError):
+        if isinstance(cause, SourceError) or label in str(cause):
+            return cause
+        cause.args = (f"{cause} ({label})", *cause.args[1:])
+        return cause
+    err = UserCodeError(
+        f"{op} failed on {label}: {e.type_name}: {e.message}\n\nRemote traceback:\n"
+        f"{e.traceback_text}",
+        operator=op,
+        block=label,
+        remote_traceback=e.traceback_text,
+    )
+    err.__cause__ = cause
+    return err
 
 
 # -- row-level error policy ---------------------------------------------------------------
