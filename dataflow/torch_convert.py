@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from dataflow.block import to_batch
+from dataflow.frameworks import check_dtypes_cover
 
 if TYPE_CHECKING:
     import torch
@@ -44,13 +45,7 @@ def numpy_batch_to_torch(
     """
     import torch
 
-    if isinstance(dtypes, Mapping):
-        unknown = sorted(set(dtypes) - set(batch))
-        if unknown:
-            raise ValueError(
-                f"iter_torch_batches: dtypes names columns {unknown} that are not in the "
-                f"batch; columns are {sorted(batch)}"
-            )
+    check_dtypes_cover("iter_torch_batches", dtypes, list(batch))
     target = torch.device(device) if device is not None else None
     out: dict[str, torch.Tensor] = {}
     for name, arr in batch.items():
