@@ -53,8 +53,6 @@ def fn_name(fn: Any) -> str:
     return getattr(fn, "__name__", None) or type(fn).__name__
 
 
-
-
 def udf_fields(
     method: str,
     *,
