@@ -49,7 +49,7 @@ class RunStats(Protocol):
 class BlockStream(Protocol):
     """One run of a dataset, as a ``DataIterator`` consumes it: a local
     execution (``exec.executor.OutputStream``), a rank's share
-    (``distributed.ShareStream``) or a service client's stream.
+    (``distributed.ShareStream``) or a service client's (``service.client.RemoteStream``).
 
     ``iter_blocks`` yields the run's tables once; ``close`` stops the run and
     releases what it holds, from any thread (it also ends a wait inside
@@ -64,10 +64,10 @@ class BlockStream(Protocol):
 
 
 def run_stats(stream: BlockStream) -> RunStats | None:
-    """``stream.stats()``. TEMPORARY getattr (issue 16): the service clients'
-    streams (dataflow/service/client.py, connect.py) predate ``BlockStream``
-    and have no ``stats``; once the service work gives its stream
-    ``stats() -> None``, this is ``stream.stats()`` (tests/dataflow/test_iterators.py
+    """``stream.stats()``. TEMPORARY getattr (issue 16): the service client's
+    stream (``dataflow.service.client.RemoteStream``, another engineer's module)
+    has no ``stats`` yet; once it has ``stats() -> None`` this is
+    ``stream.stats()`` (tests/dataflow/test_iterators.py
     ``test_every_stream_an_iterator_consumes_is_a_block_stream`` says when)."""
     stats = getattr(stream, "stats", None)
     return None if stats is None else stats()

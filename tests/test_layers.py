@@ -196,20 +196,9 @@ SOURCES = {
     for p in sorted((ROOT / pkg).rglob("*.py"))
 }
 
-# TEMPORARY: dataflow/service/ is being consolidated (issue 16, another branch);
-# these are its findings, to be removed by the lead once that work has merged.
-SERVICE_PRIVATE_IMPORTS_PENDING = {
-    ("dataflow.service.connect", "dataflow.service.client._CLOSE_GRACE_S"),
-    ("dataflow.service.connect", "dataflow.service.client._drain"),
-    ("dataflow.service.feed_server", "dataflow.service.server._bracket"),
-    ("dataflow.service.feed_server", "dataflow.service.split._blocks_of"),
-    ("dataflow.service.server", "runtime.store._PREFIX"),
-}
-SERVICE_CYCLES_PENDING: list[list[str]] = []  # none found in dataflow/service/ today
-
 
 def test_no_import_cycles():
-    cycles = [c for c in _cycles(_graph(SOURCES)) if c not in SERVICE_CYCLES_PENDING]
+    cycles = _cycles(_graph(SOURCES))
     assert cycles == [], (
         "modules that import each other (directly or round a loop, imports inside "
         f"functions included): {cycles}; move what both need into a module below them"
@@ -217,16 +206,11 @@ def test_no_import_cycles():
 
 
 def test_no_module_imports_another_modules_private_names():
-    found = _private_imports(SOURCES) - SERVICE_PRIVATE_IMPORTS_PENDING
+    found = _private_imports(SOURCES)
     assert found == set(), (
         f"private names imported from another module: {sorted(found)}; make the name "
         "public where it is (it is then API of that module) or move it to its users"
     )
-
-
-def test_the_allow_list_holds_only_what_is_still_there():
-    # When the service work lands, its entries disappear: so must these.
-    assert SERVICE_PRIVATE_IMPORTS_PENDING <= _private_imports(SOURCES)
 
 
 def test_the_cycle_checker_counts_imports_in_functions_not_type_checking():
