@@ -14,6 +14,7 @@ DataflowError
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from runtime.errors import ResourceError as _RuntimeResourceError
 from runtime.errors import WorkerCrashedError as _RuntimeWorkerCrashed
@@ -58,6 +59,21 @@ class SourceError(DataflowError):
 
 class PlanError(DataflowError, ValueError):
     """The pipeline cannot be planned: bad arguments, expression or column."""
+
+
+def unknown_columns(
+    where: str, missing: Sequence[str], available: Sequence[str], detail: str = ""
+) -> PlanError:
+    """The error for columns a dataset lacks, worded the same wherever it is
+    found (a method's arguments, an expression, a task at run time).
+
+    >>> str(unknown_columns("sort", ["c"], ["a", "b"]))
+    "sort: unknown column 'c'; available columns: a, b"
+    """
+    return PlanError(
+        f"{where}: unknown column {', '.join(repr(m) for m in missing)}{detail}; "
+        f"available columns: {', '.join(available) or '(none)'}"
+    )
 
 
 class WorkerCrashedError(DataflowError, _RuntimeWorkerCrashed):

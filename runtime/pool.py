@@ -321,7 +321,9 @@ class WorkerPool:
         dump on SIGUSR1); None when the task is not on a worker now."""
         with self._lock:
             worker = future._task.worker if future._task is not None else None
-        if worker is None:
+        if worker is None or worker.conn is None:
+            # Not said hello yet: its SIGUSR1 handler may not be installed, and
+            # the signal's default action would kill it.
             return None
         path = stack_path(self._store.location.shm_dir, worker.pid)
         start = path.stat().st_size if path.exists() else 0
@@ -337,9 +339,12 @@ class WorkerPool:
             if now > start and now == size:
                 break
             size = now
-        with open(path, "rb") as f:
-            f.seek(start)
-            return f.read().decode(errors="replace") or None
+        try:
+            with open(path, "rb") as f:
+                f.seek(start)
+                return f.read().decode(errors="replace") or None
+        except FileNotFoundError:  # the worker exited meanwhile, its directory with it
+            return None
 
     def worker_rss_bytes(self) -> int:
         total = 0

@@ -164,3 +164,22 @@ class Backend(Protocol):
         ...
 
     def shutdown(self) -> None: ...
+
+    # -- optional capabilities: every backend answers, some with "cannot" ------
+    def prestart(self, wait: float | None = None) -> bool:
+        """Start booting worker processes now, so that the first tasks do not
+        wait for them (the planner asks for a plan that needs workers); with
+        ``wait``, block up to that many seconds until they are ready. True when
+        workers are ready; False where there are none to boot (inline, ray: Ray
+        starts its own) or they are not ready yet."""
+        ...
+
+    def task_stack(self, future: TaskFuture, timeout: float = 1.0) -> str | None:
+        """The Python stack of whatever runs ``future`` now (stall reports), or
+        None when nothing runs it or the backend cannot look."""
+        ...
+
+    def worker_pids(self) -> list[int]:
+        """Pids of the live worker processes this backend started (none where it
+        starts none)."""
+        ...

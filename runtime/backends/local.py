@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from runtime.backends.base import FunctionHandle, StoreStats, TaskFuture
-from runtime.errors import TaskCancelledError
+from runtime.errors import RemoteTaskError, TaskCancelledError
 from runtime.fnpickle import dumps_function
 from runtime.futures import Future, wait_any
 from runtime.pool import Actor, WorkerPool
@@ -39,7 +39,7 @@ from runtime.refs import ObjectRef
 from runtime.resources import Resources, detect_num_cpus, detect_num_gpus
 from runtime.store import ObjectStore
 from runtime.task import TaskContext
-from runtime.worker import execute, function_path, remote_error
+from runtime.worker import execute, function_path
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -199,7 +199,7 @@ class LocalBackend:
             except Exception as exc:
                 with cv:
                     future.thread = None
-                    future.resolve(exc=remote_error(exc, name))
+                    future.resolve(exc=RemoteTaskError.capture(exc, name))
                 return
             with cv:
                 future.thread = None

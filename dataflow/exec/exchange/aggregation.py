@@ -21,6 +21,7 @@ import pyarrow as pa
 from dataflow.acero import group_by
 from dataflow.aggregate import AggregateFn, Count, VectorizedAggregateFn
 from dataflow.block import array_from_numpy, concat
+from dataflow.errors import unknown_columns
 from dataflow.exec.exchange.partition import (
     group_starts,
     restore_float_keys,
@@ -34,16 +35,12 @@ _STATE = "__agg{}_{}"
 
 def _check_columns(table: pa.Table, keys: Sequence[str], aggs: Sequence[AggregateFn]) -> None:
     present = set(table.column_names)
-    for k in keys:
-        if k not in present:
-            raise KeyError(
-                f"groupby: key column {k!r} not in the dataset; columns: {table.column_names}"
-            )
+    missing = [k for k in keys if k not in present]
+    if missing:
+        raise unknown_columns("groupby", missing, table.column_names)
     for a in aggs:
         if a.on is not None and a.on not in present:
-            raise KeyError(
-                f"{a.name}: column {a.on!r} not in the dataset; columns: {table.column_names}"
-            )
+            raise unknown_columns(a.name, [a.on], table.column_names)
 
 
 def _key_value(table: pa.Table, keys: Sequence[str], row: int) -> Any:

@@ -34,7 +34,7 @@ from dataflow.errors import WorkerCrashedError
 from dataflow.exec.exchange.partition import boundaries_from_samples
 from dataflow.exec.exchange.tasks import ExchangeSpec, ExchangeTaskFn
 from dataflow.exec.interfaces import BlockOrigin, ExecEnv, PhysicalOperator, RefBundle
-from dataflow.exec.operators.map import _translate_remote
+from dataflow.exec.transforms import remote_to_user_error
 from runtime.errors import RemoteTaskError, TaskCancelledError
 from runtime.errors import WorkerCrashedError as RuntimeWorkerCrashed
 from runtime.resources import Resources
@@ -371,7 +371,7 @@ class ExchangeOperator(PhysicalOperator):
         except TaskCancelledError:
             return None
         except RemoteTaskError as e:
-            failure: Exception = _translate_remote(self.name, task.label, e)
+            failure: Exception = remote_to_user_error(self.name, task.label, e)
         except RuntimeWorkerCrashed as e:
             failure = WorkerCrashedError(
                 f"{self.name}: the worker running the {task.kind} task of {task.label} died "

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from dataflow.aggregate import VectorizedAggregateFn
 from dataflow.block import (
     array_from_numpy,
     check_batch_format,
@@ -206,7 +205,7 @@ class AggregateSpec(ExchangeSpec):
         self.keys = list(keys)
         self.aggs = list(aggs)
         self.map_partitions = None if self.keys else 1
-        self.runs_python = any(not isinstance(a, VectorizedAggregateFn) for a in self.aggs)
+        self.runs_python = any(a.runs_python for a in self.aggs)
 
     def map_extra(self, boundaries, rows_in, rows_out):
         skip = self.keys and not self.runs_python and rows_out > self.RAW_RATIO * rows_in > 0

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from dataflow.errors import DataflowError, SourceError, UserCodeError, WorkerCrashedError
+from dataflow.errors import WorkerCrashedError
 from dataflow.exec.interfaces import (
     BlockOrigin,
     ExecEnv,
@@ -26,7 +26,7 @@ from dataflow.exec.interfaces import (
     files_phrase,
 )
 from dataflow.exec.placement import Placement, idle_cpu_s
-from dataflow.exec.transforms import MapTaskFn, StageFailure
+from dataflow.exec.transforms import MapTaskFn, remote_to_user_error
 from dataflow.sources.datasource import BlockMetadata, TaskSizer
 from runtime.errors import RemoteTaskError, TaskCancelledError
 from runtime.errors import WorkerCrashedError as RuntimeWorkerCrashed
@@ -366,7 +366,7 @@ class MapOperator(PhysicalOperator):
         return len(self._tasks)
 
     def resources_in_use(self) -> Resources:
-        return _scaled(self._slot, len(self._tasks))
+        return scaled_resources(self._slot, len(self._tasks))
 
     def on_task_done(self, future: TaskFuture) -> TaskResult | None:
         task = self._tasks.pop(future)
@@ -402,9 +402,8 @@ class MapOperator(PhysicalOperator):
             placement.observe(len(self._tasks), now, time.process_time(), idle_cpu_s())
             if not placement.deciding:
                 self.metrics.placement = placement.note
-                prestart = getattr(self._backend, "prestart", None)  # an optional Backend extra
-                if not placement.in_driver and prestart is not None:
-                    prestart()
+                if not placement.in_driver:
+                    self._backend.prestart()
 
     def _time_task(self, seconds: float) -> None:
         self._task_s += seconds
@@ -412,7 +411,7 @@ class MapOperator(PhysicalOperator):
         if self._task_n >= _SHORT_AFTER:
             short = self._task_s < SHORT_TASK_S * self._task_n
             res = self.options.resources
-            self._slot = _scaled(res, 1 / SHORT_TASKS_PER_SLOT) if short else res
+            self._slot = scaled_resources(res, 1 / SHORT_TASKS_PER_SLOT) if short else res
             if short and self.groups_reads and self.options.row_cap is None:
                 # A limit downstream keeps one read per task: no read past it.
                 per_read = self._task_s / self._task_n / self._reads_per_task
@@ -424,7 +423,7 @@ class MapOperator(PhysicalOperator):
         """Free what the task held; the error to raise (None: nothing to report)."""
         self._finish(task, [])
         if isinstance(failure, RemoteTaskError):
-            return _translate_remote(self.name, task.label, failure)
+            return remote_to_user_error(self.name, task.label, failure)
         if isinstance(failure, RuntimeWorkerCrashed):
             return WorkerCrashedError(
                 f"{self.name}: the worker running {task.label} died ({failure}) and the task "
@@ -480,7 +479,7 @@ def reorder_window_bytes(env: ExecEnv) -> int:
 
 
 @functools.lru_cache(maxsize=256)
-def _scaled(resources: Resources, n: int) -> Resources:
+def scaled_resources(resources: Resources, n: int) -> Resources:
     """``resources`` times ``n``, memoized: asked once per dispatch per operator."""
     return resources.scale(n) if n else Resources()
 
@@ -494,32 +493,3 @@ def cancel_or_collect(backend: Backend, fut: TaskFuture) -> list:
         return list(fut.result().refs)
     except Exception:
         return []  # a failed or cancelled task holds no outputs
-
-
-def _translate_remote(op: str, label: str, e: RemoteTaskError) -> DataflowError:
-    """A RemoteTaskError from a map task as the dataflow error a user should see."""
-    cause = e.cause
-    if isinstance(cause, StageFailure):
-        err: DataflowError = UserCodeError(
-            f"{cause.operator} failed on {label}: {cause.type_name}: {cause.message}\n\n"
-            f"Remote traceback:\n{cause.traceback_text}",
-            operator=cause.operator,
-            block=label,
-            remote_traceback=cause.traceback_text,
-        )
-        err.__cause__ = cause.original
-        return err
-    if isinstance(cause, DataflowError):
-        if isinstance(cause, SourceError) or label in str(cause):
-            return cause
-        cause.args = (f"{cause} ({label})", *cause.args[1:])
-        return cause
-    err = UserCodeError(
-        f"{op} failed on {label}: {e.type_name}: {e.message}\n\nRemote traceback:\n"
-        f"{e.traceback_text}",
-        operator=op,
-        block=label,
-        remote_traceback=e.traceback_text,
-    )
-    err.__cause__ = cause
-    return err
