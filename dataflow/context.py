@@ -39,6 +39,13 @@ class DataContext:
     """Bytes of shared memory for blocks; None = 30 % of RAM (backend decides)."""
     memory_limit: int | None = None
     """Cap on the resident memory of the whole process tree; None = no cap."""
+    spill_path: str | None = None
+    """Directory under which the local backend's object store spills the blocks
+    that do not fit in ``object_store_memory`` (in a private per-session
+    subdirectory, removed at shutdown); None = the temp directory ($TMPDIR).
+    Read when the backend starts (``init`` or the first pipeline);
+    ``init(spill_dir=...)`` overrides it. ``stats()`` reports bytes spilled and
+    restored and the directory; a full disk raises ``SpillError`` naming it."""
     output_queue_max_blocks: int = 8
     """Blocks the executor buffers for a consumer before it stops dispatching."""
 

@@ -6,6 +6,8 @@ DataflowError
   PlanError            the pipeline is invalid (bad expression, unknown column, ...)
   WorkerCrashedError   a worker died past ``max_task_retries``
   ResourceError        a stage asks for resources the backend can never give
+  SpillError           the object store could not spill to disk; names the directory
+  MemoryLimitError     the process tree went over DataContext.memory_limit; names the operator
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import re
 
 from runtime.errors import ResourceError as _RuntimeResourceError
+from runtime.errors import SpillError as _RuntimeSpillError
 from runtime.errors import WorkerCrashedError as _RuntimeWorkerCrashed
 
 
@@ -65,6 +68,29 @@ class ResourceError(DataflowError, _RuntimeResourceError):
     """A stage needs resources that this backend can never provide."""
 
 
+class SpillError(DataflowError, _RuntimeSpillError):
+    """Blocks that did not fit in ``object_store_memory`` could not be written to
+    the spill directory (``directory``): the disk is full, over quota or failing.
+    The failed write leaves no partial file; the pipeline's objects are freed."""
+
+    @classmethod
+    def from_runtime(cls, error: _RuntimeSpillError) -> SpillError:
+        out = cls(str(error), error.directory)
+        out.__cause__ = error.__cause__
+        return out
+
+
+class MemoryLimitError(DataflowError):
+    """The resident memory of the process tree (driver and workers) stayed over
+    ``DataContext.memory_limit``; ``operator`` names the operator whose task was
+    stopped (its worker process was ended, or, on driver threads, the run)."""
+
+    def __init__(self, message: str, *, operator: str = "", rss_bytes: int = 0) -> None:
+        super().__init__(message)
+        self.operator = operator
+        self.rss_bytes = rss_bytes
+
+
 # ``scheme://user:secret@``: the secret; ``password=secret`` (DSNs, ODBC, query strings).
 _URL_SECRET = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^/@\s:]*:)([^/@\s]+)(@)")
 _KEY_SECRET = re.compile(
@@ -91,9 +117,11 @@ def _source_error(message: str, path: str) -> SourceError:
 
 __all__ = [
     "DataflowError",
+    "MemoryLimitError",
     "PlanError",
     "ResourceError",
     "SourceError",
+    "SpillError",
     "UserCodeError",
     "WorkerCrashedError",
     "redact",

@@ -59,7 +59,7 @@ import pyarrow as pa
 
 import runtime
 from runtime.backends.base import TaskResult
-from runtime.errors import TaskCancelledError, WorkerCrashedError
+from runtime.errors import SpillError, TaskCancelledError, WorkerCrashedError
 from runtime.futures import Future
 from runtime.lifeline import LIFELINE_ENV, driver_lifeline
 from runtime.protocol import (
@@ -632,9 +632,16 @@ class WorkerPool:
                 self._send_task(worker, task)
 
     def _on_reply(self, worker: _Worker, msg: TaskDone | TaskFailed) -> None:
+        spill_failed: SpillError | None = None
         if isinstance(msg, TaskDone):
-            for ref in msg.refs:
-                self._store.adopt(ref)
+            try:
+                for ref in msg.refs:
+                    self._store.adopt(ref)
+            except SpillError as exc:  # the disk is full: the task fails, its outputs go
+                spill_failed = exc
+                self._store.free(msg.refs)
+                for ref in msg.refs:
+                    self._store.unlink(ref.id)
         with self._lock:
             task = worker.inflight.popleft()
             assert task.id == msg.task_id, "a worker replies in the order it was sent tasks"
@@ -643,6 +650,8 @@ class WorkerPool:
                 task.future.resolve(exc=error)
                 if task.is_actor_start:
                     self._actor_failed(worker, error)
+            elif spill_failed is not None:
+                task.future.resolve(exc=spill_failed)
             elif task.future.done():  # cancelled or its actor stopped: nobody wants it
                 self._store.free(msg.refs)
             else:

@@ -23,7 +23,11 @@ object by its id alone.
 Readers resolve an id in the shared-memory directory first, then in the spill
 directory. Spilling writes the disk copy under a temporary name, renames it and
 only then unlinks the shared-memory file, so a concurrent reader always finds a
-complete file, and a mapping taken before the unlink stays valid.
+complete file, and a mapping taken before the unlink stays valid. A spill that
+fails (disk full, quota, file size limit) removes its partial file and raises
+``SpillError`` naming the spill directory. ``stats()`` counts bytes spilled,
+bytes of spilled objects read back (restored) and the seconds spent writing
+spill files.
 
 >>> store = ObjectStore(capacity_bytes=1 << 30)
 >>> ref = store.put(pa.table({"x": [1, 2, 3]}))
@@ -35,6 +39,7 @@ complete file, and a mapping taken before the unlink stays valid.
 from __future__ import annotations
 
 import atexit
+import errno
 import itertools
 import os
 import secrets
@@ -52,7 +57,7 @@ import psutil
 import pyarrow as pa
 
 from runtime.backends.base import StoreStats
-from runtime.errors import ObjectLostError
+from runtime.errors import ObjectLostError, SpillError
 from runtime.lifeline import start_janitor, stop_janitor
 from runtime.refs import ObjectRef
 from runtime.sessiondirs import OWNER_FILE, make_session_dir, owner_alive
@@ -124,24 +129,13 @@ class StoreClient:
 
     def _write_file(self, object_id: str, table: pa.Table, to_disk: bool) -> ObjectRef:
         path = (self._spill if to_disk else self._shm) + object_id + _SUFFIX
-        if table.nbytes < _SMALL_BYTES:
-            # Serializing to memory and writing once costs half of streaming
-            # through an OSFile for small blocks, which dominate task overhead.
-            sink = pa.BufferOutputStream()
-            with pa.ipc.RecordBatchFileWriter(sink, table.schema, options=_WRITE_OPTIONS) as w:
-                w.write_table(table)
-            data = sink.getvalue()
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                os.write(fd, data)
-            finally:
-                os.close(fd)
-            nbytes = data.size
-        else:
-            with pa.OSFile(path, "wb") as sink:
-                with pa.ipc.RecordBatchFileWriter(sink, table.schema, options=_WRITE_OPTIONS) as w:
-                    w.write_table(table)
-                nbytes = sink.tell()
+        try:
+            nbytes = _write_ipc(path, table)
+        except OSError as exc:
+            _unlink_quietly(path)  # a full disk leaves a partial file behind
+            if to_disk:
+                raise spill_error(self.location.spill_dir, table.nbytes, exc) from exc
+            raise
         location = "disk" if to_disk else "shm"
         return ObjectRef(object_id, nbytes, table.num_rows, location, self.location.session)
 
@@ -177,6 +171,56 @@ class StoreClient:
                 pass
 
 
+def _write_ipc(path: str, table: pa.Table) -> int:
+    """Write ``table`` as an Arrow IPC file at ``path`` (a new file); its size."""
+    if table.nbytes < _SMALL_BYTES:
+        # Serializing to memory and writing once costs half of streaming
+        # through an OSFile for small blocks, which dominate task overhead.
+        sink = pa.BufferOutputStream()
+        with pa.ipc.RecordBatchFileWriter(sink, table.schema, options=_WRITE_OPTIONS) as w:
+            w.write_table(table)
+        data = sink.getvalue()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(data)
+            while view:  # os.write may write less than asked (a nearly full disk)
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        return data.size
+    with pa.OSFile(path, "wb") as sink:
+        with pa.ipc.RecordBatchFileWriter(sink, table.schema, options=_WRITE_OPTIONS) as w:
+            w.write_table(table)
+        return sink.tell()
+
+
+def _unlink_quietly(path: str | os.PathLike) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def spill_error(directory: str, nbytes: int, exc: OSError) -> SpillError:
+    """The error of a failed spill write: names the directory, the cause and the knobs.
+
+    >>> str(spill_error("/d", 3 << 20, OSError(errno.ENOSPC, "No space left on device")))[:72]
+    'spilling a 3.0 MiB block to /d failed: the disk is full (No space left o'
+    """
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    what = "the disk is full" if exc.errno in _DISK_FULL else "the write failed"
+    return SpillError(
+        f"spilling a {nbytes / (1 << 20):.1f} MiB block to {directory} failed: {what} "
+        f"({reason}); the object store spills blocks that do not fit in "
+        "object_store_memory: free space there, point DataContext.spill_path (or "
+        "init(spill_dir=...)) at a bigger disk, or raise object_store_memory",
+        directory,
+    )
+
+
 def _read_file(path: str, size: int) -> bytes:
     """The whole file (``size`` is a hint: an exported object's file is a bit
     bigger than its table's bytes)."""
@@ -210,6 +254,7 @@ class ObjectStore(StoreClient):
             raise ValueError(
                 f"object_store_memory must be a positive number of bytes, got {capacity_bytes}"
             )
+        spill_base.mkdir(parents=True, exist_ok=True)  # e.g. DataContext.spill_path
         for base in {shm_base, spill_base}:
             remove_dead_sessions(base)
         session = f"{os.getpid()}-{secrets.token_hex(6)}"
@@ -230,6 +275,8 @@ class ObjectStore(StoreClient):
         self._used = 0
         self._peak = 0
         self._spilled_total = 0
+        self._restored_total = 0
+        self._spill_write_s = 0.0
         self._closed = False
         _live_stores.add(self)
         _install_exit_hooks()
@@ -243,7 +290,11 @@ class ObjectStore(StoreClient):
         self._check_open("put")
         with self._lock:
             fits = self._used + table.nbytes <= self.capacity_bytes
+        start = time.perf_counter()
         ref = self.write(table, to_disk=not fits)
+        if not fits:
+            with self._lock:
+                self._spill_write_s += time.perf_counter() - start
         self.adopt(ref)
         return ref
 
@@ -268,11 +319,27 @@ class ObjectStore(StoreClient):
     def get(self, ref: ObjectRef) -> pa.Table:
         self._check_open("get")
         table = self._local.get(ref.id)
-        return table if table is not None else self.read(ref)
+        if table is not None:
+            return table
+        self._count_restores((ref,))
+        return self.read(ref)
+
+    def _count_restores(self, refs: Sequence[ObjectRef]) -> None:
+        """Count the spilled objects among ``refs`` as read back from disk."""
+        restored = 0
+        for ref in refs:
+            entry = self._objects.get(ref.id)
+            if entry is not None and entry[1]:
+                restored += entry[0]
+        if restored:
+            with self._lock:
+                self._restored_total += restored
 
     def export(self, refs: Sequence[ObjectRef]) -> None:
         """Write the in-process objects among ``refs`` to shared memory under
-        their ids, for a worker process to read (bytes in use do not change)."""
+        their ids, for a worker process to read (bytes in use do not change).
+        The spilled ones count as restored: the worker reads them from disk."""
+        self._count_restores(refs)
         for ref in refs:
             table = self._local.get(ref.id)
             if table is None:
@@ -285,14 +352,19 @@ class ObjectStore(StoreClient):
 
     def adopt(self, ref: ObjectRef) -> None:
         """Account an object written into the session by another process
-        (a worker's task output); spill it if the store is over capacity."""
+        (a worker's task output); spill it if the store is over capacity. A
+        failed spill removes the object's file and raises ``SpillError``."""
         with self._lock:
             if self._closed:
                 self.unlink(ref.id)
                 return
             spill = ref.location == "shm" and self._used + ref.nbytes > self.capacity_bytes
             if spill:
-                self._spill_file(ref.id)
+                try:
+                    self._spill_file(ref.id)
+                except SpillError:
+                    self.unlink(ref.id, spilled=False)
+                    raise
             elif ref.location == "shm":
                 self._used += ref.nbytes
                 self._peak = max(self._peak, self._used)
@@ -314,11 +386,20 @@ class ObjectStore(StoreClient):
         return removed
 
     def _spill_file(self, object_id: str) -> None:
+        """Move an object from shared memory to the spill directory (called with
+        the lock held); a failed copy leaves no partial file and raises SpillError."""
         src, dst = self.shm_path(object_id), self.spill_path(object_id)
         tmp = dst.with_suffix(".tmp")
-        shutil.copyfile(src, tmp)
+        start = time.perf_counter()
+        try:
+            shutil.copyfile(src, tmp)
+        except OSError as exc:
+            _unlink_quietly(tmp)
+            size = src.stat().st_size if src.exists() else 0
+            raise spill_error(self.location.spill_dir, size, exc) from exc
         os.rename(tmp, dst)
         src.unlink()
+        self._spill_write_s += time.perf_counter() - start
 
     def free(self, refs: list[ObjectRef] | tuple[ObjectRef, ...]) -> None:
         """Unlink ``refs``' files; unknown or already freed refs are ignored.
@@ -335,11 +416,18 @@ class ObjectStore(StoreClient):
                     self.unlink(ref.id, spilled)
 
     def stats(self) -> StoreStats:
-        """Bytes in shared memory now, capacity, peak, bytes spilled so far
-        (cumulative) and live objects."""
+        """Bytes in shared memory now, capacity, peak, live objects, and the
+        spill counters so far (bytes spilled and restored, seconds writing)."""
         with self._lock:
             return StoreStats(
-                self._used, self.capacity_bytes, self._peak, self._spilled_total, len(self._objects)
+                self._used,
+                self.capacity_bytes,
+                self._peak,
+                self._spilled_total,
+                len(self._objects),
+                restored_bytes=self._restored_total,
+                spill_write_s=self._spill_write_s,
+                spill_dir=self.location.spill_dir,
             )
 
     def shutdown(self) -> None:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from runtime.backends.base import FunctionHandle, StoreStats, TaskFuture
-from runtime.errors import TaskCancelledError
+from runtime.errors import SpillError, TaskCancelledError
 from runtime.fnpickle import dumps_function
 from runtime.futures import Future, wait_any
 from runtime.pool import Actor, WorkerPool
@@ -196,6 +196,11 @@ class LocalBackend:
             try:
                 tables = [store.get(ref) for ref in inputs]
                 result = execute(fn, tables, args, ctx, store.put_local, store.free)
+            except SpillError as exc:  # the store's failure, not the task's code
+                with cv:
+                    future.thread = None
+                    future.resolve(exc=exc)
+                return
             except Exception as exc:
                 with cv:
                     future.thread = None
