@@ -316,6 +316,15 @@ class WorkerPool:
         with self._lock:
             return [w.pid for w in self._workers.values()]
 
+    def running_pid(self, future: Future) -> int | None:
+        """The pid of the worker running ``future`` now (None: queued or done)."""
+        with self._lock:
+            task = future._task
+            worker = task.worker if task is not None and not future.done() else None
+            if worker is None or not worker.inflight or worker.inflight[0] is not task:
+                return None
+            return worker.pid
+
     def task_stack(self, future: Future, timeout: float) -> str | None:
         """The Python stack of the worker running ``future`` (its faulthandler
         dump on SIGUSR1); None when the task is not on a worker now."""

@@ -33,6 +33,7 @@ from dataflow.exec.backpressure import (
     OutputQueuePolicy,
 )
 from dataflow.exec.interfaces import ExecEnv, PhysicalOperator, RefBundle
+from dataflow.exec.memory_guard import MemoryGuard
 from dataflow.exec.progress import builtin_observers
 from dataflow.exec.scheduling import pressure_state, select_operator
 from dataflow.exec.stats import DatasetStats, ExecutorObserver, StatsCollector
@@ -142,8 +143,11 @@ class StreamingExecutor:
         budget = ctx.object_store_memory or backend.store_stats().capacity_bytes
         self.memory_budget = budget
         self.policies: list[BackpressurePolicy] = [MemoryBudgetPolicy(budget), OutputQueuePolicy()]
+        self._guard: MemoryGuard | None = None
         if ctx.memory_limit:
             self.policies.append(MemoryLimitPolicy(ctx.memory_limit))
+            self._guard = MemoryGuard(ctx.memory_limit, backend)
+            self.observers.append(self._guard)  # it learns which operators launch tasks
         self._actor_total = backend.total_resources()
         self._total = self._actor_total.scale(_QUEUE_DEPTH)
         self._stop = threading.Event()
@@ -206,6 +210,8 @@ class StreamingExecutor:
             now = time.monotonic()
             if now >= next_rss:
                 rss, next_rss = self._sample_rss(), now + _RSS_EVERY_S
+                if self._guard is not None:
+                    self._guard.check(now, rss, ops)
             launched, held_back = self._dispatch(ops, rss, now)
             for op in ops:
                 op.on_tick(now)

@@ -269,6 +269,16 @@ class LocalBackend:
         """Pids of the live worker processes (for tests and diagnostics)."""
         return self._pool.worker_pids()
 
+    def task_pid(self, future: TaskFuture) -> int | None:
+        """The pid of the process running ``future`` now: its worker, or this
+        process for a driver-thread task; None while it waits or once done (the
+        executor's memory guard asks, to name the task that holds the memory)."""
+        if not isinstance(future, Future) or future.done():
+            return None
+        if future._task is None:
+            return os.getpid() if future.thread is not None else None
+        return self._pool.running_pid(future)
+
     def task_stack(self, future: TaskFuture, timeout: float = 1.0) -> str | None:
         """The Python stack of the worker or driver thread running ``future``
         (None if nothing runs it now)."""
