@@ -20,11 +20,16 @@ the driver) stay in the driver's memory as tables, with no file and no copy
 memory under the same id first (``export``). Every process still resolves an
 object by its id alone.
 
-Readers resolve an id in the shared-memory directory first, then in the spill
-directory. Spilling writes the disk copy under a temporary name, renames it and
-only then unlinks the shared-memory file, so a concurrent reader always finds a
-complete file, and a mapping taken before the unlink stays valid. A spill that
-fails (disk full, quota, file size limit) removes its partial file and raises
+When an object does not fit, the oldest resident objects spill to make room
+(an object that can never fit goes to disk itself): a new block is about to be
+read by the next task, while the old ones are those that wait longest, such as
+an exchange's map outputs waiting for the last map (spilling the new block
+instead would write it out and read it back at once). Readers resolve an id in
+the shared-memory directory first, then in the spill directory. Spilling
+writes the disk copy under a temporary name, renames it and only then unlinks
+the shared-memory file, so a concurrent reader always finds a complete file,
+and a mapping taken before the unlink stays valid. A spill that fails (disk
+full, quota, file size limit) removes its partial file and raises
 ``SpillError`` naming the spill directory. ``stats()`` counts bytes spilled,
 bytes of spilled objects read back (restored) and the seconds spent writing
 spill files.
@@ -49,6 +54,7 @@ import tempfile
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,7 +244,7 @@ class ObjectStore(StoreClient):
     """The driver's store: accounting against a capacity, spill, lifetime.
 
     ``capacity_bytes`` defaults to 30 % of RAM; ``spill_root`` (default: the
-    temp directory) receives objects that do not fit.
+    temp directory) receives the oldest objects when new ones do not fit.
     """
 
     def __init__(
@@ -272,6 +278,8 @@ class ObjectStore(StoreClient):
         self._lock = threading.Lock()
         self._objects: dict[str, tuple[int, bool]] = {}  # id -> (nbytes, spilled)
         self._local: dict[str, pa.Table] = {}  # in-process objects (put_local), no file yet
+        # Objects held in memory (shared or in-process), oldest first: spilled first.
+        self._resident: OrderedDict[str, None] = OrderedDict()
         self._used = 0
         self._peak = 0
         self._spilled_total = 0
@@ -286,10 +294,11 @@ class ObjectStore(StoreClient):
         return Path(self.location.shm_dir), Path(self.location.spill_dir)
 
     def put(self, table: pa.Table) -> ObjectRef:
-        """Write ``table`` into the store (straight to disk if it cannot fit)."""
+        """Write ``table`` into the store (older objects spill to make room; it
+        goes straight to disk if it can never fit)."""
         self._check_open("put")
         with self._lock:
-            fits = self._used + table.nbytes <= self.capacity_bytes
+            fits = self._make_room(table.nbytes)
         start = time.perf_counter()
         ref = self.write(table, to_disk=not fits)
         if not fits:
@@ -305,11 +314,12 @@ class ObjectStore(StoreClient):
         self._check_open("put")
         nbytes = table.nbytes
         with self._lock:
-            fits = self._used + nbytes <= self.capacity_bytes
+            fits = self._make_room(nbytes)
             if fits:
                 object_id = self.new_id()
                 self._local[object_id] = table
                 self._objects[object_id] = (nbytes, False)
+                self._resident[object_id] = None
                 self._used += nbytes
                 self._peak = max(self._peak, self._used)
         if not fits:
@@ -347,25 +357,28 @@ class ObjectStore(StoreClient):
             self._write_file(ref.id, table, to_disk=False)
             with self._lock:
                 self._local.pop(ref.id, None)
-                if ref.id not in self._objects:  # freed meanwhile: nobody owns the file
+                entry = self._objects.get(ref.id)
+                if entry is None or entry[1]:  # freed, or spilled meanwhile: not this copy
                     self.unlink(ref.id, spilled=False)
 
     def adopt(self, ref: ObjectRef) -> None:
-        """Account an object written into the session by another process
-        (a worker's task output); spill it if the store is over capacity. A
-        failed spill removes the object's file and raises ``SpillError``."""
+        """Account an object written into the session by another process (a
+        worker's task output); older objects spill to make room for it (it
+        spills itself if it can never fit). A failed spill removes the new
+        object's file and raises ``SpillError``."""
         with self._lock:
             if self._closed:
                 self.unlink(ref.id)
                 return
-            spill = ref.location == "shm" and self._used + ref.nbytes > self.capacity_bytes
-            if spill:
-                try:
+            try:
+                spill = ref.location == "shm" and not self._make_room(ref.nbytes)
+                if spill:
                     self._spill_file(ref.id)
-                except SpillError:
-                    self.unlink(ref.id, spilled=False)
-                    raise
-            elif ref.location == "shm":
+            except SpillError:
+                self.unlink(ref.id, spilled=False)
+                raise
+            if not spill and ref.location == "shm":
+                self._resident[ref.id] = None
                 self._used += ref.nbytes
                 self._peak = max(self._peak, self._used)
             if spill or ref.location == "disk":
@@ -384,6 +397,33 @@ class ObjectStore(StoreClient):
                         path.unlink(missing_ok=True)
                         removed += 1
         return removed
+
+    def _make_room(self, nbytes: int) -> bool:
+        """Spill the oldest resident objects until ``nbytes`` more fit (called with
+        the lock held); whether they fit. An object bigger than the capacity
+        evicts nothing: it goes to disk itself."""
+        if nbytes > self.capacity_bytes:
+            return False
+        while self._used + nbytes > self.capacity_bytes and self._resident:
+            self._evict(next(iter(self._resident)))
+        return self._used + nbytes <= self.capacity_bytes
+
+    def _evict(self, object_id: str) -> None:
+        """Move a resident object to the spill directory (lock held). On a
+        SpillError it stays where it was."""
+        nbytes, _ = self._objects[object_id]
+        table = self._local.get(object_id)
+        if table is not None:
+            start = time.perf_counter()
+            self._write_file(object_id, table, to_disk=True)
+            self._spill_write_s += time.perf_counter() - start
+            del self._local[object_id]
+        else:
+            self._spill_file(object_id)
+        del self._resident[object_id]
+        self._objects[object_id] = (nbytes, True)
+        self._used -= nbytes
+        self._spilled_total += nbytes
 
     def _spill_file(self, object_id: str) -> None:
         """Move an object from shared memory to the spill directory (called with
@@ -412,6 +452,7 @@ class ObjectStore(StoreClient):
                 nbytes, spilled = entry
                 if not spilled:
                     self._used -= nbytes
+                    self._resident.pop(ref.id, None)
                 if self._local.pop(ref.id, None) is None:
                     self.unlink(ref.id, spilled)
 
@@ -436,6 +477,7 @@ class ObjectStore(StoreClient):
             self._closed = True
             self._objects.clear()
             self._local.clear()
+            self._resident.clear()
             self._used = 0
         for directory in self.session_dirs:
             shutil.rmtree(directory, ignore_errors=True)

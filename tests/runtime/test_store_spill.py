@@ -39,18 +39,17 @@ def store(tmp_path):
 
 def test_stats_count_bytes_spilled_restored_and_the_seconds_writing(store):
     table = big_table(600_000)
-    resident, spilled = store.put(table), store.put(table)
-    assert (resident.location, spilled.location) == ("shm", "disk")
+    spilled, resident = store.put(table), store.put(table)  # the older one spills
     worker = StoreClient(store.location, id_prefix="w1").write(table)
-    store.adopt(worker)  # over capacity: copied to disk
-    assert store.get(resident).equals(table) and store.get(spilled).equals(table)
-    store.export([worker])  # a worker task will read it from disk
+    store.adopt(worker)  # over capacity: `resident` is copied to disk
+    assert store.get(worker).equals(table) and store.get(spilled).equals(table)
+    store.export([resident])  # a worker task will read it from disk
     stats = store.stats()
-    assert stats.spilled_bytes == spilled.nbytes + worker.nbytes
-    assert stats.restored_bytes == spilled.nbytes + worker.nbytes  # resident reads don't count
+    assert stats.spilled_bytes == spilled.nbytes + resident.nbytes
+    assert stats.restored_bytes == spilled.nbytes + resident.nbytes  # resident reads don't count
     assert stats.spill_write_s > 0
     assert stats.spill_dir == store.location.spill_dir
-    assert data_files(stats.spill_dir) == sorted([f"{spilled.id}.arrow", f"{worker.id}.arrow"])
+    assert data_files(stats.spill_dir) == sorted([f"{spilled.id}.arrow", f"{resident.id}.arrow"])
 
 
 def test_a_missing_spill_root_is_created(tmp_path):
@@ -93,12 +92,23 @@ def test_a_full_disk_on_put_raises_spill_error_naming_the_directory(store, monke
     resident = store.put(big_table(600_000))
     _fail_writes(monkeypatch)
     with pytest.raises(SpillError, match="disk is full") as info:
-        store.put(big_table(600_000))
+        store.put(big_table(2 * MiB))  # bigger than the store: straight to disk
     spill_dir = store.location.spill_dir
     assert info.value.directory == spill_dir and spill_dir in str(info.value)
     assert "DataContext.spill_path" in str(info.value)  # the knob
     assert data_files(spill_dir) == []  # the partial file is gone
     assert store.stats().num_objects == 1 and store.get(resident).num_rows == 75_000
+
+
+def test_a_full_disk_while_evicting_keeps_the_old_object_in_memory(store, monkeypatch):
+    old = store.put_local(big_table(600_000))
+    _fail_writes(monkeypatch)
+    with pytest.raises(SpillError, match=store.location.spill_dir):
+        store.put_local(big_table(600_000))  # `old` cannot be written out to make room
+    assert data_files(store.location.spill_dir) == []
+    stats = store.stats()
+    assert (stats.num_objects, stats.used_bytes, stats.spilled_bytes) == (1, old.nbytes, 0)
+    assert store.get(old).num_rows == 75_000
 
 
 def test_a_full_disk_while_adopting_a_worker_output_removes_both_copies(store, monkeypatch):
@@ -116,13 +126,13 @@ def test_a_real_full_disk_fails_cleanly(tmp_path, tiny_disk):
     (tmp_path / "shm").mkdir()
     s = ObjectStore(MiB, shm_root=tmp_path / "shm", spill_root=tiny_disk)
     try:
-        s.put(big_table(900_000))  # resident
-        refs = [s.put(big_table(600_000, start=i)) for i in range(3)]  # 1.8 MiB spilled: fits
+        # Each put spills the one before: three 0.6 MB files fit on the 2 MiB disk.
+        refs = [s.put(big_table(600_000, start=i)) for i in range(4)]
         with pytest.raises(SpillError, match="No space left on device") as info:
             s.put(big_table(600_000))
         assert info.value.directory == s.location.spill_dir
-        assert data_files(s.location.spill_dir) == sorted(f"{r.id}.arrow" for r in refs)
-        assert s.get(refs[2]).column("x")[0].as_py() == 2  # earlier spills stay readable
+        assert data_files(s.location.spill_dir) == sorted(f"{r.id}.arrow" for r in refs[:3])
+        assert [s.get(r).column("x")[0].as_py() for r in refs] == [0, 1, 2, 3]
     finally:
         s.shutdown()
     assert os.listdir(tiny_disk) == []
@@ -132,12 +142,12 @@ def test_a_worker_task_whose_output_cannot_spill_fails_with_spill_error(tmp_path
     backend = LocalBackend(num_cpus=1, num_gpus=0, object_store_memory=MiB, spill_dir=str(tmp_path))
     try:
         fn = backend.register_function(two_blocks)
-        first = backend.submit(fn).result(timeout=60)  # one resident, one spilled: fine
+        first = backend.submit(fn).result(timeout=60)  # the second output spills the first
         _fail_copies(monkeypatch)
         with pytest.raises(SpillError, match="disk is full"):
             backend.submit(fn).result(timeout=60)
         spill_dir = backend.store.location.spill_dir
-        assert data_files(spill_dir) == [f"{first.refs[1].id}.arrow"]
+        assert data_files(spill_dir) == [f"{first.refs[0].id}.arrow"]
         assert backend.store_stats().num_objects == 2  # the failed task's outputs are gone
         monkeypatch.undo()
         again = backend.submit(fn).result(timeout=60)  # the pool still works
