@@ -78,6 +78,13 @@ def _parser() -> argparse.ArgumentParser:
         help="time each whole process (imports, engine start, run, shutdown), as "
         "`time python script.py` would; default: the run alone, engines started untimed",
     )
+    run.add_argument(
+        "--max-rss-gib",
+        type=float,
+        default=None,
+        help="kill a run whose process tree's RSS passes this many GiB (recorded as its "
+        "error): keeps a peer from taking a shared machine's memory",
+    )
     run.add_argument("--json-out", type=Path, default=None, help="keep records and summary here")
     run.add_argument(
         "--cpus", default=None, help="pin each run to these CPUs (taskset -c syntax, e.g. 0)"
@@ -203,6 +210,7 @@ def run_and_report(
         emit=lambda line: print(line, flush=True),
         cold=args.cold,
         cpus=args.cpus,
+        max_rss_bytes=None if args.max_rss_gib is None else args.max_rss_gib * 1024**3,
     )
     out["data"] = {"root": str(data_root), "spec": vars(_spec(args)), "params": params}
     out["cold"] = args.cold

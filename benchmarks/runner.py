@@ -60,10 +60,12 @@ def run_once(
     params: dict[str, int] | None = None,
     cold: bool = False,
     cpus: str | None = None,
+    max_rss_bytes: float | None = None,
 ) -> dict:
     """One fresh-process run; returns its JSON record (``error`` set when it failed).
     ``cold`` times the whole process (imports and engine start inside the timer);
-    ``cpus`` pins it to those cores (``taskset -c`` syntax, e.g. ``"0"``)."""
+    ``cpus`` pins it to those cores (``taskset -c`` syntax, e.g. ``"0"``); a run
+    whose process tree passes ``max_rss_bytes`` of RSS is killed."""
     workload = workloads.get(workload_name)
     if workload.prepare is not None:
         from benchmarks.data import paths_of
@@ -89,6 +91,7 @@ def run_once(
             [*pin, sys.executable, "-m", "benchmarks.child", json.dumps(spec)],
             env=env,
             timeout_s=timeout_s,
+            max_rss_bytes=max_rss_bytes,
         )
         child = json.loads(result_file.read_text()) if result_file.exists() else {}
     record: dict = {
@@ -103,11 +106,17 @@ def run_once(
         "process_s": round(sample.process_s, 4),
     }
     if sample.returncode != 0 or "error" in child or not child:
-        why = child.get("error") or (
-            f"timed out after {timeout_s:.0f} s"
-            if sample.returncode is None
-            else f"exit code {sample.returncode}"
-        )
+        if sample.over_rss:
+            why = (
+                f"killed after {sample.process_s:.0f} s: its process tree's RSS passed "
+                f"{max_rss_bytes / 1024**3:.1f} GiB (--max-rss-gib)"
+            )
+        else:
+            why = child.get("error") or (
+                f"timed out after {timeout_s:.0f} s"
+                if sample.returncode is None
+                else f"exit code {sample.returncode}"
+            )
         record["error"] = why
         record["stderr_tail"] = child.get("traceback") or sample.stderr_tail[-2000:]
         return record
@@ -140,6 +149,7 @@ def run_all(
     params: dict[str, int] | None = None,
     cold: bool = False,
     cpus: str | None = None,
+    max_rss_bytes: float | None = None,
 ) -> Iterator[dict]:
     """Yield one record per run, interleaving engines within each repeat."""
     pairs, _ = plan(workload_names, engine_names)
@@ -154,6 +164,7 @@ def run_all(
                 params=params,
                 cold=cold,
                 cpus=cpus,
+                max_rss_bytes=max_rss_bytes,
             )
 
 
@@ -263,6 +274,7 @@ def execute(
     emit: Callable[[str], None] = print,
     cold: bool = False,
     cpus: str | None = None,
+    max_rss_bytes: float | None = None,
 ) -> dict:
     """Run everything, emit each record as a JSON line, return records + summary + machine."""
     _, notes = plan(workload_names, engine_names)
@@ -278,6 +290,7 @@ def execute(
         params=params,
         cold=cold,
         cpus=cpus,
+        max_rss_bytes=max_rss_bytes,
     ):
         records.append(record)
         emit(json.dumps(record))

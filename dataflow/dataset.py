@@ -578,8 +578,14 @@ class Dataset(
         """``materialize()``; ``ordered`` runs in dataset order even when
         ``DataContext.preserve_order`` is off (splits are defined on that order)."""
         stream = self._open_stream(ordered=ordered)
+        bundles: list = []
         with stream:
-            bundles = list(stream)
+            try:
+                bundles.extend(stream)
+            except BaseException:  # the run failed: free what it delivered so far
+                for bundle in bundles:
+                    stream.free(bundle)
+                raise
         owned = [r for b in bundles for r in b.refs if b.owns_blocks]
         held = tuple(dataclasses.replace(b, owns_blocks=False) for b in bundles)
         # Bundles passed through unchanged still belong to the materialized

@@ -9,6 +9,8 @@ DataflowError
   ServiceClosedError   the batch service (streaming_split, serve) stopped under a consumer
   ServiceUsageError    a consumer of the batch service asked out of order
   SplitStartTimeoutError  a streaming_split consumer never began the epoch
+  SpillError           the object store could not spill to disk; names the directory
+  MemoryLimitError     the process tree went over DataContext.memory_limit; names the operator
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import re
 from collections.abc import Sequence
 
 from runtime.errors import ResourceError as _RuntimeResourceError
+from runtime.errors import SpillError as _RuntimeSpillError
 from runtime.errors import WorkerCrashedError as _RuntimeWorkerCrashed
 
 
@@ -104,6 +107,29 @@ SplitClosedError = FeedClosedError = ServiceClosedError
 SplitUsageError = FeedUsageError = ServiceUsageError
 
 
+class SpillError(DataflowError, _RuntimeSpillError):
+    """Blocks that did not fit in ``object_store_memory`` could not be written to
+    the spill directory (``directory``): the disk is full, over quota or failing.
+    The failed write leaves no partial file; the pipeline's objects are freed."""
+
+    @classmethod
+    def from_runtime(cls, error: _RuntimeSpillError) -> SpillError:
+        out = cls(str(error), error.directory)
+        out.__cause__ = error.__cause__
+        return out
+
+
+class MemoryLimitError(DataflowError):
+    """The resident memory of the process tree (driver and workers) stayed over
+    ``DataContext.memory_limit``; ``operator`` names the operator whose task was
+    stopped (its worker process was ended, or, on driver threads, the run)."""
+
+    def __init__(self, message: str, *, operator: str = "", rss_bytes: int = 0) -> None:
+        super().__init__(message)
+        self.operator = operator
+        self.rss_bytes = rss_bytes
+
+
 # ``scheme://user:secret@``: the secret; ``password=secret`` (DSNs, ODBC, query strings).
 _URL_SECRET = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^/@\s:]*:)([^/@\s]+)(@)")
 _KEY_SECRET = re.compile(
@@ -130,12 +156,14 @@ def _source_error(message: str, path: str) -> SourceError:
 
 __all__ = [
     "DataflowError",
+    "MemoryLimitError",
     "PlanError",
     "ResourceError",
     "ServiceClosedError",
     "ServiceUsageError",
     "SourceError",
     "SplitStartTimeoutError",
+    "SpillError",
     "UserCodeError",
     "WorkerCrashedError",
     "redact",

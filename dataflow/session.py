@@ -64,6 +64,11 @@ def init(
     ):
         backend_options["address"] = os.environ["DATAFLOW_RAY_ADDRESS"]
     if name == "local":
+        from dataflow.context import DataContext
+
+        spill_path = DataContext.get_current().spill_path
+        if spill_path is not None:
+            backend_options.setdefault("spill_dir", spill_path)
         # Every task a worker runs is a dataflow function, pyarrow's numpy
         # conversions import pandas on first use and most pipelines read or
         # write Parquet: import them while booting, not in the first task.

@@ -102,6 +102,18 @@ class TaskCancelledError(RuntimeFailure):
     """The task was cancelled before it finished."""
 
 
+class SpillError(RuntimeFailure):
+    """The object store could not write an object to its spill directory (disk
+    full, over quota, file too large); ``directory`` names it."""
+
+    def __init__(self, message: str, directory: str = "") -> None:
+        super().__init__(message)
+        self.directory = directory
+
+    def __reduce__(self):
+        return (SpillError, (str(self), self.directory))
+
+
 class ObjectLostError(RuntimeFailure):
     """An object ref no longer resolves (freed, or its session ended)."""
 

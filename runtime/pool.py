@@ -59,7 +59,7 @@ import pyarrow as pa
 
 import runtime
 from runtime.backends.base import TaskResult
-from runtime.errors import TaskCancelledError, WorkerCrashedError
+from runtime.errors import SpillError, TaskCancelledError, WorkerCrashedError
 from runtime.futures import Future
 from runtime.lifeline import LIFELINE_ENV, driver_lifeline
 from runtime.protocol import (
@@ -315,6 +315,15 @@ class WorkerPool:
     def worker_pids(self) -> list[int]:
         with self._lock:
             return [w.pid for w in self._workers.values()]
+
+    def running_pid(self, future: Future) -> int | None:
+        """The pid of the worker running ``future`` now (None: queued or done)."""
+        with self._lock:
+            task = future._task
+            worker = task.worker if task is not None and not future.done() else None
+            if worker is None or not worker.inflight or worker.inflight[0] is not task:
+                return None
+            return worker.pid
 
     def task_stack(self, future: Future, timeout: float) -> str | None:
         """The Python stack of the worker running ``future`` (its faulthandler
@@ -637,9 +646,16 @@ class WorkerPool:
                 self._send_task(worker, task)
 
     def _on_reply(self, worker: _Worker, msg: TaskDone | TaskFailed) -> None:
+        spill_failed: SpillError | None = None
         if isinstance(msg, TaskDone):
-            for ref in msg.refs:
-                self._store.adopt(ref)
+            try:
+                for ref in msg.refs:
+                    self._store.adopt(ref)
+            except SpillError as exc:  # the disk is full: the task fails, its outputs go
+                spill_failed = exc
+                self._store.free(msg.refs)
+                for ref in msg.refs:
+                    self._store.unlink(ref.id)
         with self._lock:
             task = worker.inflight.popleft()
             assert task.id == msg.task_id, "a worker replies in the order it was sent tasks"
@@ -648,6 +664,8 @@ class WorkerPool:
                 task.future.resolve(exc=error)
                 if task.is_actor_start:
                     self._actor_failed(worker, error)
+            elif spill_failed is not None:
+                task.future.resolve(exc=spill_failed)
             elif task.future.done():  # cancelled or its actor stopped: nobody wants it
                 self._store.free(msg.refs)
             else:

@@ -85,13 +85,19 @@ class ActorHandle(Protocol):
 
 @dataclass(frozen=True)
 class StoreStats:
-    """Object store usage in bytes."""
+    """Object store usage in bytes; the spill counters are cumulative over the session."""
 
     used_bytes: int
     capacity_bytes: int
     peak_bytes: int
     spilled_bytes: int
     num_objects: int
+    restored_bytes: int = 0
+    """Bytes of spilled objects read back (each read of a spilled object counts)."""
+    spill_write_s: float = 0.0
+    """Seconds spent writing spill files (for the disk's write bandwidth)."""
+    spill_dir: str = ""
+    """The directory spilled objects go to ("" when the backend does not say)."""
 
 
 class Backend(Protocol):

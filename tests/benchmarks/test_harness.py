@@ -56,6 +56,17 @@ def test_rss_sums_the_whole_tree() -> None:
     assert sample.peak_rss_bytes > 400 * 2**20
 
 
+def test_a_tree_over_the_rss_cap_is_killed_at_once() -> None:
+    code = "import time; x = bytearray(300 * 2**20); time.sleep(60)"
+    t0 = time.perf_counter()
+    sample = run_sampled(
+        [sys.executable, "-c", code], env=dict(os.environ), timeout_s=60, max_rss_bytes=200 * 2**20
+    )
+    assert sample.over_rss and sample.returncode is None
+    assert sample.peak_rss_bytes > 200 * 2**20
+    assert time.perf_counter() - t0 < 30  # not the 60 s sleep: killed when over
+
+
 def _rec(engine: str, wall: float, checksum: str = "rows=1", repeat: int = 0) -> dict:
     return {
         "workload": "w",

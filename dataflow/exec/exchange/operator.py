@@ -158,6 +158,8 @@ class ExchangeOperator(PhysicalOperator):
             else:
                 self._backend.cancel(fut)
             to_free += task.frees
+            if task.block is not None and task.block.owned:  # a sample or map task's input
+                to_free.append(task.block.ref)
         self._tasks.clear()
         blocks = list(self._to_sample) + list(self._to_map) + self._held
         to_free += [b.ref for b in blocks if b.owned]
