@@ -3,7 +3,8 @@
 Order is ``for repeat: for workload: for engine`` (A B C A B C), so slow
 drift of the machine spreads over every engine instead of favouring one.
 Each run yields one JSON record; :func:`summarize` turns the records into
-medians and ratios (dataflow / each peer: below 1 means dataflow is faster).
+medians and ratios (dataflow / each peer: below 1 means dataflow is faster;
+``dataflow-ray`` / each peer when only the ray variant ran).
 """
 
 from __future__ import annotations
@@ -173,8 +174,23 @@ def _median(values: list) -> float | None:
     return statistics.median(values) if values else None
 
 
-def summarize(records: list[dict], baseline: str = "dataflow") -> list[dict]:
-    """Medians per (workload, engine), checksum agreement, and ``baseline`` / engine ratios."""
+def baseline_of(engine_names: list[str]) -> str:
+    """The engine the ratios compare against: ``dataflow`` when it ran, else the
+    first dataflow variant (``dataflow-ray`` beside Ray Data), else ``dataflow``.
+
+    >>> baseline_of(["dataflow-ray", "ray"])
+    'dataflow-ray'
+    """
+    if "dataflow" in engine_names:
+        return "dataflow"
+    return next((e for e in engine_names if e.startswith("dataflow")), "dataflow")
+
+
+def summarize(records: list[dict], baseline: str | None = None) -> list[dict]:
+    """Medians per (workload, engine), checksum agreement, and ``baseline`` / engine
+    ratios (``baseline``: see :func:`baseline_of`)."""
+    if baseline is None:
+        baseline = baseline_of(list(dict.fromkeys(r["engine"] for r in records)))
     rows: list[dict] = []
     by_workload: dict[str, list[dict]] = {}
     for rec in records:
@@ -294,6 +310,13 @@ def execute(
     ):
         records.append(record)
         emit(json.dumps(record))
-    summary = summarize(records)
-    emit(table(summary))
-    return {"machine": machine(), "notes": notes, "records": records, "summary": summary}
+    baseline = baseline_of(engine_names)
+    summary = summarize(records, baseline)
+    emit(table(summary, baseline))
+    return {
+        "machine": machine(),
+        "notes": notes,
+        "records": records,
+        "summary": summary,
+        "baseline": baseline,
+    }

@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from dataflow import metrics
@@ -57,12 +58,10 @@ def init(
     name = backend or os.environ.get("DATAFLOW_BACKEND", "local")
     if name == "local":
         num_cpus, object_store_memory = _rank_defaults(num_cpus, object_store_memory)
-    if (
-        name == "ray"
-        and "address" not in backend_options
-        and os.environ.get("DATAFLOW_RAY_ADDRESS")
-    ):
-        backend_options["address"] = os.environ["DATAFLOW_RAY_ADDRESS"]
+    if name == "ray" and "address" not in backend_options:
+        address = ray_address_from_env(os.environ)
+        if address is not None:
+            backend_options["address"] = address
     if name == "local":
         from dataflow.context import DataContext
 
@@ -97,6 +96,20 @@ def init(
         if prestart_workers:
             _backend.prestart(wait=_PRESTART_WAIT_S)
         return _backend
+
+
+def ray_address_from_env(environ: Mapping[str, str]) -> str | None:
+    """The Ray cluster the ray backend joins when ``init`` names none:
+    ``DATAFLOW_RAY_ADDRESS``, else ``RAY_ADDRESS`` (what Ray sets for a job's
+    entrypoint, e.g. under KubeRay's ``RayJob`` or ``ray job submit``), else None:
+    a private single-node Ray on 127.0.0.1.
+
+    >>> ray_address_from_env({"RAY_ADDRESS": "10.0.0.1:6379"})
+    '10.0.0.1:6379'
+    >>> ray_address_from_env({"DATAFLOW_RAY_ADDRESS": "auto", "RAY_ADDRESS": "x:1"})
+    'auto'
+    """
+    return environ.get("DATAFLOW_RAY_ADDRESS") or environ.get("RAY_ADDRESS") or None
 
 
 def _rank_defaults(

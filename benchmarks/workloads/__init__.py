@@ -139,6 +139,13 @@ class Workload:
             ) from None
 
 
+ON_RAY_CLUSTER = ("etl", "feed", "groupby", "sort", "shuffle", "smallfiles", "inference")
+"""The workloads that make sense on a Ray cluster: each runs as ``dataflow-ray``
+(the ``dataflow`` code on the ray backend) beside Ray Data (``ray``) on one local
+Ray. The others measure one machine (``startup``, ``overhead``, the store), a
+peer Ray Data lacks, or serve other processes."""
+
+
 def has_run(workload: Workload, engine: str) -> bool:
     """True when ``workload`` can run on ``engine`` (see ``Workload.run_for``)."""
     try:

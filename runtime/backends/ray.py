@@ -12,12 +12,15 @@ to Ray:
   each worker by id), installs the ``TaskContext``, yields each output table
   (Ray stores it, owned by the driver; the bytes never pass through the
   driver) and yields a small ``_Outcome`` last: rows, bytes and schema of each
-  block, timings, counters, or the user error.
+  block, timings, counters, or the user error. Tasks and actors are spread
+  over the nodes (``SPREAD``, as in Ray Data) to balance blocks between object
+  stores; a task reading over 50 MiB runs where its inputs are instead.
 * **Actors.** A Ray actor builds ``state = factory()`` once and serves
   ``state(tables, *args)`` through the same generator protocol.
 * **Failures.** User exceptions are caught in the worker and come back as
   ``RemoteTaskError`` (never retried); a dead worker is retried by Ray
-  (``max_retries``) and then raises ``WorkerCrashedError``.
+  (``max_retries``) and then raises ``WorkerCrashedError``. A block lost with its
+  node is rebuilt from lineage (its task runs again), so a shuffle survives it.
 
 ``ray`` is imported inside functions only, so that importing this module
 stays cheap and ``import dataflow`` never loads Ray.
@@ -73,6 +76,8 @@ _BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 
 # Private Ray temp directories (sessions, logs, spill files) made by start_local_ray.
 _TEMP_PREFIX = f"dataflow-ray-{os.getuid()}-"
+
+_LARGE_INPUT_BYTES = 50 << 20  # tasks reading more run near their inputs (as Ray Data)
 
 # Functions each worker keeps unpickled; released handles age out of it.
 _FUNCTION_CACHE_SIZE = 64
@@ -221,9 +226,14 @@ def _resources_of(amounts: Mapping[str, float]) -> Resources:
     )
 
 
-def _ray_options(resources: Resources) -> dict[str, Any]:
-    """Ray scheduling options for ``resources``."""
-    opts: dict[str, Any] = {"num_cpus": resources.cpu, "num_gpus": resources.gpu}
+def _ray_options(resources: Resources, input_bytes: int = 0) -> dict[str, Any]:
+    """Ray scheduling options for ``resources``; spread over the nodes unless
+    the inputs are large (then Ray's default, locality-aware policy)."""
+    opts: dict[str, Any] = {
+        "num_cpus": resources.cpu,
+        "num_gpus": resources.gpu,
+        "scheduling_strategy": "DEFAULT" if input_bytes > _LARGE_INPUT_BYTES else "SPREAD",
+    }
     if resources.memory:
         opts["memory"] = int(resources.memory)
     if resources.custom:
@@ -441,8 +451,9 @@ class _RayActor:
 class RayBackend:
     """Runs tasks and actors on Ray; blocks live in Ray's object store.
 
-    ``address`` (or ``DATAFLOW_RAY_ADDRESS``): ``None`` starts a single-node Ray
-    on 127.0.0.1, ``"auto"`` or ``"ray://host:port"`` connects to a cluster.
+    ``address`` (``dataflow.init`` fills it from ``DATAFLOW_RAY_ADDRESS``, else
+    ``RAY_ADDRESS``): ``None`` starts a single-node Ray on 127.0.0.1, ``"auto"``,
+    ``"host:port"`` or ``"ray://host:port"`` connects to a cluster.
     When Ray is already initialized in this process it is reused as it is
     (``num_cpus`` and the other start options are then ignored); a Ray this
     backend started or connected to is shut down by ``shutdown()``. Other
@@ -454,6 +465,7 @@ class RayBackend:
     """
 
     name = "ray"
+    driver_threads = False  # ``in_driver`` is ignored: every task is a Ray task
 
     def __init__(
         self,
@@ -571,7 +583,7 @@ class RayBackend:
         fn_ref = self._function_ref(fn, "submit")
         ray_inputs = [self._ray_ref(r, "submit") for r in inputs]
         self._check_fits(resources, label)
-        opts = _ray_options(resources)
+        opts = _ray_options(resources, sum(r.nbytes for r in inputs))
         gen = (
             _remote_task()
             .options(max_retries=max_retries, retry_exceptions=False, name=label, **opts)

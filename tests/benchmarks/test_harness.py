@@ -110,6 +110,11 @@ def test_summary_medians_ratios_and_checksum_disagreement() -> None:
     cpu = [{**_rec("dataflow", 1.0), "cpu_s": 3.0, "rows": 1_500_000}]
     assert "| 1.00 | 1 rows/s | – | 3.00 | 2.00 | 1.00 |" in table(summarize(cpu))
 
+    # Beside Ray Data alone, dataflow's ray variant is the baseline of the ratios.
+    on_ray = summarize([_rec("dataflow-ray", 1.0), _rec("ray", 4.0)])
+    assert [(s["engine"], s["ratio"]) for s in on_ray] == [("dataflow-ray", None), ("ray", 0.25)]
+    assert "| dataflow-ray / engine |" in table(on_ray, "dataflow-ray")
+
     differ = summarize([_rec("dataflow", 1.0), _rec("daft", 1.0, checksum="rows=2")])
     assert [s["checksums_agree"] for s in differ] == [False, False]
     assert "DIFFER" in table(differ)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 
 import pytest
@@ -129,6 +130,51 @@ def test_ddp_feed_reports_every_rank(tiny_data, split: int) -> None:
         "one execution on rank 0, streaming_split" if split else "a share per rank"
     )
     assert rec["startup_s"] > 0 and rec["leaked_processes"] == 0
+
+
+@pytest.fixture(scope="module")
+def on_ray(ray_session: None):
+    """dataflow's ray backend on the session's Ray, as the ``dataflow-ray`` engine
+    runs it (one Ray for every workload instead of one per run)."""
+    import dataflow
+
+    yield dataflow.init("ray")
+    dataflow.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workload", workloads.ON_RAY_CLUSTER)
+def test_cluster_workloads_run_on_ray_tasks_exact(on_ray, run_tiny, tiny_data, tmp_path, workload):
+    """``dataflow-ray`` runs the ``dataflow`` code of each cluster workload: every
+    task of it ran in a Ray worker of the Ray node (the Chrome trace names each
+    task's ``node:pid``) and the checksum equals the hand-written reference's."""
+    import importlib
+
+    import ray
+
+    import dataflow
+    from dataflow import session
+
+    reference = _ok(run_tiny(*_reference(workload)))
+    w = workloads.get(workload)
+    for module in w.preload:
+        importlib.import_module(module)
+    ctx = RunContext(data=tiny_data, out_dir=tmp_path / "out", engine="dataflow-ray")
+    ctx.out_dir.mkdir()
+    dctx = dataflow.DataContext.get_current()
+    dctx.trace_path = str(tmp_path / "trace.json")
+    try:
+        result = w.run_for("dataflow-ray")(ctx)
+    finally:
+        dctx.trace_path = None
+    result = w.check(ctx) if w.check is not None else result
+    assert session.running_backend() is on_ray and on_ray.name == "ray"
+    assert result.checksum == reference["checksum"] and result.rows == reference["rows"]
+    events = json.loads((tmp_path / "trace.json").read_text())["traceEvents"]
+    workers = {e["args"]["worker"] for e in events if e.get("cat") == "task"}
+    node = ray.get_runtime_context().get_node_id()[:12]
+    assert workers and all(wk.startswith(f"{node}:") for wk in workers), workers
+    assert f"{node}:{os.getpid()}" not in workers  # none ran in the driver
 
 
 def test_etl_checksum_counts_filtered_rows(run_tiny, tiny_data) -> None:

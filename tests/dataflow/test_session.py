@@ -79,3 +79,16 @@ def test_a_forked_child_never_uses_its_parents_backend():
         assert get_backend() is parent and df.range(10).map_batches(lambda b: b).sum("id") == 45
     finally:
         df.shutdown()
+
+
+def test_ray_backend_joins_the_cluster_named_by_the_environment():
+    """A script run as a Ray job (KubeRay RayJob, ``ray job submit``) gets
+    ``RAY_ADDRESS``; ``DATAFLOW_BACKEND=ray`` must then join that cluster, not
+    start a private Ray beside it. ``DATAFLOW_RAY_ADDRESS`` wins over it."""
+    from dataflow.session import ray_address_from_env
+
+    assert ray_address_from_env({}) is None
+    assert ray_address_from_env({"RAY_ADDRESS": ""}) is None
+    assert ray_address_from_env({"RAY_ADDRESS": "10.0.0.5:6379"}) == "10.0.0.5:6379"
+    both = {"DATAFLOW_RAY_ADDRESS": "ray://head:10001", "RAY_ADDRESS": "10.0.0.5:6379"}
+    assert ray_address_from_env(both) == "ray://head:10001"

@@ -129,6 +129,22 @@ def _plasma_mib() -> int:
 # -- objects -------------------------------------------------------------------
 
 
+def test_tasks_spread_over_nodes_unless_their_inputs_are_large() -> None:
+    """As Ray Data: blocks balance between the nodes' object stores; a task that
+    reads over 50 MiB runs where its inputs are (Ray's locality-aware default)."""
+    from runtime.backends.ray import _ray_options
+
+    opts = _ray_options(Resources.of(cpu=1, gpu=1, custom={"slot": 1}))
+    assert opts == {
+        "num_cpus": 1,
+        "num_gpus": 1,
+        "scheduling_strategy": "SPREAD",
+        "resources": {"slot": 1},
+    }
+    assert _ray_options(Resources(cpu=1), 50 << 20)["scheduling_strategy"] == "SPREAD"
+    assert _ray_options(Resources(cpu=1), (50 << 20) + 1)["scheduling_strategy"] == "DEFAULT"
+
+
 def test_put_get_free_roundtrip(backend: RayBackend) -> None:
     table = pa.table({"x": [1, 2, 3], "s": ["a", "b", "c"]})
     ref = backend.put(table)

@@ -1,7 +1,9 @@
 """The Ray backend and datasets on one three-node Ray cluster (head + 2 worker
 nodes, all on 127.0.0.1), started once for the module: tasks, actors and blocks
-on every node; etl on every node; a worker node removed mid-pipeline;
-streaming_split to actors on two nodes.
+on every node; etl on every node; streaming_split to actors on two nodes;
+sort, groupby and random_shuffle with their tasks and blocks on every node; a
+worker node removed mid-pipeline, then another removed mid-shuffle (Ray re-runs
+the lost map pieces from lineage: the result stays exact).
 
 The cluster runs in a fresh interpreter (it cannot share a process with the
 session's single-node Ray) that runs every scenario and prints one JSON report;
@@ -60,6 +62,10 @@ class Tagger:
 def add_d(t):
     time.sleep(0.02)  # long enough that every node's CPU gets tasks
     return t.append_column("d", pc.add(pc.multiply(t["a"], t["b"]), t["c"]))
+
+def add_noise_free(t):
+    time.sleep(0.02)  # a Python stage before the exchange, spread like etl's
+    return t
 
 def slow_double(batch):
     time.sleep(0.1)
@@ -155,7 +161,46 @@ try:
     for actor in actors:
         ray.kill(actor)
     lap("split")
-    # (4) last: a worker node removed mid-pipeline; its tasks and blocks are redone.
+    # (4) sort, groupby and shuffle: exchange tasks and their blocks on every node.
+    def per_op_node(path):
+        out = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+        for e in json.loads(Path(path).read_text())["traceEvents"]:
+            if e.get("cat") == "task":
+                node = e["args"]["worker"].rsplit(":", 1)[0]
+                out[e["name"]][node][0] += 1
+                out[e["name"]][node][1] += e["args"]["bytes"]
+        return {op: dict(nodes) for op, nodes in out.items()}
+
+    n = 120_000
+    ids = np.arange(n)
+    keys, vals = ids % 97, (ids * 7919) % 100_003
+    ctx.target_max_block_size = 256 << 10  # several map and reduce tasks at this size
+    base = df.from_arrow([pa.table({"id": ids[i::12], "k": keys[i::12], "v": vals[i::12]})
+                          for i in range(12)]).map_batches(add_noise_free, batch_format="pyarrow")
+    want_groups = {k: int(vals[keys == k].sum()) for k in range(97)}
+    exchanges = {}
+    for name, make in [("sort", lambda d: d.sort("v")),
+                       ("groupby", lambda d: d.groupby("k").sum("v")),
+                       ("shuffle", lambda d: d.random_shuffle(seed=1))]:
+        ctx.trace_path = str(tmp / f"{name}.trace.json")
+        got = make(base).to_arrow()
+        ctx.trace_path = None
+        ops = per_op_node(tmp / f"{name}.trace.json")
+        exchange = next(op for op in ops if not op.startswith("from_arrow"))
+        if name == "groupby":
+            exact = dict(zip(got["k"].to_pylist(), got["sum(v)"].to_pylist())) == want_groups
+        else:
+            exact = sorted(got["id"].to_pylist()) == list(range(n))
+            if name == "sort":
+                exact = exact and got["v"].to_pylist() == sorted(vals.tolist())
+            else:
+                exact = exact and got["id"].to_pylist() != list(range(n))
+        exchanges[name] = {"exact": exact, "op": exchange,
+                           "per_node": ops[exchange], "all_nodes": sorted(ops[exchange]) == sorted(nodes)}
+    report["exchanges"] = exchanges
+    ctx.target_max_block_size = 32 << 20
+    lap("exchanges")
+    # (5) a worker node removed mid-pipeline; its tasks and blocks are redone.
     ids = []
     it = df.range(1500, override_num_blocks=15).map_batches(slow_double)
     for i, batch in enumerate(it.iter_batches(batch_size=100)):
@@ -165,6 +210,26 @@ try:
     report["removed"] = {"ok": sorted(ids) == [2 * i for i in range(1500)], "n": len(ids),
                          "alive": sum(n["Alive"] for n in ray.nodes())}
     lap("removed")
+    # (6) last: the other worker node removed mid-shuffle, once every map task is
+    # done (the first output means the reduce side runs) and some of the map
+    # pieces live only on that node: Ray rebuilds them from lineage (the map task,
+    # and the block it read, run again elsewhere) and retries the reduce.
+    ctx.target_max_block_size = 256 << 10
+    ctx.trace_path = str(tmp / "removed.trace.json")
+    gone = workers[1].node_id[:12]
+    ids = []
+    for i, batch in enumerate(base.random_shuffle(seed=2).iter_batches(batch_size=5000)):
+        ids.extend(batch["id"].tolist())
+        if i == 0:
+            cluster.remove_node(workers[1])
+    ctx.trace_path = None
+    ops = per_op_node(tmp / "removed.trace.json")
+    report["removed_mid_shuffle"] = {
+        "ok": sorted(ids) == list(range(n)), "n": len(ids),
+        "alive": sum(nd["Alive"] for nd in ray.nodes()),
+        "pieces_on_removed_node": ops["random_shuffle(seed=2)"].get(gone, [0, 0])[1] > 0,
+    }
+    lap("removed_mid_shuffle")
 finally:
     df.shutdown()
     cluster.shutdown()
@@ -182,7 +247,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         [sys.executable, "-c", _SCRIPT, str(tmp)],
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=280,
         env=env,
         cwd=tmp,
     )
@@ -222,3 +287,26 @@ def test_streaming_split_to_actors_on_two_nodes(report: dict[str, Any]) -> None:
 
 def test_worker_node_removed_mid_pipeline(report: dict[str, Any]) -> None:
     assert report["removed"] == {"ok": True, "n": 1500, "alive": 2}, report["seconds"]
+
+
+def test_sort_groupby_and_shuffle_spread_over_every_node(report: dict[str, Any]) -> None:
+    exchanges = report["exchanges"]
+    assert {name: e["exact"] for name, e in exchanges.items()} == dict.fromkeys(
+        ("sort", "groupby", "shuffle"), True
+    )
+    for name, e in exchanges.items():
+        # Per-node tasks and bytes of the exchange operator, from the Chrome trace.
+        assert e["all_nodes"], (name, e["per_node"])
+        assert all(tasks > 0 and nbytes > 0 for tasks, nbytes in e["per_node"].values()), (
+            name,
+            e["per_node"],
+        )
+
+
+def test_worker_node_removed_mid_shuffle(report: dict[str, Any]) -> None:
+    assert report["removed_mid_shuffle"] == {
+        "ok": True,
+        "n": 120_000,
+        "alive": 1,
+        "pieces_on_removed_node": True,
+    }, report["seconds"]
