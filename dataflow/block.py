@@ -10,7 +10,6 @@ Tensor columns (embeddings, images) are Arrow fixed-shape tensor columns; in the
 
 from __future__ import annotations
 
-
 import operator
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence

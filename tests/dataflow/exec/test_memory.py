@@ -94,7 +94,9 @@ def test_a_leaking_udf_stops_with_an_error_naming_it(placement):
         ctx.memory_limit, ctx.task_placement, ctx.enable_progress_bars = limit, placement, False
         try:
             ds = df.range(200 * 1000, override_num_blocks=200).map_batches(leak, batch_size=None)
-            with pytest.raises(df.MemoryLimitError, match=r"while read_range->map_batches\(leak\) ") as info:
+            with pytest.raises(
+                df.MemoryLimitError, match=r"while read_range->map_batches\(leak\) "
+            ) as info:
                 ds.materialize()
         finally:
             ctx.memory_limit, ctx.task_placement, ctx.enable_progress_bars = saved
