@@ -290,12 +290,14 @@ def _retypes(have: pa.Schema, like: pa.Schema) -> tuple[tuple[int, pa.DataType],
     that the format round trip retyped. Every batch of a UDF has the same pair
     of schemas, so the answer is kept for the last few pairs, found by schema
     equality (~0.1 us; hashing a schema takes ~8 us, checking ~10 us a column)."""
-    for seen_have, seen_like, answer in _RECENT_RETYPES:
+    global _RECENT_RETYPES
+    recent = _RECENT_RETYPES
+    for seen_have, seen_like, answer in recent:
         if have == seen_have and like == seen_like:
             return answer
     answer = _find_retypes(have, like)
-    # Replaced, not mutated in place: driver threads read it concurrently.
-    _RECENT_RETYPES[:] = [(have, like, answer), *_RECENT_RETYPES[:7]]
+    # A new list, not the old one changed: driver threads may be reading it.
+    _RECENT_RETYPES = [(have, like, answer), *recent[:7]]
     return answer
 
 
