@@ -5,6 +5,8 @@
     python -m benchmarks run etl feed --engines dataflow,daft,ray,pyarrow,pyarrow-mp \\
         --repeat 3 --json-out results.json
     DATAFLOW_BENCH_ROWS=40000 python -m benchmarks run etl   # a tiny, separately cached size
+    python -m benchmarks scaling etl feed --sizes 8000000,32000000 --cores 1,2 \
+        --engines dataflow,daft --png scaling.png   # rows/s against size and cores
 """
 
 from __future__ import annotations
@@ -76,8 +78,30 @@ def _parser() -> argparse.ArgumentParser:
         help="time each whole process (imports, engine start, run, shutdown), as "
         "`time python script.py` would; default: the run alone, engines started untimed",
     )
+    run.add_argument(
+        "--max-rss-gib",
+        type=float,
+        default=None,
+        help="kill a run whose process tree's RSS passes this many GiB (recorded as its "
+        "error): keeps a peer from taking a shared machine's memory",
+    )
     run.add_argument("--json-out", type=Path, default=None, help="keep records and summary here")
+    run.add_argument(
+        "--cpus", default=None, help="pin each run to these CPUs (taskset -c syntax, e.g. 0)"
+    )
     _add_data_args(run)
+    scaling = sub.add_parser("scaling", help="rows/s at several sizes and core counts (+ PNG)")
+    scaling.add_argument("workloads", nargs="+", metavar="WORKLOAD")
+    scaling.add_argument("--engines", default="dataflow,daft,pyarrow")
+    scaling.add_argument(
+        "--sizes", default="8000000,32000000,64000000", help="rows, comma-separated"
+    )
+    scaling.add_argument("--cores", default="1,2", help="core counts, comma-separated")
+    scaling.add_argument("--repeat", type=int, default=1)
+    scaling.add_argument("--timeout", type=float, default=900.0)
+    scaling.add_argument("--json-out", type=Path, default=None)
+    scaling.add_argument("--png", type=Path, default=None, help="write the plot here")
+    _add_data_args(scaling)
     return parser
 
 
@@ -90,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             w = workloads.get(name)
             print(f"{name:<18} {w.description}  [{', '.join(w.runs)}]")
         return 0
+    if args.command == "scaling":
+        return _scaling(parser, args)
     try:
         spec = _spec(args)
         if args.command == "run":
@@ -118,6 +144,46 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{what} expects comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ValueError(f"{what} expects positive integers, got {text!r}")
+    return values
+
+
+def _scaling(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from benchmarks import scaling
+
+    try:
+        for name in args.workloads:
+            workloads.get(name)
+        engine_names = [e.strip() for e in args.engines.split(",") if e.strip()]
+        for name in engine_names:
+            engines.get(name)
+        sizes, cores = _ints(args.sizes, "--sizes"), _ints(args.cores, "--cores")
+        for n in cores:
+            scaling.cpu_list(n)
+    except (KeyError, ValueError) as exc:
+        parser.error(str(exc.args[0]) if exc.args else str(exc))
+    result = scaling.run_scaling(
+        list(dict.fromkeys(args.workloads)),
+        engine_names,
+        sizes,
+        cores,
+        _spec(args),
+        repeat=args.repeat,
+        timeout_s=args.timeout,
+        cache_dir=args.cache_dir,
+        emit=lambda line: print(line, flush=True),
+    )
+    print(scaling.table(result))
+    scaling.save(result, args.json_out, args.png)
+    return 0 if all(p["checksums_agree"] and not p["errors"] for p in result["points"]) else 1
+
+
 def _params(items: list[str]) -> dict[str, int]:
     out = {}
     for item in items:
@@ -143,6 +209,8 @@ def run_and_report(
         params=params,
         emit=lambda line: print(line, flush=True),
         cold=args.cold,
+        cpus=args.cpus,
+        max_rss_bytes=None if args.max_rss_gib is None else args.max_rss_gib * 1024**3,
     )
     out["data"] = {"root": str(data_root), "spec": vars(_spec(args)), "params": params}
     out["cold"] = args.cold

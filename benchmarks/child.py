@@ -9,8 +9,10 @@ engine, not the harness.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
+import os
 import sys
 import time
 import traceback
@@ -42,6 +44,10 @@ def measure(spec: dict) -> dict:
     )
     timed_setup = workload.timing == "process"
     cold = bool(spec.get("cold")) and not timed_setup
+    store_mib = ctx.param("store_mib", workload.store_mib or 0)
+    if store_mib:  # read by the engines' setup (benchmarks.engines.store_bytes)
+        os.environ[engines.STORE_ENV] = str(store_mib * 1024 * 1024)
+        ctx.extra["store_mib"] = store_mib
     if cold:
         # The whole process is timed, as `time python script.py` would: the
         # interpreter's start (from the parent's clock), imports, the engine's
@@ -77,6 +83,8 @@ def measure(spec: dict) -> dict:
             )
         if result.wall_s is not None:
             wall = result.wall_s
+        if ctx.extra:
+            result = dataclasses.replace(result, extra={**ctx.extra, **(result.extra or {})})
     finally:
         if not timed_setup and not torn_down:
             engine.teardown(ctx.handle)

@@ -4,7 +4,9 @@ A process belongs to the run when it descends from the command or carries
 the run's marker in its environment (that catches daemons re-parented to
 init, such as a Ray raylet outliving its driver). Processes of the run still
 alive once the command exits get ``grace_s`` to go, then are killed and
-counted as leaked.
+counted as leaked. A tree whose RSS passes ``max_rss_bytes`` is killed at once
+(a peer that would take a shared machine's memory: the cap is the measured
+reason it did not finish).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Sample:
     peak_shm_bytes: int
     leaked_processes: int
     stderr_tail: str
+    over_rss: bool = False  # killed when its RSS passed max_rss_bytes
 
 
 def _shm_used() -> int:
@@ -91,8 +94,10 @@ def run_sampled(
     timeout_s: float,
     interval_s: float = 0.1,
     grace_s: float = 5.0,
+    max_rss_bytes: float | None = None,
 ) -> Sample:
-    """Run ``cmd`` to completion (or ``timeout_s``) while sampling its process tree."""
+    """Run ``cmd`` to completion (or ``timeout_s``, or until its tree's RSS passes
+    ``max_rss_bytes``) while sampling its process tree."""
     marker = uuid.uuid4().hex
     shm_base = _shm_used()
     peak_rss = peak_shm = 0
@@ -106,10 +111,14 @@ def run_sampled(
         tree = _Tree(psutil.Process(popen.pid), marker, before)
         ticks = 0
         returncode: int | None = None
+        over_rss = False
         while True:
             tree.refresh(scan_env=ticks % 10 == 0)
             peak_rss = max(peak_rss, tree.rss())
             peak_shm = max(peak_shm, _shm_used() - shm_base)
+            if max_rss_bytes is not None and peak_rss > max_rss_bytes:
+                over_rss, grace_s = True, 0.0
+                break
             try:
                 returncode = popen.wait(interval_s)
                 break
@@ -124,7 +133,7 @@ def run_sampled(
         stderr.seek(0)
         tail = stderr.read()[-4000:].decode(errors="replace")
     os.unlink(stderr_path)
-    return Sample(returncode, process_s, peak_rss, peak_shm, leaked, tail)
+    return Sample(returncode, process_s, peak_rss, peak_shm, leaked, tail, over_rss)
 
 
 def _reap(tree: _Tree, grace_s: float) -> int:

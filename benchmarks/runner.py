@@ -60,9 +60,13 @@ def run_once(
     timeout_s: float,
     params: dict[str, int] | None = None,
     cold: bool = False,
+    cpus: str | None = None,
+    max_rss_bytes: float | None = None,
 ) -> dict:
     """One fresh-process run; returns its JSON record (``error`` set when it failed).
-    ``cold`` times the whole process (imports and engine start inside the timer)."""
+    ``cold`` times the whole process (imports and engine start inside the timer);
+    ``cpus`` pins it to those cores (``taskset -c`` syntax, e.g. ``"0"``); a run
+    whose process tree passes ``max_rss_bytes`` of RSS is killed."""
     workload = workloads.get(workload_name)
     if workload.prepare is not None:
         from benchmarks.data import paths_of
@@ -83,10 +87,12 @@ def run_once(
         env = {**os.environ, **_QUIET_ENV}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         spec["t0_epoch"] = time.time()
+        pin = ["taskset", "-c", cpus] if cpus else []
         sample = run_sampled(
-            [sys.executable, "-m", "benchmarks.child", json.dumps(spec)],
+            [*pin, sys.executable, "-m", "benchmarks.child", json.dumps(spec)],
             env=env,
             timeout_s=timeout_s,
+            max_rss_bytes=max_rss_bytes,
         )
         child = json.loads(result_file.read_text()) if result_file.exists() else {}
     record: dict = {
@@ -94,17 +100,24 @@ def run_once(
         "engine": engine_name,
         "repeat": repeat,
         "cold": cold,
+        "cpus": cpus,
         "peak_rss_bytes": sample.peak_rss_bytes,
         "peak_shm_bytes": sample.peak_shm_bytes,
         "leaked_processes": sample.leaked_processes,
         "process_s": round(sample.process_s, 4),
     }
     if sample.returncode != 0 or "error" in child or not child:
-        why = child.get("error") or (
-            f"timed out after {timeout_s:.0f} s"
-            if sample.returncode is None
-            else f"exit code {sample.returncode}"
-        )
+        if sample.over_rss:
+            why = (
+                f"killed after {sample.process_s:.0f} s: its process tree's RSS passed "
+                f"{max_rss_bytes / 1024**3:.1f} GiB (--max-rss-gib)"
+            )
+        else:
+            why = child.get("error") or (
+                f"timed out after {timeout_s:.0f} s"
+                if sample.returncode is None
+                else f"exit code {sample.returncode}"
+            )
         record["error"] = why
         record["stderr_tail"] = child.get("traceback") or sample.stderr_tail[-2000:]
         return record
@@ -136,6 +149,8 @@ def run_all(
     timeout_s: float,
     params: dict[str, int] | None = None,
     cold: bool = False,
+    cpus: str | None = None,
+    max_rss_bytes: float | None = None,
 ) -> Iterator[dict]:
     """Yield one record per run, interleaving engines within each repeat."""
     pairs, _ = plan(workload_names, engine_names)
@@ -149,6 +164,8 @@ def run_all(
                 timeout_s=timeout_s,
                 params=params,
                 cold=cold,
+                cpus=cpus,
+                max_rss_bytes=max_rss_bytes,
             )
 
 
@@ -272,6 +289,8 @@ def execute(
     params: dict[str, int] | None = None,
     emit: Callable[[str], None] = print,
     cold: bool = False,
+    cpus: str | None = None,
+    max_rss_bytes: float | None = None,
 ) -> dict:
     """Run everything, emit each record as a JSON line, return records + summary + machine."""
     _, notes = plan(workload_names, engine_names)
@@ -286,6 +305,8 @@ def execute(
         timeout_s=timeout_s,
         params=params,
         cold=cold,
+        cpus=cpus,
+        max_rss_bytes=max_rss_bytes,
     ):
         records.append(record)
         emit(json.dumps(record))

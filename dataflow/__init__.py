@@ -12,9 +12,11 @@ from dataflow.context import DataContext
 from dataflow.dataset import Dataset
 from dataflow.errors import (
     DataflowError,
+    MemoryLimitError,
     PlanError,
     ResourceError,
     SourceError,
+    SpillError,
     UserCodeError,
     WorkerCrashedError,
 )
@@ -67,11 +69,13 @@ __all__ = [
     "Dataset",
     "DataflowError",
     "Expr",
+    "MemoryLimitError",
     "OptimizerFlags",
     "PlanError",
     "ReadTask",
     "ResourceError",
     "SourceError",
+    "SpillError",
     "UserCodeError",
     "WorkerCrashedError",
     "WriteResult",

@@ -19,6 +19,7 @@ as pyarrow's own helpers (same column names and order).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,9 +57,38 @@ def group_by(
         bare = func[5:] if func.startswith("hash_") else func
         name = "_".join(targets) + "_" + bare if targets else bare
         specs.append((targets, ("hash_" + bare) if keys else bare, options, name))
+    if not keys:
+        return _scalar_aggregate(table, specs)
     return _run(
         table, Declaration("aggregate", AggregateNodeOptions(specs, keys=keys)), use_threads
     )
+
+
+def _scalar_aggregate(table: pa.Table, specs: list[tuple[Any, str, Any, str]]) -> pa.Table:
+    """``group_by`` without keys: one row of scalar aggregates. The kernels are
+    Acero's own, called directly: a plan costs more to set up than summing a
+    block does (keyless aggregates, ``Dataset.sum``, run one per block).
+    ``distinct`` (no scalar kernel, so Acero has none without keys) is
+    ``unique`` as a one-element list column, as ``hash_distinct`` gives.
+    Arrays are built from scalars and buffers: ``pa.array`` of a Python list
+    would import pandas."""
+    columns = []
+    for targets, func, options, _ in specs:
+        if func == "count_all":
+            columns.append(pa.repeat(pa.scalar(table.num_rows, pa.int64()), 1))
+            continue
+        values = table.column(targets[0])
+        if func == "distinct":
+            uniques = pc.unique(values)
+            if options == pc.CountOptions(mode="only_valid"):
+                uniques = uniques.drop_null()
+            offsets = pa.Array.from_buffers(
+                pa.int32(), 2, [None, pa.py_buffer(struct.pack("<2i", 0, len(uniques)))]
+            )
+            columns.append(pa.ListArray.from_arrays(offsets, uniques))
+            continue
+        columns.append(pa.repeat(pc.call_function(func, [values], options), 1))
+    return pa.Table.from_arrays(columns, [name for *_, name in specs])
 
 
 def filter_table(table: pa.Table, expression: pc.Expression, use_threads: bool = False) -> pa.Table:

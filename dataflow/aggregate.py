@@ -17,7 +17,7 @@ Result columns are named as Ray Data names them: ``count()``, ``sum(a)``,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -70,6 +70,9 @@ class AggregateFn:
         self.finalize = finalize if finalize is not None else _identity
         self.on: str | None = None
 
+    runs_python = True
+    """Its init/accumulate/merge/finalize are Python (they run in worker processes)."""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
 
@@ -94,6 +97,7 @@ class VectorizedAggregateFn(AggregateFn):
     merges (``merge_fns``) and ``_finalize``."""
 
     merge_fns: tuple[str, ...] = ()
+    runs_python = False  # Arrow kernels and numpy: the GIL is released
 
     def __init__(self, on: str | None, name: str, ignore_nulls: bool = True) -> None:
         if on is not None and not isinstance(on, str):
@@ -274,23 +278,6 @@ class Unique(VectorizedAggregateFn):
         offsets = np.searchsorted(column_to_numpy(pairs.column("g")), np.arange(ngroups + 1))
         values = pairs.column("v").combine_chunks()
         return [pa.ListArray.from_arrays(array_from_numpy(offsets.astype(np.int32)), values)]
-
-
-def check_aggs(aggs: Sequence[Any], where: str) -> list[AggregateFn]:
-    """Validate what the user passed to ``aggregate`` (clear error on misuse)."""
-    if not aggs:
-        raise ValueError(f"{where}: give at least one aggregation, e.g. Count() or Sum('a')")
-    for a in aggs:
-        if not isinstance(a, AggregateFn):
-            raise TypeError(
-                f"{where}: expected AggregateFn instances (Count(), Sum('a'), ...), "
-                f"got {type(a).__name__}"
-            )
-    names = [a.name for a in aggs]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ValueError(f"{where}: two aggregations produce column {dupes[0]!r}; pass alias_name=")
-    return list(aggs)
 
 
 __all__ = ["AggregateFn", "Count", "Max", "Mean", "Min", "Std", "Sum", "Unique"]

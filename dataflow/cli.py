@@ -5,9 +5,11 @@
     dataflow demo [--rows N]   the main job: read_parquet -> map_batches -> filter -> torch
                                loop and write_parquet on a generated sample, with stats
     dataflow serve SPEC --address HOST:PORT [--token T] [--epochs N]
+                   [--certfile PEM --keyfile PEM | --insecure]
                                run the Dataset that SPEC (file.py:function or
                                module:function) returns and serve its batches to
-                               dataflow.connect() consumers
+                               dataflow.connect() consumers (off loopback: over TLS,
+                               or in plaintext with --insecure)
     dataflow top [--address HOST:PORT] [--interval S] [--once]
                                live per-operator table of a pipeline whose driver
                                serves metrics (DataContext.metrics_port)
@@ -134,12 +136,19 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     try:
         ds = load_dataset(args.spec)
-        server = ds.serve(args.address, token=args.token, epochs=args.epochs)
+        server = ds.serve(
+            args.address,
+            token=args.token,
+            epochs=args.epochs,
+            certfile=args.certfile,
+            keyfile=args.keyfile,
+            insecure=args.insecure,
+        )
     except (ValueError, OSError) as e:
         print(e, file=sys.stderr)
         return 2
     # SIGTERM stops the server like Ctrl-C: the pipeline's workers and objects are freed.
-    signal.signal(signal.SIGTERM, lambda *_: server.coordinator.close())
+    signal.signal(signal.SIGTERM, lambda *_: server.dispenser.close())
     print(f"dataflow serve: serving {args.spec} at {server.address}", flush=True)
     try:
         server.wait()
@@ -197,6 +206,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="required off loopback (default: $DATAFLOW_SERVICE_TOKEN)",
     )
     serve.add_argument("--epochs", type=int, default=1, help="passes over the dataset")
+    serve.add_argument("--certfile", help="TLS certificate chain, PEM ($DATAFLOW_SERVICE_CERT)")
+    serve.add_argument("--keyfile", help="TLS private key, PEM ($DATAFLOW_SERVICE_KEY)")
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve in plaintext off loopback (a network you trust)",
+    )
     top = commands.add_parser(
         "top", help="live per-operator view of a pipeline serving metrics (metrics_port)"
     )

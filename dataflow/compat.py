@@ -24,6 +24,7 @@ A Ray Data script runs after one import line changes:
 from __future__ import annotations
 
 import functools
+import sys
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -370,9 +371,9 @@ class _RayNamespace:
 
     @property
     def data(self) -> Any:
-        import dataflow
-
-        return dataflow
+        # The package this module belongs to, which Python imported before it:
+        # no import needed (an import of the package root here would close a cycle).
+        return sys.modules[__package__]
 
     def init(
         self,

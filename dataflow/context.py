@@ -38,7 +38,18 @@ class DataContext:
     object_store_memory: int | None = None
     """Bytes of shared memory for blocks; None = 30 % of RAM (backend decides)."""
     memory_limit: int | None = None
-    """Cap on the resident memory of the whole process tree; None = no cap."""
+    """Cap on the resident memory of the whole process tree (driver and
+    workers); None = no cap. Over it, nothing new starts; a run that stays over
+    it while tasks run (a leaking UDF) stops with ``MemoryLimitError`` naming the
+    operator, before the kernel's OOM killer would end a process
+    (``dataflow/exec/memory_guard.py``)."""
+    spill_path: str | None = None
+    """Directory under which the local backend's object store spills the blocks
+    that do not fit in ``object_store_memory`` (in a private per-session
+    subdirectory, removed at shutdown); None = the temp directory ($TMPDIR).
+    Read when the backend starts (``init`` or the first pipeline);
+    ``init(spill_dir=...)`` overrides it. ``stats()`` reports bytes spilled and
+    restored and the directory; a full disk raises ``SpillError`` naming it."""
     output_queue_max_blocks: int = 8
     """Blocks the executor buffers for a consumer before it stops dispatching."""
 

@@ -16,17 +16,18 @@ Dataset(read_range -> map_batches(<lambda>) -> filter(id > 10))
 from __future__ import annotations
 
 import dataclasses
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from dataflow.aggregate import AggregateFn, Max, Mean, Min, Std, Sum
 from dataflow.block import check_batch_format, concat, table_to_pandas
 from dataflow.compat import check_ray_only, renamed_keywords
 from dataflow.context import DataContext
 from dataflow.dataset_all_to_all import AllToAllMethods
-from dataflow.dataset_columns import ColumnMethods, as_expr, check_known, check_name, column_list
+from dataflow.dataset_base import BlockOwner, summary
+from dataflow.dataset_columns import ColumnMethods
 from dataflow.dataset_feed import FeedMethods
 from dataflow.dataset_frameworks import FrameworkMethods
 from dataflow.dataset_info import InfoMethods
@@ -40,23 +41,28 @@ from dataflow.plan.logical import (
     FlatMap,
     InputData,
     Limit,
-    LogicalOperator,
     MapBatches,
     MapRows,
     MaterializedData,
     Union,
     Zip,
 )
-from dataflow.plan.optimizer import optimize
-from dataflow.plan.schema import known_schema
-from dataflow.summary import Moments
 from dataflow.udf import UDF_ARGS, AddColumn, fn_name, udf_fields
+from dataflow.validate import (
+    as_expr,
+    check_callable,
+    check_known_columns,
+    check_name,
+    column_names,
+    dataset_plans,
+    non_negative_int,
+    positive_int,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from dataflow.plan.planner import OutputStream
-    from dataflow.service.feed_server import FeedServer
+    from dataflow.service.server import BlockServer
 
 
 class Dataset(
@@ -74,21 +80,8 @@ class Dataset(
     new Datasets; consumption methods execute the plan.
     """
 
-    def __init__(self, plan: LogicalOperator) -> None:
-        self._plan = plan
-        self._last_stream: OutputStream | None = None
-        self._name: str | None = None
-
     def __repr__(self) -> str:
-        return f"Dataset({_summary(self._plan)})"
-
-    def _then(self, node: LogicalOperator) -> Dataset:
-        return self._named(Dataset(node.with_inputs(self._plan)))
-
-    def _named(self, ds: Dataset) -> Dataset:
-        """``ds`` (derived from this dataset) with this dataset's name."""
-        ds._name = self._name
-        return ds
+        return f"Dataset({summary(self._plan)})"
 
     # -- row and batch transforms ----------------------------------------------
 
@@ -193,12 +186,8 @@ class Dataset(
         Dataset(read_range -> map_batches(<lambda>))
         """
         where = f"map_batches({fn_name(fn)})"
-        if batch_size is not None and (
-            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-        ):
-            raise PlanError(
-                f"{where}: batch_size must be a positive int or None, got {batch_size!r}"
-            )
+        if batch_size is not None:
+            positive_int(where, "batch_size", batch_size)
         try:
             fmt = check_batch_format(batch_format, where)
         except ValueError as e:
@@ -256,7 +245,7 @@ class Dataset(
             raise PlanError("filter: pass exactly one of fn (a row predicate) or expr=")
         if fn is None:
             e = as_expr("filter", expr)
-            check_columns(e, known_schema(self._plan), "filter")
+            check_columns(e, self._plan.output_schema(), "filter")
             return self._then(Filter(expr=e))
         fields = udf_fields("filter", **_udf_args(locals()))
         return self._then(Filter(**fields))
@@ -288,8 +277,7 @@ class Dataset(
         Dataset(read_range -> map_batches(add_column(twice)))
         """
         check_name("add_column", col)
-        if not callable(fn):
-            raise PlanError(f"add_column({col}): fn must be callable, got {type(fn).__name__}")
+        check_callable(f"add_column({col})", fn)
         fmt = "default" if batch_format in (None, "default") else batch_format
         if fmt not in ("default", "numpy", "pandas", "pyarrow"):
             raise PlanError(
@@ -313,9 +301,7 @@ class Dataset(
         >>> df.range(100).limit(5)
         Dataset(read_range -> limit(5))
         """
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise PlanError(f"limit: limit must be a non-negative int, got {limit!r}")
-        return self._then(Limit(n=limit))
+        return self._then(Limit(n=non_negative_int("limit", "limit", limit)))
 
     def union(self, *other: Dataset) -> Dataset:
         """The rows of this dataset followed by those of ``other`` (order across
@@ -324,7 +310,7 @@ class Dataset(
         >>> df.range(2).union(df.range(3))
         Dataset(union(read_range, read_range))
         """
-        plans = _plans("union", other)
+        plans = dataset_plans("union", other)
         return Dataset(Union(inputs=(self._plan, *plans)))
 
     def zip(self, *other: Dataset) -> Dataset:
@@ -336,7 +322,7 @@ class Dataset(
         Dataset(zip(read_range, read_range))
         """
         plan = self._plan
-        for other_plan in _plans("zip", other):
+        for other_plan in dataset_plans("zip", other):
             plan = Zip(inputs=(plan, other_plan))
         return Dataset(plan)
 
@@ -381,33 +367,69 @@ class Dataset(
         equal: bool = False,
         locality_hints: list[Any] | None = None,
         host: str = "127.0.0.1",
+        certfile: str | None = None,
+        keyfile: str | None = None,
+        ca: str | None = None,
+        insecure: bool = False,
     ) -> list[DataIterator]:
         """``n`` picklable iterators over one shared execution, served to other
-        processes by a gRPC coordinator in this one (a token is required unless
-        ``host`` is loopback); ``equal=True`` gives each the same number of rows.
-        An epoch begins when all ``n`` have asked for data, as in Ray Data.
+        processes by a gRPC coordinator in this one; ``equal=True`` gives each the
+        same number of rows. An epoch begins when all ``n`` have asked for data, as
+        in Ray Data. Off loopback ``host`` needs a token (made here, carried by the
+        iterators) and TLS: ``certfile``/``keyfile`` (or ``$DATAFLOW_SERVICE_CERT``/
+        ``_KEY``) and the consumers' ``ca`` (or ``$DATAFLOW_SERVICE_CA``), unless
+        ``insecure=True``.
 
         >>> a, b = df.range(10).streaming_split(2, equal=True)  # doctest: +SKIP
         """
         from dataflow.service.split import streaming_split
 
         check_ray_only("streaming_split", locality_hints=locality_hints)
-        return streaming_split(self._open_stream, n, equal=equal, host=host, name=repr(self))
+        return streaming_split(
+            self._open_stream,
+            n,
+            equal=equal,
+            host=host,
+            name=repr(self),
+            certfile=certfile,
+            keyfile=keyfile,
+            ca=ca,
+            insecure=insecure,
+        )
 
-    def serve(self, address: str, *, token: str | None = None, epochs: int = 1) -> FeedServer:
+    def serve(
+        self,
+        address: str,
+        *,
+        token: str | None = None,
+        epochs: int = 1,
+        certfile: str | None = None,
+        keyfile: str | None = None,
+        insecure: bool = False,
+    ) -> BlockServer:
         """Run this dataset ``epochs`` times and serve its batches at ``address``
         (``host:port``, port 0 picks one) to ``dataflow.connect`` consumers in
         other processes or hosts, which share each epoch's rows disjointly.
 
         Returns the running server (``.address``, ``.wait()``, ``.stop()``). Off
-        loopback a ``token`` is required (default ``$DATAFLOW_SERVICE_TOKEN``).
+        loopback a ``token`` is required (default ``$DATAFLOW_SERVICE_TOKEN``) and
+        TLS: ``certfile``/``keyfile`` (default ``$DATAFLOW_SERVICE_CERT``/``_KEY``),
+        unless ``insecure=True`` (plaintext, on a network you trust).
 
         >>> server = df.range(1000).serve("127.0.0.1:0")          # doctest: +SKIP
         >>> it = df.connect(server.address)                        # doctest: +SKIP
         """
-        from dataflow.service.feed_server import serve
+        from dataflow.service.server import serve
 
-        return serve(self._open_stream, address, token=token, epochs=epochs)
+        return serve(
+            self._open_stream,
+            address,
+            token=token,
+            epochs=epochs,
+            certfile=certfile,
+            keyfile=keyfile,
+            insecure=insecure,
+        )
 
     def iter_rows(self) -> Iterator[dict[str, Any]]:
         """Rows as dicts.
@@ -475,9 +497,7 @@ class Dataset(
         >>> df.range(10**10).count()  # doctest: +SKIP
         10000000000
         """
-        from dataflow.plan.planner import count_from_metadata
-
-        n = count_from_metadata(self._optimized())
+        n = self._optimized().num_rows()
         if n is not None:
             return n
         with self._open_stream() as stream:
@@ -491,9 +511,7 @@ class Dataset(
         >>> df.range(3).schema()
         id: int64
         """
-        from dataflow.plan.planner import schema_from_metadata
-
-        known = schema_from_metadata(self._optimized())
+        known = self._optimized().output_schema()
         if known is not None or not fetch_if_missing:
             return known
         blocks = self._iterator(self.limit(1)._plan).iter_blocks()
@@ -523,7 +541,7 @@ class Dataset(
         """
         blocks = list(self.iterator().iter_blocks())
         if not blocks:
-            schema = known_schema(self._plan)
+            schema = self._plan.output_schema()
             return schema.empty_table() if schema is not None else pa.table({})
         return concat(blocks)
 
@@ -536,8 +554,7 @@ class Dataset(
         """
         if limit is None:
             return table_to_pandas(self.to_arrow())
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise PlanError(f"to_pandas: limit must be a non-negative int or None, got {limit!r}")
+        non_negative_int("to_pandas", "limit", limit)
         table = self.limit(limit + 1).to_arrow()
         if table.num_rows > limit:
             raise ValueError(
@@ -561,8 +578,14 @@ class Dataset(
         """``materialize()``; ``ordered`` runs in dataset order even when
         ``DataContext.preserve_order`` is off (splits are defined on that order)."""
         stream = self._open_stream(ordered=ordered)
+        bundles: list = []
         with stream:
-            bundles = list(stream)
+            try:
+                bundles.extend(stream)
+            except BaseException:  # the run failed: free what it delivered so far
+                for bundle in bundles:
+                    stream.free(bundle)
+                raise
         owned = [r for b in bundles for r in b.refs if b.owns_blocks]
         held = tuple(dataclasses.replace(b, owns_blocks=False) for b in bundles)
         # Bundles passed through unchanged still belong to the materialized
@@ -572,7 +595,7 @@ class Dataset(
             for n in self._plan.walk()
             if isinstance(n, MaterializedData) and n.owner is not None
         ]
-        owner = _RefOwner(stream.backend, owned, parents)
+        owner = BlockOwner(stream.backend, owned, parents)
         ds = Dataset(MaterializedData(bundles=held, owner=owner))
         ds._last_stream = stream
         ds._name = self._name
@@ -587,7 +610,7 @@ class Dataset(
         """
         head = f"Dataset {self._name}: " if self._name else ""
         if self._last_stream is None:
-            return f"{head}{_summary(self._plan)}: not executed yet"
+            return f"{head}{summary(self._plan)}: not executed yet"
         body = str(self._last_stream.stats())
         return f"{head.rstrip()}\n{body}" if head else body
 
@@ -611,7 +634,7 @@ class Dataset(
         >>> df.range(5).sum("id")  # doctest: +SKIP
         10
         """
-        return self._aggregate("sum", on, ignore_nulls)
+        return self._aggregate_on(Sum, on, ignore_nulls=ignore_nulls)
 
     def min(self, on: str | Sequence[str] | None = None, ignore_nulls: bool = True) -> Any:
         """Minimum of ``on`` (see ``sum`` for several columns and nulls).
@@ -619,7 +642,7 @@ class Dataset(
         >>> df.range(5).min("id")
         0
         """
-        return self._aggregate("min", on, ignore_nulls)
+        return self._aggregate_on(Min, on, ignore_nulls=ignore_nulls)
 
     def max(self, on: str | Sequence[str] | None = None, ignore_nulls: bool = True) -> Any:
         """Maximum of ``on`` (see ``sum`` for several columns and nulls).
@@ -627,7 +650,7 @@ class Dataset(
         >>> df.range(5).max("id")
         4
         """
-        return self._aggregate("max", on, ignore_nulls)
+        return self._aggregate_on(Max, on, ignore_nulls=ignore_nulls)
 
     def mean(self, on: str | Sequence[str] | None = None, ignore_nulls: bool = True) -> Any:
         """Mean of ``on`` (see ``sum`` for several columns and nulls).
@@ -635,96 +658,39 @@ class Dataset(
         >>> df.range(5).mean("id")
         2.0
         """
-        return self._aggregate("mean", on, ignore_nulls)
+        return self._aggregate_on(Mean, on, ignore_nulls=ignore_nulls)
 
     def std(
         self, on: str | Sequence[str] | None = None, ddof: int = 1, ignore_nulls: bool = True
     ) -> Any:
-        """Standard deviation of ``on`` with ``ddof`` (1: sample std, as Ray Data);
-        0.0 when fewer than two values.
+        """Standard deviation of ``on`` with divisor ``N - ddof`` (1: sample std);
+        NaN when ``N <= ddof``, as in Ray Data and ``groupby().std()``.
 
         >>> round(df.from_items([1.0, 2.0, 3.0]).std("item"), 6)
         1.0
         """
-        return self._aggregate("std", on, ignore_nulls, ddof=ddof)
+        return self._aggregate_on(Std, on, ddof=ddof, ignore_nulls=ignore_nulls)
 
-    def _aggregate(self, kind: str, on: Any, ignore_nulls: bool, ddof: int = 1) -> Any:
-        cols = list(self.columns()) if on is None else list(column_list(kind, on))
-        check_known(kind, tuple(cols), known_schema(self._plan))
-        partials = {c: Moments() for c in cols}
-        for table in self._iterator(self.select_columns(cols)._plan).iter_blocks():
-            for c in cols:
-                partials[c].add(table.column(c), kind)
-        out = {f"{kind}({c})": partials[c].result(kind, ignore_nulls, ddof) for c in cols}
-        return out[f"{kind}({on})"] if isinstance(on, str) else out
-
-    # -- execution plumbing --------------------------------------------------------
-
-    def _optimized(self) -> LogicalOperator:
-        return optimize(self._plan, DataContext.get_current().optimizer_flags)
-
-    def _open_stream(
-        self, plan: LogicalOperator | None = None, *, ordered: bool = False
-    ) -> OutputStream:
-        """Start executing ``plan`` (default: this dataset's), recorded as this
-        dataset's last run for ``stats()``; ``ordered`` forces dataset order."""
-        from dataflow.plan.planner import execute
-
-        ctx = DataContext.get_current().copy()
-        if ordered:
-            ctx.preserve_order = True
-        stream = execute(optimize(plan or self._plan, ctx.optimizer_flags), ctx)
-        self._last_stream = stream
-        return stream
-
-    def _iterator(self, plan: LogicalOperator) -> DataIterator:
-        """An iterator running ``plan`` (derived from this dataset) as this dataset."""
-        return DataIterator(
-            lambda: self._open_stream(plan),
-            name=self._name or _summary(plan),
-            dataset=self if plan is self._plan else None,
-        )
+    def _aggregate_on(self, agg: type[AggregateFn], on: Any, **options: Any) -> Any:
+        """``agg`` over column ``on`` (a list: each; None: every column) as one
+        keyless ``Aggregate``, the path of ``aggregate()`` and ``groupby()``
+        (Ray Data's ``_aggregate_on``). One column named as a string gives a
+        scalar, otherwise a dict ``{"sum(col)": ...}``."""
+        where = agg.__name__.lower()
+        cols = list(self.columns()) if on is None else list(column_names(where, on))
+        check_known_columns(where, cols, self._plan.output_schema())
+        if not cols:
+            return {}
+        aggs = [agg(c, **options) for c in cols]
+        row = self.aggregate(*aggs)
+        return row[aggs[0].name] if isinstance(on, str) else row
 
 
 # -- helpers -------------------------------------------------------------------------
 
 
-def _summary(node: LogicalOperator) -> str:
-    """``a -> b -> c`` for a chain, ``union(x, y)`` where inputs branch."""
-    if not node.inputs:
-        return node.name
-    if len(node.inputs) == 1:
-        return f"{_summary(node.input)} -> {node.name}"
-    return f"{node.name}({', '.join(_summary(i) for i in node.inputs)})"
-
-
 def _udf_args(local_vars: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in local_vars.items() if k in UDF_ARGS}
-
-
-def _plans(where: str, others: Sequence[Any]) -> tuple[LogicalOperator, ...]:
-    if not others:
-        raise PlanError(f"{where}: pass at least one other Dataset")
-    bad = [type(o).__name__ for o in others if not isinstance(o, Dataset)]
-    if bad:
-        raise PlanError(f"{where}: expected Dataset arguments, got {bad[0]}")
-    return tuple(o._plan for o in others)
-
-
-class _RefOwner:
-    """Frees a materialized dataset's blocks when it is garbage-collected."""
-
-    def __init__(self, backend: Any, refs: list[Any], parents: Sequence[Any] = ()) -> None:
-        self.parents = tuple(parents)  # owners of borrowed blocks, kept alive
-        self._finalizer = weakref.finalize(self, _free_refs, backend, tuple(refs))
-
-
-def _free_refs(backend: Any, refs: tuple[Any, ...]) -> None:
-    if refs:
-        try:
-            backend.free(refs)
-        except Exception:  # the session already shut down, which freed everything
-            pass
 
 
 def _blocks_to_dataset(blocks: list[pa.Table]) -> Dataset:

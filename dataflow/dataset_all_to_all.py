@@ -10,23 +10,31 @@ god file. ``Dataset`` inherits them; each transform appends one node.
 from __future__ import annotations
 
 import dataclasses
-import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from dataflow.aggregate import AggregateFn, check_aggs
+from dataflow.aggregate import AggregateFn
 from dataflow.compat import check_ray_only, renamed_keywords
+from dataflow.dataset_base import BlockOwner, DatasetBase
 from dataflow.errors import PlanError
-from dataflow.grouped_data import GroupedData, check_known_columns, key_tuple
+from dataflow.grouped_data import GroupedData
 from dataflow.plan.logical import (
     Aggregate,
+    InputData,
     Join,
-    LogicalOperator,
     MaterializedData,
     RandomizeBlockOrder,
     RandomShuffle,
     Repartition,
     Sort,
+)
+from dataflow.validate import (
+    check_aggs,
+    check_known_columns,
+    check_seed,
+    column_names,
+    dataset_plans,
+    positive_int,
 )
 
 if TYPE_CHECKING:
@@ -52,11 +60,8 @@ _JOIN_TYPES = {
 """Ray Data's join types and the hash join that runs each (None: not supported)."""
 
 
-class AllToAllMethods:
-    """Mixin of ``Dataset``: operations that need every input block."""
-
-    # Provided by Dataset: _plan, _then(node), select_columns, materialize, count, take_all.
-    _plan: LogicalOperator
+class AllToAllMethods(DatasetBase):
+    """Part of ``Dataset``: operations that need every input block."""
 
     # -- transforms (lazy) -----------------------------------------------------------
 
@@ -86,27 +91,27 @@ class AllToAllMethods:
         [4, 4, 2]
         """
         if (num_blocks is None) == (target_num_rows_per_block is None):
-            raise ValueError(
+            raise PlanError(
                 "repartition: give exactly one of num_blocks or target_num_rows_per_block"
             )
         if target_num_rows_per_block is not None:
-            _check_positive("repartition", "target_num_rows_per_block", target_num_rows_per_block)
+            positive_int("repartition", "target_num_rows_per_block", target_num_rows_per_block)
             if shuffle or keys:
-                raise ValueError(
+                raise PlanError(
                     "repartition: target_num_rows_per_block re-cuts blocks in row order; "
                     "shuffle and keys need num_blocks"
                 )
             return _exact_blocks(_materialized(self), target_num_rows_per_block)
-        _check_positive("repartition", "num_blocks", num_blocks)
+        positive_int("repartition", "num_blocks", num_blocks)
         if strict:
-            raise ValueError("repartition: strict applies to target_num_rows_per_block")
-        key_cols = key_tuple("repartition", keys) if keys is not None else ()
+            raise PlanError("repartition: strict applies to target_num_rows_per_block")
+        key_cols = column_names("repartition", keys, allow_none=True)
         if key_cols:
             if shuffle:
-                raise ValueError("repartition: give keys (hash partitioning) or shuffle, not both")
-            check_known_columns("repartition", self, key_cols)
+                raise PlanError("repartition: give keys (hash partitioning) or shuffle, not both")
+            check_known_columns("repartition", key_cols, self._plan.output_schema())
         elif sort:
-            raise ValueError("repartition: sort=True sorts each block by keys; give keys")
+            raise PlanError("repartition: sort=True sorts each block by keys; give keys")
         return self._then(
             Repartition(num_blocks=num_blocks, shuffle=shuffle, keys=key_cols, sort=sort)
         )
@@ -126,14 +131,14 @@ class AllToAllMethods:
                 f"random_shuffle: {name}= is a Ray remote() option; dataflow's shuffle runs "
                 "as exchange tasks of one CPU each and takes none: drop it"
             )
-        _check_seed("random_shuffle", seed)
+        check_seed("random_shuffle", seed)
         if num_blocks is not None:
-            _check_positive("random_shuffle", "num_blocks", num_blocks)
+            positive_int("random_shuffle", "num_blocks", num_blocks)
         return self._then(RandomShuffle(seed=seed, num_blocks=num_blocks))
 
     def randomize_block_order(self, *, seed: int | None = None) -> Dataset:
         """Blocks in a random order (rows within a block keep their order); cheap."""
-        _check_seed("randomize_block_order", seed)
+        check_seed("randomize_block_order", seed)
         return self._then(RandomizeBlockOrder(seed=seed))
 
     def sort(
@@ -150,21 +155,21 @@ class AllToAllMethods:
 
         >>> ds.sort(["k", "v"], descending=[False, True])  # doctest: +SKIP
         """
-        keys = key_tuple("sort", key)
+        keys = column_names("sort", key)
         if not keys:
-            raise ValueError("sort: give at least one key column")
+            raise PlanError("sort: give at least one key column")
         flags = (descending,) * len(keys) if isinstance(descending, bool) else tuple(descending)
         if len(flags) != len(keys) or not all(isinstance(f, bool) for f in flags):
-            raise ValueError(
+            raise PlanError(
                 f"sort: descending must be a bool or one bool per key ({len(keys)}), got {descending!r}"
             )
-        check_known_columns("sort", self, keys)
+        check_known_columns("sort", keys, self._plan.output_schema())
         if boundaries is not None:
             bounds = list(boundaries)
             if not all(
                 isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds
             ) or bounds != sorted(bounds):
-                raise ValueError(
+                raise PlanError(
                     f"sort: boundaries must be a sorted list of numbers, got {boundaries!r}"
                 )
         return self._then(Sort(keys=keys, descending=flags))
@@ -179,7 +184,7 @@ class AllToAllMethods:
 
         >>> ds.groupby("k", num_partitions=8).mean("v")  # doctest: +SKIP
         """
-        return GroupedData(self, key, num_partitions)  # type: ignore[arg-type]
+        return GroupedData(self, key, num_partitions)
 
     @renamed_keywords(other="ds")
     def join(
@@ -218,15 +223,15 @@ class AllToAllMethods:
         )
         if join_type is not None and join_type not in _JOIN_TYPES:
             if how is not None or not isinstance(join_type, (str, list, tuple)):
-                raise ValueError(
+                raise PlanError(
                     f"join: join_type must be one of {', '.join(_JOIN_TYPES)}, got {join_type!r}"
                 )
             on, join_type = join_type, None  # the older join(ds, on, how=...) form
         if how is not None:
             if join_type is not None:
-                raise ValueError("join: give join_type (Ray Data's name) or how, not both")
+                raise PlanError("join: give join_type (Ray Data's name) or how, not both")
             if how not in _JOIN_HOWS:
-                raise ValueError(f"join: how must be one of {', '.join(_JOIN_HOWS)}, got {how!r}")
+                raise PlanError(f"join: how must be one of {', '.join(_JOIN_HOWS)}, got {how!r}")
             join_type = _JOIN_HOWS[how]
         kind = _JOIN_TYPES.get(join_type or "inner")
         if kind is None:
@@ -236,19 +241,18 @@ class AllToAllMethods:
                 "inner on the other side's unique keys, for an anti join a left_outer "
                 "join then filter on a null right column"
             )
-        if not isinstance(ds, AllToAllMethods):
-            raise TypeError(f"join: other must be a Dataset, got {type(ds).__name__}")
+        dataset_plans("join", [ds])
         if num_partitions is not None:
-            _check_positive("join", "num_partitions", num_partitions)
-        left_on = key_tuple("join", on)
-        right_keys = key_tuple("join", right_on) if right_on is not None else left_on
+            positive_int("join", "num_partitions", num_partitions)
+        left_on = column_names("join", on)
+        right_keys = column_names("join", right_on) if right_on is not None else left_on
         if not left_on or len(left_on) != len(right_keys):
-            raise ValueError(
+            raise PlanError(
                 f"join: on and right_on must name the same number (>= 1) of columns, got "
                 f"{list(left_on)} and {list(right_keys)}"
             )
-        check_known_columns("join (left side)", self, left_on)
-        check_known_columns("join (right side)", ds, right_keys)
+        check_known_columns("join (left side)", left_on, self._plan.output_schema())
+        check_known_columns("join (right side)", right_keys, ds._plan.output_schema())
         left, right = self, ds
         if validate_schemas or left_suffix is not None:
             ls, rs = self.schema(), ds.schema()
@@ -282,7 +286,9 @@ class AllToAllMethods:
         {'count()': 10, 'sum(id)': 45}
         """
         aggs_ = check_aggs(aggs, "aggregate")
-        check_known_columns("aggregate", self, [a.on for a in aggs_ if a.on is not None])
+        check_known_columns(
+            "aggregate", [a.on for a in aggs_ if a.on is not None], self._plan.output_schema()
+        )
         (row,) = self._then(Aggregate(keys=(), aggs=tuple(aggs_))).take_all()
         return row
 
@@ -292,8 +298,8 @@ class AllToAllMethods:
         >>> sorted(df.from_items([1, 2, 2]).unique("item"))  # doctest: +SKIP
         [1, 2]
         """
-        (key,) = key_tuple("unique", column)
-        check_known_columns("unique", self, [key])
+        (key,) = column_names("unique", column)
+        check_known_columns("unique", [key], self._plan.output_schema())
         rows = self.select_columns([key])._then(Aggregate(keys=(key,), aggs=())).take_all()
         values = [r[key] for r in rows]
         return [v for v in values if v is not None] if ignore_nulls else values
@@ -307,7 +313,7 @@ class AllToAllMethods:
         """
         idx = list(indices)
         if any(not isinstance(i, int) or i < 0 for i in idx) or idx != sorted(idx):
-            raise ValueError(f"split_at_indices: indices must be sorted ints >= 0, got {indices!r}")
+            raise PlanError(f"split_at_indices: indices must be sorted ints >= 0, got {indices!r}")
         mat = _materialized(self)
         total = mat.count()
         bounds = [0, *(min(i, total) for i in idx), total]
@@ -327,12 +333,12 @@ class AllToAllMethods:
         if not props or any(
             not isinstance(p, (int, float)) or isinstance(p, bool) or p <= 0 for p in props
         ):
-            raise ValueError(
+            raise PlanError(
                 f"split_proportionately: proportions must be a non-empty list of numbers > 0, "
                 f"got {proportions!r}"
             )
         if sum(props) >= 1:
-            raise ValueError(
+            raise PlanError(
                 f"split_proportionately: proportions must sum to less than 1 (the last split "
                 f"takes the rest), got {proportions!r} (sum {sum(props)})"
             )
@@ -346,7 +352,7 @@ class AllToAllMethods:
         for i in range(len(cuts) - 2, -1, -1):
             cuts[i] = min(cuts[i], cuts[i + 1] - 1)
         if cuts[0] <= 0:  # (the last cut is < total: the proportions sum to < 1)
-            raise ValueError(
+            raise PlanError(
                 f"split_proportionately: {total} rows cannot make {len(props) + 1} non-empty "
                 f"splits with proportions {proportions!r}"
             )
@@ -362,7 +368,7 @@ class AllToAllMethods:
         >>> [d.count() for d in df.range(10).split(3, equal=True)]  # doctest: +SKIP
         [3, 3, 3]
         """
-        _check_positive("split", "n", n)
+        positive_int("split", "n", n)
         check_ray_only("split", locality_hints=locality_hints)
         mat = _materialized(self)
         total = mat.count()
@@ -403,11 +409,11 @@ def _test_rows(where: str, test_size: Any, total: int) -> int:
     """How many of ``total`` rows a ``test_size`` (fraction or count) puts in test."""
     if isinstance(test_size, float):
         if not 0 < test_size < 1:
-            raise ValueError(f"{where}: a float test_size must be in (0, 1), got {test_size}")
+            raise PlanError(f"{where}: a float test_size must be in (0, 1), got {test_size}")
         return total - int(total * (1 - test_size))
     if isinstance(test_size, int) and not isinstance(test_size, bool) and 0 < test_size <= total:
         return test_size
-    raise ValueError(
+    raise PlanError(
         f"{where}: test_size must be a float in (0, 1) or an int in [1, {total}] "
         f"(the row count), got {test_size!r}"
     )
@@ -421,11 +427,11 @@ def _stratified_split(ds: Dataset, test_size: Any, column: str) -> tuple[Dataset
     import pyarrow.compute as pc
 
     if not isinstance(test_size, float) or not 0 < test_size < 1:
-        raise ValueError(
+        raise PlanError(
             f"train_test_split: with stratify, test_size must be a float in (0, 1), "
             f"got {test_size!r}"
         )
-    check_known_columns("train_test_split (stratify)", ds, [column])
+    check_known_columns("train_test_split (stratify)", [column], ds._plan.output_schema())
     mat = _materialized(ds)
     labels = pa.chunked_array(
         [t.column(column) for t in mat.iterator().iter_blocks()],
@@ -437,11 +443,10 @@ def _stratified_split(ds: Dataset, test_size: Any, column: str) -> tuple[Dataset
         rows = np.flatnonzero(codes == code)
         n_test = len(rows) - int(len(rows) * (1 - test_size))
         is_test[rows[len(rows) - n_test :]] = True
-    from dataflow.read_api import from_arrow
-
     table = mat.to_arrow()
     mask = pa.array(is_test)
-    return from_arrow(table.filter(pc.invert(mask))), from_arrow(table.filter(mask))
+    train, test = table.filter(pc.invert(mask)), table.filter(mask)
+    return type(mat)(InputData(blocks=(train,))), type(mat)(InputData(blocks=(test,)))
 
 
 def _exact_blocks(mat: Dataset, rows: int) -> Dataset:
@@ -482,7 +487,7 @@ def _exact_blocks(mat: Dataset, rows: int) -> Dataset:
     if first is None:
         return mat
     return type(mat)(
-        MaterializedData(bundles=tuple(out), owner=_SliceOwner(backend, new_refs, node.owner))
+        MaterializedData(bundles=tuple(out), owner=BlockOwner(backend, new_refs, [node.owner]))
     )
 
 
@@ -491,11 +496,6 @@ def _materialized(ds: Dataset) -> Dataset:
     ``preserve_order`` says (itself when already materialized: re-materializing
     would borrow the blocks without keeping their owner)."""
     return ds if isinstance(ds._plan, MaterializedData) else ds._materialize(ordered=True)
-
-
-def _check_positive(where: str, name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{where}: {name} must be an int >= 1, got {value!r}")
 
 
 def _check_key_types(left: Any, right: Any, left_on: tuple, right_on: tuple) -> None:
@@ -509,11 +509,6 @@ def _check_key_types(left: Any, right: Any, left_on: tuple, right_on: tuple) -> 
                 f"join: validate_schemas=True and key {a!r} is {ta} on the left but "
                 f"{b!r} is {tb} on the right; cast one side (with_column) or drop validate_schemas"
             )
-
-
-def _check_seed(where: str, seed: Any) -> None:
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
-        raise ValueError(f"{where}: seed must be None or an int >= 0, got {seed!r}")
 
 
 def _slice(mat: Dataset, lo: int, hi: int) -> Dataset:
@@ -540,28 +535,12 @@ def _slice(mat: Dataset, lo: int, hi: int) -> Dataset:
         empty = backend.put(backend.get(first.refs[0]).slice(0, 0))
         new_refs.append(empty)
         bundles.append(_borrowed(first, empty, 0))
-    owner = _SliceOwner(backend, new_refs, node.owner)
+    owner = BlockOwner(backend, new_refs, [node.owner])
     return type(mat)(MaterializedData(bundles=tuple(bundles), owner=owner))
 
 
 def _borrowed(bundle: Any, ref: Any, seq: int) -> Any:
     return dataclasses.replace(bundle, refs=(ref,), seq=(seq,), owns_blocks=False)
-
-
-class _SliceOwner:
-    """Keeps the parent materialization alive and frees the sliced copies."""
-
-    def __init__(self, backend: Any, refs: list[Any], parent: Any) -> None:
-        self.parent = parent
-        self._finalizer = weakref.finalize(self, _free, backend, tuple(refs))
-
-
-def _free(backend: Any, refs: tuple[Any, ...]) -> None:
-    if refs:
-        try:
-            backend.free(refs)
-        except Exception:  # the session already shut down, which freed everything
-            pass
 
 
 __all__ = ["AllToAllMethods"]

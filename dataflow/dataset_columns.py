@@ -22,19 +22,18 @@ import numpy as np
 import pyarrow as pa
 
 from dataflow.compat import check_ray_only, merge_remote_args, renamed_keywords
+from dataflow.dataset_base import DatasetBase
 from dataflow.errors import PlanError
-from dataflow.expressions import Expr, check_columns, parse
-from dataflow.plan.logical import LogicalOperator, Project
-from dataflow.plan.schema import known_schema
+from dataflow.expressions import Expr, check_columns
+from dataflow.plan.logical import Project
+from dataflow.validate import as_expr, check_known_columns, check_name, check_seed, column_names
 
 if TYPE_CHECKING:
     from dataflow.dataset import Dataset
 
 
-class ColumnMethods:
-    """Mixin of ``Dataset``: needs ``_plan`` and ``_then(node)``."""
-
-    _plan: LogicalOperator
+class ColumnMethods(DatasetBase):
+    """Part of ``Dataset``: column rewrites and ``random_sample``."""
 
     @renamed_keywords(name="column_name")
     def with_column(
@@ -65,7 +64,7 @@ class ColumnMethods:
         no_task_args(where, **_task_args(locals()))
         check_name("with_column", column_name)
         e = as_expr(where, expr)
-        check_columns(e, known_schema(self._plan), where)
+        check_columns(e, self._plan.output_schema(), where)
         return self._then(Project(with_columns=((column_name, e),), label=where))
 
     def with_columns(
@@ -108,7 +107,7 @@ class ColumnMethods:
         names = [n for n, _ in pairs]
         if len(set(names)) != len(names):
             raise PlanError(f"{where}: column {_first_dup(names)!r} is given twice")
-        schema = known_schema(self._plan)
+        schema = self._plan.output_schema()
         for name, e in pairs:
             check_columns(e, schema, f"{where}({name})")
         return self._then(Project(with_columns=tuple(pairs), label=f"{where}({', '.join(names)})"))
@@ -136,8 +135,8 @@ class ColumnMethods:
         Dataset(read_range -> select_columns(id))
         """
         no_task_args("select_columns", **_task_args(locals()))
-        names = column_list("select_columns", cols)
-        check_known("select_columns", names, known_schema(self._plan))
+        names = column_names("select_columns", cols)
+        check_known_columns("select_columns", names, self._plan.output_schema())
         return self._then(Project(select=names, label=f"select_columns({', '.join(names)})"))
 
     def drop_columns(
@@ -163,8 +162,8 @@ class ColumnMethods:
         Dataset(from_blocks -> drop_columns(b))
         """
         no_task_args("drop_columns", **_task_args(locals()))
-        names = column_list("drop_columns", cols)
-        check_known("drop_columns", names, known_schema(self._plan))
+        names = column_names("drop_columns", cols)
+        check_known_columns("drop_columns", names, self._plan.output_schema())
         return self._then(Project(drop=names, label=f"drop_columns({', '.join(names)})"))
 
     def rename_columns(
@@ -190,7 +189,7 @@ class ColumnMethods:
         Dataset(read_range -> rename_columns(id->n))
         """
         no_task_args("rename_columns", **_task_args(locals()))
-        schema = known_schema(self._plan)
+        schema = self._plan.output_schema()
         if isinstance(names, Sequence) and not isinstance(names, (str, bytes)):
             names = _positional_renames(names, schema)
         if not isinstance(names, Mapping) or not names:
@@ -202,7 +201,7 @@ class ColumnMethods:
         news = [v for _, v in pairs]
         if len(set(news)) != len(news):
             raise PlanError(f"rename_columns: new names must be unique, got {news}")
-        check_known("rename_columns", tuple(k for k, _ in pairs), schema)
+        check_known_columns("rename_columns", [k for k, _ in pairs], schema)
         label = f"rename_columns({', '.join(f'{k}->{v}' for k, v in pairs)})"
         return self._then(Project(rename=pairs, label=label))
 
@@ -224,11 +223,10 @@ class ColumnMethods:
             or not 0 <= fraction <= 1
         ):
             raise PlanError(f"random_sample: fraction must be in [0, 1], got {fraction!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise PlanError(f"random_sample: seed must be None or an int >= 0, got {seed!r}")
+        check_seed("random_sample", seed)
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1)[0])
-        return self.map_batches(  # type: ignore[attr-defined]
+        return self.map_batches(
             RowSampler(float(fraction), seed),
             batch_format="pyarrow",
             batch_size=None,
@@ -296,42 +294,6 @@ def no_task_args(where: str, **values: Any) -> None:
                 f"{where}: {name}={value!r} has nothing to apply to: this step runs in Arrow "
                 "inside its neighbours' tasks, with no task of its own; drop it"
             )
-
-
-def as_expr(where: str, expr: Any) -> Expr:
-    if isinstance(expr, str):
-        return parse(expr)
-    if not isinstance(expr, Expr):
-        raise PlanError(
-            f"{where}: expr must be a dataflow expression (col(...)) or a string, "
-            f"got {type(expr).__name__}"
-        )
-    return expr
-
-
-def check_name(where: str, name: Any) -> None:
-    if not isinstance(name, str) or not name:
-        raise PlanError(f"{where}: column name must be a non-empty string, got {name!r}")
-
-
-def column_list(where: str, cols: Any) -> tuple[str, ...]:
-    names = (cols,) if isinstance(cols, str) else cols
-    if not isinstance(names, Sequence) or not names or not all(isinstance(c, str) for c in names):
-        raise PlanError(f"{where}: expected a column name or a list of them, got {cols!r}")
-    if len(set(names)) != len(names):
-        raise PlanError(f"{where}: duplicate column names in {list(names)}")
-    return tuple(names)
-
-
-def check_known(where: str, names: tuple[str, ...], schema: pa.Schema | None) -> None:
-    if schema is None:
-        return
-    missing = [n for n in names if n not in schema.names]
-    if missing:
-        raise PlanError(
-            f"{where}: unknown column {', '.join(repr(m) for m in missing)}; "
-            f"available columns: {', '.join(schema.names) or '(none)'}"
-        )
 
 
 def _positional_renames(names: Sequence[Any], schema: pa.Schema | None) -> dict[str, str]:

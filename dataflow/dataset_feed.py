@@ -13,19 +13,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from dataflow.dataset_base import DatasetBase
 from dataflow.errors import PlanError
+from dataflow.validate import non_negative_int, positive_int
 
 if TYPE_CHECKING:
     from dataflow.dataset import Dataset
     from dataflow.iterators import DataIterator
-    from dataflow.plan.logical import LogicalOperator
 
 
-class FeedMethods:
-    """Mixin of ``Dataset``: ways to feed training processes."""
-
-    # Provided by Dataset: _plan, iterator(), _last_stream, and Dataset(plan).
-    _plan: LogicalOperator
+class FeedMethods(DatasetBase):
+    """Part of ``Dataset``: ways to feed training processes."""
 
     def iter_torch_batches(self, **kwargs: Any) -> Iterator[Any]:
         """Batches as dicts of torch tensors; keywords as
@@ -89,11 +87,10 @@ class FeedMethods:
             source_rows,
         )
 
-        for name, v in (("num_shards", num_shards), ("index", index)):
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise TypeError(f"shard: {name} must be an int, got {v!r}")
-        if num_shards < 1 or not 0 <= index < num_shards:
-            raise ValueError(
+        positive_int("shard", "num_shards", num_shards)
+        non_negative_int("shard", "index", index)
+        if index >= num_shards:
+            raise PlanError(
                 f"shard: index must be in 0..num_shards-1 and num_shards >= 1, got "
                 f"num_shards={num_shards}, index={index}"
             )

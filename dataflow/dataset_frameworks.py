@@ -16,11 +16,12 @@ from typing import Any
 import pyarrow as pa
 
 from dataflow.block import concat, table_to_pandas
+from dataflow.dataset_base import DatasetBase
 from dataflow.errors import PlanError
 
 
-class FrameworkMethods:
-    """Mixin of ``Dataset``: needs ``iterator()``, ``schema()`` and ``sort()``."""
+class FrameworkMethods(DatasetBase):
+    """Part of ``Dataset``: conversions to other frameworks' datasets."""
 
     def iter_tf_batches(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
         """Batches as dicts of ``tf.Tensor`` (needs TensorFlow); keywords as
@@ -65,9 +66,9 @@ class FrameworkMethods:
             import daft
         except ImportError as e:
             raise PlanError("to_daft: needs Daft: pip install getdaft") from e
-        blocks = list(self.iterator().iter_blocks())  # type: ignore[attr-defined]
+        blocks = list(self.iterator().iter_blocks())
         if not blocks:
-            schema = self.schema() or pa.schema([])  # type: ignore[attr-defined]
+            schema = self.schema() or pa.schema([])
             return daft.from_arrow(schema.empty_table())
         return daft.from_arrow(concat(blocks))  # one schema (blocks may differ: null vs str)
 
@@ -98,9 +99,9 @@ class FrameworkMethods:
             import dask.dataframe as dd
         except ImportError as e:
             raise PlanError('to_dask: needs Dask: pip install "dataflow[dask]"') from e
-        blocks = list(self.iterator().iter_blocks())  # type: ignore[attr-defined]
+        blocks = list(self.iterator().iter_blocks())
         if meta is None:
-            schema = blocks[0].schema if blocks else self.schema()  # type: ignore[attr-defined]
+            schema = blocks[0].schema if blocks else self.schema()
             meta = table_to_pandas((schema or pa.schema([])).empty_table())
         parts = [dask.delayed(table_to_pandas)(b) for b in blocks]
         if not parts:

@@ -20,21 +20,18 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from dataflow.dataset_columns import check_known, column_list
+from dataflow.dataset_base import DatasetBase
 from dataflow.errors import PlanError
 from dataflow.plan.logical import InputData, LogicalOperator, MaterializedData, Read
 from dataflow.summary import DatasetSummary, summarize
+from dataflow.validate import check_known_columns, check_seed, column_names
 
 if TYPE_CHECKING:
     from dataflow.dataset import Dataset
 
 
-class InfoMethods:
-    """Mixin of ``Dataset``: needs ``_plan``, ``_name``, ``_open_stream`` and
-    ``_iterator``."""
-
-    _plan: LogicalOperator
-    _name: str | None
+class InfoMethods(DatasetBase):
+    """Part of ``Dataset``: size, names, summaries and train/test splits."""
 
     def size_bytes(self) -> int:
         """The in-memory size of the dataset's blocks in bytes (Arrow buffers).
@@ -62,7 +59,7 @@ class InfoMethods:
 
     def _run_block_stats(self) -> tuple[int, int]:
         blocks = nbytes = 0
-        with self._open_stream() as stream:  # type: ignore[attr-defined]
+        with self._open_stream() as stream:
             for bundle in stream:
                 blocks += len(bundle.refs)
                 nbytes += sum(r.nbytes for r in bundle.refs)
@@ -109,9 +106,9 @@ class InfoMethods:
             )
         ds: Any = self
         if columns is not None:
-            cols = column_list("summary", columns)
+            cols = column_names("summary", columns)
             schema = ds.schema()
-            check_known("summary", cols, schema)
+            check_known_columns("summary", cols, schema)
             ds = ds.select_columns(list(cols))
         schema = ds.schema()
         if schema is None:
@@ -177,28 +174,27 @@ class InfoMethods:
         """
         where = "streaming_train_test_split"
         if isinstance(test_size, bool) or not isinstance(test_size, (int, float)):
-            raise ValueError(f"{where}: test_size must be a float in (0, 1), got {test_size!r}")
+            raise PlanError(f"{where}: test_size must be a float in (0, 1), got {test_size!r}")
         if not 0 < test_size < 1:
-            raise ValueError(f"{where}: test_size must be between 0 and 1, got {test_size}")
+            raise PlanError(f"{where}: test_size must be between 0 and 1, got {test_size}")
         if split_type not in ("hash", "random"):
-            raise ValueError(f"{where}: split_type must be 'hash' or 'random', got {split_type!r}")
+            raise PlanError(f"{where}: split_type must be 'hash' or 'random', got {split_type!r}")
         if split_type == "hash":
             if seed is not None:
-                raise ValueError(f"{where}: seed is not supported for hash split")
+                raise PlanError(f"{where}: seed is not supported for hash split")
             if hash_column is None:
-                raise ValueError(f"{where}: hash_column is required for hash split")
-            check_known(where, (hash_column,), self.schema(fetch_if_missing=False))  # type: ignore[attr-defined]
+                raise PlanError(f"{where}: hash_column is required for hash split")
+            check_known_columns(where, [hash_column], self.schema(fetch_if_missing=False))
         elif hash_column is not None:
-            raise ValueError(f"{where}: hash_column is not supported for random split")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"{where}: seed must be None or an int >= 0, got {seed!r}")
+            raise PlanError(f"{where}: hash_column is not supported for random split")
+        check_seed(where, seed)
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1)[0])
         sides = []
         for test in (False, True):
             splitter = TrainTestSide(float(test_size), seed, hash_column, test)
             sides.append(
-                self.map_batches(  # type: ignore[attr-defined]
+                self.map_batches(
                     splitter,
                     batch_format="pyarrow",
                     batch_size=None,

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dataflow.compat import check_ray_only, merge_remote_args
+from dataflow.dataset_base import DatasetBase
 from dataflow.errors import PlanError
 from dataflow.plan.logical import Compute, Write
 from dataflow.udf import resources_of
@@ -22,8 +23,8 @@ if TYPE_CHECKING:
     from dataflow.sources.datasource import Datasink
 
 
-class WriteMethods:
-    """Mixin of ``Dataset``: needs ``self._plan`` and ``self._iterator(plan)``."""
+class WriteMethods(DatasetBase):
+    """Part of ``Dataset``: ``write_datasink`` and the table-format writers."""
 
     def write_datasink(
         self,

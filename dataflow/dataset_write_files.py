@@ -32,15 +32,19 @@ Ray's parameters mean here:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dataflow.compat import check_ray_only
+from dataflow.dataset_base import DatasetBase
 from dataflow.dataset_write import write_settings
 from dataflow.errors import PlanError
 
+if TYPE_CHECKING:
+    from dataflow.sources.sinks import FileDatasink
 
-class FileWriteMethods:
-    """Mixin of ``Dataset``: needs ``_write`` (``WriteMethods``)."""
+
+class FileWriteMethods(DatasetBase):
+    """Part of ``Dataset``: the file writers, through ``WriteMethods._write``."""
 
     def write_parquet(
         self,
@@ -74,9 +78,9 @@ class FileWriteMethods:
                 "write_parquet: min_bytes_per_file is not supported; bound files with "
                 "min_rows_per_file / max_rows_per_file, or target_file_size (bytes)"
             )
-        self._write_files(  # type: ignore[attr-defined]
-            "ParquetDatasink", locals(), arrow_parquet_args_fn, arrow_parquet_args
-        )
+        from dataflow.sources.sinks import ParquetDatasink
+
+        self._write_files(ParquetDatasink, locals(), arrow_parquet_args_fn, arrow_parquet_args)
 
     def write_csv(
         self,
@@ -100,7 +104,9 @@ class FileWriteMethods:
 
         >>> df.range(10).write_csv("/tmp/out")  # doctest: +SKIP
         """
-        self._write_files("CSVDatasink", locals(), arrow_csv_args_fn, arrow_csv_args)
+        from dataflow.sources.sinks import CSVDatasink
+
+        self._write_files(CSVDatasink, locals(), arrow_csv_args_fn, arrow_csv_args)
 
     def write_json(
         self,
@@ -123,7 +129,9 @@ class FileWriteMethods:
 
         >>> df.range(10).write_json("/tmp/out")  # doctest: +SKIP
         """
-        self._write_files("JSONDatasink", locals(), pandas_json_args_fn, pandas_json_args)
+        from dataflow.sources.sinks import JSONDatasink
+
+        self._write_files(JSONDatasink, locals(), pandas_json_args_fn, pandas_json_args)
 
     def write_orc(
         self,
@@ -146,7 +154,9 @@ class FileWriteMethods:
 
         >>> df.range(10).write_orc("/tmp/out")  # doctest: +SKIP
         """
-        self._write_files("ORCDatasink", locals(), arrow_orc_args_fn, arrow_orc_args)
+        from dataflow.sources.sinks import ORCDatasink
+
+        self._write_files(ORCDatasink, locals(), arrow_orc_args_fn, arrow_orc_args)
 
     def write_numpy(
         self,
@@ -169,7 +179,9 @@ class FileWriteMethods:
 
         >>> df.range_tensor(10, shape=(2,)).write_numpy("/tmp/out", column="data")  # doctest: +SKIP
         """
-        self._write_files("NumpyDatasink", locals(), None, {"column": column})
+        from dataflow.sources.sinks import NumpyDatasink
+
+        self._write_files(NumpyDatasink, locals(), None, {"column": column})
 
     def write_tfrecords(
         self,
@@ -200,7 +212,9 @@ class FileWriteMethods:
                 "write_tfrecords: tf_schema is not supported: feature types follow the "
                 "column types (cast columns first to change them); drop tf_schema"
             )
-        self._write_files("tfrecords.TFRecordDatasink", locals(), None, {})
+        from dataflow.sources.tfrecords import TFRecordDatasink
+
+        self._write_files(TFRecordDatasink, locals(), None, {})
 
     def write_webdataset(
         self,
@@ -225,9 +239,9 @@ class FileWriteMethods:
 
         >>> ds.write_webdataset("/tmp/shards")  # doctest: +SKIP
         """
-        self._write_files(
-            "webdataset.WebDatasetDatasink", locals(), None, {**kwargs, "encoder": encoder}
-        )
+        from dataflow.sources.webdataset import WebDatasetDatasink
+
+        self._write_files(WebDatasetDatasink, locals(), None, {**kwargs, "encoder": encoder})
 
     def write_images(
         self,
@@ -250,24 +264,21 @@ class FileWriteMethods:
 
         >>> df.read_images("in/").write_images("out/", column="image")  # doctest: +SKIP
         """
+        from dataflow.sources.images import ImageDatasink
+
         self._write_files(
-            "images.ImageDatasink", locals(), None, {"column": column, "file_format": file_format}
+            ImageDatasink, locals(), None, {"column": column, "file_format": file_format}
         )
 
     def _write_files(
         self,
-        sink: str,
+        cls: type[FileDatasink],
         args: dict[str, Any],
         args_fn: Callable[[], dict[str, Any]] | None,
         format_kwargs: dict[str, Any],
     ) -> None:
-        """Build the sink named ``sink`` (a class of ``dataflow.sources.sinks``,
-        or ``module.Class`` under ``dataflow.sources``) from a writer's
-        arguments and write."""
-        import importlib
-
-        module, _, name = sink.rpartition(".")
-        cls = getattr(importlib.import_module(f"dataflow.sources.{module or 'sinks'}"), name)
+        """Build a ``cls`` sink from a writer's arguments and write. (Each writer
+        imports its sink when called: ``import dataflow`` loads no format.)"""
         where = cls.where
         format_kwargs = dict(format_kwargs)
         # Ray has max_rows_per_file on write_parquet only; the other writers take it
@@ -296,4 +307,4 @@ class FileWriteMethods:
             **{k: v for k, v in format_kwargs.items() if v is not None or k != "column"},
         )
         settings = write_settings(where, args.get("ray_remote_args"), args.get("concurrency"))
-        self._write(datasink, min_rows_per_task=min_rows or 0, **settings)  # type: ignore[attr-defined]
+        self._write(datasink, min_rows_per_task=min_rows or 0, **settings)

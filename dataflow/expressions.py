@@ -28,7 +28,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dataflow.errors import PlanError
+from dataflow.errors import PlanError, unknown_columns
 
 # Python operator symbol -> precedence (higher binds tighter), used to print.
 # Python's own order: comparisons bind looser than | and &.
@@ -442,10 +442,7 @@ def check_columns(expr: Expr, schema: pa.Schema | None, where: str) -> None:
         return
     missing = sorted(expr.columns() - set(schema.names))
     if missing:
-        raise PlanError(
-            f"{where}: unknown column {', '.join(repr(m) for m in missing)} in "
-            f"expression {expr}; available columns: {', '.join(schema.names) or '(none)'}"
-        )
+        raise unknown_columns(where, missing, schema.names, f" in expression {expr}")
 
 
 # -- string parser ----------------------------------------------------------------

@@ -23,9 +23,11 @@ import numpy as np
 import pyarrow as pa
 
 from dataflow.block import to_batch
+from dataflow.errors import unknown_columns
 
 
-def _tf() -> Any:
+def import_tf() -> Any:
+    """TensorFlow, or an ImportError that says how to install it."""
     try:
         import tensorflow as tf
     except ImportError as e:
@@ -35,7 +37,8 @@ def _tf() -> Any:
     return tf
 
 
-def _jax() -> Any:
+def import_jax() -> Any:
+    """JAX, or an ImportError that says how to install it."""
     try:
         import jax
     except ImportError as e:
@@ -63,7 +66,7 @@ def check_dtypes_cover(where: str, dtypes: Any, columns: Sequence[str]) -> None:
 
 def numpy_batch_to_tf(batch: Mapping[str, np.ndarray], dtypes: Any = None) -> dict[str, Any]:
     """A numpy batch as a dict of ``tf.Tensor`` (``dtypes``: one or per column)."""
-    tf = _tf()
+    tf = import_tf()
     check_dtypes_cover("iter_tf_batches", dtypes, list(batch))
     out = {}
     for name, arr in batch.items():
@@ -83,9 +86,9 @@ def table_to_tf(table: pa.Table, dtypes: Any = None) -> dict[str, Any]:
 
 def tf_spec(schema: pa.Schema, name: str) -> Any:
     """The ``tf.TensorSpec`` of a batch of column ``name``: ``(None, *cell shape)``."""
-    tf = _tf()
+    tf = import_tf()
     if name not in schema.names:
-        raise ValueError(f"to_tf: column {name!r} is not in the dataset ({schema.names})")
+        raise unknown_columns("to_tf", [name], schema.names)
     t = schema.field(name).type
     shape: tuple = ()
     if isinstance(t, pa.FixedShapeTensorType):
@@ -129,7 +132,7 @@ class JaxConverter:
         collate_fn: Callable[[dict[str, np.ndarray]], Any] | None = None,
         synchronize_batches: bool = False,
     ) -> None:
-        jax = _jax()
+        jax = import_jax()
         where = "iter_jax_batches"
         devices = jax.local_device_count()
         if batch_size is None or batch_size <= 0 or batch_size % devices:
@@ -153,7 +156,7 @@ class JaxConverter:
         self.dtypes, self.paddings, self.collate_fn = dtypes, paddings, collate_fn
 
     def _array(self, name: str, arr: np.ndarray) -> Any:
-        jax = _jax()
+        jax = import_jax()
         if arr.dtype == object or arr.dtype.kind in "USO":
             raise TypeError(
                 f"iter_jax_batches: column {name!r} has dtype {arr.dtype}, which JAX cannot "

@@ -17,57 +17,42 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from dataflow.aggregate import AggregateFn, Count, Max, Mean, Min, Std, Sum, check_aggs
+from dataflow.aggregate import AggregateFn, Count, Max, Mean, Min, Std, Sum
 from dataflow.block import check_batch_format
 from dataflow.compat import check_ray_only, merge_remote_args
-from dataflow.dataset_columns import as_expr, check_name
 from dataflow.errors import PlanError
 from dataflow.expressions import Expr, check_columns
 from dataflow.plan.logical import Aggregate, MapGroups
-from dataflow.plan.schema import known_schema
-from dataflow.udf import fn_name, is_callable_class, resources_of
+from dataflow.udf import fn_name, resources_of
+from dataflow.validate import (
+    as_expr,
+    check_aggs,
+    check_callable,
+    check_known_columns,
+    check_name,
+    column_names,
+    positive_int,
+)
 
 if TYPE_CHECKING:
     from dataflow.dataset import Dataset
-
-
-def key_tuple(where: str, key: str | Sequence[str] | None) -> tuple[str, ...]:
-    """A group or sort key as a tuple of column names (clear error otherwise)."""
-    if key is None:
-        return ()
-    keys = (key,) if isinstance(key, str) else tuple(key)
-    if not all(isinstance(k, str) for k in keys):
-        raise TypeError(f"{where}: key must be a column name or a list of names, got {key!r}")
-    return keys
-
-
-def check_known_columns(where: str, dataset: Dataset, columns: Sequence[str]) -> None:
-    """Reject columns the plan's known schema lacks (unknown schema: checked at run time)."""
-    schema = known_schema(dataset._plan)
-    if schema is None:
-        return
-    missing = [c for c in columns if c not in schema.names]
-    if missing:
-        raise KeyError(
-            f"{where}: column {missing[0]!r} not in the dataset; columns: {schema.names}"
-        )
+    from dataflow.dataset_base import DatasetBase
 
 
 class GroupedData:
     """Rows of a dataset grouped by ``key`` columns (None: one global group)."""
 
     def __init__(
-        self, dataset: Dataset, key: str | Sequence[str] | None, num_partitions: int | None = None
+        self,
+        dataset: DatasetBase,
+        key: str | Sequence[str] | None,
+        num_partitions: int | None = None,
     ) -> None:
         self._dataset = dataset
-        self._keys = key_tuple("groupby", key)
-        check_known_columns("groupby", dataset, self._keys)
-        if num_partitions is not None and (
-            isinstance(num_partitions, bool)
-            or not isinstance(num_partitions, int)
-            or num_partitions < 1
-        ):
-            raise ValueError(f"groupby: num_partitions must be an int >= 1, got {num_partitions!r}")
+        self._keys = column_names("groupby", key, allow_none=True)
+        check_known_columns("groupby", self._keys, dataset._plan.output_schema())
+        if num_partitions is not None:
+            positive_int("groupby", "num_partitions", num_partitions)
         self._num_partitions = num_partitions
 
     def __repr__(self) -> str:
@@ -80,10 +65,12 @@ class GroupedData:
         """
         where = f"groupby({', '.join(self._keys)}).aggregate"
         aggs_ = check_aggs(aggs, where)
-        check_known_columns(where, self._dataset, [a.on for a in aggs_ if a.on is not None])
+        check_known_columns(
+            where, [a.on for a in aggs_ if a.on is not None], self._dataset._plan.output_schema()
+        )
         clash = [a.name for a in aggs_ if a.name in self._keys]
         if clash:
-            raise ValueError(f"{where}: aggregation {clash[0]!r} has the name of a key column")
+            raise PlanError(f"{where}: aggregation {clash[0]!r} has the name of a key column")
         return self._dataset._then(
             Aggregate(keys=self._keys, aggs=tuple(aggs_), num_partitions=self._num_partitions)
         )
@@ -145,10 +132,7 @@ class GroupedData:
         >>> ds.groupby("k").map_groups(lambda df: df.head(1), batch_format="pandas")  # doctest: +SKIP
         """
         where = f"map_groups({fn_name(fn)})"
-        if not callable(fn):
-            raise TypeError(f"map_groups: fn must be callable, got {type(fn).__name__}")
-        if isinstance(fn, type) and not is_callable_class(fn):
-            raise TypeError(f"{where}: class {fn.__name__} has no __call__ method")
+        check_callable(where if isinstance(fn, type) else "map_groups", fn)
         if (fn_constructor_args or fn_constructor_kwargs) and not isinstance(fn, type):
             raise PlanError(f"{where}: fn_constructor_args/kwargs need fn to be a callable class")
         check_ray_only(where, ray_remote_args_fn=ray_remote_args_fn)
@@ -164,7 +148,7 @@ class GroupedData:
         )
         fmt = check_batch_format(batch_format, "map_groups")
         if not self._keys:
-            raise ValueError("map_groups: give groupby a key column; groupby(None) has no groups")
+            raise PlanError("map_groups: give groupby a key column; groupby(None) has no groups")
         node = MapGroups(
             keys=self._keys,
             fn=fn,
@@ -190,7 +174,7 @@ class GroupedData:
         where = f"groupby().with_column({column_name})"
         check_name("with_column", column_name)
         e = as_expr(where, expr)
-        check_columns(e, known_schema(self._dataset._plan), where)
+        check_columns(e, self._dataset._plan.output_schema(), where)
         return self.map_groups(
             GroupProjector(column_name, e), batch_format="pyarrow", **ray_remote_args
         )
@@ -198,7 +182,7 @@ class GroupedData:
     def _targets(self, on: str | Sequence[str] | None) -> list[str]:
         if on is None:
             return [c for c in self._dataset.columns() if c not in self._keys]
-        return list(key_tuple("groupby aggregation", on))
+        return list(column_names("groupby aggregation", on))
 
 
 class GroupProjector:

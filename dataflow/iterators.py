@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
@@ -30,26 +30,59 @@ import pyarrow as pa
 from dataflow.block import check_batch_format, concat, iter_rows, rebatch, to_batch
 from dataflow.context import DataContext
 from dataflow.errors import PlanError
-from dataflow.torch_utils import check_torch_args, table_to_torch
+from dataflow.torch_convert import check_torch_args, table_to_torch
 
 if TYPE_CHECKING:
     import torch
 
-    from dataflow.plan.planner import OutputStream
-
 _DONE = object()
+
+
+class RunStats(Protocol):
+    """What an iterator adds to a run's statistics: where its consumer's time went."""
+
+    iterator_wait_s: float
+    iterator_user_s: float
+
+
+@runtime_checkable
+class BlockStream(Protocol):
+    """One run of a dataset, as a ``DataIterator`` consumes it: a local
+    execution (``exec.executor.OutputStream``), a rank's share
+    (``distributed.ShareStream``) or a service client's (``service.client.RemoteStream``).
+
+    ``iter_blocks`` yields the run's tables once; ``close`` stops the run and
+    releases what it holds, from any thread (it also ends a wait inside
+    ``iter_blocks``), and is idempotent; ``stats`` is the run's statistics,
+    or None for a run executed elsewhere (a service client's)."""
+
+    def iter_blocks(self) -> Iterator[pa.Table]: ...
+
+    def close(self) -> None: ...
+
+    def stats(self) -> RunStats | None: ...
+
+
+def run_stats(stream: BlockStream) -> RunStats | None:
+    """``stream.stats()``. TEMPORARY getattr (issue 16): the service client's
+    stream (``dataflow.service.client.RemoteStream``, another engineer's module)
+    has no ``stats`` yet; once it has ``stats() -> None`` this is
+    ``stream.stats()`` (tests/dataflow/test_iterators.py
+    ``test_every_stream_an_iterator_consumes_is_a_block_stream`` says when)."""
+    stats = getattr(stream, "stats", None)
+    return None if stats is None else stats()
 
 
 class DataIterator:
     """Iterates a dataset's rows or batches; ``Dataset.iterator()`` makes one.
 
-    ``open_stream`` starts one execution and returns its ``OutputStream``; every
+    ``open_stream`` starts one execution and returns its ``BlockStream``; every
     ``iter_*`` call starts a fresh one, so a DataIterator can be iterated again.
     """
 
     def __init__(
         self,
-        open_stream: Callable[[], OutputStream],
+        open_stream: Callable[[], BlockStream],
         name: str = "dataset",
         *,
         shuffle_salt: tuple[int, ...] = (),
@@ -60,12 +93,12 @@ class DataIterator:
         self._pos = _Position()
         self._salt = shuffle_salt
         self._dataset = dataset
-        self._last_stream: Any = None
+        self._last_stream: BlockStream | None = None
 
     def __repr__(self) -> str:
         return f"DataIterator({self._name})"
 
-    def _open(self) -> OutputStream:
+    def _open(self) -> BlockStream:
         """Start one execution, kept as the last run for ``stats()``."""
         self._last_stream = self._open_stream()
         return self._last_stream
@@ -96,7 +129,8 @@ class DataIterator:
         """
         if self._last_stream is None:
             return f"{self._name}: not executed yet"
-        return str(self._last_stream.stats())
+        stats = run_stats(self._last_stream)
+        return f"{self._name}: ran elsewhere, no statistics here" if stats is None else str(stats)
 
     def materialize(self) -> Any:
         """Run once and keep every block: a ``Dataset`` that later consumers read
@@ -264,12 +298,12 @@ class DataIterator:
         >>> next(df.range(4).iterator().iter_tf_batches(batch_size=4))["id"]  # doctest: +SKIP
         <tf.Tensor: shape=(4,), dtype=int64, numpy=array([0, 1, 2, 3])>
         """
-        from dataflow.frameworks import _tf, table_to_tf
+        from dataflow.frameworks import import_tf, table_to_tf
 
         where = "iter_tf_batches"
         _check_batch_args(where, batch_size, "numpy", prefetch_batches)
         _check_shuffle_args(where, batch_size, local_shuffle_buffer_size)
-        _tf()  # fail before execution starts when TensorFlow is missing
+        import_tf()  # fail before execution starts when TensorFlow is missing
         return self._iter_formatted(
             functools.partial(table_to_tf, dtypes=dtypes),
             batch_size,
@@ -337,9 +371,9 @@ class DataIterator:
 
         >>> model.fit(ds.iterator().to_tf("x", "y", batch_size=32), epochs=2)  # doctest: +SKIP
         """
-        from dataflow.frameworks import _tf, select_for_tf, tf_spec
+        from dataflow.frameworks import import_tf, select_for_tf, tf_spec
 
-        tf = _tf()
+        tf = import_tf()
         where = "to_tf"
         _check_batch_args(where, batch_size, "numpy", prefetch_batches)
         _check_shuffle_args(where, batch_size, local_shuffle_buffer_size)
@@ -454,9 +488,9 @@ class DataIterator:
                 source = batches()
             else:
                 source = _prefetched(batches(), stream.close, prefetch_batches)
-            # A local execution's stats record the consumer's time; the service
-            # clients' streams (dataflow.service) have no stats to add it to.
-            stats = stream.stats() if hasattr(stream, "stats") else None
+            # A local execution's stats record the consumer's time; a stream run
+            # elsewhere (a service client's) has none to add it to.
+            stats = run_stats(stream)
             clock = time.perf_counter
             asked = clock()
             for rows, batch in source:

@@ -159,10 +159,23 @@ def samples() -> list[RunSample]:
     return out
 
 
+def _no_backend() -> Any:
+    return None
+
+
+_running_backend: Callable[[], Any] = _no_backend
+
+
+def watch_backend(running_backend: Callable[[], Any]) -> None:
+    """Where ``session_sample`` finds the running backend: ``dataflow.session``
+    passes its ``running_backend`` (the session starts and stops this server;
+    metrics only observes it, so it does not import it)."""
+    global _running_backend
+    _running_backend = running_backend
+
+
 def session_sample() -> SessionSample:
     """Store and worker figures of the running backend (zeros when none runs)."""
-    from dataflow import session
-
     s = SessionSample()
     try:
         import psutil
@@ -170,7 +183,7 @@ def session_sample() -> SessionSample:
         s.driver_rss_bytes = psutil.Process(os.getpid()).memory_info().rss
     except Exception:
         pass
-    backend = session.running_backend()
+    backend = _running_backend()
     if backend is None:
         return s
     try:
@@ -178,8 +191,7 @@ def session_sample() -> SessionSample:
         s.store_used_bytes, s.store_capacity_bytes = store.used_bytes, store.capacity_bytes
         s.store_spilled_bytes, s.store_objects = store.spilled_bytes, store.num_objects
         s.worker_rss_bytes = backend.worker_rss_bytes()
-        pids = getattr(backend, "worker_pids", None)  # an optional Backend extra (local)
-        s.workers = len(pids()) if pids is not None else 0
+        s.workers = len(backend.worker_pids())
     except Exception:  # shutting down
         pass
     return s

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from dataflow import metrics
 from runtime.backends import get_backend_class
 from runtime.backends.base import Backend
 
@@ -62,6 +63,11 @@ def init(
         if address is not None:
             backend_options["address"] = address
     if name == "local":
+        from dataflow.context import DataContext
+
+        spill_path = DataContext.get_current().spill_path
+        if spill_path is not None:
+            backend_options.setdefault("spill_dir", spill_path)
         # Every task a worker runs is a dataflow function, pyarrow's numpy
         # conversions import pandas on first use and most pipelines read or
         # write Parquet: import them while booting, not in the first task.
@@ -71,13 +77,12 @@ def init(
     cls = get_backend_class(name)
     if metrics_port is not None or metrics_host is not None:
         from dataflow.context import DataContext
-        from dataflow.metrics import start_metrics_server
 
         ctx = DataContext.get_current()
         ctx.metrics_port = metrics_port if metrics_port is not None else ctx.metrics_port
         ctx.metrics_host = metrics_host or ctx.metrics_host
         if ctx.metrics_port is not None:
-            start_metrics_server(ctx.metrics_port, ctx.metrics_host)
+            metrics.start_metrics_server(ctx.metrics_port, ctx.metrics_host)
     with _lock:
         if _backend is not None:
             _backend.shutdown()
@@ -88,9 +93,8 @@ def init(
             object_store_memory=object_store_memory,
             **backend_options,
         )
-        prestart = getattr(_backend, "prestart", None)  # an optional Backend extra
-        if prestart_workers and prestart is not None:
-            prestart(wait=_PRESTART_WAIT_S)
+        if prestart_workers:
+            _backend.prestart(wait=_PRESTART_WAIT_S)
         return _backend
 
 
@@ -164,13 +168,14 @@ def running_backend() -> Backend | None:
     return _backend
 
 
+metrics.watch_backend(running_backend)
+
+
 def shutdown() -> None:
     """Stop workers, free every object of this session and stop the metrics
     server (idempotent)."""
     global _backend
-    from dataflow.metrics import stop_metrics_server
-
-    stop_metrics_server()
+    metrics.stop_metrics_server()
     with _lock:
         if _backend is not None:
             try:

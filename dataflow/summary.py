@@ -1,5 +1,4 @@
-"""Per-column statistics over a stream of blocks: the running moments behind
-``Dataset.sum/min/max/mean/std`` and the table of ``Dataset.summary()``.
+"""Per-column statistics over a stream of blocks: the table of ``Dataset.summary()``.
 
 ``summary()`` computes, as Ray Data's does, by column type:
 
@@ -45,57 +44,37 @@ _TOPK = 10
 
 
 class Moments:
-    """Running count, sum, min, max, mean and M2 of one column across blocks.
-    Blocks combine exactly for sum/min/max (Python ints) and by Chan's parallel
-    formula for mean and variance."""
+    """Running count, min, max, mean and M2 of one numeric column across blocks
+    (``summary()``'s; ``Dataset.sum/mean/std`` are keyless ``Aggregate`` nodes).
+    Blocks combine by Chan's parallel formula for mean and variance."""
 
     def __init__(self) -> None:
         self.count = 0
-        self.nulls = 0
-        self.total: Any = 0
         self.lo: Any = None
         self.hi: Any = None
         self.mean = 0.0
         self.m2 = 0.0
 
-    def add(self, column: pa.ChunkedArray | pa.Array, kind: str) -> None:
-        """Fold one block's column in; ``kind`` picks what is kept ("min" and
-        "max" keep both extremes, "sum" the total, "moments" all of them)."""
+    def add(self, column: pa.ChunkedArray | pa.Array) -> None:
+        """Fold one block's column in (nulls are skipped)."""
         n = len(column) - column.null_count
-        self.nulls += column.null_count
         if n == 0:
             return
-        if kind in ("min", "max", "moments"):
-            mm = pc.min_max(column).as_py()
-            self.lo = mm["min"] if self.lo is None else min(self.lo, mm["min"])
-            self.hi = mm["max"] if self.hi is None else max(self.hi, mm["max"])
-        if kind == "sum":
-            self.total += pc.sum(column).as_py()
-        elif kind not in ("min", "max"):
-            block_mean = pc.mean(column).as_py()
-            block_m2 = pc.variance(column, ddof=0).as_py() * n
-            total = self.count + n
-            delta = block_mean - self.mean
-            self.mean += delta * n / total
-            self.m2 += block_m2 + delta * delta * self.count * n / total
-        self.count += n
-
-    def result(self, kind: str, ignore_nulls: bool, ddof: int) -> Any:
-        if self.count == 0 or (self.nulls and not ignore_nulls):
-            return None
-        if kind == "sum":
-            return self.total
-        if kind == "min":
-            return self.lo
-        if kind == "max":
-            return self.hi
-        if kind == "mean":
-            return self.mean
-        return self.std(ddof)
+        mm = pc.min_max(column).as_py()
+        self.lo = mm["min"] if self.lo is None else min(self.lo, mm["min"])
+        self.hi = mm["max"] if self.hi is None else max(self.hi, mm["max"])
+        block_mean = pc.mean(column).as_py()
+        block_m2 = pc.variance(column, ddof=0).as_py() * n
+        total = self.count + n
+        delta = block_mean - self.mean
+        self.mean += delta * n / total
+        self.m2 += block_m2 + delta * delta * self.count * n / total
+        self.count = total
 
     def std(self, ddof: int) -> float:
+        """Divisor ``N - ddof``; NaN when ``N <= ddof`` (Ray Data's rule, as ``Std``)."""
         if self.count - ddof <= 0:
-            return 0.0
+            return math.nan
         return math.sqrt(self.m2 / (self.count - ddof))
 
 
@@ -139,7 +118,7 @@ class _ColumnStats:
                 values = column.cast(pa.int64())
             elif pa.types.is_decimal(column.type):
                 values = column.cast(pa.float64())
-            self.moments.add(values, "moments")
+            self.moments.add(values)
             self.zeros += int(pc.sum(pc.equal(values, 0)).as_py() or 0)
             self._sample(values.drop_null().to_numpy().astype(np.float64))
         elif self.family == "temporal":

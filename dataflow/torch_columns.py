@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from dataflow.errors import PlanError
-from dataflow.torch_utils import array_to_tensor
+from dataflow.torch_convert import array_to_tensor
 
 
 def columns_torch_dataset(

@@ -20,10 +20,9 @@ import pyarrow as pa
 
 from dataflow.compat import check_ray_only, compute_as_concurrency, merge_remote_args
 from dataflow.errors import PlanError
-from dataflow.plan.logical import Compute
+from dataflow.plan.logical import Compute, check_on_error
+from dataflow.validate import check_callable
 from runtime.resources import Resources
-
-ON_ERROR = ("raise", "skip", "dead_letter")
 
 UDF_ARGS = (
     "fn",
@@ -52,11 +51,6 @@ map_batches share (Ray Data's, plus ``on_error``)."""
 
 def fn_name(fn: Any) -> str:
     return getattr(fn, "__name__", None) or type(fn).__name__
-
-
-def is_callable_class(fn: Any) -> bool:
-    """A class whose instances are callable (a class UDF)."""
-    return isinstance(fn, type) and any("__call__" in vars(k) for k in fn.__mro__[:-1])
 
 
 def udf_fields(
@@ -89,10 +83,7 @@ def udf_fields(
     (``dataflow.compat``)."""
     where = f"{method}({fn_name(fn)})"
     is_class = isinstance(fn, type)
-    if is_class and not is_callable_class(fn):
-        raise PlanError(f"{where}: class {fn.__name__} has no __call__ method")
-    if not callable(fn):
-        raise PlanError(f"{method}: fn must be a function or a callable class, got {fn!r}")
+    check_callable(where if is_class else method, fn)  # a non-callable has no name to show
     check_ray_only(
         where,
         label_selector=label_selector,
@@ -125,8 +116,7 @@ def udf_fields(
     for name, value in (("fn_args", fn_args), ("fn_constructor_args", fn_constructor_args)):
         if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, Iterable)):
             raise PlanError(f"{where}: {name} must be a tuple or list, got {type(value).__name__}")
-    if on_error not in ON_ERROR:
-        raise PlanError(f"{where}: on_error must be one of {ON_ERROR}, got {on_error!r}")
+    check_on_error(where, on_error)
     computed = _compute(where, is_class, concurrency)
     if in_flight is not None:
         computed = dataclasses.replace(computed, max_tasks_in_flight=in_flight)

@@ -59,7 +59,7 @@ import pyarrow as pa
 
 import runtime
 from runtime.backends.base import TaskResult
-from runtime.errors import TaskCancelledError, WorkerCrashedError
+from runtime.errors import SpillError, TaskCancelledError, WorkerCrashedError
 from runtime.futures import Future
 from runtime.lifeline import LIFELINE_ENV, driver_lifeline
 from runtime.protocol import (
@@ -316,12 +316,23 @@ class WorkerPool:
         with self._lock:
             return [w.pid for w in self._workers.values()]
 
+    def running_pid(self, future: Future) -> int | None:
+        """The pid of the worker running ``future`` now (None: queued or done)."""
+        with self._lock:
+            task = future._task
+            worker = task.worker if task is not None and not future.done() else None
+            if worker is None or not worker.inflight or worker.inflight[0] is not task:
+                return None
+            return worker.pid
+
     def task_stack(self, future: Future, timeout: float) -> str | None:
         """The Python stack of the worker running ``future`` (its faulthandler
         dump on SIGUSR1); None when the task is not on a worker now."""
         with self._lock:
             worker = future._task.worker if future._task is not None else None
-        if worker is None:
+        if worker is None or worker.conn is None:
+            # Not said hello yet: its SIGUSR1 handler may not be installed, and
+            # the signal's default action would kill it.
             return None
         path = stack_path(self._store.location.shm_dir, worker.pid)
         start = path.stat().st_size if path.exists() else 0
@@ -337,9 +348,12 @@ class WorkerPool:
             if now > start and now == size:
                 break
             size = now
-        with open(path, "rb") as f:
-            f.seek(start)
-            return f.read().decode(errors="replace") or None
+        try:
+            with open(path, "rb") as f:
+                f.seek(start)
+                return f.read().decode(errors="replace") or None
+        except FileNotFoundError:  # the worker exited meanwhile, its directory with it
+            return None
 
     def worker_rss_bytes(self) -> int:
         total = 0
@@ -632,9 +646,16 @@ class WorkerPool:
                 self._send_task(worker, task)
 
     def _on_reply(self, worker: _Worker, msg: TaskDone | TaskFailed) -> None:
+        spill_failed: SpillError | None = None
         if isinstance(msg, TaskDone):
-            for ref in msg.refs:
-                self._store.adopt(ref)
+            try:
+                for ref in msg.refs:
+                    self._store.adopt(ref)
+            except SpillError as exc:  # the disk is full: the task fails, its outputs go
+                spill_failed = exc
+                self._store.free(msg.refs)
+                for ref in msg.refs:
+                    self._store.unlink(ref.id)
         with self._lock:
             task = worker.inflight.popleft()
             assert task.id == msg.task_id, "a worker replies in the order it was sent tasks"
@@ -643,6 +664,8 @@ class WorkerPool:
                 task.future.resolve(exc=error)
                 if task.is_actor_start:
                     self._actor_failed(worker, error)
+            elif spill_failed is not None:
+                task.future.resolve(exc=spill_failed)
             elif task.future.done():  # cancelled or its actor stopped: nobody wants it
                 self._store.free(msg.refs)
             else:

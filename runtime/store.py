@@ -20,10 +20,19 @@ the driver) stay in the driver's memory as tables, with no file and no copy
 memory under the same id first (``export``). Every process still resolves an
 object by its id alone.
 
-Readers resolve an id in the shared-memory directory first, then in the spill
-directory. Spilling writes the disk copy under a temporary name, renames it and
-only then unlinks the shared-memory file, so a concurrent reader always finds a
-complete file, and a mapping taken before the unlink stays valid.
+When an object does not fit, the oldest resident objects spill to make room
+(an object that can never fit goes to disk itself): a new block is about to be
+read by the next task, while the old ones are those that wait longest, such as
+an exchange's map outputs waiting for the last map (spilling the new block
+instead would write it out and read it back at once). Readers resolve an id in
+the shared-memory directory first, then in the spill directory. Spilling
+writes the disk copy under a temporary name, renames it and only then unlinks
+the shared-memory file, so a concurrent reader always finds a complete file,
+and a mapping taken before the unlink stays valid. A spill that fails (disk
+full, quota, file size limit) removes its partial file and raises
+``SpillError`` naming the spill directory. ``stats()`` counts bytes spilled,
+bytes of spilled objects read back (restored) and the seconds spent writing
+spill files.
 
 >>> store = ObjectStore(capacity_bytes=1 << 30)
 >>> ref = store.put(pa.table({"x": [1, 2, 3]}))
@@ -35,6 +44,7 @@ complete file, and a mapping taken before the unlink stays valid.
 from __future__ import annotations
 
 import atexit
+import errno
 import itertools
 import os
 import secrets
@@ -44,6 +54,7 @@ import tempfile
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,14 +63,10 @@ import psutil
 import pyarrow as pa
 
 from runtime.backends.base import StoreStats
-from runtime.errors import ObjectLostError
+from runtime.errors import ObjectLostError, SpillError
 from runtime.lifeline import start_janitor, stop_janitor
 from runtime.refs import ObjectRef
 from runtime.sessiondirs import OWNER_FILE, make_session_dir, owner_alive
-
-# dataflow/service/server.py imports the old private name; it goes once that
-# module imports runtime.sessiondirs.
-_make_session_dir = make_session_dir
 
 _PREFIX = f"dataflow-{os.getuid()}-"
 _SUFFIX = ".arrow"
@@ -77,6 +84,19 @@ def default_shm_root() -> Path:
     """``/dev/shm`` where it exists (Linux), else the temp directory."""
     shm = Path("/dev/shm")
     return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+
+
+def make_shm_dir(tag: str, root: Path | None = None) -> Path:
+    """A new private directory (mode 0700, with an owner file) in ``root`` (the
+    shared-memory root by default), named like the store's sessions: if its owner
+    crashes, the next session's ``remove_dead_sessions`` removes it. The caller
+    removes it when done.
+
+    >>> path = make_shm_dir("split")  # doctest: +SKIP
+    >>> shutil.rmtree(path)  # doctest: +SKIP
+    """
+    base = root if root is not None else default_shm_root()
+    return make_session_dir(base / f"{_PREFIX}{tag}-{secrets.token_hex(6)}")
 
 
 def default_capacity(shm_root: Path) -> int:
@@ -124,24 +144,13 @@ class StoreClient:
 
     def _write_file(self, object_id: str, table: pa.Table, to_disk: bool) -> ObjectRef:
         path = (self._spill if to_disk else self._shm) + object_id + _SUFFIX
-        if table.nbytes < _SMALL_BYTES:
-            # Serializing to memory and writing once costs half of streaming
-            # through an OSFile for small blocks, which dominate task overhead.
-            sink = pa.BufferOutputStream()
-            with pa.ipc.RecordBatchFileWriter(sink, table.schema, options=_WRITE_OPTIONS) as w:
-                w.write_table(table)
-            data = sink.getvalue()
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                os.write(fd, data)
-            finally:
-                os.close(fd)
-            nbytes = data.size
-        else:
-            with pa.OSFile(path, "wb") as sink:
-                with pa.ipc.RecordBatchFileWriter(sink, table.schema, options=_WRITE_OPTIONS) as w:
-                    w.write_table(table)
-                nbytes = sink.tell()
+        try:
+            nbytes = _write_ipc(path, table)
+        except OSError as exc:
+            _unlink_quietly(path)  # a full disk leaves a partial file behind
+            if to_disk:
+                raise spill_error(self.location.spill_dir, table.nbytes, exc) from exc
+            raise
         location = "disk" if to_disk else "shm"
         return ObjectRef(object_id, nbytes, table.num_rows, location, self.location.session)
 
@@ -177,6 +186,56 @@ class StoreClient:
                 pass
 
 
+def _write_ipc(path: str, table: pa.Table) -> int:
+    """Write ``table`` as an Arrow IPC file at ``path`` (a new file); its size."""
+    if table.nbytes < _SMALL_BYTES:
+        # Serializing to memory and writing once costs half of streaming
+        # through an OSFile for small blocks, which dominate task overhead.
+        sink = pa.BufferOutputStream()
+        with pa.ipc.RecordBatchFileWriter(sink, table.schema, options=_WRITE_OPTIONS) as w:
+            w.write_table(table)
+        data = sink.getvalue()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(data)
+            while view:  # os.write may write less than asked (a nearly full disk)
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        return data.size
+    with pa.OSFile(path, "wb") as sink:
+        with pa.ipc.RecordBatchFileWriter(sink, table.schema, options=_WRITE_OPTIONS) as w:
+            w.write_table(table)
+        return sink.tell()
+
+
+def _unlink_quietly(path: str | os.PathLike) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def spill_error(directory: str, nbytes: int, exc: OSError) -> SpillError:
+    """The error of a failed spill write: names the directory, the cause and the knobs.
+
+    >>> str(spill_error("/d", 3 << 20, OSError(errno.ENOSPC, "No space left on device")))[:72]
+    'spilling a 3.0 MiB block to /d failed: the disk is full (No space left o'
+    """
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    what = "the disk is full" if exc.errno in _DISK_FULL else "the write failed"
+    return SpillError(
+        f"spilling a {nbytes / (1 << 20):.1f} MiB block to {directory} failed: {what} "
+        f"({reason}); the object store spills blocks that do not fit in "
+        "object_store_memory: free space there, point DataContext.spill_path (or "
+        "init(spill_dir=...)) at a bigger disk, or raise object_store_memory",
+        directory,
+    )
+
+
 def _read_file(path: str, size: int) -> bytes:
     """The whole file (``size`` is a hint: an exported object's file is a bit
     bigger than its table's bytes)."""
@@ -194,7 +253,7 @@ class ObjectStore(StoreClient):
     """The driver's store: accounting against a capacity, spill, lifetime.
 
     ``capacity_bytes`` defaults to 30 % of RAM; ``spill_root`` (default: the
-    temp directory) receives objects that do not fit.
+    temp directory) receives the oldest objects when new ones do not fit.
     """
 
     def __init__(
@@ -210,6 +269,7 @@ class ObjectStore(StoreClient):
             raise ValueError(
                 f"object_store_memory must be a positive number of bytes, got {capacity_bytes}"
             )
+        spill_base.mkdir(parents=True, exist_ok=True)  # e.g. DataContext.spill_path
         for base in {shm_base, spill_base}:
             remove_dead_sessions(base)
         session = f"{os.getpid()}-{secrets.token_hex(6)}"
@@ -227,9 +287,13 @@ class ObjectStore(StoreClient):
         self._lock = threading.Lock()
         self._objects: dict[str, tuple[int, bool]] = {}  # id -> (nbytes, spilled)
         self._local: dict[str, pa.Table] = {}  # in-process objects (put_local), no file yet
+        # Objects held in memory (shared or in-process), oldest first: spilled first.
+        self._resident: OrderedDict[str, None] = OrderedDict()
         self._used = 0
         self._peak = 0
         self._spilled_total = 0
+        self._restored_total = 0
+        self._spill_write_s = 0.0
         self._closed = False
         _live_stores.add(self)
         _install_exit_hooks()
@@ -239,11 +303,16 @@ class ObjectStore(StoreClient):
         return Path(self.location.shm_dir), Path(self.location.spill_dir)
 
     def put(self, table: pa.Table) -> ObjectRef:
-        """Write ``table`` into the store (straight to disk if it cannot fit)."""
+        """Write ``table`` into the store (older objects spill to make room; it
+        goes straight to disk if it can never fit)."""
         self._check_open("put")
         with self._lock:
-            fits = self._used + table.nbytes <= self.capacity_bytes
+            fits = self._make_room(table.nbytes)
+        start = time.perf_counter()
         ref = self.write(table, to_disk=not fits)
+        if not fits:
+            with self._lock:
+                self._spill_write_s += time.perf_counter() - start
         self.adopt(ref)
         return ref
 
@@ -254,11 +323,12 @@ class ObjectStore(StoreClient):
         self._check_open("put")
         nbytes = table.nbytes
         with self._lock:
-            fits = self._used + nbytes <= self.capacity_bytes
+            fits = self._make_room(nbytes)
             if fits:
                 object_id = self.new_id()
                 self._local[object_id] = table
                 self._objects[object_id] = (nbytes, False)
+                self._resident[object_id] = None
                 self._used += nbytes
                 self._peak = max(self._peak, self._used)
         if not fits:
@@ -268,11 +338,27 @@ class ObjectStore(StoreClient):
     def get(self, ref: ObjectRef) -> pa.Table:
         self._check_open("get")
         table = self._local.get(ref.id)
-        return table if table is not None else self.read(ref)
+        if table is not None:
+            return table
+        self._count_restores((ref,))
+        return self.read(ref)
+
+    def _count_restores(self, refs: Sequence[ObjectRef]) -> None:
+        """Count the spilled objects among ``refs`` as read back from disk."""
+        restored = 0
+        for ref in refs:
+            entry = self._objects.get(ref.id)
+            if entry is not None and entry[1]:
+                restored += entry[0]
+        if restored:
+            with self._lock:
+                self._restored_total += restored
 
     def export(self, refs: Sequence[ObjectRef]) -> None:
         """Write the in-process objects among ``refs`` to shared memory under
-        their ids, for a worker process to read (bytes in use do not change)."""
+        their ids, for a worker process to read (bytes in use do not change).
+        The spilled ones count as restored: the worker reads them from disk."""
+        self._count_restores(refs)
         for ref in refs:
             table = self._local.get(ref.id)
             if table is None:
@@ -280,20 +366,28 @@ class ObjectStore(StoreClient):
             self._write_file(ref.id, table, to_disk=False)
             with self._lock:
                 self._local.pop(ref.id, None)
-                if ref.id not in self._objects:  # freed meanwhile: nobody owns the file
+                entry = self._objects.get(ref.id)
+                if entry is None or entry[1]:  # freed, or spilled meanwhile: not this copy
                     self.unlink(ref.id, spilled=False)
 
     def adopt(self, ref: ObjectRef) -> None:
-        """Account an object written into the session by another process
-        (a worker's task output); spill it if the store is over capacity."""
+        """Account an object written into the session by another process (a
+        worker's task output); older objects spill to make room for it (it
+        spills itself if it can never fit). A failed spill removes the new
+        object's file and raises ``SpillError``."""
         with self._lock:
             if self._closed:
                 self.unlink(ref.id)
                 return
-            spill = ref.location == "shm" and self._used + ref.nbytes > self.capacity_bytes
-            if spill:
-                self._spill_file(ref.id)
-            elif ref.location == "shm":
+            try:
+                spill = ref.location == "shm" and not self._make_room(ref.nbytes)
+                if spill:
+                    self._spill_file(ref.id)
+            except SpillError:
+                self.unlink(ref.id, spilled=False)
+                raise
+            if not spill and ref.location == "shm":
+                self._resident[ref.id] = None
                 self._used += ref.nbytes
                 self._peak = max(self._peak, self._used)
             if spill or ref.location == "disk":
@@ -313,12 +407,48 @@ class ObjectStore(StoreClient):
                         removed += 1
         return removed
 
+    def _make_room(self, nbytes: int) -> bool:
+        """Spill the oldest resident objects until ``nbytes`` more fit (called with
+        the lock held); whether they fit. An object bigger than the capacity
+        evicts nothing: it goes to disk itself."""
+        if nbytes > self.capacity_bytes:
+            return False
+        while self._used + nbytes > self.capacity_bytes and self._resident:
+            self._evict(next(iter(self._resident)))
+        return self._used + nbytes <= self.capacity_bytes
+
+    def _evict(self, object_id: str) -> None:
+        """Move a resident object to the spill directory (lock held). On a
+        SpillError it stays where it was."""
+        nbytes, _ = self._objects[object_id]
+        table = self._local.get(object_id)
+        if table is not None:
+            start = time.perf_counter()
+            self._write_file(object_id, table, to_disk=True)
+            self._spill_write_s += time.perf_counter() - start
+            del self._local[object_id]
+        else:
+            self._spill_file(object_id)
+        del self._resident[object_id]
+        self._objects[object_id] = (nbytes, True)
+        self._used -= nbytes
+        self._spilled_total += nbytes
+
     def _spill_file(self, object_id: str) -> None:
+        """Move an object from shared memory to the spill directory (called with
+        the lock held); a failed copy leaves no partial file and raises SpillError."""
         src, dst = self.shm_path(object_id), self.spill_path(object_id)
         tmp = dst.with_suffix(".tmp")
-        shutil.copyfile(src, tmp)
+        start = time.perf_counter()
+        try:
+            shutil.copyfile(src, tmp)
+        except OSError as exc:
+            _unlink_quietly(tmp)
+            size = src.stat().st_size if src.exists() else 0
+            raise spill_error(self.location.spill_dir, size, exc) from exc
         os.rename(tmp, dst)
         src.unlink()
+        self._spill_write_s += time.perf_counter() - start
 
     def free(self, refs: list[ObjectRef] | tuple[ObjectRef, ...]) -> None:
         """Unlink ``refs``' files; unknown or already freed refs are ignored.
@@ -331,15 +461,23 @@ class ObjectStore(StoreClient):
                 nbytes, spilled = entry
                 if not spilled:
                     self._used -= nbytes
+                    self._resident.pop(ref.id, None)
                 if self._local.pop(ref.id, None) is None:
                     self.unlink(ref.id, spilled)
 
     def stats(self) -> StoreStats:
-        """Bytes in shared memory now, capacity, peak, bytes spilled so far
-        (cumulative) and live objects."""
+        """Bytes in shared memory now, capacity, peak, live objects, and the
+        spill counters so far (bytes spilled and restored, seconds writing)."""
         with self._lock:
             return StoreStats(
-                self._used, self.capacity_bytes, self._peak, self._spilled_total, len(self._objects)
+                self._used,
+                self.capacity_bytes,
+                self._peak,
+                self._spilled_total,
+                len(self._objects),
+                restored_bytes=self._restored_total,
+                spill_write_s=self._spill_write_s,
+                spill_dir=self.location.spill_dir,
             )
 
     def shutdown(self) -> None:
@@ -348,6 +486,7 @@ class ObjectStore(StoreClient):
             self._closed = True
             self._objects.clear()
             self._local.clear()
+            self._resident.clear()
             self._used = 0
         for directory in self.session_dirs:
             shutil.rmtree(directory, ignore_errors=True)

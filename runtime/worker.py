@@ -16,7 +16,6 @@ import pickle
 import signal
 import sys
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Client, Connection
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 import pyarrow as pa
 
 from runtime.backends.base import TaskResult
-from runtime.errors import RemoteTaskError
+from runtime.errors import RemoteTaskError, dumps_exception, traceback_text
 from runtime.fnpickle import loads_function
 from runtime.lifeline import watch_driver
 from runtime.protocol import (
@@ -87,22 +86,11 @@ def execute(
     )
 
 
-def remote_error(exc: BaseException, task_name: str) -> RemoteTaskError:
-    """The error a caller sees for ``exc`` raised by user code in this process."""
-    text = "".join(traceback.format_exception(exc))
-    return RemoteTaskError(type(exc).__name__, str(exc), text, exc, task_name)
-
-
 def failure_message(task_id: int, exc: BaseException) -> TaskFailed:
-    """``exc`` as a message; the exception itself travels only if it round-trips
-    through pickle (many carry sockets, locks or unimportable classes)."""
-    try:
-        cause = pickle.dumps(exc)
-        pickle.loads(cause)
-    except Exception:
-        cause = None
-    text = "".join(traceback.format_exception(exc))
-    return TaskFailed(task_id, type(exc).__name__, str(exc), text, cause)
+    """``exc`` as a message (``RemoteTaskError.capture``'s rule: the exception
+    itself travels only if it pickles both ways)."""
+    text = traceback_text(exc)
+    return TaskFailed(task_id, type(exc).__name__, str(exc), text, dumps_exception(exc))
 
 
 def error_from_failure(msg: TaskFailed, task_name: str) -> RemoteTaskError:

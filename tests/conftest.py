@@ -9,6 +9,7 @@ checks both input paths.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 import pyarrow as pa
@@ -61,3 +62,29 @@ def make_ds(request, tmp_path) -> Callable[..., df.Dataset]:
 
     make.kind = request.param
     return make
+
+
+@pytest.fixture
+def tiny_disk(tmp_path) -> Iterator[str]:
+    """A 2 MiB tmpfs mounted for the test: a disk that fills up for real.
+    Skipped where this process may not mount (not root, or a container without
+    CAP_SYS_ADMIN); the injected-ENOSPC tests cover those machines."""
+    import shutil
+    import subprocess
+
+    path = tmp_path / "tiny-disk"
+    path.mkdir()
+    mount = shutil.which("mount")
+    if os.geteuid() != 0 or mount is None:
+        pytest.skip("mounting a tmpfs needs root")
+    done = subprocess.run(
+        [mount, "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield str(path)
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

@@ -31,8 +31,10 @@ PUBLIC_MODULES = [
     "dataflow.sources.sql",
     "dataflow.sources.tfrecords",
     "dataflow.sources.webdataset",
+    "dataflow.torch_convert",
     "dataflow.torch_utils",
     "dataflow.udf",
+    "runtime.errors",
     "runtime.resources",
 ]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -42,6 +43,16 @@ class Engine:
     def version(self) -> str:
         """The installed version of the engine's package."""
         return str(getattr(importlib.import_module(self.package), "__version__", "unknown"))
+
+
+STORE_ENV = "DATAFLOW_BENCH_STORE_BYTES"
+"""Set by the harness for a workload that fixes the object store size (``Workload.store_mib``)."""
+
+
+def store_bytes() -> int | None:
+    """The object store size this run's engine starts with, or None for its default."""
+    value = os.environ.get(STORE_ENV, "")
+    return int(value) if value.isdigit() else None
 
 
 _MODULES = (

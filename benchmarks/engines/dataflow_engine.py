@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.engines import Engine
+from benchmarks.engines import Engine, store_bytes
 
 
 def _setup() -> Any:
@@ -15,14 +15,17 @@ def _setup() -> Any:
 
     # Workers boot before the timer, as ray.init starts Ray's workers and the
     # pyarrow-mp reference creates its pool before the timer.
-    dataflow.init(prestart_workers=True)
+    dataflow.init(prestart_workers=True, object_store_memory=store_bytes())
     return None
 
 
 def _cold_setup() -> Any:
-    """What a script does: import dataflow; workers start with the first plan that needs them."""
-    import dataflow  # noqa: F401
+    """What a script does: import dataflow; workers start with the first plan that
+    needs them (a script that sizes the store calls init for that, nothing more)."""
+    import dataflow
 
+    if store_bytes() is not None:
+        dataflow.init(object_store_memory=store_bytes())
     return None
 
 
@@ -45,9 +48,9 @@ def _teardown(_: Any) -> None:
 def _setup_on_ray() -> Any:
     """dataflow's ray backend on a local Ray started exactly as the ``ray`` engine's."""
     import dataflow
-    from benchmarks.engines.ray_engine import start
+    from benchmarks.engines.ray_engine import start, store_options
 
-    temp_dir = start()
+    temp_dir = start(**store_options())
     dataflow.init(backend="ray")  # attaches to the running Ray
     return temp_dir
 

@@ -27,7 +27,8 @@ def _no_teardown(_: Any) -> None:
 def _pool_setup() -> Any:
     import pyarrow  # noqa: F401
 
-    return multiprocessing.get_context("fork").Pool(os.cpu_count() or 1)
+    # The CPUs this process may run on (taskset), as the engines count them.
+    return multiprocessing.get_context("fork").Pool(len(os.sched_getaffinity(0)))
 
 
 def _pool_teardown(pool: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
-from benchmarks.engines import Engine
+from benchmarks.engines import Engine, store_bytes
 
 
 def start(**options: Any) -> str | None:
@@ -32,8 +32,14 @@ def stop(temp_dir: str | None) -> None:
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+def store_options() -> dict[str, Any]:
+    """``ray.init`` options for this run's object store size (none: Ray's default)."""
+    size = store_bytes()
+    return {} if size is None else {"object_store_memory": size}
+
+
 def _setup() -> Any:
-    return start()
+    return start(**store_options())
 
 
 def _teardown(temp_dir: Any) -> None:

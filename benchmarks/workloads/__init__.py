@@ -62,6 +62,9 @@ class RunContext:
     # Size knobs from `run --param NAME=INT` (e.g. overhead_blocks), read with param().
     params: Mapping[str, int] = field(default_factory=dict)
     first_batch_s: float | None = None
+    # Details a run adds to its record (e.g. dataflow's spill stats of a write
+    # whose Result comes from check()); merged into Result.extra.
+    extra: dict[str, Any] = field(default_factory=dict)
     _t0: float = field(default_factory=time.perf_counter)
 
     def param(self, name: str, default: int) -> int:
@@ -116,6 +119,10 @@ class Workload:
     # builds what the workload reads from the generated data, once (e.g. the main
     # dataset converted to a Delta table, cached next to it).
     prepare: Callable[[DataPaths], None] | None = None
+    # The object store every engine starts with, in MiB (dataflow's and Ray's
+    # object_store_memory; Daft has none); --param store_mib=N overrides it.
+    # None: each engine's default.
+    store_mib: int | None = None
 
     def run_for(self, engine: str) -> RunFn:
         """The run function for ``engine``; raises KeyError naming the engines it has.

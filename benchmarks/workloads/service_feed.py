@@ -80,7 +80,7 @@ import json, sys, time
 import grpc, torch
 import dataflow as df
 grpc.channel_ready_future(grpc.insecure_channel(sys.argv[1])).result(timeout=60)
-it = df.connect(sys.argv[1], token="bench")
+it = df.connect(sys.argv[1], token="bench", insecure=True)
 print("ready", flush=True)
 sys.stdin.readline()
 rows, sums = 0, dict.fromkeys({columns!r}, 0.0)
@@ -100,7 +100,7 @@ def _dataflow(ctx: RunContext) -> Result:
         job.write_text(_SERVER_JOB.format(files=list(ctx.data.main_files)))
         server = subprocess.Popen(
             ["ip", "netns", "exec", server_ns, sys.executable, "-m", "dataflow.cli", "serve"]
-            + [f"{job}:dataset", "--address", f"{SERVER_IP}:0"],
+            + [f"{job}:dataset", "--address", f"{SERVER_IP}:0", "--insecure"],
             stdout=subprocess.PIPE,
             text=True,
             env=env,

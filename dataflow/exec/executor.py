@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from dataflow.errors import SourceError, UserCodeError
+from dataflow.errors import SourceError, SpillError, UserCodeError
 from dataflow.exec.backpressure import (
     BackpressurePolicy,
     MemoryBudgetPolicy,
@@ -33,16 +33,18 @@ from dataflow.exec.backpressure import (
     OutputQueuePolicy,
 )
 from dataflow.exec.interfaces import ExecEnv, PhysicalOperator, RefBundle
+from dataflow.exec.memory_guard import MemoryGuard
 from dataflow.exec.progress import builtin_observers
 from dataflow.exec.scheduling import pressure_state, select_operator
 from dataflow.exec.stats import DatasetStats, ExecutorObserver, StatsCollector
 from dataflow.exec.topology import Topology
+from runtime.errors import SpillError as RuntimeSpillError
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from dataflow.context import DataContext
-    from runtime.backends.base import Backend, TaskFuture
+    from runtime.backends.base import Backend, StoreStats, TaskFuture
 
 _WAIT_S = 0.1
 """Longest the loop blocks without an event (bounds close() latency and the
@@ -141,8 +143,11 @@ class StreamingExecutor:
         budget = ctx.object_store_memory or backend.store_stats().capacity_bytes
         self.memory_budget = budget
         self.policies: list[BackpressurePolicy] = [MemoryBudgetPolicy(budget), OutputQueuePolicy()]
+        self._guard: MemoryGuard | None = None
         if ctx.memory_limit:
             self.policies.append(MemoryLimitPolicy(ctx.memory_limit))
+            self._guard = MemoryGuard(ctx.memory_limit, backend)
+            self.observers.append(self._guard)  # it learns which operators launch tasks
         self._actor_total = backend.total_resources()
         self._total = self._actor_total.scale(_QUEUE_DEPTH)
         self._stop = threading.Event()
@@ -150,15 +155,18 @@ class StreamingExecutor:
         self._errored_blocks = 0
 
     def start(self) -> None:
+        self.collector.store_at_start = self._store_stats()
         env = ExecEnv(self.backend, self.ctx, self.in_driver, self.memory_budget)
         started: list[PhysicalOperator] = []
         try:
             for op in self.topology.ops:
                 op.start(env)
                 started.append(op)
-        except BaseException:
+        except BaseException as e:
             for op in started:
                 op.shutdown()
+            if isinstance(e, RuntimeSpillError):  # an input put into a full store
+                raise SpillError.from_runtime(e) from e.__cause__
             raise
         for obs in self.observers:
             obs.on_start(self.topology.ops)
@@ -176,6 +184,8 @@ class StreamingExecutor:
         error: BaseException | None = None
         try:
             self._loop()
+        except RuntimeSpillError as e:  # raised by the store, under dataflow's name
+            error = SpillError.from_runtime(e)
         except BaseException as e:  # handed to the consumer, raised from next()
             error = e
         finally:
@@ -184,10 +194,7 @@ class StreamingExecutor:
                     op.shutdown()
                 except Exception as e:  # keep freeing the others; report the first
                     error = error or e
-            try:
-                store = self.backend.store_stats()
-            except Exception:
-                store = None
+            store = self._store_stats()
             for obs in self.observers:
                 obs.on_finish(store)
             self.output.finish(error)
@@ -203,6 +210,8 @@ class StreamingExecutor:
             now = time.monotonic()
             if now >= next_rss:
                 rss, next_rss = self._sample_rss(), now + _RSS_EVERY_S
+                if self._guard is not None:
+                    self._guard.check(now, rss, ops)
             launched, held_back = self._dispatch(ops, rss, now)
             for op in ops:
                 op.on_tick(now)
@@ -259,6 +268,12 @@ class StreamingExecutor:
         if result is not None:
             for obs in self.observers:
                 obs.on_task_done(op, result)
+
+    def _store_stats(self) -> StoreStats | None:
+        try:
+            return self.backend.store_stats()
+        except Exception:  # a backend shut down under the run
+            return None
 
     def _sample_rss(self) -> int:
         """Resident memory of the driver plus every worker."""

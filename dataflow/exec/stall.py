@@ -66,8 +66,8 @@ class StallReport:
 class StallDetector(ExecutorObserver):
     """Reports a stall after ``stall_s`` seconds without progress (0 disables it).
 
-    ``backend`` answers resource questions and, if it has ``task_stack(future,
-    timeout)``, dumps the stack of the worker running a task.
+    ``backend`` answers resource questions and dumps the stack of whatever
+    runs a task (``Backend.task_stack``; None where it cannot).
     """
 
     def __init__(self, stall_s: float, stats: DatasetStats, backend: Backend) -> None:
@@ -170,11 +170,8 @@ class StallDetector(ExecutorObserver):
         return self._report(after, op.name, "user_code", detail, stacks)
 
     def _stack(self, fut: TaskFuture) -> str | None:
-        dump = getattr(self._backend, "task_stack", None)
-        if dump is None:
-            return None
         try:
-            return dump(fut, _STACK_TIMEOUT_S)
+            return self._backend.task_stack(fut, _STACK_TIMEOUT_S)
         except Exception as e:  # diagnosis must never break the pipeline
             return f"(could not dump the stack: {e})"
 

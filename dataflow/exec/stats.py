@@ -121,6 +121,13 @@ class DatasetStats:
     wall_s: float = 0.0
     store_peak_bytes: int = 0
     store_spilled_bytes: int = 0
+    """Bytes this run's blocks spilled to disk (they did not fit in the store)."""
+    store_restored_bytes: int = 0
+    """Bytes of spilled blocks read back from disk during this run."""
+    spill_write_s: float = 0.0
+    """Seconds spent writing spill files during this run."""
+    spill_dir: str = ""
+    """Where spilled blocks went (the session's directory under ``DataContext.spill_path``)."""
     peak_rss_bytes: int = 0
     timeline: Timeline | None = None
     """Sampled rows out, store and RSS over time (``exec/trace.py``; ``plot_stats`` draws it)."""
@@ -137,6 +144,30 @@ class DatasetStats:
     (``ddp_remainder="drop"``; ``dataflow.distributed``)."""
     padded_rows: int = 0
     """Rows given twice, so that every rank has as many (``ddp_remainder="pad"``)."""
+
+    @property
+    def spill_write_bytes_per_s(self) -> float:
+        """The disk's write bandwidth while spilling (bytes spilled over seconds writing)."""
+        return self.store_spilled_bytes / self.spill_write_s if self.spill_write_s > 0 else 0.0
+
+    @property
+    def spill_bytes_per_s(self) -> float:
+        """Disk bandwidth the run used for spill on average: bytes spilled plus
+        restored over the run's wall time."""
+        moved = self.store_spilled_bytes + self.store_restored_bytes
+        return moved / self.wall_s if self.wall_s > 0 else 0.0
+
+    def spill_line(self) -> str:
+        """One line on spill: bytes, bandwidth and directory ("" when nothing spilled)."""
+        if not (self.store_spilled_bytes or self.store_restored_bytes):
+            return ""
+        mib = 1024 * 1024
+        return (
+            f"spill: wrote {self.store_spilled_bytes / mib:.1f} MiB "
+            f"({self.spill_write_bytes_per_s / mib:.0f} MiB/s while writing), restored "
+            f"{self.store_restored_bytes / mib:.1f} MiB; "
+            f"{self.spill_bytes_per_s / mib:.1f} MiB/s of disk over the run; in {self.spill_dir}"
+        )
 
     def operator(self, name: str) -> OperatorStats:
         """The stats of the operator called ``name`` (KeyError lists the names)."""
@@ -208,6 +239,8 @@ class DatasetStats:
             f"spilled {self.store_spilled_bytes / mib:.1f} MiB; peak RSS "
             f"{self.peak_rss_bytes / mib:.1f} MiB"
         )
+        if self.spill_line():
+            lines.append(self.spill_line())
         if self.iterator_wait_s or self.iterator_user_s:
             lines.append(
                 f"iterator: waited {self.iterator_wait_s:.3f} s for batches, "
@@ -253,6 +286,8 @@ class StatsCollector(ExecutorObserver):
         self._last_tick: float | None = None
         self._start = 0.0
         self.stats = DatasetStats()
+        self.store_at_start: StoreStats | None = None
+        """The store's counters when the run started (its spill counters are the session's)."""
 
     def on_start(self, ops: list[PhysicalOperator]) -> None:
         self._ops = list(ops)
@@ -306,5 +341,15 @@ class StatsCollector(ExecutorObserver):
                 s.blocks_out = m.bundles_out
         self.stats.wall_s = max(0.0, time.monotonic() - self._start)
         if store is not None:
+            before = self.store_at_start
             self.stats.store_peak_bytes = store.peak_bytes
-            self.stats.store_spilled_bytes = store.spilled_bytes
+            self.stats.store_spilled_bytes = store.spilled_bytes - (
+                before.spilled_bytes if before else 0
+            )
+            self.stats.store_restored_bytes = store.restored_bytes - (
+                before.restored_bytes if before else 0
+            )
+            self.stats.spill_write_s = store.spill_write_s - (
+                before.spill_write_s if before else 0.0
+            )
+            self.stats.spill_dir = store.spill_dir

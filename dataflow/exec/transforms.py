@@ -19,13 +19,11 @@ from __future__ import annotations
 import inspect
 import os
 import re
-import traceback
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import cloudpickle
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -42,7 +40,7 @@ from dataflow.block import (
     split_to_max_size,
     to_batch,
 )
-from dataflow.errors import DataflowError, PlanError, SourceError
+from dataflow.errors import DataflowError, PlanError, SourceError, UserCodeError, unknown_columns
 from dataflow.exec.metering import (
     READ_FILES,
     WRITE_BYTES,
@@ -52,6 +50,7 @@ from dataflow.exec.metering import (
     ChainState,
     StepInfo,
 )
+from runtime.errors import RemoteTaskError
 from runtime.task import current_task
 
 if TYPE_CHECKING:
@@ -87,17 +86,45 @@ class StageFailure(Exception):
 
     @classmethod
     def wrap(cls, operator: str, exc: BaseException) -> StageFailure:
-        # Drop this module's frames so the traceback starts in user code.
-        tb = exc.__traceback__
-        while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
-            tb = tb.tb_next
-        text = "".join(traceback.format_exception(type(exc), exc, tb))
-        try:
-            cloudpickle.dumps(exc)
-            original: BaseException | None = exc
-        except Exception:
-            original = None
-        return cls(operator, type(exc).__name__, str(exc), text, original)
+        """``exc`` captured by the runtime's one rule (``RemoteTaskError.capture``),
+        its traceback starting at the user's frame (this module's are dropped)."""
+        captured = RemoteTaskError.capture(exc, operator, skip_file=__file__)
+        return cls(
+            operator, captured.type_name, captured.message, captured.traceback_text, captured.cause
+        )
+
+
+def remote_to_user_error(op: str, label: str, e: RemoteTaskError) -> DataflowError:
+    """A task's ``RemoteTaskError`` as the dataflow error its user should see: a
+    ``StageFailure`` (user code in a stage) becomes a ``UserCodeError`` naming
+    the operator and the block ``label``, with the user's traceback; a
+    ``DataflowError`` raised on purpose is raised as itself (naming the block);
+    anything else is a ``UserCodeError`` of ``op``."""
+    cause = e.cause
+    if isinstance(cause, StageFailure):
+        err: DataflowError = UserCodeError(
+            f"{cause.operator} failed on {label}: {cause.type_name}: {cause.message}\n\n"
+            f"Remote traceback:\n{cause.traceback_text}",
+            operator=cause.operator,
+            block=label,
+            remote_traceback=cause.traceback_text,
+        )
+        err.__cause__ = cause.original
+        return err
+    if isinstance(cause, DataflowError):
+        if isinstance(cause, SourceError) or label in str(cause):
+            return cause
+        cause.args = (f"{cause} ({label})", *cause.args[1:])
+        return cause
+    err = UserCodeError(
+        f"{op} failed on {label}: {e.type_name}: {e.message}\n\nRemote traceback:\n"
+        f"{e.traceback_text}",
+        operator=op,
+        block=label,
+        remote_traceback=e.traceback_text,
+    )
+    err.__cause__ = cause
+    return err
 
 
 # -- row-level error policy ---------------------------------------------------------------
@@ -433,10 +460,7 @@ class ProjectStage(Stage):
 def _check_columns(where: str, table: pa.Table, names: Iterable[str]) -> None:
     missing = [n for n in names if n not in table.column_names]
     if missing:
-        raise PlanError(
-            f"{where}: unknown column {missing[0]!r}; available columns: "
-            f"{', '.join(table.column_names) or '(none)'}"
-        )
+        raise unknown_columns(where, missing, table.column_names)
 
 
 def _with_columns_checked(where: str, table: pa.Table, fn: Callable[[], pa.Table]) -> pa.Table:
@@ -535,14 +559,20 @@ class MapTaskFn:
         return self
 
     def __call__(
-        self, inputs: list[pa.Table], task_index: int, read_task: ReadTask | None = None
+        self,
+        inputs: list[pa.Table],
+        task_index: int,
+        read_task: ReadTask | tuple[ReadTask, ...] | None = None,
     ) -> Iterator[pa.Table]:
+        """Run the chain over ``inputs`` or over what ``read_task`` reads (several
+        short reads may come in one task: their blocks follow in order)."""
         self.bind()
         # Each step's output goes through the meter: per-step time, rows and bytes.
         meter = ChainMeter(self._meters)
         first = bool(self.read_name)
+        reads = read_task if isinstance(read_task, tuple) else (read_task,)
         source: Iterator[pa.Table] = (
-            meter.wrap(0, _read(self.read_name, read_task))
+            meter.wrap(0, (t for r in reads for t in _read(self.read_name, r)))
             if read_task is not None
             else iter(inputs)
         )

@@ -31,6 +31,8 @@ def _describe(node: LogicalOperator) -> str:
         pushed.append(f"predicate={node.predicate}")
     if node.limit is not None:
         pushed.append(f"limit={node.limit}")
+    if node.dictionary_columns:
+        pushed.append(f"dictionary=[{', '.join(node.dictionary_columns)}]")
     if node.parallelism is not None:
         pushed.append(f"parallelism={node.parallelism}")
     return f"{node.name} {' '.join(pushed)}".rstrip()

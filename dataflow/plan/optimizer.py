@@ -6,7 +6,8 @@ Rules (one a module under ``plan/rules``, the rewrite stated in its docstring):
 2. ``limit_pushdown``      ``Limit`` below row-preserving ops, into ``Read.limit``
 3. ``topk``                ``Limit[n]`` over ``Sort`` -> ``Sort[limit=n]`` (per-block top n)
 4. ``projection_pushdown`` needed columns -> ``Read.columns``
-5. ``fusion``              consecutive one-to-one ops (and their ``Read``) -> ``FusedMap``
+5. ``dictionary_keys``     ``Aggregate[keys]`` over a ``Read`` -> ``Read.dictionary_columns``
+6. ``fusion``              consecutive one-to-one ops (and their ``Read``) -> ``FusedMap``
 
 Fusion runs last because the pushdowns match unfused nodes. ``OptimizerFlags``
 has one switch per rule (``DataContext.optimizer_flags``; None = all on).
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from dataflow.errors import PlanError
 from dataflow.plan.logical import LogicalOperator
 from dataflow.plan.rules import (
+    dictionary_keys,
     fusion,
     limit_pushdown,
     predicate_pushdown,
@@ -43,6 +45,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("limit_pushdown", limit_pushdown.apply),
     ("topk", topk.apply),
     ("projection_pushdown", projection_pushdown.apply),
+    ("dictionary_keys", dictionary_keys.apply),
     ("fusion", fusion.apply),
 )
 """(name, rewrite) in the order they run; names match ``OptimizerFlags`` fields."""
@@ -63,6 +66,7 @@ class OptimizerFlags:
     limit_pushdown: bool = True
     topk: bool = True
     projection_pushdown: bool = True
+    dictionary_keys: bool = True
     fusion: bool = True
 
     @classmethod

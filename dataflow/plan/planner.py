@@ -17,9 +17,7 @@ import dataclasses
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dataflow.errors import PlanError
 from dataflow.exec.budget import actors_that_fit, check_request, max_concurrency, task_reserve
@@ -28,6 +26,7 @@ from dataflow.exec.exchange.operator import ExchangeOperator
 from dataflow.exec.exchange.partition import sort_keys
 from dataflow.exec.exchange.tasks import (
     AggregateSpec,
+    ExchangeSpec,
     HashRepartitionSpec,
     JoinSpec,
     MapGroupsSpec,
@@ -78,6 +77,7 @@ from dataflow.plan.logical import (
     Union,
     Write,
     Zip,
+    check_on_error,
 )
 from dataflow.sources.datasource import TaskSizer
 from runtime.resources import Resources
@@ -87,13 +87,7 @@ if TYPE_CHECKING:
     from dataflow.sources.datasource import ReadTask
     from runtime.backends.base import Backend
 
-__all__ = [
-    "OutputStream",
-    "count_from_metadata",
-    "execute",
-    "plan_physical",
-    "schema_from_metadata",
-]
+__all__ = ["OutputStream", "execute", "plan_physical"]
 
 
 def execute(plan: LogicalOperator, ctx: DataContext) -> OutputStream:
@@ -106,9 +100,8 @@ def execute(plan: LogicalOperator, ctx: DataContext) -> OutputStream:
     planning = _Planning(ctx, backend)
     in_driver = _runs_in_driver(plan, ctx)
     sink = planning.plan(plan)
-    prestart = getattr(backend, "prestart", None)  # an optional Backend extra (local)
-    if prestart is not None and not in_driver and _needs_workers(sink):
-        prestart()  # workers boot while the first tasks queue
+    if not in_driver and _needs_workers(sink):
+        backend.prestart()  # workers boot while the first tasks queue
     executor = StreamingExecutor(sink, backend, ctx, in_driver=in_driver)
     executor.start()
     return OutputStream(executor)
@@ -124,17 +117,29 @@ def plan_physical(plan: LogicalOperator, ctx: DataContext) -> PhysicalOperator:
 
 # -- the registry ---------------------------------------------------------------------
 
-PlanFn = Callable[["_Planning", LogicalOperator, list[PhysicalOperator]], PhysicalOperator]
+PlanFn = Callable[["_Planning", Any, list[PhysicalOperator]], PhysicalOperator]
+StageFn = Callable[["_Planning", Any], Stage]
 _PLANNERS: dict[type, PlanFn] = {}
+"""Logical node type -> the function that plans it as a physical operator."""
+_STAGES: dict[type, StageFn] = {}
+"""Logical node type -> the function that builds it as a stage of a map task."""
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _plans(*types: type) -> Callable[[PlanFn], PlanFn]:
-    def register(fn: PlanFn) -> PlanFn:
-        for t in types:
-            _PLANNERS[t] = fn
-        return fn
+def _registrar(registry: dict[type, Any]) -> Callable[..., Callable[[F], F]]:
+    def for_types(*types: type) -> Callable[[F], F]:
+        def register(fn: F) -> F:
+            registry.update(dict.fromkeys(types, fn))
+            return fn
 
-    return register
+        return register
+
+    return for_types
+
+
+_plans = _registrar(_PLANNERS)
+_stages = _registrar(_STAGES)
 
 
 def registered_node_types() -> frozenset[type]:
@@ -179,11 +184,9 @@ def _plan_materialized(p: _Planning, node: MaterializedData, inputs: list) -> Ph
 
 @_plans(Limit)
 def _plan_limit(p: _Planning, node: Limit, inputs: list) -> PhysicalOperator:
-    child = node.input
     upstream = inputs[0]
-    stages = child.stages if isinstance(child, FusedMap) else (child,)
     if isinstance(upstream, MapOperator) and all(
-        isinstance(s, Read) or _keeps_rows(s) for s in stages
+        isinstance(s, Read) or s.preserves_rows for s in node.input.steps()
     ):
         # Row-preserving tasks: stop launching once running ones cover the limit.
         upstream.options = dataclasses.replace(upstream.options, row_cap=node.n)
@@ -220,42 +223,65 @@ def _plan_fused(p: _Planning, node: FusedMap, inputs: list) -> PhysicalOperator:
 # -- all-to-all: map -> exchange -> reduce (dataflow/exec/exchange) ------------------
 
 
-@_plans(Sort, RandomShuffle, Repartition, Aggregate, MapGroups, Join)
-def _plan_exchange(p: _Planning, node: LogicalOperator, inputs: list) -> PhysicalOperator:
-    n = None
-    if isinstance(node, Sort):
-        spec = SortSpec(sort_keys(node.keys, node.descending), node.limit)
-    elif isinstance(node, RandomShuffle):
-        seed = node.seed if node.seed is not None else random.getrandbits(63)
-        spec, n = RandomShuffleSpec(seed), node.num_blocks
-    elif isinstance(node, Repartition):
-        n = node.num_blocks
-        if node.keys:
-            spec = HashRepartitionSpec(node.keys, node.sort)
-        elif node.shuffle:
-            spec = RandomShuffleSpec(random.getrandbits(63))
-        else:
-            spec = RepartitionSpec(n)
-    elif isinstance(node, Aggregate):
-        spec, n = AggregateSpec(node.keys, node.aggs), node.num_partitions
-    elif isinstance(node, MapGroups):
-        spec = MapGroupsSpec(
-            node.keys,
-            node.fn,
-            node.batch_format,
-            node.fn_args,
-            dict(node.fn_kwargs),
-            node.name,
-            fn_constructor_args=node.fn_constructor_args,
-            fn_constructor_kwargs=dict(node.fn_constructor_kwargs),
-            zero_copy_batch=node.zero_copy_batch,
-        )
-        n = node.num_partitions
+def _exchange(
+    node: LogicalOperator,
+    inputs: list[PhysicalOperator],
+    spec: ExchangeSpec,
+    num_partitions: int | None = None,
+    resources: Resources = Resources(cpu=1),
+) -> PhysicalOperator:
+    return ExchangeOperator(
+        node.name, inputs, spec, num_partitions=num_partitions, resources=resources
+    )
+
+
+@_plans(Sort)
+def _plan_sort(p: _Planning, node: Sort, inputs: list) -> PhysicalOperator:
+    return _exchange(node, inputs, SortSpec(sort_keys(node.keys, node.descending), node.limit))
+
+
+@_plans(RandomShuffle)
+def _plan_shuffle(p: _Planning, node: RandomShuffle, inputs: list) -> PhysicalOperator:
+    seed = node.seed if node.seed is not None else random.getrandbits(63)
+    return _exchange(node, inputs, RandomShuffleSpec(seed), node.num_blocks)
+
+
+@_plans(Repartition)
+def _plan_repartition(p: _Planning, node: Repartition, inputs: list) -> PhysicalOperator:
+    if node.keys:
+        spec: ExchangeSpec = HashRepartitionSpec(node.keys, node.sort)
+    elif node.shuffle:
+        spec = RandomShuffleSpec(random.getrandbits(63))
     else:
-        spec = JoinSpec(node.left_on, node.right_on, node.how, node.right_suffix)
-        n = node.num_partitions
-    resources = node.resources if isinstance(node, MapGroups) else Resources(cpu=1)
-    return ExchangeOperator(node.name, inputs, spec, num_partitions=n, resources=resources)
+        spec = RepartitionSpec(node.num_blocks)
+    return _exchange(node, inputs, spec, node.num_blocks)
+
+
+@_plans(Aggregate)
+def _plan_aggregate(p: _Planning, node: Aggregate, inputs: list) -> PhysicalOperator:
+    return _exchange(node, inputs, AggregateSpec(node.keys, node.aggs), node.num_partitions)
+
+
+@_plans(MapGroups)
+def _plan_map_groups(p: _Planning, node: MapGroups, inputs: list) -> PhysicalOperator:
+    spec = MapGroupsSpec(
+        node.keys,
+        node.fn,
+        node.batch_format,
+        node.fn_args,
+        dict(node.fn_kwargs),
+        node.name,
+        fn_constructor_args=node.fn_constructor_args,
+        fn_constructor_kwargs=dict(node.fn_constructor_kwargs),
+        zero_copy_batch=node.zero_copy_batch,
+    )
+    return _exchange(node, inputs, spec, node.num_partitions, node.resources)
+
+
+@_plans(Join)
+def _plan_join(p: _Planning, node: Join, inputs: list) -> PhysicalOperator:
+    spec = JoinSpec(node.left_on, node.right_on, node.how, node.right_suffix)
+    return _exchange(node, inputs, spec, node.num_partitions)
 
 
 @_plans(RandomizeBlockOrder)
@@ -335,8 +361,7 @@ def _placement(
         return "threads"
     if mode != "auto":
         return mode
-    per_row = (MapRows, FlatMap)
-    if any(isinstance(n, per_row) or (isinstance(n, Filter) and n.fn is not None) for n in nodes):
+    if any(isinstance(n, AbstractUDF) and n.calls_per_row for n in nodes):
         return "processes"
     if read is not None and not read.datasource.reads_without_gil:
         return "processes"
@@ -407,10 +432,7 @@ def _upstream(op: PhysicalOperator) -> list[PhysicalOperator]:
 
 
 def _error_policy(p: _Planning, node: AbstractUDF) -> ErrorPolicy:
-    if node.on_error not in ("raise", "skip", "dead_letter"):
-        raise PlanError(
-            f"{node.name}: on_error={node.on_error!r}; use 'raise', 'skip' or 'dead_letter'"
-        )
+    check_on_error(node.name, node.on_error)
     if node.on_error == "dead_letter" and not p.ctx.dead_letter_path:
         raise PlanError(
             f"{node.name}: on_error='dead_letter' needs a directory: set "
@@ -433,33 +455,50 @@ def _udf_fields(p: _Planning, node: AbstractUDF) -> dict:
 
 
 def _stage(p: _Planning, node: LogicalOperator) -> Stage:
-    if isinstance(node, MapBatches):
-        return MapBatchesStage(
-            **_udf_fields(p, node),
-            batch_size=node.batch_size,
-            batch_format=node.batch_format,
-            zero_copy_batch=node.zero_copy_batch,
-        )
-    if isinstance(node, MapRows):
-        return MapRowsStage(**_udf_fields(p, node))
-    if isinstance(node, FlatMap):
-        return FlatMapStage(**_udf_fields(p, node))
-    if isinstance(node, Filter):
-        if (node.fn is None) == (node.expr is None):
-            raise PlanError(f"{node.name}: give exactly one of fn or expr")
-        fields = _udf_fields(p, node)
-        if node.expr is not None:
-            fields["fn"] = None
-        expr = node.expr.to_arrow() if node.expr is not None else None
-        return FilterStage(**fields, expr=expr)
-    if isinstance(node, Project):
-        return _project_stage(node)
-    if isinstance(node, Write):
-        return WriteStage(node.name, datasink=node.datasink)
-    raise PlanError(f"{node.name} ({type(node).__name__}) cannot run inside a map stage")
+    build = _STAGES.get(type(node))
+    if build is None:
+        raise PlanError(f"{node.name} ({type(node).__name__}) cannot run inside a map stage")
+    return build(p, node)
 
 
-def _project_stage(node: Project) -> ProjectStage:
+@_stages(MapBatches)
+def _map_batches_stage(p: _Planning, node: MapBatches) -> Stage:
+    return MapBatchesStage(
+        **_udf_fields(p, node),
+        batch_size=node.batch_size,
+        batch_format=node.batch_format,
+        zero_copy_batch=node.zero_copy_batch,
+    )
+
+
+@_stages(MapRows)
+def _map_rows_stage(p: _Planning, node: MapRows) -> Stage:
+    return MapRowsStage(**_udf_fields(p, node))
+
+
+@_stages(FlatMap)
+def _flat_map_stage(p: _Planning, node: FlatMap) -> Stage:
+    return FlatMapStage(**_udf_fields(p, node))
+
+
+@_stages(Filter)
+def _filter_stage(p: _Planning, node: Filter) -> Stage:
+    if (node.fn is None) == (node.expr is None):
+        raise PlanError(f"{node.name}: give exactly one of fn or expr")
+    fields = _udf_fields(p, node)
+    if node.expr is not None:
+        fields["fn"] = None
+    expr = node.expr.to_arrow() if node.expr is not None else None
+    return FilterStage(**fields, expr=expr)
+
+
+@_stages(Write)
+def _write_stage(p: _Planning, node: Write) -> Stage:
+    return WriteStage(node.name, datasink=node.datasink)
+
+
+@_stages(Project)
+def _project_stage(p: _Planning, node: Project) -> ProjectStage:
     return ProjectStage(
         node.name,
         exprs=_arrow_exprs(node.exprs),
@@ -497,145 +536,29 @@ def _read_tasks(
     return tasks(), compensate
 
 
-# -- metadata-only answers -----------------------------------------------------------
-
-
-def _has_python_udf(plan: LogicalOperator) -> bool:
-    for node in plan.walk():
-        stages = node.stages if isinstance(node, FusedMap) else (node,)
-        for s in stages:
-            # Any node carrying a function (map, filter, map_groups...) runs Python.
-            if isinstance(s, Write) or getattr(s, "fn", None) is not None:
-                return True
-    return False
-
-
-def _row_bound(node: LogicalOperator) -> int | None:
-    """An upper bound on the rows ``node`` outputs, from metadata only."""
-    if isinstance(node, Limit):
-        child = _row_bound(node.input)
-        return node.n if child is None else min(node.n, child)
-    if isinstance(node, FusedMap) and not node.inputs:
-        return _row_bound(node.stages[0])
-    if isinstance(node, (FlatMap, MapBatches)) or (
-        isinstance(node, FusedMap)
-        and any(isinstance(s, (FlatMap, MapBatches)) for s in node.stages)
-    ):
-        return None
-    if isinstance(node, Read):
-        n = node.datasource.num_rows()
-        if node.limit is not None:
-            return node.limit if n is None else min(n, node.limit)
-        return n
-    if isinstance(node, Join):
-        return None
-    if isinstance(node, (Union, Zip)):
-        bounds = [_row_bound(c) for c in node.inputs]
-        if any(b is None for b in bounds):
-            return None
-        return sum(bounds) if isinstance(node, Union) else min(bounds)
-    if not node.inputs:
-        return count_from_metadata(node)
-    if len(node.inputs) > 1:  # a join may multiply rows
-        return None
-    return _row_bound(node.input)
+# -- where the plan runs ---------------------------------------------------------------
 
 
 def _runs_in_driver(plan: LogicalOperator, ctx: DataContext) -> bool:
     """Plans with no Python UDF run on the driver's threads, with no process hop
-    (DESIGN point 7), when they are small or every read releases the GIL
+    (DESIGN point 7), when they handle few rows or every read releases the GIL
     (Arrow's readers); a Python datasource's reads still go to workers."""
-    if _has_python_udf(plan):
+    steps = [s for node in plan.walk() for s in node.steps()]
+    if any(s.runs_python for s in steps):
         return False
-    bound = _row_bound(plan)
+    bound = _rows_handled(plan)
     if bound is not None and bound <= ctx.driver_inline_max_rows:
         return True
-    reads = [
-        s
-        for node in plan.walk()
-        for s in (node.stages if isinstance(node, FusedMap) else (node,))
-        if isinstance(s, Read)
-    ]
-    return all(r.datasource.reads_without_gil for r in reads)
+    return all(s.datasource.reads_without_gil for s in steps if isinstance(s, Read))
 
 
-def count_from_metadata(plan: LogicalOperator) -> int | None:
-    """The exact row count when metadata alone gives it (no filter and no user
-    code anywhere in the plan), else None.
-
-    >>> count_from_metadata(Limit(InputData(blocks=(pa.table({"x": [1, 2, 3]}),)), n=2))
-    2
-    """
-    node = plan
-    if isinstance(node, InputData):
-        return sum(t.num_rows for t in node.blocks)
-    if isinstance(node, MaterializedData):
-        return sum(b.num_rows for b in node.bundles)
-    if isinstance(node, Read):
-        if node.predicate is not None:
-            return None
-        n = node.datasource.num_rows()
-        if n is None:
-            return None
-        return n if node.limit is None else min(n, node.limit)
+def _rows_handled(node: LogicalOperator) -> int | None:
+    """An upper bound on the rows any operator of the plan handles: the most
+    any node outputs, except that a ``Limit`` stops what is upstream of it
+    early (its tasks stop launching once the limit is covered)."""
     if isinstance(node, Limit):
-        child = count_from_metadata(node.input)
-        return None if child is None else min(node.n, child)
-    if isinstance(node, Union):
-        counts = [count_from_metadata(c) for c in node.inputs]
-        return None if any(c is None for c in counts) else sum(counts)
-    if isinstance(node, Zip):
-        counts = {count_from_metadata(c) for c in node.inputs}
-        return counts.pop() if len(counts) == 1 else None
+        return node.max_rows()
     if isinstance(node, FusedMap):
-        if not all(_keeps_rows(s) for s in node.stages if not isinstance(s, Read)):
-            return None
-        return count_from_metadata(node.stages[0] if not node.inputs else node.input)
-    if _keeps_rows(node):
-        return count_from_metadata(node.input)
-    return None
-
-
-def _keeps_rows(node: LogicalOperator) -> bool:
-    # Only UDF-free nodes: a plan with user code runs, so that its errors surface
-    # (a map that raises on every row must not count), as in Ray Data.
-    return isinstance(node, Project)
-
-
-def schema_from_metadata(plan: LogicalOperator) -> pa.Schema | None:
-    """The output schema when known without running user code, else None."""
-    node = plan
-    if isinstance(node, InputData):
-        return node.blocks[0].schema if node.blocks else None
-    if isinstance(node, MaterializedData):
-        return next((b.schema for b in node.bundles if b.schema is not None), None)
-    if isinstance(node, Read):
-        schema = node.datasource.schema()
-        if schema is None or node.columns is None:
-            return schema
-        try:
-            return pa.schema([schema.field(c) for c in node.columns])
-        except KeyError:
-            return None
-    if isinstance(node, (Limit, Union)):
-        return schema_from_metadata(node.inputs[0])
-    if isinstance(node, FusedMap):
-        schema = schema_from_metadata(node.stages[0] if not node.inputs else node.input)
-        for s in node.stages:
-            if schema is None or isinstance(s, Read):
-                continue
-            schema = _stage_schema(s, schema)
-        return schema
-    if isinstance(node, (Project, Filter)):
-        child = schema_from_metadata(node.input)
-        return None if child is None else _stage_schema(node, child)
-    return None
-
-
-def _stage_schema(node: LogicalOperator, schema: pa.Schema) -> pa.Schema | None:
-    """Run an Arrow-only stage on an empty table of ``schema`` to get its output schema."""
-    if isinstance(node, Filter) and node.fn is None:
-        return schema
-    if not isinstance(node, Project):
-        return None
-    return _project_stage(node).apply(schema.empty_table()).schema
+        return _rows_handled(node.unfused())  # the read inside counts too
+    bounds = [node.max_rows(), *(_rows_handled(c) for c in node.inputs)]
+    return None if None in bounds else max(bounds)  # type: ignore[type-var]

@@ -92,6 +92,9 @@ class Datasource:
     supports_predicate_pushdown: bool = False
     supports_limit_pushdown: bool = False
     supports_task_sizing: bool = False
+    supports_dictionary_read: bool = False
+    """``get_read_tasks`` takes ``dictionary_columns``: string columns it reads
+    dictionary-encoded (cheaper to decode and to group by)."""
     reads_without_gil: bool = False
     """True when reading is Arrow's C++ readers (Parquet, CSV, JSON) that release
     the GIL: a plan of such reads and no Python UDF runs on driver threads."""

@@ -85,13 +85,19 @@ class ActorHandle(Protocol):
 
 @dataclass(frozen=True)
 class StoreStats:
-    """Object store usage in bytes."""
+    """Object store usage in bytes; the spill counters are cumulative over the session."""
 
     used_bytes: int
     capacity_bytes: int
     peak_bytes: int
     spilled_bytes: int
     num_objects: int
+    restored_bytes: int = 0
+    """Bytes of spilled objects read back (each read of a spilled object counts)."""
+    spill_write_s: float = 0.0
+    """Seconds spent writing spill files (for the disk's write bandwidth)."""
+    spill_dir: str = ""
+    """The directory spilled objects go to ("" when the backend does not say)."""
 
 
 class Backend(Protocol):
@@ -164,3 +170,22 @@ class Backend(Protocol):
         ...
 
     def shutdown(self) -> None: ...
+
+    # -- optional capabilities: every backend answers, some with "cannot" ------
+    def prestart(self, wait: float | None = None) -> bool:
+        """Start booting worker processes now, so that the first tasks do not
+        wait for them (the planner asks for a plan that needs workers); with
+        ``wait``, block up to that many seconds until they are ready. True when
+        workers are ready; False where there are none to boot (inline, ray: Ray
+        starts its own) or they are not ready yet."""
+        ...
+
+    def task_stack(self, future: TaskFuture, timeout: float = 1.0) -> str | None:
+        """The Python stack of whatever runs ``future`` now (stall reports), or
+        None when nothing runs it or the backend cannot look."""
+        ...
+
+    def worker_pids(self) -> list[int]:
+        """Pids of the live worker processes this backend started (none where it
+        starts none)."""
+        ...

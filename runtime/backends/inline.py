@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from runtime.backends.base import FunctionHandle, StoreStats, TaskFuture, TaskResult
-from runtime.errors import ObjectLostError, ResourceError, TaskCancelledError
+from runtime.errors import ObjectLostError, RemoteTaskError, ResourceError, TaskCancelledError
 from runtime.futures import Future, wait_any
 from runtime.refs import ObjectRef
 from runtime.resources import Resources, check_fits, detect_num_cpus, detect_num_gpus
 from runtime.task import TaskContext, set_current_task
-from runtime.worker import execute, remote_error
+from runtime.worker import execute
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -139,7 +139,7 @@ class InlineBackend:
             result: TaskResult | None = execute(fn, tables, tuple(args), ctx, self.put, self.free)
             error = None
         except Exception as exc:
-            result, error = None, remote_error(exc, name)
+            result, error = None, RemoteTaskError.capture(exc, name)
         with self._cv:
             future.resolve(result, error)
         return future
@@ -185,7 +185,7 @@ class InlineBackend:
             outcome = TaskResult([], [], "inline", start, time.time(), 0.0, ctx.counters)
             error = None
         except Exception as exc:
-            outcome, error = None, remote_error(exc, name)
+            outcome, error = None, RemoteTaskError.capture(exc, name)
             actor.error = error
         finally:
             set_current_task(None)
@@ -229,6 +229,15 @@ class InlineBackend:
 
     def worker_rss_bytes(self) -> int:
         return 0
+
+    def prestart(self, wait: float | None = None) -> bool:
+        return False  # no workers: tasks run in the caller's thread
+
+    def task_stack(self, future: TaskFuture, timeout: float = 1.0) -> str | None:
+        return None  # a task is done when submit returns: nothing runs it later
+
+    def worker_pids(self) -> list[int]:
+        return []
 
     def shutdown(self) -> None:
         with self._lock:

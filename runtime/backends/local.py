@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from runtime.backends.base import FunctionHandle, StoreStats, TaskFuture
-from runtime.errors import TaskCancelledError
+from runtime.errors import RemoteTaskError, SpillError, TaskCancelledError
 from runtime.fnpickle import dumps_function
 from runtime.futures import Future, wait_any
 from runtime.pool import Actor, WorkerPool
@@ -39,7 +39,7 @@ from runtime.refs import ObjectRef
 from runtime.resources import Resources, detect_num_cpus, detect_num_gpus
 from runtime.store import ObjectStore
 from runtime.task import TaskContext
-from runtime.worker import execute, function_path, remote_error
+from runtime.worker import execute, function_path
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -196,10 +196,15 @@ class LocalBackend:
             try:
                 tables = [store.get(ref) for ref in inputs]
                 result = execute(fn, tables, args, ctx, store.put_local, store.free)
+            except SpillError as exc:  # the store's failure, not the task's code
+                with cv:
+                    future.thread = None
+                    future.resolve(exc=exc)
+                return
             except Exception as exc:
                 with cv:
                     future.thread = None
-                    future.resolve(exc=remote_error(exc, name))
+                    future.resolve(exc=RemoteTaskError.capture(exc, name))
                 return
             with cv:
                 future.thread = None
@@ -263,6 +268,16 @@ class LocalBackend:
     def worker_pids(self) -> list[int]:
         """Pids of the live worker processes (for tests and diagnostics)."""
         return self._pool.worker_pids()
+
+    def task_pid(self, future: TaskFuture) -> int | None:
+        """The pid of the process running ``future`` now: its worker, or this
+        process for a driver-thread task; None while it waits or once done (the
+        executor's memory guard asks, to name the task that holds the memory)."""
+        if not isinstance(future, Future) or future.done():
+            return None
+        if future._task is None:
+            return os.getpid() if future.thread is not None else None
+        return self._pool.running_pid(future)
 
     def task_stack(self, future: TaskFuture, timeout: float = 1.0) -> str | None:
         """The Python stack of the worker or driver thread running ``future``

@@ -34,14 +34,12 @@ stays cheap and ``import dataflow`` never loads Ray.
 from __future__ import annotations
 
 import os
-import pickle
 import secrets
 import shutil
 import sys
 import tempfile
 import threading
 import time
-import traceback
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -51,7 +49,6 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import cloudpickle
 import pyarrow as pa
 
 from runtime.backends.base import FunctionHandle, StoreStats, TaskResult
@@ -71,6 +68,8 @@ from runtime.task import TaskContext, set_current_task
 
 if TYPE_CHECKING:
     import ray
+
+    from runtime.backends.base import TaskFuture
 
 # Ray resource names that map onto Resources fields rather than custom resources.
 _BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
@@ -129,17 +128,6 @@ def _worker_id(node_id: str, pid: int) -> str:
     return f"{node_id[:12]}:{pid}"
 
 
-def _remote_error(exc: Exception, task_name: str) -> RemoteTaskError:
-    """``exc`` as a RemoteTaskError; the cause travels only if it pickles."""
-    try:
-        # Round-trip: some exceptions pickle but cannot be rebuilt (constructor arity).
-        pickle.loads(cloudpickle.dumps(exc))
-        cause: BaseException | None = exc
-    except Exception:  # the record must travel even when the user's exception cannot
-        cause = None
-    return RemoteTaskError(type(exc).__name__, str(exc), traceback.format_exc(), cause, task_name)
-
-
 def _run(
     get_fn: Callable[[], Callable[..., Any]],
     tables: Sequence[pa.Table],
@@ -167,7 +155,7 @@ def _run(
             blocks.append((table.nbytes, table.num_rows, table.schema))
             yield table
     except Exception as exc:
-        error = _remote_error(exc, task_name)
+        error = RemoteTaskError.capture(exc, task_name)
     finally:
         set_current_task(None)
     yield _Outcome(
@@ -677,6 +665,15 @@ class RayBackend:
         import ray
 
         return _resources_of(ray.available_resources())
+
+    def prestart(self, wait: float | None = None) -> bool:
+        return False  # Ray starts and pools its own workers
+
+    def task_stack(self, future: TaskFuture, timeout: float = 1.0) -> str | None:
+        return None  # a Ray worker's stack is `ray stack`'s to show
+
+    def worker_pids(self) -> list[int]:
+        return []  # Ray's workers are Ray's: it started them and stops them
 
     def worker_rss_bytes(self) -> int:
         """RSS of the Ray workers on this node that ran our tasks or actors."""

@@ -56,6 +56,17 @@ def test_rss_sums_the_whole_tree() -> None:
     assert sample.peak_rss_bytes > 400 * 2**20
 
 
+def test_a_tree_over_the_rss_cap_is_killed_at_once() -> None:
+    code = "import time; x = bytearray(300 * 2**20); time.sleep(60)"
+    t0 = time.perf_counter()
+    sample = run_sampled(
+        [sys.executable, "-c", code], env=dict(os.environ), timeout_s=60, max_rss_bytes=200 * 2**20
+    )
+    assert sample.over_rss and sample.returncode is None
+    assert sample.peak_rss_bytes > 200 * 2**20
+    assert time.perf_counter() - t0 < 30  # not the 60 s sleep: killed when over
+
+
 def _rec(engine: str, wall: float, checksum: str = "rows=1", repeat: int = 0) -> dict:
     return {
         "workload": "w",
@@ -212,3 +223,31 @@ def test_cold_run_times_the_whole_process_and_counts_worker_cpu(tiny_data) -> No
     assert cold["wall_s"] > warm["wall_s"] and cold["wall_s"] <= cold["process_s"]
     # At least the driver's imports and the run itself cost CPU.
     assert cold["cpu_s"] > 0.2 and warm["cpu_s"] > 0
+
+
+def test_scaling_runs_each_size_and_core_count_pinned_and_plots(tmp_path, capsys) -> None:
+    """Two sizes x one core count of a pyarrow workload: each run pinned with
+    taskset, a point per (workload, engine, size, cores), a table and a PNG."""
+    from benchmarks import scaling
+
+    assert scaling.files_for(8_000_000) == 16 and scaling.files_for(64_000_000) == 64
+    assert scaling.cpu_list(1) == str(min(os.sched_getaffinity(0)))
+    with pytest.raises(ValueError, match="--cores 999"):
+        scaling.cpu_list(999)
+    out, png = tmp_path / "s.json", tmp_path / "s.png"
+    argv = ["scaling", "etl", "smallfiles", "--engines", "pyarrow", "--sizes", "3000,6000"]
+    argv += ["--cores", "1", "--small-files", "4", "--small-file-rows", "50", "--row-group-rows"]
+    argv += ["1000", "--cache-dir", str(tmp_path / "cache"), "--json-out", str(out)]
+    assert main([*argv, "--png", str(png)]) == 0
+    points = json.loads(out.read_text())["points"]
+    got = sorted((p["workload"], p["data_rows"], p["cores"], p["runs"]) for p in points)
+    # smallfiles reads the same small files at every size: it runs at the first only.
+    assert got == [("etl", 3000, 1, 1), ("etl", 6000, 1, 1), ("smallfiles", 3000, 1, 1)]
+    assert all(p["rate"] > 0 and p["checksums_agree"] for p in points)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lines = capsys.readouterr().out.splitlines()
+    assert "| etl | 3,000 | 1 | " in "\n".join(lines)
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    assert {r["cpus"] for r in records} == {scaling.cpu_list(1)}
+    with pytest.raises(SystemExit):
+        main(["scaling", "etl", "--sizes", "ten"])

@@ -25,6 +25,10 @@ SAME_RESULT_AS = {"etl_ray": "etl", "service_feed": "feed", "ddp_feed": "feed"}
 # Each run of these imports a table library in a fresh process (10-30 s under load):
 # their engines' checksums run with the slow tests (CI runs them), the reference always.
 SLOW_WORKLOADS = {"delta_read", "iceberg_read", "lance_read"}
+# The out-of-core set (issue 17) repeats sort/groupby/join/shuffle/repartition with a
+# write and a checked output; tests/dataflow/test_out_of_core.py runs dataflow on each
+# at 2M rows in the slow tier too, so here the engines run there as well.
+SLOW_WORKLOADS |= {name for name in workloads.names() if name.startswith("ooc_")}
 # Each Ray Data run starts its own Ray (15-45 s here): the suite checks Ray Data on
 # the headline workloads; DATAFLOW_TEST_ALL_PEERS=1 checks it on every workload.
 # (`python -m benchmarks run` compares every engine's checksum on each run too.)

@@ -73,6 +73,13 @@ def raise_unpicklable(tables: list[pa.Table]):
     raise UnpicklableError("left", "right")
 
 
+def raise_local_class(tables: list[pa.Table]):
+    class LocalError(ValueError):  # not importable anywhere: pickles only by value
+        pass
+
+    raise LocalError("made in the task")
+
+
 def yield_int(tables: list[pa.Table]):
     yield 5
 
@@ -280,6 +287,17 @@ class BackendContract:
             backend.submit(handle).result(timeout=60)
         assert (info.value.type_name, info.value.message) == ("UnpicklableError", "left/right")
         assert "raise_unpicklable" in info.value.traceback_text
+        # One rule on every backend, in-process ones too: no cause that could not travel.
+        assert info.value.cause is None
+        backend.release_function(handle)
+
+    def test_user_error_of_a_local_class_travels_by_value(self, backend):
+        handle = backend.register_function(raise_local_class)
+        with pytest.raises(RemoteTaskError) as info:
+            backend.submit(handle).result(timeout=60)
+        cause = info.value.cause
+        assert type(cause).__name__ == "LocalError" and isinstance(cause, ValueError)
+        assert str(cause) == "made in the task" and cause.args == ("made in the task",)
         backend.release_function(handle)
 
     def test_non_table_output_is_a_type_error(self, backend):
@@ -288,6 +306,22 @@ class BackendContract:
             backend.submit(handle).result(timeout=60)
         assert info.value.type_name == "TypeError"
         assert "bad_udf" in info.value.message and "pyarrow.Table" in info.value.message
+        backend.release_function(handle)
+
+    # -- optional capabilities (declared on Backend: every backend answers) ---
+
+    def test_prestart_and_worker_pids_answer(self, backend):
+        assert isinstance(backend.prestart(), bool)
+        pids = backend.worker_pids()
+        assert isinstance(pids, list) and all(isinstance(p, int) for p in pids)
+
+    def test_task_stack_shows_the_running_task_or_says_none(self, backend):
+        handle = backend.register_function(sleep_then_emit)
+        future = backend.submit(handle, (), (1.5, "slow"))
+        time.sleep(0.5)
+        stack = backend.task_stack(future, 5.0)
+        assert stack is None or "sleep_then_emit" in stack
+        backend.free(future.result(timeout=60).refs)
         backend.release_function(handle)
 
     def test_impossible_request_raises_resource_error(self, backend):

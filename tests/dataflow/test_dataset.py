@@ -153,7 +153,21 @@ def test_aggregation_nulls(backend):
     ds = df.from_items([{"v": 1}, {"v": None}, {"v": 5}], override_num_blocks=2)
     assert ds.sum("v") == 6 and ds.mean("v") == 3.0
     assert ds.sum("v", ignore_nulls=False) is None
-    assert df.from_items([{"v": 4}]).std("v") == 0.0
+
+
+def test_std_with_n_at_most_ddof_is_nan_on_every_path(backend):
+    # Ray Data 2.60 (checked with ray itself): ds.std, aggregate(Std) and
+    # groupby().std() all give NaN when N - ddof <= 0, None when there is no value.
+    from dataflow.aggregate import Std
+
+    one = df.from_items([{"k": 1, "v": 4.0}, {"k": 2, "v": 5.0}, {"k": 2, "v": 7.0}])
+    assert np.isnan(one.filter(expr="k == 1").std("v"))
+    assert np.isnan(one.filter(expr="k == 2").std("v", ddof=2))
+    assert np.isnan(one.filter(expr="k == 1").aggregate(Std("v"))["std(v)"])
+    grouped = {r["k"]: r["std(v)"] for r in one.groupby("k").std("v").take_all()}
+    assert np.isnan(grouped[1]) and grouped[2] == pytest.approx(np.sqrt(2.0))
+    assert one.filter(expr="k > 5").std("v") is None
+    assert one.std(["v"], ddof=0) == {"std(v)": pytest.approx(np.std([4.0, 5.0, 7.0]))}
 
 
 def test_results_equal_with_optimizations_off(backend, make_ds, monkeypatch):

@@ -61,7 +61,7 @@ class NotCallable:
         (lambda: DS.zip([1]), "zip: expected Dataset arguments"),
         (
             lambda: DS.map_batches(ident, batch_size=0),
-            "map_batches(ident): batch_size must be a positive int",
+            "map_batches(ident): batch_size must be an int >= 1",
         ),
         (
             lambda: DS.map_batches(ident, batch_format="arrow"),
@@ -104,7 +104,7 @@ class NotCallable:
             "map_batches(NotCallable): class NotCallable has no __call__",
         ),
         (lambda: DS.map(42), "map: fn must be a function or a callable class"),
-        (lambda: DS.add_column("c", 5), "add_column(c): fn must be callable"),
+        (lambda: DS.add_column("c", 5), "add_column(c): fn must be a function or a callable class"),
         (
             lambda: DS.add_column("c", len, batch_format="cupy"),
             "add_column(c): batch_format must be",

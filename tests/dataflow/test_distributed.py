@@ -311,9 +311,9 @@ def test_shard_of_a_source_without_row_counts_deals_read_tasks(tmp_path, monkeyp
 @pytest.mark.parametrize(
     "args, error, message",
     [
-        ((2, 2), ValueError, "shard: index must be in 0..num_shards-1"),
-        ((0, 0), ValueError, "num_shards >= 1"),
-        ((2.0, 0), TypeError, "shard: num_shards must be an int, got 2.0"),
+        ((2, 2), df.PlanError, "shard: index must be in 0..num_shards-1"),
+        ((0, 0), df.PlanError, "shard: num_shards must be an int >= 1, got 0"),
+        ((2.0, 0), df.PlanError, "shard: num_shards must be an int >= 1, got 2.0"),
     ],
 )
 def test_shard_bad_arguments(args, error, message):

@@ -98,7 +98,7 @@ def test_iter_tf_batches_and_to_tf_for_keras():
         try:
             ds.to_tf("nope", "y")
         except ValueError as e:
-            assert "column 'nope' is not in the dataset" in str(e)
+            assert "to_tf: unknown column 'nope'" in str(e)
         else:
             raise AssertionError("no error")
         print("tf ok")

@@ -7,9 +7,11 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from dataflow.aggregate import AggregateFn, Count, Max, Mean, Min, Std, Sum, Unique, check_aggs
+from dataflow.aggregate import AggregateFn, Count, Max, Mean, Min, Std, Sum, Unique
+from dataflow.errors import PlanError
 from dataflow.exec.exchange.aggregation import final_aggregate, partial_aggregate
 from dataflow.exec.exchange.partition import hash_partition
+from dataflow.validate import check_aggs
 
 
 def _data(n: int = 4000, seed: int = 0) -> pa.Table:
@@ -148,15 +150,83 @@ def test_custom_aggregate_fn_with_merge_alongside_builtins():
 
 
 def test_bad_aggregations_and_columns_are_named():
-    with pytest.raises(ValueError, match="give at least one aggregation"):
+    with pytest.raises(PlanError, match="give at least one aggregation"):
         check_aggs([], "groupby(k).aggregate")
-    with pytest.raises(TypeError, match="got str"):
+    with pytest.raises(PlanError, match="got str"):
         check_aggs(["sum"], "groupby(k).aggregate")
-    with pytest.raises(ValueError, match="'sum\\(a\\)'.*alias_name"):
+    with pytest.raises(PlanError, match="'sum\\(a\\)'.*alias_name"):
         check_aggs([Sum("a"), Sum("a")], "aggregate")
     with pytest.raises(ValueError, match="exactly one of accumulate_row"):
         AggregateFn(init=lambda k: 0, merge=lambda a, b: a, name="x")
-    with pytest.raises(KeyError, match="sum\\(nope\\): column 'nope' not in the dataset"):
+    with pytest.raises(PlanError, match="sum\\(nope\\): unknown column 'nope'"):
         partial_aggregate(pa.table({"k": [1]}), ["k"], [Sum("nope")])
-    with pytest.raises(KeyError, match="key column 'kk'"):
+    with pytest.raises(PlanError, match="groupby: unknown column 'kk'"):
         partial_aggregate(pa.table({"k": [1]}), ["kk"], [Count()])
+
+
+def _run_spec(table: pa.Table, keys: list[str], aggs, modes: list, num_parts: int = 3) -> pa.Table:
+    """The exchange's aggregation as the operator runs it: map task ``i`` runs in
+    ``modes[i]`` (None: partial aggregation, "raw": rows passed on)."""
+    from dataflow.exec.exchange.tasks import AggregateSpec
+
+    spec = AggregateSpec(keys, aggs)
+    step = -(-table.num_rows // len(modes))
+    parts: list[list[pa.Table]] = [[] for _ in range(num_parts)]
+    for i, mode in enumerate(modes):
+        pieces = spec.map(table.slice(i * step, step), 0, (i,), num_parts, mode)
+        for p, piece in enumerate(pieces):
+            parts[p].append(piece)
+    return pa.concat_tables([t for p in parts for t in spec.reduce([p], None)])
+
+
+@pytest.mark.parametrize(
+    "modes", [[None] * 4, ["raw"] * 4, [None, "raw", None, "raw"]], ids=["partial", "raw", "mixed"]
+)
+def test_raw_map_tasks_give_the_same_groups_as_partial_ones(modes):
+    t = _data(3000, seed=3)
+    # Float keys with NaN, -0.0 and 0.0 (one group each for NaN and zero).
+    f = np.random.default_rng(4).integers(0, 40, t.num_rows).astype(np.float64)
+    f[::97], f[1::97], f[2::97] = np.nan, -0.0, 0.0
+    t = t.append_column("f", pa.array(f))
+    aggs = [Count(), Sum("b"), Min("b"), Max("a"), Mean("a"), Std("a"), Unique("j")]
+    got = _run_spec(t, ["k", "f"], aggs, modes).to_pandas()
+    got = got.sort_values(["k", "f"], na_position="last").reset_index(drop=True)
+    g = t.to_pandas().groupby(["k", "f"], dropna=False)
+    want = pd.DataFrame(
+        {
+            "count()": g.size(),
+            "sum(b)": g["b"].sum(min_count=1),
+            "min(b)": g["b"].min(),
+            "max(a)": g["a"].max(),
+            "mean(a)": g["a"].mean(),
+            "std(a)": g["a"].std(),
+        }
+    )
+    want = want.reset_index().sort_values(["k", "f"], na_position="last").reset_index(drop=True)
+    assert len(got) == len(want) > 190  # of 5 k values x (40 whole numbers + NaN)
+    np.testing.assert_array_equal(got["f"], want["f"])
+    for name in ["count()", "sum(b)", "min(b)", "max(a)"]:
+        np.testing.assert_array_equal(got[name], want[name])
+    np.testing.assert_allclose(got["mean(a)"], want["mean(a)"], rtol=1e-13)
+    np.testing.assert_allclose(got["std(a)"], want["std(a)"], rtol=1e-6)
+    uniques = t.to_pandas().groupby(["k", "f"], dropna=False)["j"].unique()
+    assert [sorted(u) for u in got["unique(j)"]] == [sorted(u) for u in uniques]
+
+
+def test_map_side_stops_partial_aggregation_only_when_blocks_do_not_shrink():
+    from dataflow.exec.exchange.tasks import AggregateSpec
+
+    spec = AggregateSpec(["k"], [Sum("a")])
+    assert spec.map_extra(None, 0, 0) is None  # nothing measured yet: aggregate
+    assert spec.map_extra(None, 1000, 100) is None  # keys repeat: keep aggregating
+    assert spec.map_extra(None, 1000, 900) == "raw"  # barely shrinks: pass rows on
+    assert AggregateSpec([], [Sum("a")]).map_extra(None, 1000, 1000) is None  # global
+    custom = AggregateFn(
+        init=lambda k: 0, accumulate_row=lambda a, r: a + 1, merge=int.__add__, name="n"
+    )
+    assert AggregateSpec(["k"], [custom]).map_extra(None, 1000, 1000) is None
+    # A raw map task passes on only the columns the aggregation reads.
+    raw = spec.map(pa.table({"k": [1, 2], "a": [1.0, 2.0], "x": ["p", "q"]}), 0, (0,), 1, "raw")
+    assert raw[0].to_pydict() == {"k": [1, 2], "a": [1.0, 2.0]}
+    with pytest.raises(PlanError, match="sum\\(a\\): unknown column 'a'"):
+        spec.map(pa.table({"k": [1]}), 0, (0,), 1, "raw")

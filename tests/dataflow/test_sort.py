@@ -95,7 +95,7 @@ def test_repartition_and_block_order(backend):
 
 def test_bad_arguments_are_named():
     ds = df.from_arrow([pa.table({"a": [1, 2]})])
-    with pytest.raises(KeyError, match="sort: column 'b' not in the dataset"):
+    with pytest.raises(df.PlanError, match="sort: unknown column 'b'"):
         ds.sort("b")
     with pytest.raises(ValueError, match="sort: descending must be a bool or one bool per key"):
         ds.sort(["a"], descending=[True, False])

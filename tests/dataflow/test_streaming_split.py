@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as tmp
 
 import dataflow as df
-from dataflow.service.coordinator import SplitStartTimeoutError
+from dataflow.errors import SplitStartTimeoutError
 from dataflow.service.split import coordinator_of
 
 ROWS = 1000
@@ -82,7 +82,7 @@ def test_a_dead_consumer_does_not_hang_the_other(tmp_path):
     survivor.join(60)
     assert survivor.exitcode == 0
     w0, w1 = (json.loads((tmp_path / f"{i}.json").read_text()) for i in range(2))
-    coord = coordinator_of(its[0])
+    coord = coordinator_of(its[0]).policy
     delivered0 = coord.delivered_rows()[0]
     assert not set(w0) & set(w1)
     assert len(w1) + delivered0 == ROWS
@@ -91,7 +91,7 @@ def test_a_dead_consumer_does_not_hang_the_other(tmp_path):
     assert (
         lost.rows == delivered0 - 100 and lost.blocks == lost.rows // 100
     )  # all but the acked block
-    its[0]._open_stream._keepalive.stop()
+    its[0]._open_stream.keepalive.stop()
 
 
 def _read_ids(it, out: list[int], pause_s: float = 0.0) -> None:

@@ -1,4 +1,4 @@
-"""Arrow / numpy batches -> torch tensors (dataflow.torch_utils)."""
+"""Arrow / numpy batches -> torch tensors (dataflow.torch_convert)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dataflow.block import array_from_numpy, to_batch
-from dataflow.torch_utils import check_torch_args, numpy_batch_to_torch, table_to_torch
+from dataflow.torch_convert import check_torch_args, numpy_batch_to_torch, table_to_torch
 
 
 def test_float64_column_shares_memory_with_the_block():

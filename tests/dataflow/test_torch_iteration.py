@@ -24,6 +24,9 @@ class FakeStream:
     def close(self) -> None:
         self.closed = True
 
+    def stats(self) -> None:
+        return None
+
 
 def blocks(sizes: list[int]) -> list[pa.Table]:
     out, start = [], 0

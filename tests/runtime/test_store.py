@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 
 from runtime.errors import ObjectLostError
-from runtime.store import ObjectStore, StoreClient
+from runtime.store import ObjectStore, StoreClient, make_shm_dir, remove_dead_sessions
 
 ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -72,6 +72,15 @@ def test_session_dirs_are_private_and_owned(store):
         assert int(pid) == os.getpid()
 
 
+def test_a_shm_dir_of_a_dead_owner_is_removed_by_the_next_sweep(tmp_path):
+    path = make_shm_dir("split", root=tmp_path)
+    assert path.name.startswith(f"dataflow-{os.getuid()}-split-")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    assert remove_dead_sessions(tmp_path) == []  # its owner (this process) is alive
+    (path / "owner.pid").write_text("999999999 0.0")
+    assert remove_dead_sessions(tmp_path) == [path] and not path.exists()
+
+
 def test_free_unlinks_and_later_get_raises(store):
     ref = store.put(pa.table({"x": [1]}))
     path = store.shm_path(ref.id)
@@ -91,40 +100,60 @@ def test_ref_of_another_session_is_rejected(store, roots):
     other.shutdown()
 
 
-def test_put_over_capacity_spills_and_stays_readable(store):
+def test_put_over_capacity_spills_the_oldest_and_everything_stays_readable(store):
     table = big_table(600_000)
     first, second = store.put(table), store.put(table)
-    assert (first.location, second.location) == ("shm", "disk")
-    assert store.spill_path(second.id).exists() and not store.shm_path(second.id).exists()
-    assert store.get(second).equals(table)
+    # The newer object is the one read next in a stream: the older one made room.
+    assert store.spill_path(first.id).exists() and not store.shm_path(first.id).exists()
+    assert store.shm_path(second.id).exists()
+    assert store.get(first).equals(table) and store.get(second).equals(table)
     stats = store.stats()
     assert (stats.used_bytes, stats.spilled_bytes, stats.num_objects) == (
-        first.nbytes,
         second.nbytes,
+        first.nbytes,
         2,
     )
     store.free([first, second])
-    assert not store.spill_path(second.id).exists()
+    assert not store.spill_path(first.id).exists()
     assert store.stats().used_bytes == 0
 
 
-def test_adopt_spills_a_worker_output_and_existing_mappings_survive(store):
+def test_an_object_bigger_than_the_store_goes_to_disk_and_evicts_nothing(store):
+    resident = store.put(big_table(600_000))
+    huge = store.put(big_table(2 << 20))
+    assert huge.location == "disk" and store.shm_path(resident.id).exists()
+    assert store.stats().used_bytes == resident.nbytes
+
+
+def test_adopt_spills_older_objects_and_their_mappings_survive(store):
     table = big_table(600_000)
     resident = store.put(table)
-    # A worker writes straight into the session directory...
+    mapped = store.get(resident)  # a reader maps it...
+    # ...then a worker writes straight into the session directory:
     worker_ref = StoreClient(store.location, id_prefix="w1").write(table)
-    mapped = store.get(worker_ref)  # ...a reader maps it before the driver accounts it.
-    store.adopt(worker_ref)  # over capacity: moved to disk, shm file unlinked
-    assert not store.shm_path(worker_ref.id).exists()
-    assert store.spill_path(worker_ref.id).exists()
+    store.adopt(worker_ref)  # over capacity: the older object moves to disk
+    assert not store.shm_path(resident.id).exists()
+    assert store.spill_path(resident.id).exists()
     assert mapped.equals(table)  # the old mapping stays valid after the unlink
-    assert store.get(worker_ref).equals(table)  # new readers find the disk copy
+    assert store.get(resident).equals(table)  # new readers find the disk copy
+    assert store.shm_path(worker_ref.id).exists()
     stats = store.stats()
     assert (stats.used_bytes, stats.spilled_bytes, stats.peak_bytes) == (
-        resident.nbytes,
         worker_ref.nbytes,
         resident.nbytes,
+        resident.nbytes,
     )
+
+
+def test_in_process_objects_spill_too_and_export_finds_them_on_disk(store):
+    table = big_table(600_000)
+    local = store.put_local(table)
+    newer = store.put_local(table)  # the in-process object is written to disk
+    assert local.location == "mem" and store.spill_path(local.id).exists()
+    store.export([local, newer])  # a worker task needs both: only `newer` is written to shm
+    assert not store.shm_path(local.id).exists() and store.shm_path(newer.id).exists()
+    assert StoreClient(store.location).read(local).equals(table)
+    assert store.stats().restored_bytes == local.nbytes
 
 
 ZERO_COPY_READER = """

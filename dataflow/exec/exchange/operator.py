@@ -34,7 +34,7 @@ from dataflow.errors import WorkerCrashedError
 from dataflow.exec.exchange.partition import boundaries_from_samples
 from dataflow.exec.exchange.tasks import ExchangeSpec, ExchangeTaskFn
 from dataflow.exec.interfaces import BlockOrigin, ExecEnv, PhysicalOperator, RefBundle
-from dataflow.exec.operators.map import _translate_remote
+from dataflow.exec.transforms import remote_to_user_error
 from runtime.errors import RemoteTaskError, TaskCancelledError
 from runtime.errors import WorkerCrashedError as RuntimeWorkerCrashed
 from runtime.resources import Resources
@@ -118,6 +118,7 @@ class ExchangeOperator(PhysicalOperator):
         self._done_reduces: dict[int, list[RefBundle]] = {}
         self._next_out = 0
         self._slice_owned: list[ObjectRef] = []  # repartition: inputs freed at the end
+        self._map_rows = [0, 0]  # rows into and out of the map tasks done so far
         self._out: deque[RefBundle] = deque()
         self._tasks: dict[TaskFuture, _Task] = {}
         self._closed = False
@@ -157,6 +158,8 @@ class ExchangeOperator(PhysicalOperator):
             else:
                 self._backend.cancel(fut)
             to_free += task.frees
+            if task.block is not None and task.block.owned:  # a sample or map task's input
+                to_free.append(task.block.ref)
         self._tasks.clear()
         blocks = list(self._to_sample) + list(self._to_map) + self._held
         to_free += [b.ref for b in blocks if b.owned]
@@ -332,8 +335,9 @@ class ExchangeOperator(PhysicalOperator):
             block = self._to_map.popleft()
             if not self.spec.needs_sample:
                 self.metrics.queued_bytes -= block.ref.nbytes
-            task = _Task("map", _label(block), block=block)
-            args = ("map", block.side, block.block_id, self._m, self._boundaries)
+            extra = self.spec.map_extra(self._boundaries, *self._map_rows)
+            args = ("map", block.side, block.block_id, self._m, extra)
+            task = _Task("map", _label(block), block=block, args=args)
             fut = self._submit([block.ref], args)
         else:
             task = self._reduces.popleft()
@@ -369,7 +373,7 @@ class ExchangeOperator(PhysicalOperator):
         except TaskCancelledError:
             return None
         except RemoteTaskError as e:
-            failure: Exception = _translate_remote(self.name, task.label, e)
+            failure: Exception = remote_to_user_error(self.name, task.label, e)
         except RuntimeWorkerCrashed as e:
             failure = WorkerCrashedError(
                 f"{self.name}: the worker running the {task.kind} task of {task.label} died "
@@ -389,6 +393,8 @@ class ExchangeOperator(PhysicalOperator):
 
     def _map_done(self, task: _Task, result: TaskResult) -> None:
         block = task.block
+        self._map_rows[0] += block.ref.num_rows
+        self._map_rows[1] += sum(ref.num_rows for ref in result.refs)
         empty = []
         for p, (ref, schema) in enumerate(zip(result.refs, result.schemas)):
             if self._schemas[block.side] is None:

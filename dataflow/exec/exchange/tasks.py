@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from dataflow.aggregate import VectorizedAggregateFn
 from dataflow.block import (
     array_from_numpy,
     check_batch_format,
@@ -28,7 +27,12 @@ from dataflow.block import (
     split_to_max_size,
     to_batch,
 )
-from dataflow.exec.exchange.aggregation import final_aggregate, partial_aggregate
+from dataflow.exec.exchange.aggregation import (
+    final_aggregate,
+    is_partial,
+    partial_aggregate,
+    raw_columns,
+)
 from dataflow.exec.exchange.partition import (
     SortKey,
     group_starts,
@@ -75,6 +79,12 @@ class ExchangeSpec:
         self, table: pa.Table, side: int, block_id: tuple[int, ...], n: int, extra: Any
     ) -> list[pa.Table]:
         raise NotImplementedError
+
+    def map_extra(self, boundaries: pa.Table | None, rows_in: int, rows_out: int) -> Any:
+        """The ``extra`` the next map task gets: a sort's ``boundaries``.
+        ``rows_in`` / ``rows_out``: rows into and out of the map tasks done so
+        far (an aggregation stops aggregating blocks that do not shrink)."""
+        return boundaries
 
     def reduce(self, sides: list[list[pa.Table]], extra: Any) -> Iterator[pa.Table]:
         """``sides[i]``: the pieces of this partition from input ``i``; ``extra``:
@@ -181,18 +191,31 @@ class SortSpec(ExchangeSpec):
 
 
 class AggregateSpec(ExchangeSpec):
-    """groupby().aggregate(): partial aggregation per block, hash-partitioned by key."""
+    """groupby().aggregate(): partial aggregation per block, hash-partitioned by key.
+
+    Partial aggregation pays only when keys repeat within a block: once the
+    map tasks done so far kept more than ``RAW_RATIO`` of their rows as
+    groups (millions of keys), later map tasks pass the rows the aggregation
+    reads on unaggregated, and each reduce aggregates them once."""
 
     small_output = True
+    RAW_RATIO = 0.5
 
     def __init__(self, keys: Sequence[str], aggs: Sequence[Any]) -> None:
         self.keys = list(keys)
         self.aggs = list(aggs)
         self.map_partitions = None if self.keys else 1
-        self.runs_python = any(not isinstance(a, VectorizedAggregateFn) for a in self.aggs)
+        self.runs_python = any(a.runs_python for a in self.aggs)
+
+    def map_extra(self, boundaries, rows_in, rows_out):
+        skip = self.keys and not self.runs_python and rows_out > self.RAW_RATIO * rows_in > 0
+        return "raw" if skip else None
 
     def map(self, table, side, block_id, n, extra):
-        partial = partial_aggregate(table, self.keys, self.aggs)
+        if extra == "raw":
+            partial = raw_columns(table, self.keys, self.aggs)
+        else:
+            partial = partial_aggregate(table, self.keys, self.aggs)
         return hash_partition(partial, self.keys, n) if self.keys else [partial]
 
     def empty_sides(self, schemas):
@@ -201,7 +224,11 @@ class AggregateSpec(ExchangeSpec):
         return [empty]
 
     def reduce(self, sides, extra):
-        yield final_aggregate(sides[0], self.keys, self.aggs)
+        partials = [p for p in sides[0] if is_partial(p)]
+        raw = [p for p in sides[0] if not is_partial(p)]
+        if raw:
+            partials.append(partial_aggregate(concat(raw), self.keys, self.aggs))
+        yield final_aggregate(partials, self.keys, self.aggs)
 
 
 class MapGroupsSpec(ExchangeSpec):

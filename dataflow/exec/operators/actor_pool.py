@@ -34,10 +34,9 @@ from dataflow.exec.operators.map import (
     MapOperator,
     MapOptions,
     MapTask,
-    _scaled,
-    _translate_remote,
+    scaled_resources,
 )
-from dataflow.exec.transforms import ActorFactory, MapTaskFn
+from dataflow.exec.transforms import ActorFactory, MapTaskFn, remote_to_user_error
 from runtime.errors import RemoteTaskError
 from runtime.errors import ResourceError as RuntimeResourceError
 from runtime.errors import WorkerCrashedError as RuntimeWorkerCrashed
@@ -62,6 +61,8 @@ class _Actor:
 
 class ActorPoolMapOperator(MapOperator):
     """``MapOperator`` whose tasks run on an autoscaling pool of actors."""
+
+    groups_reads = False
 
     def __init__(
         self,
@@ -177,7 +178,7 @@ class ActorPoolMapOperator(MapOperator):
         return len(self._tasks) + len(self._starting)
 
     def resources_in_use(self) -> Resources:
-        return _scaled(self.options.resources, len(self._actors))
+        return scaled_resources(self.options.resources, len(self._actors))
 
     # -- completion ------------------------------------------------------------
     def on_task_done(self, future: TaskFuture) -> TaskResult | None:
@@ -187,7 +188,7 @@ class ActorPoolMapOperator(MapOperator):
                 future.result()
             except RemoteTaskError as e:
                 self._stop_actor(actor)
-                raise _translate_remote(self.name, "actor start", e) from None
+                raise remote_to_user_error(self.name, "actor start", e) from None
             except RuntimeWorkerCrashed as e:
                 self._stop_actor(actor)
                 raise WorkerCrashedError(

@@ -40,14 +40,18 @@ class InputBuffer(PhysicalOperator):
         self._backend = env.backend
         max_bytes = env.ctx.target_max_block_size
         seq = 0
-        for table in self._tables:
-            for piece in split_to_max_size(table, max_bytes):
-                ref = env.backend.put(piece)
-                origin = BlockOrigin("the in-memory data", seq)
-                self._out.append(
-                    RefBundle(refs=(ref,), schema=piece.schema, seq=(seq,), origins=(origin,))
-                )
-                seq += 1
+        try:
+            for table in self._tables:
+                for piece in split_to_max_size(table, max_bytes):
+                    ref = env.backend.put(piece)
+                    origin = BlockOrigin("the in-memory data", seq)
+                    self._out.append(
+                        RefBundle(refs=(ref,), schema=piece.schema, seq=(seq,), origins=(origin,))
+                    )
+                    seq += 1
+        except BaseException:  # e.g. a full spill disk: free the blocks already put
+            self.shutdown()
+            raise
         self._tables = []
         self.metrics.queued_bytes = sum(b.nbytes for b in self._out)
 

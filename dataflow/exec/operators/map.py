@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from dataflow.errors import DataflowError, SourceError, UserCodeError, WorkerCrashedError
+from dataflow.errors import WorkerCrashedError
 from dataflow.exec.interfaces import (
     BlockOrigin,
     ExecEnv,
@@ -26,7 +26,7 @@ from dataflow.exec.interfaces import (
     files_phrase,
 )
 from dataflow.exec.placement import Placement, idle_cpu_s
-from dataflow.exec.transforms import MapTaskFn, StageFailure
+from dataflow.exec.transforms import MapTaskFn, remote_to_user_error
 from dataflow.sources.datasource import BlockMetadata, TaskSizer
 from runtime.errors import RemoteTaskError, TaskCancelledError
 from runtime.errors import WorkerCrashedError as RuntimeWorkerCrashed
@@ -86,6 +86,11 @@ SHORT_TASKS_PER_SLOT = 4
 this many times more tasks are in flight: they queue in the workers, which then
 never wait for the driver, and the executor collects several per wake-up."""
 _SHORT_AFTER = 8  # tasks measured before an operator may count as short
+MAX_READS_PER_TASK = 16
+"""Short read tasks (tiny files, many small ranges) run up to this many reads
+per launched task, together at most ``target_min_block_size`` planned bytes,
+so the per-task cost (dispatch, store, bookkeeping) is paid once per several
+reads; each read still makes its own blocks."""
 
 
 @dataclass
@@ -112,8 +117,13 @@ class MapOptions:
 class MapOperator(PhysicalOperator):
     """Applies a ``MapTaskFn`` to each input bundle on a pool of tasks.
 
+    ``groups_reads``: short reads may share a task (not in an actor pool, where
+    one slow actor must not hold several reads).
+
     >>> op = MapOperator("map_batches(f)", [upstream], MapTaskFn(stages, 1 << 27))  # doctest: +SKIP
     """
+
+    groups_reads = True
 
     def __init__(
         self,
@@ -143,6 +153,8 @@ class MapOperator(PhysicalOperator):
         self._window_bytes = 0  # hold-back above which no new task starts (preserve_order)
         self._running_in_bytes = 0
         self._task_count = 0
+        self._reads_per_task = 1
+        self._group_bytes = 0  # planned bytes a task of grouped reads stays within
         self._handle: FunctionHandle | None = None
         self._backend: Backend | None = None
         self._preserve_order = False
@@ -166,6 +178,7 @@ class MapOperator(PhysicalOperator):
         self._placement = Placement(mode, int(env.backend.total_resources().cpu))
         self.metrics.placement = self._placement.note
         self._estimate.default = env.ctx.target_min_block_size
+        self._group_bytes = env.ctx.target_min_block_size
         self._handle = self._register(env)
 
     def _register(self, env: ExecEnv) -> FunctionHandle:
@@ -291,14 +304,24 @@ class MapOperator(PhysicalOperator):
                 expect_rows=bundle.num_rows or 0,
             )
             return task, (index, None)
-        read = self._peek_read()
+        reads = [self._peek_read()]
         self._next_read = None
-        files = read.metadata.input_files
+        planned = reads[0].metadata.size_bytes or 0
+        while len(reads) < self._reads_per_task and self._peek_read() is not None:
+            planned += self._next_read.metadata.size_bytes or self._group_bytes
+            if planned > self._group_bytes:
+                break
+            reads.append(self._next_read)
+            self._next_read = None
+        files = tuple(f for read in reads for f in read.metadata.input_files)
         producer = f"read task {index}"
         label = producer + files_phrase(files)
         # The worker needs the read function and the file names (for errors) only:
         # the rest of the metadata (a schema, sizes) would be pickled with every task.
-        slim = dataclasses.replace(read, metadata=BlockMetadata(input_files=files))
+        slim = tuple(
+            dataclasses.replace(r, metadata=BlockMetadata(input_files=r.metadata.input_files))
+            for r in reads
+        )
         task = MapTask(
             index,
             (index,),
@@ -306,10 +329,10 @@ class MapOperator(PhysicalOperator):
             None,
             producer=producer,
             files=files,
-            read_bytes=read.metadata.size_bytes or 0,
-            expect_rows=read.metadata.num_rows or 0,
+            read_bytes=sum(r.metadata.size_bytes or 0 for r in reads),
+            expect_rows=sum(r.metadata.num_rows or 0 for r in reads),
         )
-        return task, (index, slim)
+        return task, (index, slim[0] if len(slim) == 1 else slim)
 
     def dispatch(self) -> TaskFuture | None:
         task, args = self._next_task()
@@ -345,7 +368,7 @@ class MapOperator(PhysicalOperator):
         return len(self._tasks)
 
     def resources_in_use(self) -> Resources:
-        return _scaled(self._slot, len(self._tasks))
+        return scaled_resources(self._slot, len(self._tasks))
 
     def on_task_done(self, future: TaskFuture) -> TaskResult | None:
         task = self._tasks.pop(future)
@@ -381,9 +404,8 @@ class MapOperator(PhysicalOperator):
             placement.observe(len(self._tasks), now, time.process_time(), idle_cpu_s())
             if not placement.deciding:
                 self.metrics.placement = placement.note
-                prestart = getattr(self._backend, "prestart", None)  # an optional Backend extra
-                if not placement.in_driver and prestart is not None:
-                    prestart()
+                if not placement.in_driver:
+                    self._backend.prestart()
 
     def _time_task(self, seconds: float) -> None:
         self._task_s += seconds
@@ -391,13 +413,19 @@ class MapOperator(PhysicalOperator):
         if self._task_n >= _SHORT_AFTER:
             short = self._task_s < SHORT_TASK_S * self._task_n
             res = self.options.resources
-            self._slot = _scaled(res, 1 / SHORT_TASKS_PER_SLOT) if short else res
+            self._slot = scaled_resources(res, 1 / SHORT_TASKS_PER_SLOT) if short else res
+            if short and self.groups_reads and self.options.row_cap is None:
+                # A limit downstream keeps one read per task: no read past it.
+                per_read = self._task_s / self._task_n / self._reads_per_task
+                self._reads_per_task = max(
+                    1, min(MAX_READS_PER_TASK, int(SHORT_TASK_S / max(per_read, 1e-6)))
+                )
 
     def _on_failure(self, task: MapTask, failure: BaseException) -> BaseException | None:
         """Free what the task held; the error to raise (None: nothing to report)."""
         self._finish(task, [])
         if isinstance(failure, RemoteTaskError):
-            return _translate_remote(self.name, task.label, failure)
+            return remote_to_user_error(self.name, task.label, failure)
         if isinstance(failure, RuntimeWorkerCrashed):
             return WorkerCrashedError(
                 f"{self.name}: the worker running {task.label} died ({failure}) and the task "
@@ -453,7 +481,7 @@ def reorder_window_bytes(env: ExecEnv) -> int:
 
 
 @functools.lru_cache(maxsize=256)
-def _scaled(resources: Resources, n: int) -> Resources:
+def scaled_resources(resources: Resources, n: int) -> Resources:
     """``resources`` times ``n``, memoized: asked once per dispatch per operator."""
     return resources.scale(n) if n else Resources()
 
@@ -467,32 +495,3 @@ def cancel_or_collect(backend: Backend, fut: TaskFuture) -> list:
         return list(fut.result().refs)
     except Exception:
         return []  # a failed or cancelled task holds no outputs
-
-
-def _translate_remote(op: str, label: str, e: RemoteTaskError) -> DataflowError:
-    """A RemoteTaskError from a map task as the dataflow error a user should see."""
-    cause = e.cause
-    if isinstance(cause, StageFailure):
-        err: DataflowError = UserCodeError(
-            f"{cause.operator} failed on {label}: {cause.type_name}: {cause.message}\n\n"
-            f"Remote traceback:\n{cause.traceback_text}",
-            operator=cause.operator,
-            block=label,
-            remote_traceback=cause.traceback_text,
-        )
-        err.__cause__ = cause.original
-        return err
-    if isinstance(cause, DataflowError):
-        if isinstance(cause, SourceError) or label in str(cause):
-            return cause
-        cause.args = (f"{cause} ({label})", *cause.args[1:])
-        return cause
-    err = UserCodeError(
-        f"{op} failed on {label}: {e.type_name}: {e.message}\n\nRemote traceback:\n"
-        f"{e.traceback_text}",
-        operator=op,
-        block=label,
-        remote_traceback=e.traceback_text,
-    )
-    err.__cause__ = cause
-    return err

@@ -11,7 +11,8 @@ import pyarrow as pa
 
 from dataflow.errors import PlanError
 from dataflow.exec.interfaces import BlockOrigin, ExecEnv, PhysicalOperator, RefBundle
-from dataflow.exec.operators.map import _translate_remote, cancel_or_collect
+from dataflow.exec.operators.map import cancel_or_collect
+from dataflow.exec.transforms import remote_to_user_error
 from runtime.errors import RemoteTaskError
 from runtime.resources import Resources
 
@@ -189,7 +190,7 @@ class ZipOperator(PhysicalOperator):
         try:
             result = future.result()
         except RemoteTaskError as e:
-            error = _translate_remote(self.name, _zip_label(bundle), e)
+            error = remote_to_user_error(self.name, _zip_label(bundle), e)
         else:
             task = f"{self.name} task {self._task_index.pop(future)}"
             self._finished[future] = [

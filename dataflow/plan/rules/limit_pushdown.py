@@ -1,9 +1,9 @@
 """Limit pushdown.
 
 * ``Limit[n]`` over ``Limit[m]`` becomes ``Limit[min(n, m)]``.
-* ``Limit[n]`` over a row-preserving operator (``MapRows``, or ``MapBatches``
-  declared with ``udf_modifying_row_count=False``, that raises on error; any
-  ``Project``) moves below it: ``Limit[n](Map(x))`` becomes
+* ``Limit[n]`` over a row-preserving operator (``LogicalOperator.preserves_rows``:
+  ``MapRows``, or ``MapBatches`` declared with ``udf_modifying_row_count=False``,
+  that raises on error; any ``Project``) moves below it: ``Limit[n](Map(x))`` becomes
   ``Map(Limit[n](x))``, so the map sees only ``n`` rows.
 * ``Limit[n]`` over a ``Read`` whose datasource supports limit pushdown sets
   ``Read.limit = n`` (each read task returns at most ``n`` rows, counted after
@@ -15,13 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from dataflow.plan.logical import Limit, LogicalOperator, MapBatches, MapRows, Project, Read
-
-
-def _row_preserving(node: LogicalOperator) -> bool:
-    if isinstance(node, MapRows) or (isinstance(node, MapBatches) and not node.modifies_row_count):
-        return node.on_error == "raise"
-    return isinstance(node, Project)
+from dataflow.plan.logical import Limit, LogicalOperator, Read
 
 
 def _rewrite(node: LogicalOperator) -> LogicalOperator:
@@ -30,7 +24,7 @@ def _rewrite(node: LogicalOperator) -> LogicalOperator:
     child = node.input
     if isinstance(child, Limit):
         return _rewrite(Limit(n=min(node.n, child.n), inputs=child.inputs))
-    if _row_preserving(child):
+    if child.preserves_rows:
         return child.with_inputs(_rewrite(node.with_inputs(child.input)))
     if isinstance(child, Read) and child.datasource.supports_limit_pushdown:
         if child.limit is None or child.limit > node.n:

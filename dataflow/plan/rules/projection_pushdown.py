@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from dataflow.aggregate import VectorizedAggregateFn
 from dataflow.plan.logical import Aggregate, Filter, Limit, LogicalOperator, Project, Read
 
 
@@ -87,7 +86,7 @@ def _narrow(read: Read, required: list[str]) -> Read:
 
 def _aggregate_needs(node: Aggregate) -> list[str] | None:
     """The columns built-in aggregations read; None when one may read any column."""
-    if not all(isinstance(a, VectorizedAggregateFn) for a in node.aggs):
+    if node.runs_python:
         return None
     needs = _union(list(node.keys), [a.on for a in node.aggs if a.on is not None])
     return needs or None  # a bare count() reads no column: keep the read as it is

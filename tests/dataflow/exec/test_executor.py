@@ -17,6 +17,7 @@ import pytest
 import dataflow as df
 from dataflow.context import DataContext
 from dataflow.errors import SourceError, UserCodeError
+from dataflow.exec.operators.map import MAX_READS_PER_TASK
 from dataflow.expressions import col
 from dataflow.plan.logical import (
     Filter,
@@ -189,7 +190,7 @@ class CountingSource(Datasource):
             path = f"/data/part-{i}.bin"
             yield ReadTask(
                 _reader(i, self.rows, path == self.fail_file, self.delay_first if i == 0 else 0),
-                BlockMetadata(num_rows=self.rows, input_files=(path,)),
+                BlockMetadata(num_rows=self.rows, size_bytes=16 * self.rows, input_files=(path,)),
             )
 
 
@@ -232,6 +233,28 @@ def test_unreadable_file_raises_source_error_naming_it(backend):
     with pytest.raises(SourceError, match="/data/part-1.bin") as info:
         collect(plan)
     assert info.value.path == "/data/part-1.bin"
+    assert no_objects_left(backend)
+
+
+def test_short_reads_share_tasks_but_keep_their_blocks_order_and_errors(backend, monkeypatch):
+    """200 tiny reads: after the first few measure short, several run per task;
+    every read still makes its own block, in order, and a failing file inside a
+    group is the one named."""
+    # Every task counts as short, however loaded the machine running the test.
+    monkeypatch.setattr("dataflow.exec.operators.map.SHORT_TASK_S", 60.0)
+    plan = Read(CountingSource(200, 5, predicate=True), columns=("x",))
+    got, stream = collect(plan, ctx(preserve_order=True))
+    assert got == list(range(1000))
+    op = stream.stats().operators[0]
+    assert op.blocks_out == 200 and op.rows_out == 1000
+    assert 200 // MAX_READS_PER_TASK <= op.tasks < 120  # grouped once measured short
+    # A group never exceeds target_min_block_size planned bytes: 1 byte, no grouping.
+    got, stream = collect(Read(CountingSource(40, 5)), ctx(target_min_block_size=1))
+    assert sorted(got) == list(range(200)) and stream.stats().operators[0].tasks == 40
+    plan = Read(CountingSource(200, 5, fail_file="/data/part-150.bin"))
+    with pytest.raises(SourceError, match="/data/part-150.bin") as info:
+        collect(plan)
+    assert info.value.path == "/data/part-150.bin"
     assert no_objects_left(backend)
 
 

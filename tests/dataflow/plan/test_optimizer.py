@@ -104,16 +104,18 @@ def test_explain_shows_every_stage_and_the_physical_plan(capsys):
         "-- After limit_pushdown --",
         "-- After topk --",
         "-- After projection_pushdown --",
+        "-- After dictionary_keys --",
         "-- After fusion --",
         "-- Physical plan --",
     ]
     assert sections[2] == "-- After limit_pushdown --\n(unchanged)"
     assert sections[3] == "-- After topk --\n(unchanged)"
-    assert sections[5] == (
+    assert sections[5] == "-- After dictionary_keys --\n(unchanged)"
+    assert sections[6] == (
         "-- After fusion --\nlimit(2)\n  fused[3 stages]\n"
         "    | read_range columns=[id] predicate=id > 3\n"
         "    | select_columns(id)\n    | map_batches(double)"
     )
-    assert sections[6] == (
+    assert sections[7] == (
         "-- Physical plan --\nlimit(2)\n  read_range->select_columns(id)->map_batches(double)"
     )

@@ -1,4 +1,4 @@
-"""The planner: registry coverage, physical DAG shape, metadata-only answers, plan-time errors."""
+"""The planner: registry coverage, physical DAG shape, driver placement, plan-time errors."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from dataflow.exec.operators.actor_pool import ActorPoolMapOperator
 from dataflow.exec.operators.input import InputBuffer
 from dataflow.exec.operators.limit import LimitOperator
 from dataflow.exec.operators.map import MapOperator
-from dataflow.expressions import col
 from dataflow.plan import logical
 from dataflow.plan.logical import (
     Compute,
@@ -28,15 +27,8 @@ from dataflow.plan.logical import (
     Project,
     Read,
     Union,
-    Zip,
 )
-from dataflow.plan.planner import (
-    count_from_metadata,
-    execute,
-    plan_physical,
-    registered_node_types,
-    schema_from_metadata,
-)
+from dataflow.plan.planner import execute, plan_physical, registered_node_types
 from dataflow.sources.range import RangeDatasource
 
 T = pa.table({"a": [1, 2, 3], "b": ["x", "y", "z"]})
@@ -106,37 +98,20 @@ def test_dead_letter_without_a_path_is_a_plan_error():
         plan_physical(plan, DataContext())
 
 
+def test_unknown_on_error_is_the_same_plan_error_in_the_facade_and_the_planner():
+    expected = (
+        "map(<lambda>): on_error must be one of ('raise', 'skip', 'dead_letter'), got 'ignore'"
+    )
+    with pytest.raises(PlanError) as built:
+        plan_physical(MapRows(fn=lambda r: r, on_error="ignore", inputs=(data(),)), DataContext())
+    with pytest.raises(PlanError) as called:
+        df.range(3).map(lambda r: r, on_error="ignore")
+    assert str(built.value) == str(called.value) == expected
+
+
 def test_filter_needs_exactly_one_of_fn_and_expr():
     with pytest.raises(PlanError, match="give exactly one of fn or expr"):
         plan_physical(Filter(inputs=(data(),)), DataContext())
-
-
-def test_count_from_metadata():
-    rng = Read(RangeDatasource(100))
-    assert count_from_metadata(rng) == 100
-    assert count_from_metadata(Limit(inputs=(rng,), n=7)) == 7
-    assert count_from_metadata(Union(inputs=(rng, data()))) == 103
-    assert count_from_metadata(Project(select=("id",), inputs=(rng,))) == 100
-    assert count_from_metadata(FusedMap(stages=(rng, Project(select=("id",))))) == 100
-    assert count_from_metadata(Zip(inputs=(rng, Read(RangeDatasource(100))))) == 100
-    # Anything that may drop or add rows needs execution.
-    assert count_from_metadata(Filter(expr=col("id") > 3, inputs=(rng,))) is None
-    assert count_from_metadata(Read(RangeDatasource(100), predicate=col("id") > 3)) is None
-    assert count_from_metadata(MapBatches(fn=lambda b: b, inputs=(rng,))) is None
-    assert count_from_metadata(MapRows(fn=lambda r: r, on_error="skip", inputs=(rng,))) is None
-    # User code runs, even a map that keeps every row, so that its errors surface.
-    assert count_from_metadata(MapRows(fn=lambda r: r, inputs=(rng,))) is None
-
-
-def test_schema_from_metadata():
-    rng = Read(RangeDatasource(10))
-    assert schema_from_metadata(rng) == pa.schema([("id", pa.int64())])
-    project = Project(
-        rename=(("id", "n"),), with_columns=(("double", col("n") * 2),), inputs=(rng,)
-    )
-    assert schema_from_metadata(project).names == ["n", "double"]
-    assert schema_from_metadata(Filter(expr=col("a") > 1, inputs=(data(),))) == T.schema
-    assert schema_from_metadata(MapBatches(fn=lambda b: b, inputs=(data(),))) is None
 
 
 def test_metadata_counts_match_execution(backend):
@@ -146,7 +121,7 @@ def test_metadata_counts_match_execution(backend):
     ]
     for plan in plans:
         with execute(plan, DataContext().replace(enable_progress_bars=False)) as stream:
-            assert sum(t.num_rows for t in stream.iter_blocks()) == count_from_metadata(plan)
+            assert sum(t.num_rows for t in stream.iter_blocks()) == plan.num_rows()
 
 
 def test_unknown_column_in_a_projection_is_raised_as_plan_error(backend):
@@ -159,7 +134,8 @@ def test_unknown_column_in_a_projection_is_raised_as_plan_error(backend):
 
 
 def test_driver_mode_only_for_small_plans_without_python():
-    from dataflow.plan.logical import Join, MapGroups, Sort
+    from dataflow.aggregate import AggregateFn, Sum
+    from dataflow.plan.logical import Aggregate, Join, MapGroups, Sort
     from dataflow.plan.planner import _runs_in_driver
 
     c = DataContext()
@@ -176,6 +152,15 @@ def test_driver_mode_only_for_small_plans_without_python():
     assert _runs_in_driver(Limit(inputs=(python_reads,), n=5), c)  # ...unless tiny
     assert not _runs_in_driver(MapRows(fn=lambda r: r, inputs=(small,)), c)
     assert not _runs_in_driver(MapGroups(keys=("id",), fn=lambda g: g, inputs=(small,)), c)
+    # A keyless aggregate outputs one row but reads them all: still the workers' job.
+    assert not _runs_in_driver(Aggregate(keys=(), aggs=(Sum("id"),), inputs=(python_reads,)), c)
+    assert _runs_in_driver(Aggregate(keys=(), aggs=(Sum("id"),), inputs=(small,)), c)
+    product = AggregateFn(init=lambda k: 1, merge=int.__mul__, name="p", accumulate_row=_mul)
+    assert not _runs_in_driver(Aggregate(keys=(), aggs=(product,), inputs=(small,)), c)
+
+
+def _mul(acc: int, row: dict) -> int:
+    return acc * row["id"]
 
 
 class _PythonSource(RangeDatasource):

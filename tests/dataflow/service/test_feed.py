@@ -12,33 +12,18 @@ import pytest
 
 import dataflow as df
 from dataflow.errors import DataflowError
-from dataflow.service import connect
-from dataflow.service.feed import FeedCoordinator
-from dataflow.service.feed_server import FeedServer
-
-
-def blocks(sizes: list[int]) -> list[pa.Table]:
-    out, start = [], 0
-    for n in sizes:
-        out.append(pa.table({"id": pa.array(range(start, start + n), pa.int64())}))
-        start += n
-    return out
+from dataflow.service import client
+from dataflow.service.policies import Reserve
+from dataflow.service.server import BlockServer
+from tests.dataflow.service.helpers import blocks
 
 
 @pytest.fixture
-def serve():
-    servers: list[FeedServer] = []
+def serve(serve_blocks):
+    def start(tables_or_fn, *, epochs: int = 1, **kw) -> BlockServer:
+        return serve_blocks(tables_or_fn, Reserve(epochs=epochs), **kw)
 
-    def start(tables_or_fn, **kw) -> FeedServer:
-        make = tables_or_fn if callable(tables_or_fn) else (lambda: iter(tables_or_fn))
-        epochs = kw.pop("epochs", 1)
-        server = FeedServer(FeedCoordinator(make, epochs=epochs), "127.0.0.1:0", **kw)
-        servers.append(server)
-        return server
-
-    yield start
-    for s in servers:
-        s.stop(0)
+    return start
 
 
 def wait_until(condition, timeout: float = 5.0) -> None:
@@ -50,24 +35,6 @@ def wait_until(condition, timeout: float = 5.0) -> None:
 
 def ids(batches) -> list[int]:
     return [i for b in batches for i in b["id"].tolist()]
-
-
-def test_coordinator_reserves_what_a_consumer_did_not_acknowledge():
-    c = FeedCoordinator(lambda: iter(blocks([10, 10, 10])))
-    a, _ = c.join(None)
-    b, _ = c.join(None)
-    first, second = c.fetch(a), c.fetch(a)
-    c.ack(a, 14)  # the first block and 4 rows of the second reached the user
-    c.leave(a)
-    got = []
-    while (t := c.fetch(b)) is not None:
-        got.extend(t.column("id").to_pylist())
-    assert first.num_rows == second.num_rows == 10
-    assert got == list(range(14, 30))  # the cut block first, then the rest
-    assert c.reserved_rows == 6
-    c.ack(b, len(got))
-    c.leave(b)
-    assert c.wait(0)
 
 
 def test_two_consumers_share_a_dataset_disjointly():
@@ -104,7 +71,7 @@ def test_early_break_hands_the_rest_to_another_consumer(serve):
     assert sorted(got + rest) == list(range(5000))
     # re-served: what had been sent when the loop broke (1 to 4 blocks of 500,
     # depending on how many credits the server had used) less the 300 handed out
-    assert server.coordinator.reserved_rows in (200, 700, 1200, 1700)
+    assert server.dispenser.policy.reserved_rows in (200, 700, 1200, 1700)
 
 
 def test_a_dead_consumers_unacknowledged_rows_go_to_the_survivor(serve):
@@ -112,13 +79,13 @@ def test_a_dead_consumers_unacknowledged_rows_go_to_the_survivor(serve):
     victim = df.connect(server.address)
     it = victim.iter_batches(batch_size=50, prefetch_batches=0)
     handed = ids([next(it), next(it), next(it)])  # 150 rows reached the user
-    wait_until(lambda: [c.acked for c in server.coordinator._consumers.values()] == [150])
+    wait_until(lambda: [t.acked for t in server.dispenser.tickets.values()] == [150])
     victim._opener.stream._call.cancel()  # what a killed process looks like to the server
-    wait_until(lambda: server.coordinator.reserved_rows > 0)  # gRPC reports it asynchronously
+    wait_until(lambda: server.dispenser.policy.reserved_rows > 0)  # gRPC reports it asynchronously
     survivor = ids(df.connect(server.address).iter_batches(batch_size=64))
     assert sorted(handed + survivor) == list(range(2000))
     # half a block, then the blocks sent ahead on credit
-    assert server.coordinator.reserved_rows in (150, 250)
+    assert server.dispenser.policy.reserved_rows in (150, 250)
 
 
 def test_exit_right_after_the_loop_hands_nothing_twice(serve, monkeypatch):
@@ -131,23 +98,23 @@ def test_exit_right_after_the_loop_hands_nothing_twice(serve, monkeypatch):
             time.sleep(0.03)
             return super().get(*args, **kwargs)
 
-    monkeypatch.setattr(connect.queue, "SimpleQueue", Starved)
+    monkeypatch.setattr(client.queue, "SimpleQueue", Starved)
     server = serve(blocks([100] * 4))
     first = df.connect(server.address, prefetch_blocks=4)
     it = first.iter_batches(batch_size=50, prefetch_batches=0)
     got = ids([next(it)])
-    wait_until(lambda: server.coordinator._exhausted)  # all 4 blocks went to `first`
+    wait_until(lambda: server.dispenser.exhausted)  # all 4 blocks went to `first`
     other: list[int] = []
     late = df.connect(server.address)
     waiter = threading.Thread(target=lambda: other.extend(ids(late.iter_batches())))
     waiter.start()
-    wait_until(lambda: len(server.coordinator._consumers) == 2)
+    wait_until(lambda: len(server.dispenser.tickets) == 2)
     got += ids(it)
     first._opener._channel.close()  # what the process exiting does
     waiter.join(10)
     assert sorted(got) == list(range(400))
     assert other == []
-    assert server.coordinator.reserved_rows == 0
+    assert server.dispenser.policy.reserved_rows == 0
 
 
 def test_stopped_server_is_an_error_not_an_end(serve):
@@ -156,7 +123,7 @@ def test_stopped_server_is_an_error_not_an_end(serve):
         batch_size=100, prefetch_batches=0
     )
     assert next(it)["id"].tolist() == list(range(100))
-    server.coordinator.close()
+    server.dispenser.close()
     with pytest.raises(DataflowError, match="stopped"):
         ids(it)
 
@@ -166,7 +133,7 @@ def test_drop_last_rows_are_not_served_again(serve):
     it = df.connect(server.address)
     assert ids(it.iter_batches(batch_size=5, drop_last=True)) == list(range(20))
     assert server.wait(5)
-    assert server.coordinator.reserved_rows == 0
+    assert server.dispenser.policy.reserved_rows == 0
 
 
 def test_epochs_in_order_then_a_clear_error(serve):
@@ -195,7 +162,7 @@ def test_torch_batches_and_state_dict(serve):
 
 def test_token_is_required_off_loopback_and_checked(serve, monkeypatch):
     with pytest.raises(ValueError, match="needs a token"):
-        FeedServer(FeedCoordinator(lambda: iter([])), "0.0.0.0:0")
+        serve([], address="0.0.0.0:0")
     server = serve(blocks([3]), token="right")
     with pytest.raises(DataflowError, match="UNAUTHENTICATED.*token"):
         ids(df.connect(server.address, token="wrong").iter_batches())
@@ -219,9 +186,7 @@ def test_bad_arguments_and_lost_server(serve):
     with pytest.raises(ValueError, match="host:port"):
         df.connect("nowhere")
     with pytest.raises(ValueError, match="host:port"):
-        FeedServer(FeedCoordinator(lambda: iter([])), "127.0.0.1")
-    with pytest.raises(ValueError, match="epochs must be"):
-        FeedCoordinator(lambda: iter([]), epochs=0)
+        serve([], address="127.0.0.1")
     server = serve(blocks([2]))
     address = server.address
     server.stop(0)
@@ -232,11 +197,11 @@ def test_bad_arguments_and_lost_server(serve):
 def test_serve_sends_big_blocks_as_slices_in_order(monkeypatch):
     """One 3 MiB block leaves as ~1 MiB slices (so both consumers get work), every
     row once, in order."""
-    from dataflow.service import feed_server
+    from dataflow.service import server as service_server
 
-    monkeypatch.setattr(feed_server, "_SLICE_BYTES", 1 << 20)
+    monkeypatch.setattr(service_server, "_SLICE_BYTES", 1 << 20)
     block = pa.table({"id": pa.array(range(3 * (1 << 17)), pa.int64())})  # 3 MiB
-    sliced = list(feed_server._slices(iter([block, block.slice(0, 5)])))
+    sliced = list(service_server._slices(iter([block, block.slice(0, 5)])))
     assert [t.num_rows for t in sliced] == [1 << 17] * 3 + [5]
     assert pa.concat_tables(sliced).column("id").to_pylist() == list(range(3 << 17)) + [
         0,

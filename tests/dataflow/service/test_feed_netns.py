@@ -1,5 +1,7 @@
 """``dataflow serve`` in one network namespace, consumers in another, over a veth
-link with addresses this test assigns (10.77.0.1/24 and 10.77.0.2/24).
+link with addresses this test assigns (10.77.0.1/24 and 10.77.0.2/24). Off
+loopback the service speaks TLS: the server's certificate (for 10.77.0.1) and the
+consumers' CA are made by trustme and given through the environment.
 
 Needs root and iproute2's ``ip``; skipped with the reason otherwise. The
 namespaces (and the veth pair inside them) are removed at the end.
@@ -39,6 +41,11 @@ def procs() -> Iterator[list[subprocess.Popen]]:
 
 
 @pytest.fixture(scope="module")
+def tls(tls_files):
+    return tls_files(SERVER_IP)
+
+
+@pytest.fixture(scope="module")
 def netns() -> Iterator[tuple[str, str]]:
     try:
         with namespace_pair() as pair:
@@ -47,10 +54,11 @@ def netns() -> Iterator[tuple[str, str]]:
         pytest.skip(f"cannot create network namespaces here: {e}")
 
 
-def start_server(ns: str, log: Path, procs: list) -> tuple[subprocess.Popen, str]:
+def start_server(ns: str, log: Path, procs: list, tls) -> tuple[subprocess.Popen, str]:
     cmd = ["ip", "netns", "exec", ns, sys.executable, "-m", "dataflow.cli", "serve"]
     cmd += [f"{netns_peers.__file__}:dataset", "--address", f"{SERVER_IP}:0"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DATAFLOW_SERVICE_TOKEN": TOKEN}
+    env.update(DATAFLOW_SERVICE_CERT=tls.cert, DATAFLOW_SERVICE_KEY=tls.key)
     with log.open("w") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
     procs.append(proc)
@@ -59,9 +67,15 @@ def start_server(ns: str, log: Path, procs: list) -> tuple[subprocess.Popen, str
     return proc, line.rsplit(" at ", 1)[1].strip()
 
 
-def start_consumer(procs: list, ns: str, address: str, out: Path, *args: str, token: str = TOKEN):
+def start_consumer(
+    procs: list, ns: str, address: str, out: Path, *args: str, token: str = TOKEN, ca: str = ""
+):
+    """A consumer in ``ns``; ``ca`` (the PEM it trusts) travels as $DATAFLOW_SERVICE_CA."""
     cmd = ["ip", "netns", "exec", ns, sys.executable, "-m", "tests.dataflow.service.netns_peers"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "FEED_TOKEN": token}
+    env.pop("DATAFLOW_SERVICE_CA", None)
+    if ca:
+        env["DATAFLOW_SERVICE_CA"] = ca
     proc = subprocess.Popen(
         [*cmd, address, str(out), *args], env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True
     )
@@ -82,19 +96,33 @@ def wait_file(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
 
 
 @pytest.mark.slow
-def test_served_across_namespaces_disjoint_kill_and_token(netns, procs, tmp_path: Path) -> None:
+def test_served_across_namespaces_disjoint_kill_and_token(netns, tls, procs, tmp_path: Path):
     server_ns, client_ns = netns
-    server, address = start_server(server_ns, tmp_path / "server.log", procs)
+    server, address = start_server(server_ns, tmp_path / "server.log", procs, tls)
     assert address.startswith(f"{SERVER_IP}:")
-    # A wrong token is refused before anything is served.
-    bad = start_consumer(procs, client_ns, address, tmp_path / "bad", token="wrong")
+    # Without the CA (the system's CAs do not know it) the consumer is refused and told why.
+    for name, ca in (("no-ca", ""), ("other-ca", tls.other_ca)):
+        refused = start_consumer(procs, client_ns, address, tmp_path / name, ca=ca)
+        _, err = refused.communicate(timeout=60)
+        assert refused.returncode != 0
+        expected = (
+            f"connect: this consumer cannot reach {address}: the server's TLS certificate "
+            "is not trusted here: pass ca=PATH"
+        )
+        assert expected in err, err[-3000:]
+    # A wrong token is refused before anything is served, TLS or not.
+    bad = start_consumer(procs, client_ns, address, tmp_path / "bad", token="wrong", ca=tls.ca)
     _, err = bad.communicate(timeout=60)
     assert bad.returncode != 0 and "UNAUTHENTICATED" in err
     # The victim takes 5 batches (and more blocks on credit), then is SIGKILLed
     # while the survivor streams: its unacknowledged rows go to the survivor.
-    victim = start_consumer(procs, client_ns, address, tmp_path / "victim", "--stop-after", "5")
+    victim = start_consumer(
+        procs, client_ns, address, tmp_path / "victim", "--stop-after", "5", ca=tls.ca
+    )
     wait_file(tmp_path / "victim.ready", victim)
-    survivor = start_consumer(procs, client_ns, address, tmp_path / "survivor", "--delay", "0.002")
+    survivor = start_consumer(
+        procs, client_ns, address, tmp_path / "survivor", "--delay", "0.002", ca=tls.ca
+    )
     time.sleep(1.0)
     victim.send_signal(signal.SIGKILL)
     victim.wait(10)
@@ -107,11 +135,21 @@ def test_served_across_namespaces_disjoint_kill_and_token(netns, procs, tmp_path
 
 
 @pytest.mark.slow
-def test_two_consumers_share_the_stream_across_namespaces(netns, procs, tmp_path: Path) -> None:
+def test_two_consumers_share_the_stream_across_namespaces(netns, tls, procs, tmp_path: Path):
     server_ns, client_ns = netns
-    server, address = start_server(server_ns, tmp_path / "server.log", procs)
+    # Plaintext off loopback is refused unless asked for.
+    cmd = ["ip", "netns", "exec", server_ns, sys.executable, "-m", "dataflow.cli", "serve"]
+    cmd += [f"{netns_peers.__file__}:dataset", "--address", f"{SERVER_IP}:0"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DATAFLOW_SERVICE_TOKEN": TOKEN}
+    plain = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert plain.returncode == 2
+    assert f"serve: refusing to serve in plaintext on '{SERVER_IP}'" in plain.stderr
+    assert "insecure=True (dataflow serve --insecure)" in plain.stderr
+    server, address = start_server(server_ns, tmp_path / "server.log", procs, tls)
     outs = [tmp_path / "a", tmp_path / "b"]
-    consumers = [start_consumer(procs, client_ns, address, o, "--delay", "0.005") for o in outs]
+    consumers = [
+        start_consumer(procs, client_ns, address, o, "--delay", "0.005", ca=tls.ca) for o in outs
+    ]
     for p in consumers:
         _, err = p.communicate(timeout=90)
         assert p.returncode == 0, err[-3000:]
