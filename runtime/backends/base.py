@@ -104,6 +104,9 @@ class Backend(Protocol):
     """The execution substrate the streaming executor drives."""
 
     name: str
+    driver_threads: bool
+    """Whether ``submit(in_driver=True)`` runs tasks on driver threads (False:
+    every task runs in the backend's workers, e.g. ray, which ignores it)."""
 
     # -- objects -----------------------------------------------------------
     def put(self, table: pa.Table) -> ObjectRef: ...

@@ -52,6 +52,7 @@ class InlineBackend:
     """Runs everything in the calling thread; see ``runtime.backends.base.Backend``."""
 
     name = "inline"
+    driver_threads = True  # everything runs in the driver
     synchronous = True
     """Futures are done when ``submit`` returns (the contract suite reads this)."""
 

@@ -64,6 +64,7 @@ class LocalBackend:
     """
 
     name = "local"
+    driver_threads = True
 
     def __init__(
         self,

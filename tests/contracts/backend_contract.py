@@ -312,6 +312,7 @@ class BackendContract:
 
     def test_prestart_and_worker_pids_answer(self, backend):
         assert isinstance(backend.prestart(), bool)
+        assert isinstance(backend.driver_threads, bool)
         pids = backend.worker_pids()
         assert isinstance(pids, list) and all(isinstance(p, int) for p in pids)
 

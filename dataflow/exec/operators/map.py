@@ -173,7 +173,7 @@ class MapOperator(PhysicalOperator):
         self._window_bytes = reorder_window_bytes(env)
         self._max_retries = env.ctx.max_task_retries
         mode = "threads" if env.in_driver else self.options.placement
-        if not getattr(env.backend, "driver_threads", True):
+        if not env.backend.driver_threads:
             mode = "processes"  # every task runs in the backend's workers (ray)
         self._placement = Placement(mode, int(env.backend.total_resources().cpu))
         self.metrics.placement = self._placement.note
