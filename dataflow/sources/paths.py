@@ -19,12 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import fsspec
 import pyarrow as pa
 import pyarrow.fs as pafs
-from fsspec.implementations.local import LocalFileSystem
 
 from dataflow.errors import SourceError
+from dataflow.sources.localfs import LocalFiles
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
@@ -68,7 +67,11 @@ def resolve_filesystem(
     for p in paths:
         if not isinstance(p, str):
             raise TypeError(f"{where}: paths must be strings, got {type(p).__name__}")
-    if filesystem is None:
+    if filesystem is None and "://" not in paths[0]:
+        fs = LocalFiles()  # plain local paths: no fsspec import (see localfs)
+    elif filesystem is None:
+        import fsspec
+
         try:
             fs, _ = fsspec.core.url_to_fs(paths[0])
         except (ImportError, ValueError, OSError) as e:  # OSError: a remote refused us
@@ -79,7 +82,7 @@ def resolve_filesystem(
         from fsspec.implementations.arrow import ArrowFSWrapper
 
         fs = ArrowFSWrapper(filesystem)
-    elif isinstance(filesystem, fsspec.AbstractFileSystem):
+    elif _is_fsspec(filesystem):
         fs = filesystem
     else:
         raise TypeError(
@@ -94,12 +97,25 @@ def resolve_filesystem(
     stripped = [fs._strip_protocol(p) for p in paths]
     if isinstance(filesystem, pafs.FileSystem):
         arrow = filesystem
-    elif type(fs) is LocalFileSystem:  # a subclass may change behaviour: keep it
+    elif type(fs) is LocalFiles or _is_plain_local(fs):
         arrow = pafs.LocalFileSystem()
         stripped = [os.path.abspath(p) for p in stripped]
     else:
         arrow = pafs.PyFileSystem(pafs.FSSpecHandler(fs))
     return FileSystems(fs, arrow), stripped
+
+
+def _is_fsspec(filesystem: Any) -> bool:
+    import fsspec  # already imported by whoever made ``filesystem``, if it is one
+
+    return isinstance(filesystem, fsspec.AbstractFileSystem)
+
+
+def _is_plain_local(fs: Any) -> bool:
+    """fsspec's own local filesystem (a subclass may change behaviour: keep it)."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    return type(fs) is LocalFileSystem
 
 
 def _is_hidden(relative: str) -> bool:
