@@ -68,12 +68,11 @@ def init(
         spill_path = DataContext.get_current().spill_path
         if spill_path is not None:
             backend_options.setdefault("spill_dir", spill_path)
-        # Every task a worker runs is a dataflow function, pyarrow's numpy
-        # conversions import pandas on first use and most pipelines read or
-        # write Parquet: import them while booting, not in the first task.
-        backend_options.setdefault(
-            "preload", ("dataflow.exec.transforms", "pandas", "pyarrow.parquet")
-        )
+        # Every task a worker runs is a dataflow function and most pipelines
+        # read or write Parquet: import them while booting, not in the first
+        # task. Not pandas (0.43 CPU-s a worker): blocks cross to numpy and back
+        # without it, so only a pandas UDF's worker pays for it, on first use.
+        backend_options.setdefault("preload", ("dataflow.exec.transforms", "pyarrow.parquet"))
     cls = get_backend_class(name)
     if metrics_port is not None or metrics_host is not None:
         from dataflow.context import DataContext
