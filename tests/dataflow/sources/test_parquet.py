@@ -234,36 +234,36 @@ def test_glob_list_include_paths_and_limit(tmp_path, read_all):
 
 
 class SlowFS(LocalFileSystem):
-    """The local filesystem with an object store's latency on every open."""
+    """The local filesystem with an object store's latency on every open; counts opens."""
+
+    opens = 0
 
     def _open(self, path, mode="rb", **kwargs):
+        SlowFS.opens += 1
         time.sleep(0.0005)
         return super()._open(path, mode, **kwargs)
 
 
 def test_planning_streams_first_batch_before_footers_finish(tmp_path, monkeypatch):
+    """The first read task runs while most footers are still unread: planning
+    streams. Counted in opens, not seconds, so a loaded machine cannot fail it."""
     monkeypatch.setattr(DataContext.get_current(), "target_min_block_size", 1)
     table = pa.table({"a": np.arange(1000), "b": np.arange(1000) * 2.0})
     for i in range(2000):
         pq.write_table(table, str(tmp_path / f"f{i:04d}.parquet"))
     fs = SlowFS(skip_instance_cache=True)
+    monkeypatch.setattr(SlowFS, "opens", 0)
 
-    t0 = time.perf_counter()
     tasks = ParquetDatasource(str(tmp_path), filesystem=fs).iter_read_tasks(64)
     first_batch = next(iter(next(tasks)()))
-    to_first_batch = time.perf_counter() - t0
+    opened_before_first_batch = SlowFS.opens
     rest = list(tasks)
-
-    t0 = time.perf_counter()
-    for p in sorted(fs.find(str(tmp_path))):
-        with fs.open(p) as f:
-            pq.read_metadata(f)
-    sequential_listing = time.perf_counter() - t0
 
     assert first_batch.column("a").to_pylist()[:3] == [0, 1, 2]
     assert first_batch.num_rows % 1000 == 0
     assert 1 + len(rest) >= 60
-    assert to_first_batch < sequential_listing / 4, (to_first_batch, sequential_listing)
+    assert SlowFS.opens >= 2000  # every footer was read in the end
+    assert opened_before_first_batch < 2000 / 4, opened_before_first_batch
 
 
 def test_read_tasks_ramp_up_then_even_waves(tmp_path, monkeypatch, run_tasks):
