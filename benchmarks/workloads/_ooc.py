@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks.workloads import DataPaths, Result, RunContext, checksum
+from benchmarks.workloads import DataPaths, Result, RunContext, Workload, checksum
 
 if TYPE_CHECKING:
     import numpy as np
@@ -164,6 +164,50 @@ def compare(workload: str, got: dict[str, Any], want: dict[str, Any]) -> None:
 def result(data: DataPaths, got: dict[str, Any], files: int) -> Result:
     """The checked output as a Result: rows read for the rate, an engine-free checksum."""
     return Result(rows=data.rows, checksum=checksum(**got), extra={"files": files})
+
+
+def check_written(
+    ctx: RunContext,
+    workload: str,
+    columns: list[str] | None,
+    visit: Callable[[str, pa.RecordBatch], dict[str, int | float]],
+    want: dict[str, int | float],
+    ids: IdSet,
+    id_column: str = "id",
+) -> Result:
+    """Read what the run wrote one batch at a time: each batch's ``id_column``
+    into ``ids`` (every one must be seen once) and the sums ``visit(path,
+    batch)`` returns (it may raise on a wrong row) added up and compared with
+    ``want``."""
+    got: dict[str, int | float] = {}
+    files = output_files(ctx)
+    for path in files:
+        for batch in batches(path, columns):
+            ids.add(batch[id_column])
+            for key, value in visit(path, batch).items():
+                got[key] = got.get(key, 0) + value
+    ids.check(workload)
+    compare(workload, got, want)
+    return result(ctx.data, got, len(files))
+
+
+def workload(
+    name: str,
+    description: str,
+    runs: dict[str, Callable[[RunContext], Any]],
+    check: Callable[[RunContext], Result],
+    prepare: Callable[[DataPaths], Any],
+) -> Workload:
+    """An out-of-core workload: the main dataset through a ``STORE_MIB`` store."""
+    return Workload(
+        name=name,
+        description=f"{description}, {STORE_MIB} MiB store (out of core)",
+        dataset="main",
+        runs=runs,
+        check=check,
+        prepare=prepare,
+        store_mib=STORE_MIB,
+    )
 
 
 def dataflow_write(ctx: RunContext, ds: Any) -> None:

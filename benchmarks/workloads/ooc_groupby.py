@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from benchmarks.workloads import DataPaths, Result, RunContext, Workload, _ooc
+from benchmarks.workloads import DataPaths, Result, RunContext, _ooc
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -77,31 +77,24 @@ def _prepare(data: DataPaths) -> None:
 
 
 def _check(ctx: RunContext) -> Result:
-    n = _ooc.keys(ctx.data)
-    got = {"groups": 0, "sum_k": 0, "total": 0.0, "weighted": 0.0}
-    seen = _ooc.IdSet(min(n, ctx.data.rows))
-    files = _ooc.output_files(ctx)
-    for path in files:
-        for batch in _ooc.batches(path, None):
-            k = batch["k"]
-            (sums,) = [batch[c] for c in batch.schema.names if c != "k"]  # "sum(a)" or "a"
-            seen.add(k)
-            got["groups"] += batch.num_rows
-            got["sum_k"] += _ooc.int_sum(k)
-            got["total"] += _ooc.float_sum(sums)
-            got["weighted"] += float((k.to_numpy() * sums.to_numpy()).sum())
-    seen.check("ooc_groupby")
-    _ooc.compare("ooc_groupby", got, _want(ctx.data))
-    return _ooc.result(ctx.data, got, len(files))
+    def visit(_: str, batch: pa.RecordBatch) -> dict[str, int | float]:
+        k = batch["k"]
+        (sums,) = [batch[c] for c in batch.schema.names if c != "k"]  # "sum(a)" or "a"
+        return {
+            "groups": batch.num_rows,
+            "sum_k": _ooc.int_sum(k),
+            "total": _ooc.float_sum(sums),
+            "weighted": float((k.to_numpy() * sums.to_numpy()).sum()),
+        }
+
+    keys = _ooc.IdSet(min(_ooc.keys(ctx.data), ctx.data.rows))
+    return _ooc.check_written(ctx, "ooc_groupby", None, visit, _want(ctx.data), keys, "k")
 
 
-WORKLOAD = Workload(
-    name="ooc_groupby",
-    description="read_parquet → k = id % (rows/16) → groupby(k).sum(a) → write_parquet, "
-    "512 MiB store (out of core)",
-    dataset="main",
-    runs={"dataflow": _dataflow, "daft": _daft, "ray": _ray, "pyarrow": _pyarrow},
-    check=_check,
-    prepare=_prepare,
-    store_mib=_ooc.STORE_MIB,
+WORKLOAD = _ooc.workload(
+    "ooc_groupby",
+    "read_parquet → k = id % (rows/16) → groupby(k).sum(a) → write_parquet",
+    {"dataflow": _dataflow, "daft": _daft, "ray": _ray, "pyarrow": _pyarrow},
+    _check,
+    _prepare,
 )

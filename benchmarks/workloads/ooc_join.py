@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from benchmarks.workloads import DataPaths, Result, RunContext, Workload, _ooc
+from benchmarks.workloads import DataPaths, Result, RunContext, _ooc
 
 if TYPE_CHECKING:
     import numpy as np
@@ -94,29 +94,24 @@ def _prepare(data: DataPaths) -> None:
 def _check(ctx: RunContext) -> Result:
     n = _ooc.keys(ctx.data)
     dim = _ooc.dim_values(ctx.data)
-    got = dict.fromkeys(["rows", "sum_id", "sum_v", "pair"], 0) | {"sum_a": 0.0}
-    seen = _ooc.IdSet(ctx.data.rows)
-    files = _ooc.output_files(ctx)
-    for path in files:
-        for batch in _ooc.batches(path, ["id", "a", "k", "v"]):
-            seen.add(batch["id"])
-            ids, k, v = (batch[c].to_numpy() for c in ("id", "k", "v"))
-            if (k != ids % n).any() or (v != dim[k]).any():
-                raise AssertionError(f"ooc_join: {path} has rows joined to the wrong key")
-            for key, value in _sums(ids, batch["a"].to_numpy(), v).items():
-                got[key] += value
-    seen.check("ooc_join")
-    _ooc.compare("ooc_join", got, _want(ctx.data))
-    return _ooc.result(ctx.data, got, len(files))
+
+    def visit(path: str, batch: pa.RecordBatch) -> dict[str, int | float]:
+        ids, k, v = (batch[c].to_numpy() for c in ("id", "k", "v"))
+        if (k != ids % n).any() or (v != dim[k]).any():
+            raise AssertionError(f"ooc_join: {path} has rows joined to the wrong key")
+        return _sums(ids, batch["a"].to_numpy(), v)
+
+    columns = ["id", "a", "k", "v"]
+    return _ooc.check_written(
+        ctx, "ooc_join", columns, visit, _want(ctx.data), _ooc.IdSet(ctx.data.rows)
+    )
 
 
-WORKLOAD = Workload(
-    name="ooc_join",
-    description="read_parquet → k = id % (rows/16) → join(dimension table of rows/16 "
-    "rows, on k) → write_parquet, 512 MiB store (out of core)",
-    dataset="main",
-    runs={"dataflow": _dataflow, "daft": _daft, "ray": _ray, "pyarrow": _pyarrow},
-    check=_check,
-    prepare=_prepare,
-    store_mib=_ooc.STORE_MIB,
+WORKLOAD = _ooc.workload(
+    "ooc_join",
+    "read_parquet → k = id % (rows/16) → join(dimension table of rows/16 rows, on k) "
+    "→ write_parquet",
+    {"dataflow": _dataflow, "daft": _daft, "ray": _ray, "pyarrow": _pyarrow},
+    _check,
+    _prepare,
 )

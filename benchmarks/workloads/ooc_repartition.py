@@ -9,7 +9,7 @@ the number of files written.
 
 from __future__ import annotations
 
-from benchmarks.workloads import DataPaths, Result, RunContext, Workload, _ooc
+from benchmarks.workloads import DataPaths, Result, RunContext, _ooc
 
 COLUMNS = ["id", "a"]
 BLOCKS = 64
@@ -47,25 +47,21 @@ def _prepare(data: DataPaths) -> None:
 
 
 def _check(ctx: RunContext) -> Result:
-    got = {"rows": 0, "sum_id": 0, "sum_a": 0.0}
-    seen = _ooc.IdSet(ctx.data.rows)
-    files = _ooc.output_files(ctx)
-    for path in files:
-        for batch in _ooc.batches(path, COLUMNS):
-            seen.add(batch["id"])
-            for key, value in _ooc.base_sums(batch).items():
-                got[key] += value
-    seen.check("ooc_repartition")
-    _ooc.compare("ooc_repartition", got, _ooc.reference(ctx.data, "sums", COLUMNS, _ooc.base_sums))
-    return _ooc.result(ctx.data, got, len(files))
+    want = _ooc.reference(ctx.data, "sums", COLUMNS, _ooc.base_sums)
+    return _ooc.check_written(
+        ctx,
+        "ooc_repartition",
+        COLUMNS,
+        lambda _, b: _ooc.base_sums(b),
+        want,
+        _ooc.IdSet(ctx.data.rows),
+    )
 
 
-WORKLOAD = Workload(
-    name="ooc_repartition",
-    description="read_parquet → repartition(64) → write_parquet, 512 MiB store (out of core)",
-    dataset="main",
-    runs={"dataflow": _dataflow, "daft": _daft, "ray": _ray, "pyarrow": _pyarrow},
-    check=_check,
-    prepare=_prepare,
-    store_mib=_ooc.STORE_MIB,
+WORKLOAD = _ooc.workload(
+    "ooc_repartition",
+    "read_parquet → repartition(64) → write_parquet",
+    {"dataflow": _dataflow, "daft": _daft, "ray": _ray, "pyarrow": _pyarrow},
+    _check,
+    _prepare,
 )

@@ -8,7 +8,12 @@ all do).
 
 from __future__ import annotations
 
-from benchmarks.workloads import DataPaths, Result, RunContext, Workload, _ooc
+from typing import TYPE_CHECKING
+
+from benchmarks.workloads import DataPaths, Result, RunContext, _ooc
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 COLUMNS = ["id", "a"]
 
@@ -47,33 +52,28 @@ def _prepare(data: DataPaths) -> None:
 def _check(ctx: RunContext) -> Result:
     import numpy as np
 
-    got = {"rows": 0, "sum_id": 0, "sum_a": 0.0}
-    seen = _ooc.IdSet(ctx.data.rows)
-    files = _ooc.output_files(ctx)
-    pairs = ascending = 0
-    for path in files:
-        for batch in _ooc.batches(path, COLUMNS):
-            seen.add(batch["id"])
-            for key, value in _ooc.base_sums(batch).items():
-                got[key] += value
-            ids = batch["id"].to_numpy()
-            pairs += max(0, len(ids) - 1)
-            ascending += int((np.diff(ids) > 0).sum())
-    if pairs and not 0.45 < ascending / pairs < 0.55:
+    order = {"pairs": 0, "ascending": 0}
+
+    def visit(_: str, batch: pa.RecordBatch) -> dict[str, int | float]:
+        ids = batch["id"].to_numpy()
+        order["pairs"] += max(0, len(ids) - 1)
+        order["ascending"] += int((np.diff(ids) > 0).sum())
+        return _ooc.base_sums(batch)
+
+    want = _ooc.reference(ctx.data, "sums", COLUMNS, _ooc.base_sums)
+    out = _ooc.check_written(ctx, "ooc_shuffle", COLUMNS, visit, want, _ooc.IdSet(ctx.data.rows))
+    if order["pairs"] and not 0.45 < order["ascending"] / order["pairs"] < 0.55:
         raise AssertionError(
-            f"ooc_shuffle: {ascending / pairs:.1%} of neighbouring ids ascend: not shuffled"
+            f"ooc_shuffle: {order['ascending'] / order['pairs']:.1%} of neighbouring ids "
+            "ascend: not shuffled"
         )
-    seen.check("ooc_shuffle")
-    _ooc.compare("ooc_shuffle", got, _ooc.reference(ctx.data, "sums", COLUMNS, _ooc.base_sums))
-    return _ooc.result(ctx.data, got, len(files))
+    return out
 
 
-WORKLOAD = Workload(
-    name="ooc_shuffle",
-    description="read_parquet → random_shuffle(seed=0) → write_parquet, 512 MiB store (out of core)",
-    dataset="main",
-    runs={"dataflow": _dataflow, "daft": _daft, "ray": _ray, "pyarrow": _pyarrow},
-    check=_check,
-    prepare=_prepare,
-    store_mib=_ooc.STORE_MIB,
+WORKLOAD = _ooc.workload(
+    "ooc_shuffle",
+    "read_parquet → random_shuffle(seed=0) → write_parquet",
+    {"dataflow": _dataflow, "daft": _daft, "ray": _ray, "pyarrow": _pyarrow},
+    _check,
+    _prepare,
 )

@@ -9,7 +9,12 @@ names the engine gave them).
 
 from __future__ import annotations
 
-from benchmarks.workloads import DataPaths, Result, RunContext, Workload, _ooc
+from typing import TYPE_CHECKING
+
+from benchmarks.workloads import DataPaths, Result, RunContext, _ooc
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 COLUMNS = ["id", "a"]
 
@@ -43,39 +48,30 @@ def _prepare(data: DataPaths) -> None:
 def _check(ctx: RunContext) -> Result:
     import numpy as np
 
-    got = {"rows": 0, "sum_id": 0, "sum_a": 0.0}
-    seen = _ooc.IdSet(ctx.data.rows)
-    ranges = []
-    for path in _ooc.output_files(ctx):
-        first = last = None
-        for batch in _ooc.batches(path, COLUMNS):
-            seen.add(batch["id"])
-            for key, value in _ooc.base_sums(batch).items():
-                got[key] += value
-            a = batch["a"].to_numpy()
-            if not len(a):
-                continue
-            if (last is not None and a[0] < last) or bool((np.diff(a) < 0).any()):
+    ranges: dict[str, list] = {}  # path -> [first a, last a]
+
+    def visit(path: str, batch: pa.RecordBatch) -> dict[str, int | float]:
+        a = batch["a"].to_numpy()
+        if len(a):
+            span = ranges.setdefault(path, [a[0], None])
+            if (span[1] is not None and a[0] < span[1]) or bool((np.diff(a) < 0).any()):
                 raise AssertionError(f"ooc_sort: {path} is not sorted by a")
-            first = a[0] if first is None else first
-            last = a[-1]
-        if first is not None:
-            ranges.append((first, last, path))
-    ranges.sort()
-    for (_, hi, before), (lo, _, after) in zip(ranges, ranges[1:]):
+            span[1] = a[-1]
+        return _ooc.base_sums(batch)
+
+    want = _ooc.reference(ctx.data, "sums", COLUMNS, _ooc.base_sums)
+    out = _ooc.check_written(ctx, "ooc_sort", COLUMNS, visit, want, _ooc.IdSet(ctx.data.rows))
+    spans = sorted((lo, hi, path) for path, (lo, hi) in ranges.items())
+    for (_, hi, before), (lo, _, after) in zip(spans, spans[1:]):
         if hi > lo:
             raise AssertionError(f"ooc_sort: {before} ends at a={hi}, after {after} begins ({lo})")
-    seen.check("ooc_sort")
-    _ooc.compare("ooc_sort", got, _ooc.reference(ctx.data, "sums", COLUMNS, _ooc.base_sums))
-    return _ooc.result(ctx.data, got, len(ranges))
+    return out
 
 
-WORKLOAD = Workload(
-    name="ooc_sort",
-    description="read_parquet → sort('a') → write_parquet, 512 MiB store (out of core)",
-    dataset="main",
-    runs={"dataflow": _dataflow, "daft": _daft, "ray": _ray, "pyarrow": _pyarrow},
-    check=_check,
-    prepare=_prepare,
-    store_mib=_ooc.STORE_MIB,
+WORKLOAD = _ooc.workload(
+    "ooc_sort",
+    "read_parquet → sort('a') → write_parquet",
+    {"dataflow": _dataflow, "daft": _daft, "ray": _ray, "pyarrow": _pyarrow},
+    _check,
+    _prepare,
 )
