@@ -404,8 +404,11 @@ class MapOperator(PhysicalOperator):
             placement.observe(len(self._tasks), now, time.process_time(), idle_cpu_s())
             if not placement.deciding:
                 self.metrics.placement = placement.note
-                if not placement.in_driver:
-                    self._backend.prestart()
+        # Measured GIL-bound: boot the workers (a no-op once they exist) and move
+        # when they are up; tasks keep starting on threads meanwhile.
+        if placement.moving and self._backend.prestart(wait=0):
+            placement.moved()
+            self.metrics.placement = placement.note
 
     def _time_task(self, seconds: float) -> None:
         self._task_s += seconds

@@ -25,7 +25,14 @@ def _probe(p: Placement, busy_cores: float, idle_cores: float, running: int = 2)
 def test_gil_bound_with_idle_cores_moves_to_processes():
     p = Placement("auto", cores=2)
     _probe(p, busy_cores=1.05, idle_cores=0.9)
-    assert not p.deciding and not p.in_driver
+    # Decided, but tasks stay on threads until the workers are up.
+    assert not p.deciding and p.in_driver and p.moving
+    assert p.note == (
+        "threads until the workers are up, then processes "
+        "(measured on threads: 1.05 of 2 cores busy, 0.90 idle)"
+    )
+    p.moved()
+    assert not p.in_driver and not p.moving
     assert p.note == "processes (measured on threads: 1.05 of 2 cores busy, 0.90 idle)"
 
 
@@ -37,7 +44,7 @@ def test_busy_cores_or_a_loaded_machine_stay_on_threads():
     # processes would get no more of them than threads.
     loaded = Placement("auto", cores=2)
     _probe(loaded, busy_cores=0.5, idle_cores=0.0)
-    assert loaded.in_driver and not loaded.deciding
+    assert loaded.in_driver and not loaded.deciding and not loaded.moving
 
 
 def test_only_time_with_every_core_busy_counts():
@@ -52,7 +59,8 @@ def test_only_time_with_every_core_busy_counts():
     assert p.deciding
     p.observe(2, 100.0, 0.0, 0.0)
     p.observe(2, 100.0 + PROBE_S / 2, PROBE_S / 2, PROBE_S / 2)
-    assert not p.deciding and not p.in_driver
+    assert not p.deciding and p.moving
+    p.moved()
     assert p.note == "processes (measured on threads: 1.00 of 2 cores busy, 1.00 idle)"
 
 
@@ -88,6 +96,7 @@ def _run(monkeypatch, idle_cores: float) -> tuple[list[dict], str]:
 
 
 def test_a_batch_udf_that_keeps_no_core_busy_moves_to_processes(local, monkeypatch):
+    assert local.prestart(wait=60)  # booted: the move happens at the decision
     rows, placement = _run(monkeypatch, idle_cores=2.0)
     assert [r["id"] for r in rows] == list(range(6_000))
     assert placement.startswith("processes (measured on threads:")
@@ -95,6 +104,16 @@ def test_a_batch_udf_that_keeps_no_core_busy_moves_to_processes(local, monkeypat
     # It began on the driver's threads and finished in worker processes.
     assert os.getpid() in pids and pids - {os.getpid()} <= set(local.worker_pids())
     assert len(pids) > 1
+
+
+def test_the_move_waits_for_the_workers_to_boot(local, monkeypatch):
+    """Measured GIL-bound, but workers that never come up never get a task:
+    every batch runs on the driver's threads and the stats say why."""
+    monkeypatch.setattr(type(local), "prestart", lambda self, wait=None: False)
+    rows, placement = _run(monkeypatch, idle_cores=2.0)
+    assert [r["id"] for r in rows] == list(range(6_000))
+    assert {r["pid"] for r in rows} == {os.getpid()}
+    assert placement.startswith("threads until the workers are up, then processes (measured")
 
 
 def test_a_batch_udf_on_a_busy_machine_stays_on_threads(local, monkeypatch):
