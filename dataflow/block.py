@@ -149,10 +149,40 @@ def array_from_numpy(arr: Any, name: str = "", mask: np.ndarray | None = None) -
         # The buffer as it is: pa.array would first ask whether pandas is
         # installed (importing it) and check every value for NaN-as-null.
         return pa.Array.from_buffers(arrow_type, len(a), [None, pa.py_buffer(a)])
+    if a.dtype.kind in "US":
+        return _fixed_width_strings(a)
     try:
         return pa.array(a)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise TypeError(f"column {name!r}: cannot convert {a.dtype} values to Arrow: {e}") from e
+
+
+def _fixed_width_strings(a: np.ndarray) -> pa.Array:
+    """A 1-d numpy ``U`` (str) or ``S`` (bytes) array as Arrow string or binary.
+    ``pa.array`` first imports pandas (0.43 s) to ask whether this is a pandas
+    object; ASCII text and bytes are cut from the array's own buffer instead.
+    numpy pads each value with NULs to the dtype's width (its values never
+    end in NUL), so a value is its cells up to the last non-NUL one."""
+    n = len(a)
+    if a.dtype.kind == "U":
+        cells = np.ascontiguousarray(a).view(np.uint32).reshape(n, a.dtype.itemsize // 4)
+        if cells.size and int(cells.max()) >= 128:
+            return pa.array(a)  # non-ASCII: pyarrow's UTF-32 -> UTF-8 conversion
+        cells, arrow_type = cells.astype(np.uint8), pa.string()
+    else:
+        cells = np.ascontiguousarray(a).view(np.uint8).reshape(n, a.dtype.itemsize)
+        arrow_type = pa.binary()
+    width = cells.shape[1]
+    filled = cells != 0
+    lengths = np.where(filled.any(axis=1), width - np.argmax(filled[:, ::-1], axis=1), 0)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    if offsets[-1] >= 2**31:
+        arrow_type = pa.large_string() if arrow_type == pa.string() else pa.large_binary()
+    else:
+        offsets = offsets.astype(np.int32)
+    data = cells[np.arange(width) < lengths[:, None]]  # row-major: values in order
+    return pa.Array.from_buffers(arrow_type, n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
 # -- batches -------------------------------------------------------------------

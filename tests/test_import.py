@@ -135,20 +135,20 @@ df.DataContext.get_current().task_placement = "processes"
 
 def probe(batch):
     n = len(batch["id"])
-    return {"x": batch["id"] * 2, "pid": np.full(n, os.getpid()),
+    return {"x": batch["id"] * 2, "pid": np.full(n, os.getpid()), "tag": np.array(["w"] * n),
             "pandas": np.full(n, "pandas" in sys.modules)}
 
 rows = df.range(2_000, override_num_blocks=4).map_batches(probe, batch_format="numpy").take_all()
 print(sum(r["x"] for r in rows), any(r["pid"] == os.getpid() for r in rows),
-      any(r["pandas"] for r in rows))
+      any(r["pandas"] for r in rows), {r["tag"] for r in rows})
 """
 
 
 def test_workers_do_not_import_pandas_for_numpy_batches():
     """Workers preload dataflow and pyarrow.parquet, not pandas (0.43 CPU-s each):
-    a numpy batch UDF on workers never needs it. (Per-row ``map`` does: pyarrow
+    a numpy batch UDF on workers never needs it, string columns included. (Per-row ``map`` does: pyarrow
     imports pandas in ``pa.array`` of a Python list.)"""
     out = subprocess.run(
         [sys.executable, "-c", WORKER_PIPELINE], capture_output=True, text=True, check=True
     ).stdout.split()
-    assert out == [str(2 * sum(range(2_000))), "False", "False"]
+    assert out == [str(2 * sum(range(2_000))), "False", "False", "{'w'}"]

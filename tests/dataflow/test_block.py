@@ -8,6 +8,7 @@ import pyarrow as pa
 import pytest
 
 from dataflow.block import (
+    array_from_numpy,
     check_batch_format,
     column_to_numpy,
     concat,
@@ -189,3 +190,20 @@ def test_keep_types_keeps_a_column_whose_cast_would_fail():
     kept = keep_types(out, like)
     assert kept.schema.field("s").type == pa.large_string()
     assert kept.column("s").to_pylist() == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.array(["a", "bc", "", "héllo wörld", "日本"]),  # non-ASCII: pyarrow converts
+        np.array(["id-1", "", "a\x00b", "xyz"]),  # ASCII from the buffer, inner NUL kept
+        np.array([b"x", b"", b"\x00y", b"abc"]),  # a leading NUL is kept
+        np.array(["ab", "c", "def", "g"])[::2],  # strided
+        np.array([], dtype="U3"),
+        np.zeros(3, dtype="S1"),  # all empty
+    ],
+)
+def test_numpy_strings_and_bytes_cross_to_arrow_exactly(values):
+    got = array_from_numpy(values, "s")
+    assert got.type == (pa.string() if values.dtype.kind == "U" else pa.binary())
+    assert got.to_pylist() == values.tolist()
