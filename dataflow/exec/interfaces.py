@@ -21,6 +21,21 @@ if TYPE_CHECKING:
     from runtime.backends.base import Backend, TaskFuture, TaskResult
 
 
+def cancel_or_collect(backend: Backend, fut: TaskFuture) -> list[ObjectRef]:
+    """Cancel a running task; for one already done, return its output refs to free.
+
+    A task may finish between the check and the cancel (the backend then keeps
+    its result): its outputs are collected like those of one done before."""
+    if not fut.done():
+        backend.cancel(fut)
+        if not fut.done():
+            return []
+    try:
+        return list(fut.result().refs)
+    except Exception:
+        return []  # a failed or cancelled task holds no outputs
+
+
 @dataclass(frozen=True)
 class BlockOrigin:
     """Where a block was made, in the words an error message uses: its position

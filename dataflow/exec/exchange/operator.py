@@ -33,7 +33,13 @@ import pyarrow as pa
 from dataflow.errors import WorkerCrashedError
 from dataflow.exec.exchange.partition import boundaries_from_samples
 from dataflow.exec.exchange.tasks import ExchangeSpec, ExchangeTaskFn
-from dataflow.exec.interfaces import BlockOrigin, ExecEnv, PhysicalOperator, RefBundle
+from dataflow.exec.interfaces import (
+    BlockOrigin,
+    ExecEnv,
+    PhysicalOperator,
+    RefBundle,
+    cancel_or_collect,
+)
 from dataflow.exec.transforms import remote_to_user_error
 from runtime.errors import RemoteTaskError, TaskCancelledError
 from runtime.errors import WorkerCrashedError as RuntimeWorkerCrashed
@@ -150,13 +156,7 @@ class ExchangeOperator(PhysicalOperator):
         self._closed = True
         to_free: list[ObjectRef] = []
         for fut, task in list(self._tasks.items()):
-            if fut.done():
-                try:
-                    to_free += fut.result().refs
-                except Exception:
-                    pass  # a failed or cancelled task holds no outputs
-            else:
-                self._backend.cancel(fut)
+            to_free += cancel_or_collect(self._backend, fut)
             to_free += task.frees
             if task.block is not None and task.block.owned:  # a sample or map task's input
                 to_free.append(task.block.ref)

@@ -23,6 +23,7 @@ from dataflow.exec.interfaces import (
     ExecEnv,
     PhysicalOperator,
     RefBundle,
+    cancel_or_collect,
     files_phrase,
 )
 from dataflow.exec.placement import Placement, idle_cpu_s
@@ -487,14 +488,3 @@ def reorder_window_bytes(env: ExecEnv) -> int:
 def scaled_resources(resources: Resources, n: int) -> Resources:
     """``resources`` times ``n``, memoized: asked once per dispatch per operator."""
     return resources.scale(n) if n else Resources()
-
-
-def cancel_or_collect(backend: Backend, fut: TaskFuture) -> list:
-    """Cancel a running task; for one already done, return its output refs to free."""
-    if not fut.done():
-        backend.cancel(fut)
-        return []
-    try:
-        return list(fut.result().refs)
-    except Exception:
-        return []  # a failed or cancelled task holds no outputs

@@ -10,8 +10,13 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from dataflow.errors import PlanError
-from dataflow.exec.interfaces import BlockOrigin, ExecEnv, PhysicalOperator, RefBundle
-from dataflow.exec.operators.map import cancel_or_collect
+from dataflow.exec.interfaces import (
+    BlockOrigin,
+    ExecEnv,
+    PhysicalOperator,
+    RefBundle,
+    cancel_or_collect,
+)
 from dataflow.exec.transforms import remote_to_user_error
 from runtime.errors import RemoteTaskError
 from runtime.resources import Resources
