@@ -22,15 +22,25 @@ the GIL and needs processes. The planner gives each map operator a mode:
   The move waits for the workers: until they have booted (a cold worker
   imports for ~0.5 s on an idle core) tasks keep starting on threads, so an
   operator whose work ends sooner never waits for a boot (2,000 small files:
-  1.3 s on threads, 1.3–1.9 s when they moved at once).
+  1.3 s on threads, 1.3–1.9 s when they moved at once). When no worker
+  exists yet, the boot itself waits ``BOOT_RENT_S`` more busy seconds on
+  threads (ski rental: pay the slower threads about as long as a boot costs
+  before buying one), since booting competes with the threads for the cores
+  and a short operator is done before it pays (the same files: 1.16–1.21 s
+  on threads, 1.45–1.61 s when the boot started after the probe). Workers
+  already up (prestarted, or booted by an earlier operator) take the tasks
+  as soon as the probe decides.
 
 >>> p = Placement("auto", cores=2)
 >>> p.in_driver
 True
 >>> p.observe(running=2, wall=0.0, cpu=0.0, idle=0.0)
 >>> p.observe(running=2, wall=1.0, cpu=1.0, idle=0.9)
->>> p.in_driver, p.moving
-(True, True)
+>>> p.in_driver, p.moving, p.boot_due
+(True, True, False)
+>>> p.observe(running=2, wall=2.0, cpu=2.0, idle=1.8)
+>>> p.boot_due
+True
 >>> p.moved()
 >>> p.in_driver, p.note
 (False, 'processes (measured on threads: 1.00 of 2 cores busy, 0.90 idle)')
@@ -40,6 +50,9 @@ from __future__ import annotations
 
 PROBE_S = 0.5
 """Busy seconds (every task thread running this operator) measured before deciding."""
+BOOT_RENT_S = 1.0
+"""Busy seconds a GIL-bound operator runs on threads, after the probe, before it
+boots workers that do not exist yet (booting two takes ~1 CPU-s on 2 cores)."""
 MIN_BUSY = 0.75
 """Share of the cores the process must keep busy for an ``auto`` operator to stay on threads."""
 MIN_IDLE = 0.25
@@ -67,6 +80,8 @@ class Placement:
         self.deciding = mode == "auto" and self.cores > 1
         self.moving = False
         """Measured GIL-bound: tasks move to processes once the workers are up."""
+        self.boot_due = False
+        """Moving, and run on threads ``BOOT_RENT_S`` past the probe: worth a boot."""
         self.note = "threads (measuring)" if self.deciding else mode
         if mode == "auto" and not self.deciding:
             self.note = "threads (one core: processes would not help)"
@@ -79,7 +94,7 @@ class Placement:
         clock, the process's CPU time and the machine's idle CPU time (all
         cores). Time between two readings taken while every core had a task
         counts towards the probe."""
-        if not self.deciding:
+        if not self.deciding and not (self.moving and not self.boot_due):
             return
         if running < self.cores:
             self._last = None
@@ -90,8 +105,10 @@ class Placement:
             self._cpu += cpu - last_cpu
             self._idle += idle - last_idle
         self._last = (wall, cpu, idle)
-        if self._wall >= PROBE_S:
+        if self.deciding and self._wall >= PROBE_S:
             self._decide()
+        elif self.moving and self._wall >= PROBE_S + BOOT_RENT_S:
+            self.boot_due = True
 
     def _decide(self) -> None:
         self.deciding = False
@@ -106,8 +123,8 @@ class Placement:
 
     def moved(self) -> None:
         """The workers are up: the remaining tasks run there."""
-        self.moving = self.in_driver = False
+        self.moving = self.in_driver = self.boot_due = False
         self.note = f"processes ({self._measured})"
 
 
-__all__ = ["MIN_BUSY", "MIN_IDLE", "MODES", "PROBE_S", "Placement", "idle_cpu_s"]
+__all__ = ["BOOT_RENT_S", "MIN_BUSY", "MIN_IDLE", "MODES", "PROBE_S", "Placement", "idle_cpu_s"]

@@ -401,13 +401,18 @@ class MapOperator(PhysicalOperator):
 
     def on_tick(self, now: float) -> None:
         placement = self._placement
-        if placement.deciding:
+        if placement.deciding or (placement.moving and not placement.boot_due):
+            deciding = placement.deciding
             placement.observe(len(self._tasks), now, time.process_time(), idle_cpu_s())
-            if not placement.deciding:
+            if deciding and not placement.deciding:
                 self.metrics.placement = placement.note
-        # Measured GIL-bound: boot the workers (a no-op once they exist) and move
-        # when they are up; tasks keep starting on threads meanwhile.
-        if placement.moving and self._backend.prestart(wait=0):
+        # Measured GIL-bound: move to the workers when they are up; boot them
+        # (prestart is a no-op once they exist) only once the boot is due, and
+        # keep starting tasks on threads meanwhile.
+        if not placement.moving:
+            return
+        backend = self._backend
+        if (placement.boot_due or backend.worker_pids()) and backend.prestart(wait=0):
             placement.moved()
             self.metrics.placement = placement.note
 

@@ -12,7 +12,7 @@ import dataflow as df
 import dataflow.exec.operators.map as map_module
 from dataflow.context import DataContext
 from dataflow.errors import PlanError
-from dataflow.exec.placement import PROBE_S, Placement
+from dataflow.exec.placement import BOOT_RENT_S, PROBE_S, Placement
 
 
 def _probe(p: Placement, busy_cores: float, idle_cores: float, running: int = 2) -> None:
@@ -34,6 +34,23 @@ def test_gil_bound_with_idle_cores_moves_to_processes():
     p.moved()
     assert not p.in_driver and not p.moving
     assert p.note == "processes (measured on threads: 1.05 of 2 cores busy, 0.90 idle)"
+
+
+def test_the_boot_is_due_after_renting_threads_for_boot_rent_s():
+    """Measured GIL-bound with no workers up: the operator keeps its threads
+    for BOOT_RENT_S more busy seconds before a boot is worth its cost."""
+    p = Placement("auto", cores=2)
+    p.observe(2, 0.0, 0.0, 0.0)
+    p.observe(2, PROBE_S, PROBE_S, PROBE_S)
+    assert p.moving and not p.boot_due
+    p.observe(1, PROBE_S + 5.0, 0.0, 0.0)  # idle stretches do not count as rent
+    p.observe(2, 10.0, 0.0, 0.0)
+    p.observe(2, 10.0 + BOOT_RENT_S * 0.9, 0.0, 0.0)
+    assert not p.boot_due
+    p.observe(2, 10.0 + BOOT_RENT_S * 1.01, 0.0, 0.0)
+    assert p.boot_due and p.in_driver
+    p.moved()
+    assert not p.boot_due and not p.moving and not p.in_driver
 
 
 def test_busy_cores_or_a_loaded_machine_stay_on_threads():
@@ -114,6 +131,24 @@ def test_the_move_waits_for_the_workers_to_boot(local, monkeypatch):
     assert [r["id"] for r in rows] == list(range(6_000))
     assert {r["pid"] for r in rows} == {os.getpid()}
     assert placement.startswith("threads until the workers are up, then processes (measured")
+
+
+def test_a_short_gil_bound_operator_never_boots_workers(local, monkeypatch):
+    """No workers up and the operator ends before its boot is due: it runs
+    entirely on threads and starts no process (BOOT_RENT_S made long so that
+    a slow machine cannot reach it)."""
+    monkeypatch.setattr("dataflow.exec.placement.BOOT_RENT_S", 60.0)
+    rows, placement = _run(monkeypatch, idle_cores=2.0)
+    assert [r["id"] for r in rows] == list(range(6_000))
+    assert {r["pid"] for r in rows} == {os.getpid()} and local.worker_pids() == []
+    assert placement.startswith("threads until the workers are up, then processes (measured")
+
+
+def test_a_boot_that_is_due_starts_the_workers(local, monkeypatch):
+    monkeypatch.setattr("dataflow.exec.placement.BOOT_RENT_S", 0.0)
+    rows, _ = _run(monkeypatch, idle_cores=2.0)
+    assert [r["id"] for r in rows] == list(range(6_000))
+    assert len(local.worker_pids()) == 2  # booted once due (whether or not in time to help)
 
 
 def test_a_batch_udf_on_a_busy_machine_stays_on_threads(local, monkeypatch):
