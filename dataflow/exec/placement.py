@@ -94,7 +94,7 @@ class Placement:
         clock, the process's CPU time and the machine's idle CPU time (all
         cores). Time between two readings taken while every core had a task
         counts towards the probe."""
-        if not self.deciding and not (self.moving and not self.boot_due):
+        if not self.measuring:
             return
         if running < self.cores:
             self._last = None
@@ -109,6 +109,11 @@ class Placement:
             self._decide()
         elif self.moving and self._wall >= PROBE_S + BOOT_RENT_S:
             self.boot_due = True
+
+    @property
+    def measuring(self) -> bool:
+        """Deciding, or renting threads until a boot is due: readings count."""
+        return self.deciding or (self.moving and not self.boot_due)
 
     def _decide(self) -> None:
         self.deciding = False

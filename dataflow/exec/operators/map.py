@@ -401,7 +401,7 @@ class MapOperator(PhysicalOperator):
 
     def on_tick(self, now: float) -> None:
         placement = self._placement
-        if placement.deciding or (placement.moving and not placement.boot_due):
+        if placement.measuring:
             deciding = placement.deciding
             placement.observe(len(self._tasks), now, time.process_time(), idle_cpu_s())
             if deciding and not placement.deciding:
