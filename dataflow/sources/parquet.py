@@ -54,9 +54,11 @@ from dataflow.sources.paths import (
     partition_values,
     resolve_filesystem,
 )
+from runtime.resources import detect_num_cpus
 
 WHERE = "read_parquet"
 _FOOTER_THREADS_REMOTE = 64
+_FOOTER_THREADS_LOCAL = 4
 # Read tasks at least this big start with a wave of eighth-size tasks (so the
 # first output comes early and the sizer measures the cost before committing
 # the rest of the data).
@@ -294,9 +296,12 @@ class ParquetDatasource(Datasource):
         self, entries: Sequence[FileEntry], part_schema: pa.Schema, fragments: bool = False
     ) -> Iterator[tuple[FileEntry, _Footer | SourceError]]:
         """Footers in file order, read ahead on a thread pool."""
-        # Local footers are GIL-bound (~30 us each): few threads, big chunks.
-        # Remote ones wait on latency: many threads, one file each.
-        threads, chunk = (4, 32) if self.fs.is_local else (_FOOTER_THREADS_REMOTE, 1)
+        # Local footers are GIL-bound (~30 us each): few threads, big chunks,
+        # no more threads than cores (2,000 footers on 2 cores: 0.37 s with 2
+        # threads, 0.43 s with 4, medians of 5). Remote ones wait on latency:
+        # many threads, one file each.
+        local_threads = min(_FOOTER_THREADS_LOCAL, detect_num_cpus())
+        threads, chunk = (local_threads, 32) if self.fs.is_local else (_FOOTER_THREADS_REMOTE, 1)
 
         def load(chunk: Sequence[FileEntry]) -> list[_Footer | SourceError]:
             out: list[_Footer | SourceError] = []
