@@ -253,7 +253,17 @@ def _plan_repartition(p: _Planning, node: Repartition, inputs: list) -> Physical
     elif node.shuffle:
         spec = RandomShuffleSpec(random.getrandbits(63))
     else:
-        spec = RepartitionSpec(node.num_blocks)
+        # Rows in order and their count known (metadata): cut each output block
+        # as its rows arrive instead of holding the whole input (out of core, the
+        # whole input would spill).
+        rows = node.input.num_rows() if p.ctx.preserve_order else None
+        return ExchangeOperator(
+            node.name,
+            inputs,
+            RepartitionSpec(node.num_blocks),
+            num_partitions=node.num_blocks,
+            total_rows=rows,
+        )
     return _exchange(node, inputs, spec, node.num_blocks)
 
 

@@ -21,6 +21,7 @@ from dataflow.exec.exchange.tasks import (
     SortSpec,
 )
 from dataflow.exec.executor import OutputStream, StreamingExecutor
+from dataflow.exec.interfaces import ExecEnv, RefBundle
 from dataflow.exec.operators.input import InputBuffer
 from runtime.backends.inline import InlineBackend
 
@@ -47,12 +48,16 @@ def _blocks(n: int, num_blocks: int, seed: int = 0) -> list[pa.Table]:
     return [t.slice(i, step) for i in range(0, n, step)]
 
 
-def run(backend, spec, tables, *, right=None, num_partitions=None, ctx=None) -> list[pa.Table]:
+def run(
+    backend, spec, tables, *, right=None, num_partitions=None, ctx=None, total_rows=None
+) -> list[pa.Table]:
     ctx = ctx or DataContext()
     ins = [InputBuffer("left", tables=tables)]
     if right is not None:
         ins.append(InputBuffer("right", tables=right))
-    op = ExchangeOperator("exchange", ins, spec, num_partitions=num_partitions)
+    op = ExchangeOperator(
+        "exchange", ins, spec, num_partitions=num_partitions, total_rows=total_rows
+    )
     ex = StreamingExecutor(op, backend, ctx)
     ex.start()
     with OutputStream(ex) as stream:
@@ -158,3 +163,52 @@ def test_repartition_keeps_order_in_equal_blocks(inline):
     out = run(inline, RepartitionSpec(3), blocks, num_partitions=3)
     assert [t.num_rows for t in out] == [333, 333, 334]
     assert _concat(out).column("id").to_pylist() == list(range(1000))
+
+
+@pytest.mark.parametrize("n", [1, 3, 7, 50, 1200])
+def test_streaming_repartition_cuts_the_same_blocks_and_frees_every_input(inline, n):
+    """With the row count known, blocks are cut as rows arrive: the same output
+    as the barrier (empty input blocks and more outputs than rows included),
+    and nothing left in the store."""
+    blocks = _blocks(1000, 9)
+    blocks = [blocks[0], blocks[0].slice(0, 0), *blocks[1:], blocks[1].slice(0, 0)]
+    before = inline.store_stats().num_objects  # the module's backend, shared
+    want = run(inline, RepartitionSpec(n), blocks, num_partitions=n)
+    got = run(inline, RepartitionSpec(n), blocks, num_partitions=n, total_rows=1000)
+    assert [t.num_rows for t in got] == [t.num_rows for t in want]
+    assert _concat(got).equals(_concat(want))
+    assert _concat(got).column("id").to_pylist() == list(range(1000))
+    assert inline.store_stats().num_objects == before
+
+
+def test_streaming_repartition_plans_each_block_once_its_rows_are_in(inline):
+    """Output block i is planned as soon as row (i + 1) * 25 has arrived, before
+    the rest of the input; closing early frees what it held."""
+    before = inline.store_stats().num_objects
+    op = ExchangeOperator(
+        "repartition(4)", [], RepartitionSpec(4), num_partitions=4, total_rows=100
+    )
+    op.start(ExecEnv(inline, DataContext()))
+    planned = []
+    for i in range(4):  # rows 0-29, 30-59, 60-89, 90-99 against cuts at 25, 50, 75, 100
+        table = pa.table({"id": np.arange(30 * i, min(30 * i + 30, 100))})
+        op._add_input(RefBundle(refs=(inline.put(table),), schema=table.schema, seq=(i,)), 0)
+        planned.append([t.label for t in op._reduces])
+    assert planned == [
+        ["output block 0"],
+        ["output block 0", "output block 1"],
+        ["output block 0", "output block 1", "output block 2"],
+        ["output block 0", "output block 1", "output block 2", "output block 3"],
+    ]
+    op.shutdown()
+    assert inline.store_stats().num_objects == before
+
+
+def test_streaming_repartition_refuses_input_out_of_order(inline):
+    op = ExchangeOperator("repartition(2)", [], RepartitionSpec(2), num_partitions=2, total_rows=20)
+    op.start(ExecEnv(inline, DataContext()))
+    table = pa.table({"id": np.arange(10)})
+    op._add_input(RefBundle(refs=(inline.put(table),), schema=table.schema, seq=(1,)), 0)
+    with pytest.raises(RuntimeError, match="arrived after .* needs its input in order"):
+        op._add_input(RefBundle(refs=(inline.put(table),), schema=table.schema, seq=(0,)), 0)
+    op.shutdown()

@@ -70,6 +70,17 @@ class _Block:
 
 
 @dataclass
+class _SliceReaders:
+    """An owned input block of a streaming repartition and the reduces reading it."""
+
+    ref: ObjectRef
+    running: int = 0
+    """Reduces planned to read it and not done yet."""
+    last_planned: bool = False
+    """The output holding its last row is planned: no later reduce will read it."""
+
+
+@dataclass
 class _Task:
     kind: str  # "sample" | "map" | "reduce"
     label: str
@@ -99,10 +110,15 @@ class ExchangeOperator(PhysicalOperator):
         *,
         num_partitions: int | None = None,
         resources: Resources = Resources(cpu=1),
+        total_rows: int | None = None,
     ) -> None:
         super().__init__(name, inputs)
         self.spec = spec
         self.num_partitions = num_partitions
+        self.total_rows = total_rows
+        """repartition(n) of an input whose row count is known and whose blocks
+        arrive in order: each output block is cut as soon as its rows are in,
+        instead of after the whole input (``_plan_ready_slices``)."""
         self.resources = resources
         self._backend: Backend | None = None
         self._handle: FunctionHandle | None = None
@@ -124,6 +140,11 @@ class ExchangeOperator(PhysicalOperator):
         self._done_reduces: dict[int, list[RefBundle]] = {}
         self._next_out = 0
         self._slice_owned: list[ObjectRef] = []  # repartition: inputs freed at the end
+        # Streaming repartition: rows received, the row offset of _inputs_seen[0],
+        # output blocks planned, and the owned input blocks being read.
+        self._seen_rows = self._first_row = self._planned = 0
+        self._last_block_id: tuple[int, ...] | None = None
+        self._slice_readers: dict[str, _SliceReaders] = {}
         self._map_rows = [0, 0]  # rows into and out of the map tasks done so far
         self._out: deque[RefBundle] = deque()
         self._tasks: dict[TaskFuture, _Task] = {}
@@ -140,6 +161,8 @@ class ExchangeOperator(PhysicalOperator):
         )
         self._target_bytes = env.ctx.target_max_block_size
         self._slots = max(1, int(env.backend.total_resources().cpu // max(self.resources.cpu, 1)))
+        if self._streams():
+            self._reduces = deque()
         if self.spec.has_map and self.spec.fixed_partitions:
             m = self.num_partitions or self.spec.map_partitions or DEFAULT_PARTITIONS
             self._set_partitions(m)
@@ -161,15 +184,17 @@ class ExchangeOperator(PhysicalOperator):
             if task.block is not None and task.block.owned:  # a sample or map task's input
                 to_free.append(task.block.ref)
         self._tasks.clear()
-        blocks = list(self._to_sample) + list(self._to_map) + self._held
+        blocks = list(self._to_sample) + list(self._to_map) + self._held + self._inputs_seen
         to_free += [b.ref for b in blocks if b.owned]
+        to_free += [r.ref for r in self._slice_readers.values()]
         to_free += self._samples + [r for p in self._pieces for _, r in p]
         to_free += [r for t in self._reduces or () for r in t.frees] + self._slice_owned
         bundles = list(self._out) + [b for bs in self._done_reduces.values() for b in bs]
         to_free += [r for b in bundles for r in b.refs]
         for queue in (self._to_sample, self._to_map, self._out):
             queue.clear()
-        self._held, self._samples, self._pieces = [], [], []
+        self._held, self._samples, self._pieces, self._inputs_seen = [], [], [], []
+        self._slice_readers = {}
         self._reduces, self._done_reduces, self._slice_owned = deque(), {}, []
         if to_free:
             self._backend.free(to_free)
@@ -189,11 +214,28 @@ class ExchangeOperator(PhysicalOperator):
             block = _Block(input_index, block_id, ref, bundle.owns_blocks, origin)
             self.metrics.queued_bytes += ref.nbytes
             if not self.spec.has_map:
+                if self._streams():
+                    self._check_in_order(block)
+                    self._seen_rows += ref.num_rows
                 self._inputs_seen.append(block)
             elif self.spec.needs_sample:
                 self._to_sample.append(block)
             else:
                 self._to_map.append(block)
+        if self._streams():
+            self._reduces.extend(self._plan_ready_slices())
+
+    def _streams(self) -> bool:
+        return not self.spec.has_map and self.total_rows is not None
+
+    def _check_in_order(self, block: _Block) -> None:
+        last = self._last_block_id
+        if last is not None and block.block_id < last:
+            raise RuntimeError(
+                f"{self.name}: input block {block.block_id} arrived after {last}; a "
+                "streaming repartition needs its input in order (preserve_order)"
+            )
+        self._last_block_id = block.block_id
 
     def _has_queued(self) -> bool:
         return bool(
@@ -210,6 +252,11 @@ class ExchangeOperator(PhysicalOperator):
     def _advance(self) -> None:
         """Move between phases when the previous one is complete."""
         if self._reduces is not None or not self.all_inputs_done or self._closed:
+            if self._streams() and self.all_inputs_done and self._seen_rows != self.total_rows:
+                raise RuntimeError(
+                    f"{self.name}: the input's metadata promised {self.total_rows} rows "
+                    f"but {self._seen_rows} arrived"
+                )
             return
         running = {t.kind for t in self._tasks.values()}
         if self.spec.needs_sample and self._boundaries is None:
@@ -302,6 +349,62 @@ class ExchangeOperator(PhysicalOperator):
             args = ("reduce", len(refs), tuple(slices))
             tasks.append(_Task("reduce", f"output block {i}", index=i, inputs=refs, args=args))
         return tasks
+
+    def _plan_ready_slices(self) -> list[_Task]:
+        """Streaming repartition: a reduce for each output block whose row range
+        has fully arrived. An owned input block is freed once no later output
+        needs it and every reduce reading it is done (``_slice_readers``)."""
+        n, total = self.num_partitions or 1, self.total_rows or 0
+        tasks = []
+        while self._planned < n:
+            i = self._planned
+            lo, hi = (total * i) // n, (total * (i + 1)) // n
+            if hi > self._seen_rows:
+                break
+            refs, slices, keep = [], [], []
+            off = self._first_row
+            for b in self._inputs_seen:
+                rows = b.ref.num_rows
+                start, end = max(lo, off), min(hi, off + rows)
+                if start < end:
+                    refs.append(b.ref)
+                    slices.append((start - off, end - start))
+                    if b.owned:
+                        readers = self._slice_readers.setdefault(b.ref.id, _SliceReaders(b.ref))
+                        readers.running += 1
+                if off + rows > hi:
+                    keep.append(b)  # a later output reads its rest
+                elif b.owned and b.ref.id in self._slice_readers:
+                    self._slice_readers[b.ref.id].last_planned = True
+                elif b.owned:
+                    self._backend.free([b.ref])  # no rows: nothing reads it
+                off += rows
+            self._first_row += sum(b.ref.num_rows for b in self._inputs_seen) - sum(
+                b.ref.num_rows for b in keep
+            )
+            self._inputs_seen = keep
+            args = ("reduce", len(refs), tuple(slices))
+            tasks.append(_Task("reduce", f"output block {i}", index=i, inputs=refs, args=args))
+            self._planned += 1
+        if self._planned == n:  # every row is placed: what still comes is empty
+            self._backend.free([b.ref for b in self._inputs_seen if b.owned])
+            self._inputs_seen = []
+        return tasks
+
+    def _release_slices(self, task: _Task) -> None:
+        """A streaming repartition's reduce is done: free the inputs it was the
+        last reader of."""
+        done = []
+        for ref in task.inputs:
+            readers = self._slice_readers.get(ref.id)
+            if readers is None:
+                continue
+            readers.running -= 1
+            if readers.running == 0 and readers.last_planned:
+                done.append(ref)
+                del self._slice_readers[ref.id]
+        if done:
+            self._backend.free(done)
 
     # -- work --------------------------------------------------------------------
     def dispatch_cost(self) -> Resources | None:
@@ -409,6 +512,8 @@ class ExchangeOperator(PhysicalOperator):
 
     def _reduce_done(self, task: _Task, result: TaskResult) -> None:
         self._backend.free(task.frees)
+        if self._streams():
+            self._release_slices(task)
         if (
             self._slice_owned
             and not self._reduces
