@@ -80,7 +80,10 @@ class AllToAllMethods(DatasetBase):
         * ``num_blocks``: that many blocks of near-equal row counts, in row
           order; ``shuffle=True`` scatters rows randomly instead; ``keys=[...]``
           hash-partitions by those columns (rows with equal keys share a block,
-          each block sorted by them with ``sort=True``).
+          each block sorted by them with ``sort=True``). In row order it
+          streams when the row count is known from metadata and order is
+          preserved (each block is cut as soon as its rows are in); otherwise
+          it waits for the whole input.
         * ``target_num_rows_per_block``: blocks of exactly that many rows but
           the last, in row order. Ray Data streams this and, unless
           ``strict=True``, lets a task's leftover rows make smaller blocks;
