@@ -229,9 +229,16 @@ def _exchange(
     spec: ExchangeSpec,
     num_partitions: int | None = None,
     resources: Resources = Resources(cpu=1),
+    *,
+    total_rows: int | None = None,
 ) -> PhysicalOperator:
     return ExchangeOperator(
-        node.name, inputs, spec, num_partitions=num_partitions, resources=resources
+        node.name,
+        inputs,
+        spec,
+        num_partitions=num_partitions,
+        resources=resources,
+        total_rows=total_rows,
     )
 
 
@@ -257,13 +264,8 @@ def _plan_repartition(p: _Planning, node: Repartition, inputs: list) -> Physical
         # as its rows arrive instead of holding the whole input (out of core, the
         # whole input would spill).
         rows = node.input.num_rows() if p.ctx.preserve_order else None
-        return ExchangeOperator(
-            node.name,
-            inputs,
-            RepartitionSpec(node.num_blocks),
-            num_partitions=node.num_blocks,
-            total_rows=rows,
-        )
+        spec = RepartitionSpec(node.num_blocks)
+        return _exchange(node, inputs, spec, node.num_blocks, total_rows=rows)
     return _exchange(node, inputs, spec, node.num_blocks)
 
 

@@ -118,7 +118,8 @@ class ExchangeOperator(PhysicalOperator):
         self.total_rows = total_rows
         """repartition(n) of an input whose row count is known and whose blocks
         arrive in order: each output block is cut as soon as its rows are in,
-        instead of after the whole input (``_plan_ready_slices``)."""
+        instead of after the whole input (``_plan_ready_slices``). Without it
+        the count is taken once the whole input is in (``_plan_slices``)."""
         self.resources = resources
         self._backend: Backend | None = None
         self._handle: FunctionHandle | None = None
@@ -139,7 +140,6 @@ class ExchangeOperator(PhysicalOperator):
         self._reduces: deque[_Task] | None = None
         self._done_reduces: dict[int, list[RefBundle]] = {}
         self._next_out = 0
-        self._slice_owned: list[ObjectRef] = []  # repartition: inputs freed at the end
         # Streaming repartition: rows received, the row offset of _inputs_seen[0],
         # output blocks planned, and the owned input blocks being read.
         self._seen_rows = self._first_row = self._planned = 0
@@ -188,14 +188,14 @@ class ExchangeOperator(PhysicalOperator):
         to_free += [b.ref for b in blocks if b.owned]
         to_free += [r.ref for r in self._slice_readers.values()]
         to_free += self._samples + [r for p in self._pieces for _, r in p]
-        to_free += [r for t in self._reduces or () for r in t.frees] + self._slice_owned
+        to_free += [r for t in self._reduces or () for r in t.frees]
         bundles = list(self._out) + [b for bs in self._done_reduces.values() for b in bs]
         to_free += [r for b in bundles for r in b.refs]
         for queue in (self._to_sample, self._to_map, self._out):
             queue.clear()
         self._held, self._samples, self._pieces, self._inputs_seen = [], [], [], []
         self._slice_readers = {}
-        self._reduces, self._done_reduces, self._slice_owned = deque(), {}, []
+        self._reduces, self._done_reduces = deque(), {}
         if to_free:
             self._backend.free(to_free)
         if self._handle is not None:
@@ -328,27 +328,11 @@ class ExchangeOperator(PhysicalOperator):
         return tasks
 
     def _plan_slices(self) -> list[_Task]:
-        """repartition(n) without shuffle: cut the row sequence into n ranges."""
-        blocks = sorted(self._inputs_seen, key=lambda b: b.block_id)
-        self._inputs_seen = []
-        self._slice_owned = [b.ref for b in blocks if b.owned]
-        n = self.num_partitions or 1
-        total = sum(b.ref.num_rows for b in blocks)
-        offsets = [0]
-        for b in blocks:
-            offsets.append(offsets[-1] + b.ref.num_rows)
-        tasks = []
-        for i in range(n):
-            lo, hi = (total * i) // n, (total * (i + 1)) // n
-            refs, slices = [], []
-            for b, off in zip(blocks, offsets):
-                start, end = max(lo, off), min(hi, off + b.ref.num_rows)
-                if start < end:
-                    refs.append(b.ref)
-                    slices.append((start - off, end - start))
-            args = ("reduce", len(refs), tuple(slices))
-            tasks.append(_Task("reduce", f"output block {i}", index=i, inputs=refs, args=args))
-        return tasks
+        """repartition(n) without shuffle whose row count was not known: the
+        whole input is in, so every range is ready (``_plan_ready_slices``)."""
+        self._inputs_seen.sort(key=lambda b: b.block_id)
+        self.total_rows = self._seen_rows = sum(b.ref.num_rows for b in self._inputs_seen)
+        return self._plan_ready_slices()
 
     def _plan_ready_slices(self) -> list[_Task]:
         """Streaming repartition: a reduce for each output block whose row range
@@ -514,13 +498,6 @@ class ExchangeOperator(PhysicalOperator):
         self._backend.free(task.frees)
         if self._streams():
             self._release_slices(task)
-        if (
-            self._slice_owned
-            and not self._reduces
-            and not any(t.kind == "reduce" for t in self._tasks.values())
-        ):
-            self._backend.free(self._slice_owned)
-            self._slice_owned = []
         self._done_reduces[task.index] = [
             RefBundle(
                 refs=(ref,),
