@@ -204,6 +204,27 @@ def test_streaming_repartition_plans_each_block_once_its_rows_are_in(inline):
     assert inline.store_stats().num_objects == before
 
 
+def test_streaming_repartition_closed_mid_block_frees_it_once(inline):
+    """Closed while output 0 reads the first block and output 1 still needs
+    its rest: the block is held and being read, and is freed exactly once."""
+    before = inline.store_stats().num_objects
+    op = ExchangeOperator("repartition(2)", [], RepartitionSpec(2), num_partitions=2, total_rows=20)
+    op.start(ExecEnv(inline, DataContext()))
+    table = pa.table({"id": np.arange(15)})
+    ref = inline.put(table)
+    op._add_input(RefBundle(refs=(ref,), schema=table.schema, seq=(0,)), 0)
+    assert [t.label for t in op._reduces] == ["output block 0"]
+    freed = []
+    real_free = inline.free
+    inline.free = lambda refs: (freed.extend(r.id for r in refs), real_free(refs))
+    try:
+        op.shutdown()
+    finally:
+        del inline.free
+    assert freed.count(ref.id) == 1
+    assert inline.store_stats().num_objects == before
+
+
 def test_streaming_repartition_refuses_input_out_of_order(inline):
     op = ExchangeOperator("repartition(2)", [], RepartitionSpec(2), num_partitions=2, total_rows=20)
     op.start(ExecEnv(inline, DataContext()))

@@ -196,8 +196,8 @@ class ExchangeOperator(PhysicalOperator):
         self._held, self._samples, self._pieces, self._inputs_seen = [], [], [], []
         self._slice_readers = {}
         self._reduces, self._done_reduces = deque(), {}
-        if to_free:
-            self._backend.free(to_free)
+        if to_free:  # a repartition input may be both held and being read: free it once
+            self._backend.free(list({ref.id: ref for ref in to_free}.values()))
         if self._handle is not None:
             self._backend.release_function(self._handle)
             self._handle = None
