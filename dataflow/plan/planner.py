@@ -255,6 +255,7 @@ def _plan_shuffle(p: _Planning, node: RandomShuffle, inputs: list) -> PhysicalOp
 
 @_plans(Repartition)
 def _plan_repartition(p: _Planning, node: Repartition, inputs: list) -> PhysicalOperator:
+    rows = None
     if node.keys:
         spec: ExchangeSpec = HashRepartitionSpec(node.keys, node.sort)
     elif node.shuffle:
@@ -265,8 +266,7 @@ def _plan_repartition(p: _Planning, node: Repartition, inputs: list) -> Physical
         # whole input would spill).
         rows = node.input.num_rows() if p.ctx.preserve_order else None
         spec = RepartitionSpec(node.num_blocks)
-        return _exchange(node, inputs, spec, node.num_blocks, total_rows=rows)
-    return _exchange(node, inputs, spec, node.num_blocks)
+    return _exchange(node, inputs, spec, node.num_blocks, total_rows=rows)
 
 
 @_plans(Aggregate)

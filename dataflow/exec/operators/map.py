@@ -402,10 +402,8 @@ class MapOperator(PhysicalOperator):
     def on_tick(self, now: float) -> None:
         placement = self._placement
         if placement.measuring:
-            deciding = placement.deciding
             placement.observe(len(self._tasks), now, time.process_time(), idle_cpu_s())
-            if deciding and not placement.deciding:
-                self.metrics.placement = placement.note
+            self.metrics.placement = placement.note
         # Measured GIL-bound: move to the workers when they are up; boot them
         # (prestart is a no-op once they exist) only once the boot is due, and
         # keep starting tasks on threads meanwhile.
