@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 import os
 import re
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -542,9 +543,16 @@ class MapTaskFn:
         self.read_name = read_name
         self._bound: list[BoundFn | None] | None = None
         self._meters: ChainState | None = None
+        self._bind_lock = threading.Lock()
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_bound": None, "_meters": None}
+        state = {**self.__dict__, "_bound": None, "_meters": None}
+        del state["_bind_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._bind_lock = threading.Lock()
 
     def steps(self) -> tuple[StepInfo, ...]:
         """The chain's logical steps, in order (the read first, if any): what the
@@ -553,9 +561,14 @@ class MapTaskFn:
         return read + tuple(StepInfo(s.name, _step_kind(s)) for s in self.stages)
 
     def bind(self) -> MapTaskFn:
+        # Tasks of one operator may start together on a process's threads: one
+        # binds (a callable class is built once), the others wait for it, and no
+        # one sees the chain bound before its meters exist.
         if self._bound is None:
-            self._bound = [None if isinstance(s, WriteStage) else s.bind() for s in self.stages]
-            self._meters = ChainState(len(self.stages) + bool(self.read_name))
+            with self._bind_lock:
+                if self._bound is None:
+                    self._meters = ChainState(len(self.stages) + bool(self.read_name))
+                    self._bound = [None if isinstance(s, WriteStage) else s.bind() for s in self.stages]
         return self
 
     def __call__(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import threading
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -253,6 +255,49 @@ def test_callable_class_is_built_once_per_actor():
     state = ActorFactory(fn)()
     assert rows(state([pa.table({"x": [1]})], 0)) + rows(state([pa.table({"x": [2]})], 1)) == [6, 7]
     assert built == [5]
+
+
+class _SlowInit:
+    """A callable class whose constructor takes long enough for other threads
+    to arrive while one binds it."""
+
+    built: list[int] = []
+
+    def __init__(self):
+        time.sleep(0.05)
+        _SlowInit.built.append(1)
+
+    def __call__(self, b):
+        return {"x": b["x"] * 2}
+
+
+def test_tasks_starting_together_on_threads_bind_the_chain_once():
+    # Threads of one process run tasks of one operator at once: the ones that
+    # do not bind must wait for the binding, chain and meters both (a thread
+    # that saw the chain bound before its meters failed on a None meter state).
+    # The function arrives pickled, as in a worker.
+    fn = pickle.loads(pickle.dumps(MapTaskFn(
+        (MapBatchesStage("mb", fn=_SlowInit, is_class=True, batch_size=None),), 1 << 20, "read_test"
+    )))
+    _SlowInit.built.clear()
+    out: dict[int, list] = {}
+    errors: list[BaseException] = []
+
+    def task(i):
+        set_current_task(TaskContext())
+        try:
+            out[i] = rows(fn([pa.table({"x": [i]})], i))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=task, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert out == {0: [0], 1: [2], 2: [4], 3: [6]}
+    assert _SlowInit.built == [1]
 
 
 def test_read_errors_become_source_errors_naming_the_file():
