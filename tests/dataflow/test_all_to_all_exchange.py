@@ -225,6 +225,31 @@ def test_streaming_repartition_closed_mid_block_frees_it_once(inline):
     assert inline.store_stats().num_objects == before
 
 
+def test_streaming_repartition_counts_only_the_input_it_holds(inline):
+    """The memory budget sees the input blocks a streaming repartition holds
+    (rows not all planned yet, or a reduce still reading them), not every block
+    it was ever given: a count that only grew stopped the pipeline's other tasks
+    once the input passed the store budget."""
+    op = ExchangeOperator(  # an input that has not ended: reduces run while rows arrive
+        "repartition(4)", [InputBuffer("in")], RepartitionSpec(4), num_partitions=4, total_rows=100
+    )
+    op.start(ExecEnv(inline, DataContext()))
+    counted = []
+    for i in range(4):  # rows 0-29, 30-59, 60-89, 90-99 against cuts at 25, 50, 75, 100
+        table = pa.table({"id": np.arange(30 * i, min(30 * i + 30, 100))})
+        op._add_input(RefBundle(refs=(inline.put(table),), schema=table.schema, seq=(i,)), 0)
+        counted.append(op.metrics.queued_bytes)
+        while op._reduces:
+            op.on_task_done(op.dispatch())
+        counted.append(op.metrics.queued_bytes)
+    # Each 30-row block is 240 bytes: block i is held until output i + 1 has read its rest.
+    assert counted == [240, 240, 480, 240, 480, 240, 320, 0]
+    out = [op._get_next() for _ in range(4)]
+    assert [b.num_rows for b in out] == [25, 25, 25, 25]
+    inline.free([r for b in out for r in b.refs])
+    op.shutdown()
+
+
 def test_streaming_repartition_refuses_input_out_of_order(inline):
     op = ExchangeOperator("repartition(2)", [], RepartitionSpec(2), num_partitions=2, total_rows=20)
     op.start(ExecEnv(inline, DataContext()))

@@ -337,7 +337,8 @@ class ExchangeOperator(PhysicalOperator):
     def _plan_ready_slices(self) -> list[_Task]:
         """Streaming repartition: a reduce for each output block whose row range
         has fully arrived. An owned input block is freed once no later output
-        needs it and every reduce reading it is done (``_slice_readers``)."""
+        needs it and every reduce reading it is done (``_slice_readers``); its
+        bytes count in ``queued_bytes`` (the memory budget's view) until then."""
         n, total = self.num_partitions or 1, self.total_rows or 0
         tasks = []
         while self._planned < n:
@@ -359,9 +360,12 @@ class ExchangeOperator(PhysicalOperator):
                 if off + rows > hi:
                     keep.append(b)  # a later output reads its rest
                 elif b.owned and b.ref.id in self._slice_readers:
+                    # Its bytes stay counted until its last reader is done.
                     self._slice_readers[b.ref.id].last_planned = True
-                elif b.owned:
-                    self._backend.free([b.ref])  # no rows: nothing reads it
+                else:
+                    self.metrics.queued_bytes -= b.ref.nbytes
+                    if b.owned:
+                        self._backend.free([b.ref])  # no rows: nothing reads it
                 off += rows
             self._first_row += sum(b.ref.num_rows for b in self._inputs_seen) - sum(
                 b.ref.num_rows for b in keep
@@ -371,6 +375,7 @@ class ExchangeOperator(PhysicalOperator):
             tasks.append(_Task("reduce", f"output block {i}", index=i, inputs=refs, args=args))
             self._planned += 1
         if self._planned == n:  # every row is placed: what still comes is empty
+            self.metrics.queued_bytes -= sum(b.ref.nbytes for b in self._inputs_seen)
             self._backend.free([b.ref for b in self._inputs_seen if b.owned])
             self._inputs_seen = []
         return tasks
@@ -387,6 +392,7 @@ class ExchangeOperator(PhysicalOperator):
             if readers.running == 0 and readers.last_planned:
                 done.append(ref)
                 del self._slice_readers[ref.id]
+                self.metrics.queued_bytes -= ref.nbytes
         if done:
             self._backend.free(done)
 
