@@ -55,11 +55,21 @@ _QUEUE_DEPTH = 2
 (backends pipeline it), so a worker never idles for a driver round trip."""
 
 
+SMALL_BYTES_PER_SLOT = 64 * 1024
+"""Bytes of small blocks the output queue takes per slot of its block count
+beyond that count: a consumer thread wakes late while task threads hold the
+GIL (up to its 5 ms switch interval), and a queue of a few tiny blocks full
+then stopped every task (``overhead``: 2,000 blocks of 8 KiB)."""
+
+
 class OutputQueue:
-    """Bounded hand-off of the sink's bundles from the executor to the consumer."""
+    """Bounded hand-off of the sink's bundles from the executor to the consumer:
+    ``max_blocks`` blocks, or more while they hold under
+    ``max_blocks * SMALL_BYTES_PER_SLOT`` bytes."""
 
     def __init__(self, max_blocks: int) -> None:
         self.max_blocks = max(1, max_blocks)
+        self._small_bytes = self.max_blocks * SMALL_BYTES_PER_SLOT
         self._items: deque[RefBundle] = deque()
         self._cond = threading.Condition()
         self._done = False
@@ -67,7 +77,7 @@ class OutputQueue:
         self.nbytes = 0
 
     def has_room(self) -> bool:
-        return len(self._items) < self.max_blocks
+        return len(self._items) < self.max_blocks or self.nbytes < self._small_bytes
 
     def __len__(self) -> int:
         return len(self._items)

@@ -568,7 +568,9 @@ class MapTaskFn:
             with self._bind_lock:
                 if self._bound is None:
                     self._meters = ChainState(len(self.stages) + bool(self.read_name))
-                    self._bound = [None if isinstance(s, WriteStage) else s.bind() for s in self.stages]
+                    self._bound = [
+                        None if isinstance(s, WriteStage) else s.bind() for s in self.stages
+                    ]
         return self
 
     def __call__(

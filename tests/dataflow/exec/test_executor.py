@@ -17,6 +17,8 @@ import pytest
 import dataflow as df
 from dataflow.context import DataContext
 from dataflow.errors import SourceError, UserCodeError
+from dataflow.exec.executor import OutputQueue
+from dataflow.exec.interfaces import RefBundle
 from dataflow.exec.operators.map import MAX_READS_PER_TASK
 from dataflow.expressions import col
 from dataflow.plan.logical import (
@@ -33,6 +35,7 @@ from dataflow.plan.logical import (
 )
 from dataflow.plan.planner import execute
 from dataflow.sources.datasource import BlockMetadata, Datasource, ReadTask
+from runtime.refs import ObjectRef
 
 
 def blocks(n_blocks=4, rows=25, start=0):
@@ -298,6 +301,29 @@ def test_row_skip_policy_reports_skipped_rows(backend):
     got, stream = collect(plan)
     assert len(got) == 90
     assert stream.stats().operator("map(<lambda>)").counters["rows_skipped"] == 10
+
+
+def test_output_queue_holds_its_block_count_or_more_small_blocks():
+    """The queue has room below its block count, and beyond it while the
+    blocks are small (under 64 KiB a slot): a consumer that wakes late does not
+    stop a pipeline of tiny blocks."""
+
+    def bundle(nbytes):
+        return RefBundle(refs=(ObjectRef("x", nbytes, 1, "mem", "s"),), schema=None, seq=(0,))
+
+    big = OutputQueue(max_blocks=2)
+    big.put(bundle(100_000))
+    assert big.has_room()
+    big.put(bundle(100_000))
+    assert not big.has_room()  # two blocks, 200 kB: over 2 x 64 KiB
+    small = OutputQueue(max_blocks=2)
+    for _ in range(15):
+        small.put(bundle(8192))
+    assert small.has_room()  # 15 blocks of 8 KiB
+    small.put(bundle(8192))
+    assert not small.has_room()  # 16 x 8 KiB = 2 x 64 KiB
+    small.get()
+    assert small.has_room()
 
 
 def test_break_and_close_free_every_object_and_stop_the_executor(backend):

@@ -276,9 +276,15 @@ def test_tasks_starting_together_on_threads_bind_the_chain_once():
     # do not bind must wait for the binding, chain and meters both (a thread
     # that saw the chain bound before its meters failed on a None meter state).
     # The function arrives pickled, as in a worker.
-    fn = pickle.loads(pickle.dumps(MapTaskFn(
-        (MapBatchesStage("mb", fn=_SlowInit, is_class=True, batch_size=None),), 1 << 20, "read_test"
-    )))
+    fn = pickle.loads(
+        pickle.dumps(
+            MapTaskFn(
+                (MapBatchesStage("mb", fn=_SlowInit, is_class=True, batch_size=None),),
+                1 << 20,
+                "read_test",
+            )
+        )
+    )
     _SlowInit.built.clear()
     out: dict[int, list] = {}
     errors: list[BaseException] = []
