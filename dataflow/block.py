@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from runtime.store import table_nbytes
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -450,14 +452,9 @@ def _iter_tensor_rows(table: pa.Table, tensor: set[str]) -> Iterator[dict[str, A
 # -- sizing and slicing ---------------------------------------------------------
 
 
-def block_nbytes(table: pa.Table) -> int:
-    """Bytes the block's buffers take (what the store and budgets count)."""
-    return table.nbytes
-
-
 def split_to_max_size(table: pa.Table, max_bytes: int) -> Iterator[pa.Table]:
     """Slices of ``table`` of at most ~``max_bytes`` each (zero-copy)."""
-    nbytes = table.nbytes
+    nbytes = table_nbytes(table)
     if nbytes <= max_bytes or table.num_rows <= 1:
         yield table
         return

@@ -52,6 +52,7 @@ from dataflow.exec.metering import (
     StepInfo,
 )
 from runtime.errors import RemoteTaskError
+from runtime.store import table_nbytes
 from runtime.task import current_task
 
 if TYPE_CHECKING:
@@ -616,10 +617,11 @@ class MapTaskFn:
                 empty = table
                 continue
             produced = True
+            nbytes = table_nbytes(table) if merge else 0
             if pending and (
                 not merge
                 or pulled != pending_from
-                or held + table.nbytes > self.max_block_size
+                or held + nbytes > self.max_block_size
                 or not table.schema.equals(pending[0].schema)
             ):
                 yield from _merged(pending, self.max_block_size)
@@ -627,7 +629,7 @@ class MapTaskFn:
             if not pending:
                 pending_from = pulled
             pending.append(table)
-            held += table.nbytes
+            held += nbytes
         if pending:
             yield from _merged(pending, self.max_block_size)
         meter.report(current_task().counters)

@@ -40,6 +40,7 @@ from dataflow.sources.paths import (
     partition_values,
     resolve_filesystem,
 )
+from runtime.store import table_nbytes
 
 PATH_COLUMN = "path"
 TASK_THREADS = 8
@@ -108,11 +109,12 @@ def coalesce(
 
     for path, table in tables:
         for piece in split_to_max_size(table, max_bytes):
-            if acc and acc + piece.nbytes > max_bytes:
+            nbytes = table_nbytes(piece)
+            if acc and acc + nbytes > max_bytes:
                 yield flush()
                 pending, acc = [], 0
             pending.append((path, piece))
-            acc += piece.nbytes
+            acc += nbytes
     if pending:
         yield flush()
 
@@ -281,7 +283,7 @@ def batches_to_blocks(
             left -= batch.num_rows
         if batch.num_rows:
             pending.append(batch)
-            nbytes += batch.nbytes
+            nbytes += table_nbytes(batch)
         if nbytes >= max_bytes:
             yield pa.Table.from_batches(pending)
             pending, nbytes = [], 0

@@ -29,6 +29,7 @@ from runtime.errors import ObjectLostError, RemoteTaskError, ResourceError, Task
 from runtime.futures import Future, wait_any
 from runtime.refs import ObjectRef
 from runtime.resources import Resources, check_fits, detect_num_cpus, detect_num_gpus
+from runtime.store import table_nbytes
 from runtime.task import TaskContext, set_current_task
 from runtime.worker import execute
 
@@ -84,9 +85,10 @@ class InlineBackend:
         with self._lock:
             object_id = f"m{next(self._ids)}"
             self._objects[object_id] = table
-            self._used += table.nbytes
+            nbytes = table_nbytes(table)
+            self._used += nbytes
             self._peak = max(self._peak, self._used)
-        return ObjectRef(object_id, table.nbytes, table.num_rows, "mem", self._session)
+        return ObjectRef(object_id, nbytes, table.num_rows, "mem", self._session)
 
     def get(self, ref: ObjectRef) -> pa.Table:
         try:

@@ -64,6 +64,7 @@ from runtime.fnpickle import dumps_function, loads_function
 from runtime.refs import ObjectRef
 from runtime.resources import Resources
 from runtime.sessiondirs import OWNER_FILE, make_session_dir, owner_alive
+from runtime.store import table_nbytes
 from runtime.task import TaskContext, set_current_task
 
 if TYPE_CHECKING:
@@ -152,7 +153,7 @@ def _run(
                     f"task {task_name!r} yielded a {type(table).__name__}; "
                     "task functions must yield pyarrow.Table objects"
                 )
-            blocks.append((table.nbytes, table.num_rows, table.schema))
+            blocks.append((table_nbytes(table), table.num_rows, table.schema))
             yield table
     except Exception as exc:
         error = RemoteTaskError.capture(exc, task_name)
@@ -511,7 +512,7 @@ class RayBackend:
         self._check_open("put")
         if not isinstance(table, pa.Table):
             raise TypeError(f"RayBackend.put expects a pyarrow.Table, got {type(table).__name__}")
-        return self._adopt(ray.put(table), table.nbytes, table.num_rows)
+        return self._adopt(ray.put(table), table_nbytes(table), table.num_rows)
 
     def get(self, ref: ObjectRef) -> pa.Table:
         import ray
