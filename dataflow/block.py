@@ -232,9 +232,10 @@ def from_batch(batch: Any, where: str = "") -> pa.Table:
     if isinstance(batch, pa.RecordBatch):
         return pa.Table.from_batches([batch])
     # pandas is imported only when used (it doubles `import dataflow` and worker
-    # start-up): a batch can only be a DataFrame once pandas is loaded.
-    pandas = sys.modules.get("pandas")
-    if pandas is not None and isinstance(batch, pandas.DataFrame):
+    # start-up): a batch can only be a DataFrame once pandas has its DataFrame
+    # (while another thread imports it, sys.modules holds it half-built).
+    frame_type = getattr(sys.modules.get("pandas"), "DataFrame", None)
+    if frame_type is not None and isinstance(batch, frame_type):
         return pandas_to_table(batch)
     if isinstance(batch, Mapping):
         columns = {str(k): array_from_numpy(_to_host(v), str(k)) for k, v in batch.items()}

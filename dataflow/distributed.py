@@ -115,7 +115,9 @@ def process_group() -> Any:
     """``torch.distributed`` when a process group is initialized, else None
     (without importing torch: a group exists only if the user imported it)."""
     dist = sys.modules.get("torch.distributed")
-    if dist is None or not dist.is_available() or not dist.is_initialized():
+    # Half-built while another thread imports it: no group can exist yet.
+    initialized = getattr(dist, "is_initialized", None)
+    if initialized is None or not dist.is_available() or not initialized():
         return None
     return dist
 

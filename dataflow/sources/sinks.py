@@ -38,7 +38,6 @@ import pyarrow.parquet as pq
 from dataflow.block import column_to_numpy, table_to_pandas
 from dataflow.sources.datasource import Datasink, WriteResult
 from dataflow.sources.paths import resolve_filesystem
-from runtime.store import table_nbytes
 
 MiB = 1024 * 1024
 DEFAULT_TARGET_FILE_SIZE = 256 * MiB
@@ -484,7 +483,9 @@ class _ParquetFile:
     def add(self, table: pa.Table) -> None:
         self.pending.append(table)
         self.rows += table.num_rows
-        self.nbytes += table_nbytes(table)
+        # Exact (not table_nbytes): a partition's slices would count whole
+        # buffers, and the file's rollover goes by these bytes.
+        self.nbytes += table.nbytes
         if self.group_rows is not None:
             if self.rows >= self.group_rows:
                 whole = pa.concat_tables(self.pending)

@@ -207,3 +207,14 @@ def test_numpy_strings_and_bytes_cross_to_arrow_exactly(values):
     got = array_from_numpy(values, "s")
     assert got.type == (pa.string() if values.dtype.kind == "U" else pa.binary())
     assert got.to_pylist() == values.tolist()
+
+
+def test_from_batch_while_another_thread_imports_pandas(monkeypatch):
+    """A module half-built by an import in another thread has no DataFrame yet:
+    a numpy batch still converts (it raised AttributeError in a DataLoader run)."""
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "pandas", types.ModuleType("pandas"))
+    table = from_batch({"x": np.arange(3)})
+    assert table.column("x").to_pylist() == [0, 1, 2]
