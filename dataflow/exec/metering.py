@@ -11,13 +11,15 @@ in between. That is exclusive time, not time including the steps upstream,
 and two ``perf_counter`` reads per batch per step (~0.1 us each).
 
 Reading a thread's CPU clock is a system call (~1-3 us) and ``pa.Table.nbytes``
-costs a few us, both too dear for every batch of a task that takes 100 us. So
+gives the GIL away (a few us alone, up to the 5 ms switch interval on a thread
+that contends for it), both too dear for every batch of a task that takes
+100 us. So
 the CPU clock is read at an entry or exit once ``SAMPLE_EVERY_S`` passed since
 the last reading, and the CPU of each window is shared among the steps by their
 wall time in it: exact for any stretch of one step longer than the window (a
 batch of a slow UDF, a slow read), an estimate for short ones; a last window
 shorter than that counts its wall time as CPU. A step's bytes are measured exactly once
-it ran ``SAMPLE_EVERY_S`` since its last measurement (and on its first batch in
+it ran ``BYTES_EVERY_S`` since its last measurement (and on its first batch in
 this process); other batches count their rows times the last measured bytes
 per row.
 
@@ -43,8 +45,12 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 SAMPLE_EVERY_S = 0.001
-"""Task time between two reads of the CPU clock, and a step's time between two
-exact byte counts of its output."""
+"""Task time between two reads of the CPU clock."""
+
+BYTES_EVERY_S = 0.05
+"""A step's time between two exact byte counts of its output. Each count gives
+the GIL away: at one per millisecond they took 5 % of the busy samples of the
+``overhead`` benchmark (py-spy), at this rate under 0.3 %."""
 
 STEP_PREFIX = "step."
 FIELDS = ("wall_s", "cpu_s", "rows", "bytes")
@@ -128,7 +134,7 @@ class ChainMeter:
         On entry (the caller asks for the next table) the time since the last
         reading is the caller's; on exit it is step k's: inner wrappers gave
         control back to k when they returned."""
-        clock, wall, state, every = time.perf_counter, self.wall, self._state, SAMPLE_EVERY_S
+        clock, wall, state, every = time.perf_counter, self.wall, self._state, BYTES_EVERY_S
         rows = unmeasured = measured = 0
         # The next exact byte count once step k's time passes ``due`` (at once
         # when this process has none yet).

@@ -56,7 +56,7 @@ def test_each_step_gets_its_own_time_not_its_upstreams():
 
 
 def test_bytes_are_exact_when_measured_and_extrapolated_by_rows_in_between(monkeypatch):
-    monkeypatch.setattr(metering, "SAMPLE_EVERY_S", 3600.0)  # measure only the first batch
+    monkeypatch.setattr(metering, "BYTES_EVERY_S", 3600.0)  # measure only the first batch
     state = ChainState(1)
     short = pa.table({"s": ["a" * 10] * 10})
     meter = ChainMeter(state)
@@ -68,7 +68,7 @@ def test_bytes_are_exact_when_measured_and_extrapolated_by_rows_in_between(monke
     meter = ChainMeter(state)
     c = _run(meter, meter.wrap(0, iter([longer])))
     assert c["step.0.bytes"] == round(20 * short.nbytes / 10)
-    monkeypatch.setattr(metering, "SAMPLE_EVERY_S", 0.0)  # measure every batch
+    monkeypatch.setattr(metering, "BYTES_EVERY_S", 0.0)  # measure every batch
     meter = ChainMeter(state)
     c = _run(meter, meter.wrap(0, iter([longer])))
     assert c["step.0.bytes"] == longer.nbytes
