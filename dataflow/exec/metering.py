@@ -13,8 +13,7 @@ and two ``perf_counter`` reads per batch per step (~0.1 us each).
 Reading a thread's CPU clock is a system call (~1-3 us) and ``pa.Table.nbytes``
 gives the GIL away (a few us alone, up to the 5 ms switch interval on a thread
 that contends for it), both too dear for every batch of a task that takes
-100 us. So
-the CPU clock is read at an entry or exit once ``SAMPLE_EVERY_S`` passed since
+100 us. So the CPU clock is read at an entry or exit once ``SAMPLE_EVERY_S`` passed since
 the last reading, and the CPU of each window is shared among the steps by their
 wall time in it: exact for any stretch of one step longer than the window (a
 batch of a slow UDF, a slow read), an estimate for short ones; a last window
