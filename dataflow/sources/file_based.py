@@ -45,10 +45,12 @@ from runtime.store import table_nbytes
 PATH_COLUMN = "path"
 TASK_THREADS = 8
 """Files read at once inside one read task on a remote filesystem (latency-bound)."""
-LOCAL_TASK_THREADS = 2
+LOCAL_TASK_THREADS = 1
 """The same for local files: CPU- and GIL-bound, and read tasks already run in
-parallel, so more threads only contend (2,000 1,000-row files read in 0.75 s
-with 2 threads, 0.85 s with 1 and 1.05 s with 8, measured)."""
+parallel, so more threads only contend: each small read gives the GIL away and
+waits for it back. 2,000 1,000-row files, warm, medians of 7 in two rounds:
+0.70-0.74 s with 1 thread, 0.76-0.77 s with 2, 0.84-0.85 s with 3 (with 8:
+1.05 s, measured earlier). One thread reads in the task's own thread."""
 
 
 def task_threads(local: bool, files: int) -> int:
@@ -317,11 +319,12 @@ def _read_files(
 def _read_group(
     source: FileBasedDatasource, group: list[FileEntry], part_schema: pa.Schema, max_bytes: int
 ) -> Iterator[pa.Table]:
-    if len(group) == 1 or source.sequential:  # stream big files instead of holding them
+    threads = task_threads(source.fs.is_local, len(group))
+    if threads == 1 or source.sequential:  # (sequential: stream big files, do not hold them)
         pieces = (p for e in group for p in _iter_one(source, e, part_schema))
         yield from coalesce(_limit_pieces(pieces, source.limit), max_bytes, source.where)
         return
-    with ThreadPoolExecutor(task_threads(source.fs.is_local, len(group))) as pool:
+    with ThreadPoolExecutor(threads) as pool:
         results = pool.map(lambda e: list(_iter_one(source, e, part_schema)), group)
         yield from coalesce(
             (piece for pieces in results for piece in pieces), max_bytes, source.where

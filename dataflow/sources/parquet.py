@@ -703,11 +703,12 @@ def _select(table: pa.Table, columns: tuple[str, ...]) -> pa.Table:
 
 
 def _read_pieces(fs: Any, pieces: tuple[_Piece, ...], scan: _Scan) -> Iterator[pa.Table]:
-    if len(pieces) == 1:
-        tables = [_read_piece(fs, pieces[0], scan)]
+    threads = task_threads(scan.local, len(pieces))
+    if threads == 1:
+        tables = (_read_piece(fs, p, scan) for p in pieces)
         yield from _limited(coalesce(tables, scan.max_block_bytes, scan.where), scan.limit)
         return
-    with ThreadPoolExecutor(task_threads(scan.local, len(pieces))) as pool:
+    with ThreadPoolExecutor(threads) as pool:
         tables = pool.map(lambda p: _read_piece(fs, p, scan), pieces)
         yield from _limited(coalesce(tables, scan.max_block_bytes, scan.where), scan.limit)
 
