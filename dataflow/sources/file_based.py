@@ -48,9 +48,10 @@ TASK_THREADS = 8
 LOCAL_TASK_THREADS = 1
 """The same for local files: CPU- and GIL-bound, and read tasks already run in
 parallel, so more threads only contend: each small read gives the GIL away and
-waits for it back. 2,000 1,000-row files, warm, medians of 7 in two rounds:
-0.70-0.74 s with 1 thread, 0.76-0.77 s with 2, 0.84-0.85 s with 3 (with 8:
-1.05 s, measured earlier). One thread reads in the task's own thread."""
+waits for it back. One thread means the task's own thread, no pool. 2,000
+1,000-row files mapped, warm, medians of 7: 0.54-0.62 s so, against 0.78-0.95 s
+with a pool of 2 (three rounds), and a pool of 1, 2 or 3 took 0.70-0.74,
+0.76-0.77 and 0.84-0.85 s (two rounds); a pool of 8 took 1.05 s earlier."""
 
 
 def task_threads(local: bool, files: int) -> int:
