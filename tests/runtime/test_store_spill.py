@@ -154,3 +154,88 @@ def test_a_worker_task_whose_output_cannot_spill_fails_with_spill_error(tmp_path
         assert [backend.get(r).num_rows for r in again.refs] == [100_000, 100_000]
     finally:
         backend.shutdown()
+
+
+def _block_spill_writes(monkeypatch) -> tuple:
+    """Spill writes wait for ``release`` (``started`` is set once one waits)."""
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+    real = store_module._write_ipc
+
+    def write_ipc(path: str, table: pa.Table) -> int:
+        if "spill" in os.path.basename(os.path.dirname(path)):
+            started.set()
+            assert release.wait(10)
+        return real(path, table)
+
+    monkeypatch.setattr(store_module, "_write_ipc", write_ipc)
+    return started, release
+
+
+def test_the_store_serves_other_threads_while_a_victim_is_written_out(store, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    victim = store.put_local(big_table(600_000))
+    other = store.put_local(big_table(8_000, start=10**6))
+    started, release = _block_spill_writes(monkeypatch)
+    with ThreadPoolExecutor(1) as pool:
+        newcomer = pool.submit(store.put_local, big_table(600_000, start=1))
+        assert started.wait(10)
+        # The spill is under way: the lock is free for the others.
+        assert store.get(victim).column("x")[0].as_py() == 0  # still readable, from memory
+        store.free([other])
+        during = store.stats()
+        release.set()
+        new = newcomer.result(10)
+    assert during.spilled_bytes == 0 and during.num_objects == 2
+    stats = store.stats()
+    assert (stats.num_objects, stats.used_bytes) == (2, new.nbytes)
+    assert stats.spilled_bytes == victim.nbytes and stats.peak_bytes <= MiB
+    assert data_files(store.location.spill_dir) == [f"{victim.id}.arrow"]
+    assert store.get(victim).column("x")[0].as_py() == 0  # now from disk
+    assert store.get(new).column("x")[0].as_py() == 1
+
+
+def test_a_victim_freed_while_it_is_written_out_leaves_no_file(store, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    victim = store.put_local(big_table(600_000))
+    started, release = _block_spill_writes(monkeypatch)
+    with ThreadPoolExecutor(1) as pool:
+        newcomer = pool.submit(store.put_local, big_table(600_000, start=1))
+        assert started.wait(10)
+        store.free([victim])
+        release.set()
+        new = newcomer.result(10)
+    stats = store.stats()
+    assert (stats.num_objects, stats.used_bytes, stats.spilled_bytes) == (1, new.nbytes, 0)
+    assert data_files(store.location.spill_dir) == []
+
+
+def test_a_worker_output_victim_freed_while_it_is_copied_leaves_no_file(store, monkeypatch):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    victim = store.put(big_table(600_000))  # a shared-memory file: spilled by copying
+    started, release = threading.Event(), threading.Event()
+    real = store_module.shutil.copyfile
+
+    def copyfile(src, dst):
+        started.set()
+        assert release.wait(10)
+        return real(src, dst)
+
+    monkeypatch.setattr(store_module.shutil, "copyfile", copyfile)
+    worker = StoreClient(store.location, id_prefix="w1").write(big_table(600_000, start=2))
+    with ThreadPoolExecutor(1) as pool:
+        adopting = pool.submit(store.adopt, worker)
+        assert started.wait(10)
+        store.free([victim])  # its shared-memory file goes now
+        release.set()
+        adopting.result(10)
+    stats = store.stats()
+    assert (stats.num_objects, stats.used_bytes, stats.spilled_bytes) == (1, worker.nbytes, 0)
+    assert data_files(store.location.spill_dir) == []
+    assert data_files(store.location.shm_dir) == [f"{worker.id}.arrow"]
+    assert store.get(worker).column("x")[0].as_py() == 2
