@@ -321,7 +321,9 @@ def _read_group(
     source: FileBasedDatasource, group: list[FileEntry], part_schema: pa.Schema, max_bytes: int
 ) -> Iterator[pa.Table]:
     threads = task_threads(source.fs.is_local, len(group))
-    if threads == 1 or source.sequential:  # (sequential: stream big files, do not hold them)
+    # Sequential: stream big files (do not hold them), and with a limit stop
+    # opening files once the task has its rows (a pool would read them all).
+    if threads == 1 or source.sequential or source.limit is not None:
         pieces = (p for e in group for p in _iter_one(source, e, part_schema))
         yield from coalesce(_limit_pieces(pieces, source.limit), max_bytes, source.where)
         return
@@ -337,11 +339,15 @@ def _limit_pieces(
 ) -> Iterator[tuple[str, pa.Table]]:
     """``(path, table)`` pieces cut after ``limit`` rows, so a streamed file stops
     being read (and decoded) once the task has its rows."""
+    if limit is None:
+        yield from pieces
+        return
     left = limit
     for path, table in pieces:
-        if left is not None:
-            if left <= 0:
-                return
-            table = table.slice(0, left)
-            left -= table.num_rows
+        if left <= 0:  # a zero limit
+            return
+        table = table.slice(0, left)
+        left -= table.num_rows
         yield path, table
+        if left <= 0:  # done: do not pull (open) the next file
+            return

@@ -140,3 +140,33 @@ def test_missing_paths_and_bad_arguments(tmp_path):
         TextDatasource(str(tmp_path), filesystem="local")
     with pytest.raises(ValueError, match="no paths given"):
         TextDatasource([])
+
+
+def test_a_limited_read_task_stops_opening_files_even_with_a_thread_pool(tmp_path, monkeypatch):
+    from dataflow.sources import file_based
+
+    for i in range(6):
+        (tmp_path / f"part-{i}.txt").write_text("".join(f"{i}-{j}\n" for j in range(10)))
+    monkeypatch.setattr(file_based, "LOCAL_TASK_THREADS", 4)  # as a remote filesystem reads
+    opened: list[str] = []
+    real = TextDatasource.read_file
+
+    def spy(self, fs, path):
+        opened.append(path.rsplit("/", 1)[-1])
+        yield from real(self, fs, path)
+
+    monkeypatch.setattr(TextDatasource, "read_file", spy)
+    src = TextDatasource(str(tmp_path)).with_pushdown(limit=15)
+    blocks = list(file_based._read_files(src, src.files(), pa.schema([]), 1 << 20))
+    assert [t for b in blocks for t in b.column("text").to_pylist()] == [
+        *(f"0-{j}" for j in range(10)),
+        *(f"1-{j}" for j in range(5)),
+    ]
+    assert opened == ["part-0.txt", "part-1.txt"]
+    opened.clear()
+    src = TextDatasource(str(tmp_path))  # no limit: the pool reads every file
+    assert (
+        sum(b.num_rows for b in file_based._read_files(src, src.files(), pa.schema([]), 1 << 20))
+        == 60
+    )
+    assert sorted(opened) == [f"part-{i}.txt" for i in range(6)]
