@@ -223,6 +223,7 @@ def test_streaming_repartition_closed_mid_block_frees_it_once(inline):
         del inline.free
     assert freed.count(ref.id) == 1
     assert inline.store_stats().num_objects == before
+    assert op.metrics.queued_bytes == 0  # freed, so no longer counted by the budget
 
 
 def test_streaming_repartition_counts_only_the_input_it_holds(inline):

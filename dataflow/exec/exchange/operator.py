@@ -196,6 +196,7 @@ class ExchangeOperator(PhysicalOperator):
         self._held, self._samples, self._pieces, self._inputs_seen = [], [], [], []
         self._slice_readers = {}
         self._reduces, self._done_reduces = deque(), {}
+        self.metrics.queued_bytes = 0  # what it held is freed: the budget's view says so
         if to_free:  # a repartition input may be both held and being read: free it once
             self._backend.free(list({ref.id: ref for ref in to_free}.values()))
         if self._handle is not None:
