@@ -31,7 +31,8 @@ REASONS: dict[str, str] = {
     ),
     "Dataset.join(num_partitions)": (
         "Optional here: omitted, dataflow picks the exchange's width from the data. Every "
-        "Ray call passes it and means the same"
+        "Ray call passes it and means the same (a join whose small right side is "
+        "broadcast runs no exchange: the width does not apply)"
     ),
     "Dataset.iter_batches(_collate_fn)": (
         "A private Ray parameter (leading underscore); dataflow's ``iter_torch_batches`` "

@@ -83,6 +83,13 @@ class DataContext:
     when they have at most this many input rows, or at any size when every read
     releases the GIL (Parquet, CSV, JSON, range: ``Datasource.reads_without_gil``)."""
 
+    broadcast_join_max_bytes: int = 128 * MiB
+    """An ``inner`` or ``left_outer`` join on one key whose right side is
+    estimated (from metadata) at most this big, and at most a quarter of the
+    object store, joins each left block with the whole right side instead of
+    partitioning both: the left side streams, in order, with no exchange and no
+    spill (``exec/operators/broadcast_join.py``). 0 = always the hash join."""
+
     optimizer_flags: Any = None
     """``dataflow.plan.optimizer.OptimizerFlags``; None = every rule on."""
 

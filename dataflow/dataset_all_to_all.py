@@ -213,6 +213,12 @@ class AllToAllMethods(DatasetBase):
         ``right_suffix`` (right default "_right"). Null keys never match.
         ``num_partitions`` (None: picked from the data) sets the exchange's width.
 
+        An inner or left outer join on one key whose right side is known (from
+        metadata) to be small (``DataContext.broadcast_join_max_bytes``) runs
+        as a broadcast join instead: each left block joins the whole right
+        side, with no exchange (the left side streams, rows in left order).
+        The rows are the hash join's either way.
+
         The older call ``join(ds, on, how=...)`` still works: a second argument
         that is not a join type is ``on``, and ``how`` ("inner", "left", "right",
         "outer") is ``join_type``.

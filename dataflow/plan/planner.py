@@ -37,6 +37,12 @@ from dataflow.exec.exchange.tasks import (
 from dataflow.exec.executor import OutputStream, StreamingExecutor
 from dataflow.exec.interfaces import PhysicalOperator
 from dataflow.exec.operators.actor_pool import ActorPoolMapOperator
+from dataflow.exec.operators.broadcast_join import (
+    BROADCAST_HOWS,
+    BroadcastJoinFn,
+    BroadcastJoinOperator,
+    broadcastable_key_type,
+)
 from dataflow.exec.operators.input import InputBuffer
 from dataflow.exec.operators.limit import LimitOperator
 from dataflow.exec.operators.map import MapOperator, MapOptions
@@ -83,6 +89,8 @@ from dataflow.sources.datasource import TaskSizer
 from runtime.resources import Resources
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from dataflow.context import DataContext
     from dataflow.sources.datasource import ReadTask
     from runtime.backends.base import Backend
@@ -292,8 +300,53 @@ def _plan_map_groups(p: _Planning, node: MapGroups, inputs: list) -> PhysicalOpe
 
 @_plans(Join)
 def _plan_join(p: _Planning, node: Join, inputs: list) -> PhysicalOperator:
+    right_schema = node.inputs[1].output_schema()
+    if right_schema is not None and _broadcasts(p, node, right_schema):
+        fn = BroadcastJoinFn(
+            node.left_on,
+            node.right_on,
+            node.how,
+            node.right_suffix,
+            right_schema,
+            p.ctx.target_max_block_size,
+        )
+        return BroadcastJoinOperator(f"broadcast_{node.name}", inputs, fn)
     spec = JoinSpec(node.left_on, node.right_on, node.how, node.right_suffix)
     return _exchange(node, inputs, spec, node.num_partitions)
+
+
+_VARIABLE_WIDTH_BYTES = 64
+"""Bytes a string or binary value is assumed to take in the right side's size estimate."""
+
+
+def _broadcasts(p: _Planning, node: Join, right_schema: pa.Schema) -> bool:
+    """Whether the join's right side is small enough (metadata) to broadcast,
+    and the join one a broadcast runs (``BROADCAST_HOWS``, one key of a
+    hashable type). ``num_partitions`` does not count: it is the width of an
+    exchange when one runs, and every Ray Data call passes it."""
+    limit = p.ctx.broadcast_join_max_bytes
+    if p.backend is not None:
+        limit = min(limit, p.backend.store_stats().capacity_bytes // 4)
+    if limit <= 0 or node.how not in BROADCAST_HOWS:
+        return False
+    if len(node.left_on) != 1 or node.right_on[0] not in right_schema.names:
+        return False
+    left_schema = node.inputs[0].output_schema()
+    key_types = [right_schema.field(node.right_on[0]).type]
+    if left_schema is not None and node.left_on[0] in left_schema.names:
+        key_types.append(left_schema.field(node.left_on[0]).type)
+    if not all(broadcastable_key_type(t) for t in key_types):
+        return False
+    rows = node.inputs[1].max_rows()
+    if rows is None:
+        return False
+    width = 0.0
+    for field in right_schema:
+        try:
+            width += field.type.bit_width / 8 + 0.125  # values and validity
+        except ValueError:  # variable width
+            width += _VARIABLE_WIDTH_BYTES
+    return rows * width <= limit
 
 
 @_plans(RandomizeBlockOrder)

@@ -107,13 +107,24 @@ def test_groupby_with_rows_over_16_keys(data, small_store, tmp_path):
     np.testing.assert_allclose(out["sum(a)"].to_numpy(), want[k], rtol=1e-12, atol=1e-12)
 
 
-def test_join_with_a_dimension_table(data, small_store, tmp_path):
+@pytest.mark.parametrize("strategy", ["hash", "broadcast"])
+def test_join_with_a_dimension_table(data, small_store, tmp_path, monkeypatch, strategy):
+    # The 2 MiB dimension table is under a quarter of the store: broadcast by
+    # default, the left side streaming in order; the hash join partitions (and
+    # spills) both sides.
+    if strategy == "hash":
+        monkeypatch.setattr(df.DataContext.get_current(), "broadcast_join_max_bytes", 0)
     facts = _facts(data).with_column("k", df.col("id") % KEYS)
     dim = df.read_parquet(str(data["root"] / "dim.parquet"))
-    out = _write(facts.join(dim, "inner", on=("k",)), tmp_path / "out")
+    joined = facts.join(dim, "inner", on=("k",))
+    out = _write(joined, tmp_path / "out", spills=strategy == "hash")
     ids = _assert_every_row_once(out, data)
     np.testing.assert_array_equal(out["k"].to_numpy(), ids % KEYS)
     np.testing.assert_array_equal(out["v"].to_numpy(), data["v_by_k"][ids % KEYS])
+    if strategy == "broadcast":
+        np.testing.assert_array_equal(ids, np.arange(ROWS))  # left order
+        ops = joined._last_stream.stats().operators
+        assert any(o.name.startswith("broadcast_join(") for o in ops)
 
 
 def test_random_shuffle(data, small_store, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -23,6 +24,7 @@ from runtime.resources import Resources
 
 if TYPE_CHECKING:
     from runtime.backends.base import Backend, FunctionHandle, TaskFuture, TaskResult
+    from runtime.refs import ObjectRef
 
 
 class UnionOperator(PhysicalOperator):
@@ -92,7 +94,97 @@ def zip_blocks(inputs: list[pa.Table], n_left: int, offset: int, num_rows: int) 
     return [pa.Table.from_arrays(columns, names=names)]
 
 
-class ZipOperator(PhysicalOperator):
+class OrderedDriverTasks(PhysicalOperator):
+    """The task bookkeeping of operators that run one driver task per bundle of
+    their first input and pass the outputs on in launch order, whichever task
+    finishes first (zip, broadcast join): ``_launch`` in ``dispatch``,
+    ``_collect`` in ``on_task_done``, ``_drop_tasks`` in ``shutdown``."""
+
+    def __init__(self, name: str, inputs: list[PhysicalOperator]) -> None:
+        super().__init__(name, inputs)
+        self._tasks: dict[TaskFuture, RefBundle] = {}
+        self._launched: deque[TaskFuture] = deque()  # in dispatch order
+        self._finished: dict[TaskFuture, list[RefBundle]] = {}
+        self._out: deque[RefBundle] = deque()
+        self._task_index: dict[TaskFuture, int] = {}  # names the blocks a task makes
+        self._backend: Backend | None = None
+        self._handle: FunctionHandle | None = None
+        self._max_retries = 0
+
+    def _launch(self, bundle: RefBundle, refs: tuple, args: tuple) -> TaskFuture:
+        """Submit the task for ``bundle`` (reading ``refs``) on a driver thread."""
+        fut = self._backend.submit(
+            self._handle,
+            refs,
+            args,
+            resources=Resources(),
+            max_retries=self._max_retries,
+            name=self.name,
+            in_driver=True,
+        )
+        self._task_index[fut] = self.metrics.tasks_launched
+        self.metrics.tasks_launched += 1
+        self._tasks[fut] = bundle
+        self._launched.append(fut)
+        return fut
+
+    def active_tasks(self) -> list[TaskFuture]:
+        return list(self._tasks)
+
+    def _collect(self, future: TaskFuture, label: Callable[[RefBundle], str]) -> TaskResult:
+        """Free the task's input bundle and queue its outputs in launch order;
+        a failed task raises the user error naming this operator and
+        ``label(bundle)``."""
+        bundle = self._tasks.pop(future)
+        if bundle.owns_blocks:
+            self._backend.free(bundle.refs)
+        try:
+            result = future.result()
+        except RemoteTaskError as e:
+            raise remote_to_user_error(self.name, label(bundle), e) from None
+        task = f"{self.name} task {self._task_index.pop(future)}"
+        self._finished[future] = [
+            RefBundle((ref,), schema, bundle.seq + (k,), origins=(BlockOrigin(task, k),))
+            for k, (ref, schema) in enumerate(zip(result.refs, result.schemas))
+        ]
+        while self._launched and self._launched[0] in self._finished:
+            self._out.extend(self._finished.pop(self._launched.popleft()))
+        return result
+
+    def has_next(self) -> bool:
+        return bool(self._out)
+
+    def _get_next(self) -> RefBundle:
+        return self._out.popleft()
+
+    def _held(self) -> list[RefBundle]:
+        """Finished output not yet taken downstream."""
+        return list(self._out) + [b for done in self._finished.values() for b in done]
+
+    def output_bytes(self) -> int:
+        return sum(b.nbytes for b in self._held())
+
+    def _drop_tasks(self) -> list[ObjectRef]:
+        """Cancel the running tasks and forget every output: the refs to free
+        (outputs, inputs of the tasks, what finished meanwhile)."""
+        backend = self._backend
+        done = [r for fut in self._tasks for r in cancel_or_collect(backend, fut)]
+        held = self._held() + list(self._tasks.values())
+        owned = [r for b in held if b.owns_blocks for r in b.refs] + done
+        self._tasks.clear()
+        self._task_index.clear()
+        self._launched.clear()
+        self._finished.clear()
+        self._out.clear()
+        return owned
+
+    def _release_function(self) -> None:
+        if self._handle is not None:
+            self._backend.release_function(self._handle)
+            self._handle = None
+
+
+class ZipOperator(OrderedDriverTasks):
     """Row-aligned zip of two inputs. Rows align by input order, so it waits for
     both inputs to finish, sorts each by ``seq`` and then launches one driver
     task per left bundle with the slice of right blocks that covers its rows.
@@ -104,14 +196,7 @@ class ZipOperator(PhysicalOperator):
         super().__init__(name, inputs)
         self._buffers: list[list[RefBundle]] = [[], []]
         self._plan: deque[tuple[RefBundle, list, int, int]] = deque()
-        self._tasks: dict[TaskFuture, RefBundle] = {}
-        self._launched: deque[TaskFuture] = deque()  # in dispatch (= row) order
-        self._finished: dict[TaskFuture, list[RefBundle]] = {}
-        self._out: deque[RefBundle] = deque()
-        self._backend: Backend | None = None
-        self._handle: FunctionHandle | None = None
         self._right_used: list = []
-        self._task_index: dict[TaskFuture, int] = {}  # names the blocks a task makes
 
     def start(self, env: ExecEnv) -> None:
         self._backend = env.backend
@@ -170,82 +255,34 @@ class ZipOperator(PhysicalOperator):
 
     def dispatch(self) -> TaskFuture | None:
         bundle, right, offset, rows = self._plan.popleft()
-        fut = self._backend.submit(
-            self._handle,
-            bundle.refs + tuple(right),
-            (len(bundle.refs), offset, rows),
-            resources=Resources(),
-            max_retries=self._max_retries,
-            name=self.name,
-            in_driver=True,
-        )
-        self._task_index[fut] = self.metrics.tasks_launched
-        self.metrics.tasks_launched += 1
-        self._tasks[fut] = bundle
-        self._launched.append(fut)
-        return fut
-
-    def active_tasks(self) -> list[TaskFuture]:
-        return list(self._tasks)
+        return self._launch(bundle, bundle.refs + tuple(right), (len(bundle.refs), offset, rows))
 
     def on_task_done(self, future: TaskFuture) -> TaskResult | None:
-        bundle = self._tasks.pop(future)
-        if bundle.owns_blocks:
-            self._backend.free(bundle.refs)
-        try:
-            result = future.result()
-        except RemoteTaskError as e:
-            error = remote_to_user_error(self.name, _zip_label(bundle), e)
-        else:
-            task = f"{self.name} task {self._task_index.pop(future)}"
-            self._finished[future] = [
-                RefBundle((ref,), schema, bundle.seq, origins=(BlockOrigin(task, k),))
-                for k, (ref, schema) in enumerate(zip(result.refs, result.schemas))
-            ]
-            while self._launched and self._launched[0] in self._finished:
-                self._out.extend(self._finished.pop(self._launched.popleft()))
-            self._maybe_free_right()
-            return result
-        raise error
+        result = self._collect(future, _zip_label)
+        self._maybe_free_right()
+        return result
 
     def _maybe_free_right(self) -> None:
         if not self._plan and not self._tasks and self._right_used:
             self._backend.free(self._right_used)
             self._right_used = []
 
-    def has_next(self) -> bool:
-        return bool(self._out)
-
-    def _get_next(self) -> RefBundle:
-        return self._out.popleft()
-
     def output_bytes(self) -> int:
-        held = [b for buf in self._buffers for b in buf] + list(self._out)
-        held += [b for done in self._finished.values() for b in done]
-        return sum(b.nbytes for b in held)
+        return super().output_bytes() + sum(b.nbytes for buf in self._buffers for b in buf)
 
     def shutdown(self) -> None:
         backend = self._backend
         if backend is None:
             return
-        done_refs = [r for fut in self._tasks for r in cancel_or_collect(backend, fut)]
-        held = [b for buf in self._buffers for b in buf] + list(self._out)
-        held += [b for done in self._finished.values() for b in done]
-        held += list(self._tasks.values()) + [p[0] for p in self._plan]
-        owned = [r for b in held if b.owns_blocks for r in b.refs] + self._right_used + done_refs
-        self._tasks.clear()
-        self._task_index.clear()
-        self._launched.clear()
-        self._finished.clear()
+        owned = self._drop_tasks()
+        held = [b for buf in self._buffers for b in buf] + [p[0] for p in self._plan]
+        owned += [r for b in held if b.owns_blocks for r in b.refs] + self._right_used
         self._plan.clear()
-        self._out.clear()
         self._buffers = [[], []]
         self._right_used = []
         if owned:
             backend.free(owned)
-        if self._handle is not None:
-            backend.release_function(self._handle)
-            self._handle = None
+        self._release_function()
 
 
 def _zip_label(left: RefBundle) -> str:
