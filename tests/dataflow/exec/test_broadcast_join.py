@@ -117,11 +117,12 @@ def test_planner_broadcasts_only_where_it_applies(ctx, capsys):
     assert "broadcast_join(" in _physical(left.join(right, on="k"), capsys)
 
 
-def test_a_broadcast_join_frees_its_blocks_and_its_probe(backend):
+def test_a_broadcast_join_frees_its_blocks_and_its_probe(backend, capsys):
     before = backend.store_stats().num_objects
     left = df.range(10_000, override_num_blocks=8).with_column("k", df.col("id") % 100)
     right = df.range(100).with_column("k", df.col("id")).with_column("w", df.col("id") * 2)
     out = left.join(right.select_columns(["k", "w"]), on="k")
+    assert "broadcast_join(inner, on=k)" in _physical(out, capsys)
     rows = out.take_all()
     assert [r["id"] for r in rows] == list(range(10_000))
     assert all(r["w"] == 2 * (r["id"] % 100) for r in rows)
