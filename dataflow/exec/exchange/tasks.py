@@ -297,12 +297,13 @@ def _batches(result: Any) -> Iterator[Any]:
         yield result
 
 
-_JOIN_TYPES = {
+ACERO_JOIN_TYPES = {
     "inner": "inner",
     "left": "left outer",
     "right": "right outer",
     "outer": "full outer",
 }
+"""``Table.join``'s name for each join kind (the hash join's and the broadcast join's)."""
 
 
 class JoinSpec(ExchangeSpec):
@@ -343,7 +344,7 @@ class JoinSpec(ExchangeSpec):
             right,
             keys=self.on[0],
             right_keys=self.on[1],
-            join_type=_JOIN_TYPES[self.how],
+            join_type=ACERO_JOIN_TYPES[self.how],
             right_suffix=self.suffix,
             use_threads=False,
         )

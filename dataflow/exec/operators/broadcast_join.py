@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 
 from dataflow.block import split_to_max_size
+from dataflow.exec.exchange.tasks import ACERO_JOIN_TYPES
 from dataflow.exec.interfaces import ExecEnv, PhysicalOperator, RefBundle
 from dataflow.exec.operators.nary import OrderedDriverTasks
 from runtime.resources import Resources
@@ -47,13 +48,15 @@ BROADCAST_HOWS = ("inner", "left")
 """Join kinds a broadcast right side can run: each output row comes from one
 left row, so left blocks join independently."""
 
-_ACERO_HOW = {"inner": "inner", "left": "left outer"}
+
+def _plain(t: pa.DataType) -> pa.DataType:
+    """A dictionary type's value type; any other type as it is."""
+    return t.value_type if pa.types.is_dictionary(t) else t
 
 
 def broadcastable_key_type(t: pa.DataType) -> bool:
     """Key types the probe index handles exactly (hashable scalars)."""
-    if pa.types.is_dictionary(t):
-        t = t.value_type
+    t = _plain(t)
     return (
         pa.types.is_integer(t)
         or pa.types.is_floating(t)
@@ -71,8 +74,6 @@ def _key_values(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndar
     """A key column's non-null values as numpy, and the mask of valid rows
     (None: no nulls). String keys become Python objects here (pandas hashes
     those): about 0.1 us a row, against the hash join's partitioning."""
-    if pa.types.is_dictionary(column.type):
-        column = column.cast(column.type.value_type)
     if column.null_count:
         valid = column.is_valid().to_numpy(zero_copy_only=False)
         return column.drop_null().to_numpy(zero_copy_only=False), valid
@@ -100,13 +101,11 @@ class Probe:
         self.left_key = keys[0]
         right_key = (right_keys or keys)[0]
         self.how = how
-        left_key_type = key_type = left_schema.field(self.left_key).type
-        if pa.types.is_dictionary(key_type):
-            key_type = key_type.value_type
-        self.key_type = key_type
+        left_key_type = left_schema.field(self.left_key).type
+        self.key_type = _plain(left_key_type)  # what both sides' keys are cast to
         column = right.column(right_key)
-        if column.type != key_type:
-            column = column.cast(key_type)
+        if column.type != self.key_type:
+            column = column.cast(self.key_type)
         values, valid = _key_values(column)
         rows = np.arange(right.num_rows) if valid is None else np.flatnonzero(valid)
         codes, uniques = pd.factorize(values, use_na_sentinel=False)
@@ -124,7 +123,7 @@ class Probe:
             right_schema.empty_table(),
             keys=list(keys),
             right_keys=list(right_keys or keys),
-            join_type=_ACERO_HOW[how],
+            join_type=ACERO_JOIN_TYPES[how],
             right_suffix=suffix,
         )
         self.schema = empty.schema
@@ -135,9 +134,7 @@ class Probe:
         """``left`` joined with the right side (left order, matches in right order)."""
         n = left.num_rows
         keys = left.column(self.left_key)
-        if pa.types.is_dictionary(keys.type):
-            keys = keys.cast(keys.type.value_type)
-        if keys.type != self.key_type:  # a block typed unlike the one the probe was built for
+        if keys.type != self.key_type:  # dictionary-encoded, or typed unlike the first block
             keys = keys.cast(self.key_type)
         values, valid = _key_values(keys)
         found = self.index.get_indexer(values)
