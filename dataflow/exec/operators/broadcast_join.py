@@ -191,7 +191,10 @@ def _probe(build_id: str, build: Callable[[], Probe] | None, pinned: bool) -> Pr
             return probe
         if build is None:
             raise RuntimeError(
-                f"broadcast join {build_id}: no probe of the right side in this process"
+                f"broadcast join {build_id}: no probe of the right side in this process "
+                "(a task that does not carry the right side ran before the one that "
+                "builds it: a bug; DataContext.broadcast_join_max_bytes = 0 uses the "
+                "hash join meanwhile)"
             )
         probe = _PROBES[build_id] = build()
         if pinned:
