@@ -220,7 +220,25 @@ def _plan_read(p: _Planning, node: Read, inputs: list) -> PhysicalOperator:
 
 @_plans(MapBatches, MapRows, FlatMap, Filter, Project, Write)
 def _plan_one(p: _Planning, node: LogicalOperator, inputs: list) -> PhysicalOperator:
+    if isinstance(node, Write) and _joins_exchange(node, inputs):
+        stages = (_write_stage(p, node),)
+        inputs[0].join_write(node.name, MapTaskFn(stages, p.ctx.target_max_block_size))
+        return inputs[0]
     return _map_operator(p, node.name, inputs, [node])
+
+
+def _joins_exchange(node: Write, inputs: list[PhysicalOperator]) -> bool:
+    """A default write (see ``Write.fusable``) of a sink that writes without the
+    GIL, straight after an all-to-all step, runs in its reduce tasks: sort,
+    shuffle, groupby or join outputs go to the files without a round trip
+    through the object store and without a write task per block."""
+    upstream = inputs[0] if len(inputs) == 1 else None
+    return (
+        isinstance(upstream, ExchangeOperator)
+        and upstream.post is None
+        and node.fusable
+        and node.datasink.writes_without_gil
+    )
 
 
 @_plans(FusedMap)

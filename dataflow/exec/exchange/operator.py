@@ -46,6 +46,8 @@ from runtime.errors import WorkerCrashedError as RuntimeWorkerCrashed
 from runtime.resources import Resources
 
 if TYPE_CHECKING:
+    from dataflow.exec.metering import StepInfo
+    from dataflow.exec.transforms import MapTaskFn
     from runtime.backends.base import Backend, FunctionHandle, TaskFuture, TaskResult
     from runtime.refs import ObjectRef
 
@@ -121,6 +123,9 @@ class ExchangeOperator(PhysicalOperator):
         instead of after the whole input (``_plan_ready_slices``). Without it
         the count is taken once the whole input is in (``_plan_slices``)."""
         self.resources = resources
+        self.post: MapTaskFn | None = None
+        """A write joined to this exchange (``join_write``): each reduce task
+        writes its outputs itself."""
         self._backend: Backend | None = None
         self._handle: FunctionHandle | None = None
         self._max_retries = 3
@@ -150,6 +155,16 @@ class ExchangeOperator(PhysicalOperator):
         self._tasks: dict[TaskFuture, _Task] = {}
         self._closed = False
 
+    def join_write(self, name: str, post: MapTaskFn) -> None:
+        """Run ``post`` (a write) inside each reduce task on its outputs: they
+        go to the files without a trip through the object store (out of core,
+        without competing with the pieces for it) and without a task per block."""
+        self.post = post
+        self.name = f"{self.name}->{name}"
+
+    def steps(self) -> tuple[StepInfo, ...]:
+        return self.post.steps() if self.post is not None else ()
+
     # -- lifecycle -------------------------------------------------------------
     def start(self, env: ExecEnv) -> None:
         self._backend = env.backend
@@ -166,7 +181,7 @@ class ExchangeOperator(PhysicalOperator):
         if self.spec.has_map and self.spec.fixed_partitions:
             m = self.num_partitions or self.spec.map_partitions or DEFAULT_PARTITIONS
             self._set_partitions(m)
-        fn = ExchangeTaskFn(self.spec, self._target_bytes)
+        fn = ExchangeTaskFn(self.spec, self._target_bytes, self.post)
         self._handle = env.backend.register_function(fn, self.name)
 
     def _set_partitions(self, m: int) -> None:
@@ -318,12 +333,12 @@ class ExchangeOperator(PhysicalOperator):
             num_left = sum(1 for key, _ in pieces if key[0] == 0)
             first, last = group[0], group[-1]
             label = f"partition {first}" if first == last else f"partitions {first}-{last}"
-            args = ("reduce", num_left, tuple(self._schemas))
+            args = ("reduce", num_left, tuple(self._schemas), len(tasks))
             tasks.append(
                 _Task("reduce", label, index=len(tasks), inputs=refs, args=args, frees=refs)
             )
         if not tasks:  # no rows at all: one reduce still gives the output's schema
-            args = ("reduce", 0, tuple(self._schemas))
+            args = ("reduce", 0, tuple(self._schemas), 0)
             tasks.append(_Task("reduce", "partition 0", index=0, inputs=[], args=args, frees=[]))
         self._pieces = [[] for _ in range(self._m)]
         return tasks
@@ -372,7 +387,7 @@ class ExchangeOperator(PhysicalOperator):
                 b.ref.num_rows for b in keep
             )
             self._inputs_seen = keep
-            args = ("reduce", len(refs), tuple(slices))
+            args = ("reduce", len(refs), tuple(slices), i)
             tasks.append(_Task("reduce", f"output block {i}", index=i, inputs=refs, args=args))
             self._planned += 1
         if self._planned == n:  # every row is placed: what still comes is empty

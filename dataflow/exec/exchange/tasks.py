@@ -14,7 +14,7 @@ argument names the phase.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -48,6 +48,9 @@ from dataflow.exec.exchange.partition import (
     top_k,
 )
 from dataflow.exec.transforms import StageFailure
+
+if TYPE_CHECKING:
+    from dataflow.exec.transforms import MapTaskFn
 
 SHUFFLE_KEY = "__dataflow_shuffle_key"
 SAMPLE_ROWS_PER_BLOCK = 64
@@ -367,12 +370,17 @@ class ExchangeTaskFn:
 
     Calls: ``("sample", block_id)`` -> one sample table; ``("map", side,
     block_id, n, extra)`` -> exactly ``n`` partition tables; ``("reduce",
-    num_left, extra)`` (the first ``num_left`` inputs are from input 0) ->
-    output blocks of at most ``max_block_bytes``."""
+    num_left, extra[, task_index])`` (the first ``num_left`` inputs are from
+    input 0) -> output blocks of at most ``max_block_bytes``, or, with a
+    ``post`` chain (a write joined to the exchange), what that chain makes of
+    them in the same task, as reduce task ``task_index``."""
 
-    def __init__(self, spec: ExchangeSpec, max_block_bytes: int) -> None:
+    def __init__(
+        self, spec: ExchangeSpec, max_block_bytes: int, post: MapTaskFn | None = None
+    ) -> None:
         self.spec = spec
         self.max_block_bytes = max_block_bytes
+        self.post = post
 
     def __call__(self, inputs: list[pa.Table], phase: str, *args: Any) -> Iterator[pa.Table]:
         if phase == "sample":
@@ -384,12 +392,21 @@ class ExchangeTaskFn:
             assert len(parts) == n, (len(parts), n)
             yield from parts
         else:
-            num_left, extra = args
-            sides = [inputs[:num_left], inputs[num_left:]]
-            empty = not inputs and self.spec.has_map  # no row reached this partition
-            if empty:
-                sides = self.spec.empty_sides(extra)
-            for out in self.spec.reduce(sides, extra):
-                if empty and not out.num_columns:
-                    continue  # nothing, not even a schema, to pass on
-                yield from split_to_max_size(out, self.max_block_bytes)
+            num_left, extra, *task_index = args
+            outputs = self._reduce(inputs, num_left, extra)
+            if self.post is None:
+                yield from outputs
+            else:
+                # The outputs go straight into the chain: not through the store,
+                # and no task of its own per block.
+                yield from self.post(outputs, task_index[0] if task_index else 0)
+
+    def _reduce(self, inputs: list[pa.Table], num_left: int, extra: Any) -> Iterator[pa.Table]:
+        sides = [inputs[:num_left], inputs[num_left:]]
+        empty = not inputs and self.spec.has_map  # no row reached this partition
+        if empty:
+            sides = self.spec.empty_sides(extra)
+        for out in self.spec.reduce(sides, extra):
+            if empty and not out.num_columns:
+                continue  # nothing, not even a schema, to pass on
+            yield from split_to_max_size(out, self.max_block_bytes)

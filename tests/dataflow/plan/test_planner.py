@@ -9,7 +9,7 @@ import pytest
 
 import dataflow as df
 from dataflow.context import DataContext
-from dataflow.errors import PlanError
+from dataflow.errors import PlanError, UserCodeError
 from dataflow.exec.operators.actor_pool import ActorPoolMapOperator
 from dataflow.exec.operators.input import InputBuffer
 from dataflow.exec.operators.limit import LimitOperator
@@ -170,3 +170,90 @@ class _PythonSource(RangeDatasource):
 
     def __init__(self) -> None:
         super().__init__(10**9)
+
+
+# -- a write joined to the all-to-all step before it ------------------------------------
+
+
+def _written_rows(path) -> list[dict]:
+    """The rows of a write's files, in the order its manifest lists them."""
+    import json
+    import os
+
+    import pyarrow.parquet as pq
+
+    with open(os.path.join(path, "_SUCCESS")) as f:
+        files = [entry["path"] for entry in json.load(f)["files"]]
+    return [r for name in files for r in pq.read_table(os.path.join(path, name)).to_pylist()]
+
+
+_ALL_TO_ALL = {
+    "sort": lambda ds: ds.sort(["k", "id"], descending=[True, False]),
+    "shuffle": lambda ds: ds.random_shuffle(seed=3),
+    "groupby": lambda ds: ds.groupby("k").sum("id"),
+    "repartition": lambda ds: ds.repartition(3),
+}
+
+
+@pytest.mark.parametrize("op", sorted(_ALL_TO_ALL))
+def test_a_write_after_an_all_to_all_step_runs_in_its_reduce_tasks(backend, tmp_path, op):
+    table = pa.table({"id": list(range(3000)), "k": [i * 7 % 11 for i in range(3000)]})
+    ds = _ALL_TO_ALL[op](df.from_arrow([table.slice(i, 750) for i in range(0, 3000, 750)]))
+    ds.write_parquet(str(tmp_path))
+    stats = ds._last_stream.stats()
+    # The files hold the step's rows in its order, as if read from a separate write.
+    assert _written_rows(tmp_path) == ds.take_all()
+    (joined,) = [o for o in stats.operators if o.name.endswith("->write_parquet")]
+    assert [o.name for o in stats.operators if "write" in o.name] == [joined.name]
+    (write,) = joined.steps
+    rows = 11 if op == "groupby" else 3000
+    assert (write.rows_written, write.files) == (rows, len(list(tmp_path.glob("*.parquet"))))
+
+
+def test_a_write_with_settings_of_its_own_or_a_python_sink_keeps_its_own_tasks(tmp_path):
+    from dataflow.exec.exchange.operator import ExchangeOperator
+    from dataflow.plan.logical import Sort, Write
+    from dataflow.sources.sinks import CSVDatasink, ParquetDatasink
+
+    class PythonSink(ParquetDatasink):
+        writes_without_gil = False
+
+    sort = Sort(keys=("id",), descending=(False,), inputs=(data(),))
+    c = DataContext()
+    joined = plan_physical(Write(ParquetDatasink(str(tmp_path)), inputs=(sort,)), c)
+    assert isinstance(joined, ExchangeOperator) and joined.name == "sort(id)->write_parquet"
+    assert [s.name for s in joined.steps()] == ["write_parquet"]
+    csv = plan_physical(Write(CSVDatasink(str(tmp_path)), inputs=(sort,)), c)
+    assert isinstance(csv, ExchangeOperator) and csv.name == "sort(id)->write_csv"
+    for write in (
+        Write(ParquetDatasink(str(tmp_path)), min_rows_per_task=10, inputs=(sort,)),
+        Write(PythonSink(str(tmp_path)), inputs=(sort,)),
+    ):
+        op = plan_physical(write, c)
+        assert isinstance(op, MapOperator) and op.name == "write_parquet"
+        (exchange,) = op.input_dependencies
+        assert exchange.name == "sort(id)" and exchange.post is None
+
+
+def test_a_failing_write_inside_a_reduce_names_the_write_and_rolls_back(tmp_path):
+    from dataflow.sources.sinks import ParquetDatasink
+
+    class Fails(ParquetDatasink):
+        failed: list = []
+
+        def write_table(self, state, stream, table):
+            raise OSError("disk on fire")
+
+        def on_write_failed(self, error):
+            Fails.failed.append(type(error).__name__)
+            super().on_write_failed(error)
+
+    df.init("inline", num_cpus=2)
+    try:
+        ds = df.range(100, override_num_blocks=4).sort("id", descending=True)
+        with pytest.raises(UserCodeError, match=r"write_parquet.*disk on fire"):
+            ds.write_datasink(Fails(str(tmp_path)))
+    finally:
+        df.shutdown()
+    assert Fails.failed == ["UserCodeError"]
+    assert not list(tmp_path.glob("*.parquet"))
