@@ -173,3 +173,41 @@ def test_stats_of_a_run_executed_elsewhere_says_so():
     it = DataIterator(lambda: FakeStream([pa.table({"x": [1]})]), name="split 0/2")
     assert list(it.iter_rows()) == [{"x": 1}]
     assert it.stats() == "split 0/2: ran elsewhere, no statistics here"
+
+
+def test_formatted_batches_cut_like_rebatch_and_format_whole_blocks_once():
+    import numpy as np
+
+    from dataflow.block import rebatch, to_batch
+    from dataflow.iterators import formatted_batches
+
+    def block(lo: int, hi: int, null_at: int | None = None) -> pa.Table:
+        ids = [None if i == null_at else i for i in range(lo, hi)]
+        return pa.table(
+            {
+                "id": pa.array(ids, pa.int64()),
+                "half": [i / 2 for i in range(lo, hi)],
+                "odd": [i % 2 == 1 for i in range(lo, hi)],
+            }
+        )
+
+    # Whole batches inside blocks, batches across blocks, a one-row block, and a
+    # block with a null (its batches must keep per-batch dtypes).
+    blocks = [block(0, 10), block(10, 11), block(11, 30), block(30, 40, null_at=36), block(40, 43)]
+    calls: list[int] = []
+
+    def fmt(t: pa.Table) -> dict:
+        calls.append(t.num_rows)
+        return to_batch(t, "numpy")
+
+    got = list(formatted_batches(iter(blocks), 3, fmt))
+    want = [to_batch(t, "numpy") for t in rebatch(iter(blocks), 3)]
+    assert [n for n, _ in got] == [len(w["id"]) for w in want] == [3] * 14 + [1]
+    for (_, g), w in zip(got, want):
+        for k in w:
+            assert g[k].dtype == w[k].dtype
+            np.testing.assert_array_equal(g[k], w[k])
+    assert got[12][1]["id"].dtype == np.float64  # the batch with the null (rows 36-38)
+    # Block 0's three whole batches and block 2's six are each formatted once;
+    # the block with a null and the batches across blocks one batch at a time.
+    assert calls == [9, 3, 18, 3, 3, 3, 3, 1]
