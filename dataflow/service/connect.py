@@ -101,12 +101,20 @@ class ServedIterator(DataIterator):
         prefetch_batches: int,
         shuffle_buffer_size: int | None = None,
         shuffle_seed: int | None = None,
+        *,
+        by_block: bool = False,
     ) -> Iterator[Any]:
         # drop_last is applied here, after the short batch was acknowledged: rows
         # left out on purpose must not be served to another consumer.
         self._opener.ack_at_end = bool(shuffle_buffer_size)
         batches = super()._iter_formatted(
-            format_fn, batch_size, False, prefetch_batches, shuffle_buffer_size, shuffle_seed
+            format_fn,
+            batch_size,
+            False,
+            prefetch_batches,
+            shuffle_buffer_size,
+            shuffle_seed,
+            by_block=by_block,
         )
         handed = 0
         with contextlib.closing(batches):
