@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from dataflow.context import DataContext
     from dataflow.exec.metering import StepInfo
+    from dataflow.exec.transforms import MapTaskFn
     from runtime.backends.base import Backend, TaskFuture, TaskResult
 
 
@@ -252,6 +253,25 @@ class PhysicalOperator:
         """Downstream needs nothing more: cancel tasks, drop queued input."""
         self._finished_early = True
         self.shutdown()
+
+
+class JoinsWrite:
+    """Mixed into operators whose tasks can also run the write after them
+    (``join_write``: the exchange, the broadcast join): each task hands its
+    output tables to ``post`` (a ``MapTaskFn`` of one write stage) as task
+    ``task_index`` and outputs its write results, so the rows go to the files
+    without a trip through the object store and without a write task per block.
+    The operator passes ``post`` to its task function when it starts."""
+
+    name: str
+    post: MapTaskFn | None = None
+
+    def join_write(self, name: str, post: MapTaskFn) -> None:
+        self.post = post
+        self.name = f"{self.name}->{name}"
+
+    def steps(self) -> tuple[StepInfo, ...]:
+        return self.post.steps() if self.post is not None else ()
 
 
 @dataclass

@@ -35,7 +35,7 @@ from dataflow.exec.exchange.tasks import (
     SortSpec,
 )
 from dataflow.exec.executor import OutputStream, StreamingExecutor
-from dataflow.exec.interfaces import PhysicalOperator
+from dataflow.exec.interfaces import JoinsWrite, PhysicalOperator
 from dataflow.exec.operators.actor_pool import ActorPoolMapOperator
 from dataflow.exec.operators.broadcast_join import (
     BROADCAST_HOWS,
@@ -220,21 +220,22 @@ def _plan_read(p: _Planning, node: Read, inputs: list) -> PhysicalOperator:
 
 @_plans(MapBatches, MapRows, FlatMap, Filter, Project, Write)
 def _plan_one(p: _Planning, node: LogicalOperator, inputs: list) -> PhysicalOperator:
-    if isinstance(node, Write) and _joins_exchange(node, inputs):
+    if isinstance(node, Write) and _joins_write(node, inputs):
         stages = (_write_stage(p, node),)
         inputs[0].join_write(node.name, MapTaskFn(stages, p.ctx.target_max_block_size))
         return inputs[0]
     return _map_operator(p, node.name, inputs, [node])
 
 
-def _joins_exchange(node: Write, inputs: list[PhysicalOperator]) -> bool:
+def _joins_write(node: Write, inputs: list[PhysicalOperator]) -> bool:
     """A default write (see ``Write.fusable``) of a sink that writes without the
-    GIL, straight after an all-to-all step, runs in its reduce tasks: sort,
-    shuffle, groupby or join outputs go to the files without a round trip
-    through the object store and without a write task per block."""
+    GIL, straight after an all-to-all step or a broadcast join, runs in that
+    operator's tasks (``JoinsWrite``): sort, shuffle, groupby or join outputs
+    go to the files without a round trip through the object store and without
+    a write task per block."""
     upstream = inputs[0] if len(inputs) == 1 else None
     return (
-        isinstance(upstream, ExchangeOperator)
+        isinstance(upstream, JoinsWrite)
         and upstream.post is None
         and node.fusable
         and node.datasink.writes_without_gil

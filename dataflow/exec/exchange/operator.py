@@ -36,6 +36,7 @@ from dataflow.exec.exchange.tasks import ExchangeSpec, ExchangeTaskFn
 from dataflow.exec.interfaces import (
     BlockOrigin,
     ExecEnv,
+    JoinsWrite,
     PhysicalOperator,
     RefBundle,
     cancel_or_collect,
@@ -46,8 +47,6 @@ from runtime.errors import WorkerCrashedError as RuntimeWorkerCrashed
 from runtime.resources import Resources
 
 if TYPE_CHECKING:
-    from dataflow.exec.metering import StepInfo
-    from dataflow.exec.transforms import MapTaskFn
     from runtime.backends.base import Backend, FunctionHandle, TaskFuture, TaskResult
     from runtime.refs import ObjectRef
 
@@ -95,11 +94,12 @@ class _Task:
     """Refs this operator frees once the task is done (the map pieces it merged)."""
 
 
-class ExchangeOperator(PhysicalOperator):
+class ExchangeOperator(JoinsWrite, PhysicalOperator):
     """Runs an ``ExchangeSpec`` over one input (or two: join).
 
     ``num_partitions`` fixes the number of map partitions and of output blocks
-    (``repartition(n)``); None chooses from the data.
+    (``repartition(n)``); None chooses from the data. A write joined to it
+    (``join_write``) runs in each reduce task, on that task's outputs.
 
     >>> op = ExchangeOperator("sort(a)", [upstream], SortSpec(key))  # doctest: +SKIP
     """
@@ -123,9 +123,6 @@ class ExchangeOperator(PhysicalOperator):
         instead of after the whole input (``_plan_ready_slices``). Without it
         the count is taken once the whole input is in (``_plan_slices``)."""
         self.resources = resources
-        self.post: MapTaskFn | None = None
-        """A write joined to this exchange (``join_write``): each reduce task
-        writes its outputs itself."""
         self._backend: Backend | None = None
         self._handle: FunctionHandle | None = None
         self._max_retries = 3
@@ -154,16 +151,6 @@ class ExchangeOperator(PhysicalOperator):
         self._out: deque[RefBundle] = deque()
         self._tasks: dict[TaskFuture, _Task] = {}
         self._closed = False
-
-    def join_write(self, name: str, post: MapTaskFn) -> None:
-        """Run ``post`` (a write) inside each reduce task on its outputs: they
-        go to the files without a trip through the object store (out of core,
-        without competing with the pieces for it) and without a task per block."""
-        self.post = post
-        self.name = f"{self.name}->{name}"
-
-    def steps(self) -> tuple[StepInfo, ...]:
-        return self.post.steps() if self.post is not None else ()
 
     # -- lifecycle -------------------------------------------------------------
     def start(self, env: ExecEnv) -> None:

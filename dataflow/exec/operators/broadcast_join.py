@@ -37,11 +37,12 @@ import pyarrow as pa
 
 from dataflow.block import split_to_max_size
 from dataflow.exec.exchange.tasks import ACERO_JOIN_TYPES
-from dataflow.exec.interfaces import ExecEnv, PhysicalOperator, RefBundle
+from dataflow.exec.interfaces import ExecEnv, JoinsWrite, PhysicalOperator, RefBundle
 from dataflow.exec.operators.nary import OrderedDriverTasks
 from runtime.resources import Resources
 
 if TYPE_CHECKING:
+    from dataflow.exec.transforms import MapTaskFn
     from runtime.backends.base import TaskFuture, TaskResult
 
 BROADCAST_HOWS = ("inner", "left")
@@ -221,7 +222,11 @@ def drop_probes(build_id: str) -> None:
 
 class BroadcastJoinFn:
     """Task function: ``inputs`` are a left bundle's blocks, then the right
-    side's when the task carries them (``carries_right``)."""
+    side's when the task carries them (``carries_right``). With ``post`` (a
+    write joined to the operator) the joined blocks go to it as task
+    ``task_index`` and the task outputs the write's results."""
+
+    post: MapTaskFn | None = None
 
     def __init__(
         self,
@@ -244,10 +249,11 @@ class BroadcastJoinFn:
         build_id: str,
         carries_right: bool,
         pinned: bool,
+        task_index: int = 0,
     ) -> list[pa.Table]:
         lefts = [t for t in inputs[:n_left] if t.num_columns]
         if not lefts:
-            return []
+            return [] if self.post is None else list(self.post(iter(()), task_index))
         left = lefts[0] if len(lefts) == 1 else pa.concat_tables(lefts)
         rights = [t for t in inputs[n_left:] if t.num_columns]
 
@@ -261,12 +267,14 @@ class BroadcastJoinFn:
 
         probe = _probe(build_id, build if carries_right else None, pinned)
         # An empty result still goes out: it carries the output schema.
-        return list(split_to_max_size(probe.join(left), self.max_block_bytes))
+        joined = split_to_max_size(probe.join(left), self.max_block_bytes)
+        return list(joined if self.post is None else self.post(joined, task_index))
 
 
-class BroadcastJoinOperator(OrderedDriverTasks):
+class BroadcastJoinOperator(JoinsWrite, OrderedDriverTasks):
     """Joins each left bundle with the whole (small) right side, once the right
-    side is in: one driver task per left bundle, outputs in left order."""
+    side is in: one driver task per left bundle, outputs in left order (or, with
+    a write joined to it, each task writes its joined blocks)."""
 
     MAX_IN_FLIGHT = 2
 
@@ -287,6 +295,7 @@ class BroadcastJoinOperator(OrderedDriverTasks):
 
     def start(self, env: ExecEnv) -> None:
         self._backend = env.backend
+        self._fn.post = self.post
         self._handle = env.backend.register_function(self._fn, self.name)
         self._max_retries = env.ctx.max_task_retries
         self._shared = env.backend.driver_threads
@@ -321,7 +330,8 @@ class BroadcastJoinOperator(OrderedDriverTasks):
         self.metrics.queued_bytes -= bundle.nbytes
         carries = not (self._shared and self._built)
         refs = bundle.refs + (self._right_refs if carries else ())
-        args = (len(bundle.refs), self._build_id, carries, self._shared)
+        index = self.metrics.tasks_launched  # names its files when a write is joined
+        args = (len(bundle.refs), self._build_id, carries, self._shared, index)
         fut = self._launch(bundle, refs, args)
         if self._shared and carries:
             self._building = fut

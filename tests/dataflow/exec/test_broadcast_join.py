@@ -184,3 +184,25 @@ def test_driver_tasks_share_one_probe_and_only_the_first_carries_the_right_side(
         assert launched[0] == (10, True) and launched[1:] == [(0, False)] * 7
     else:  # every task may land in another process
         assert launched == [(10, True)] * 8
+
+
+def test_a_write_after_a_broadcast_join_runs_in_its_tasks(backend, ctx, capsys, tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+
+    left, right = _sides("string", np.random.default_rng(3))
+    lds = df.from_arrow([left.slice(0, 200), left.slice(200, 250), left.slice(450)])
+    joined = lds.join(df.from_arrow([right]), "left_outer", on=("k",))
+    assert "broadcast_join(" in _physical(joined, capsys)
+    joined.write_parquet(str(tmp_path))
+    stats = joined._last_stream.stats()
+    (op,) = [o for o in stats.operators if "write" in o.name]
+    assert op.name.startswith("broadcast_join(") and op.name.endswith("->write_parquet")
+    with open(tmp_path / "_SUCCESS") as f:
+        files = [e["path"] for e in json.load(f)["files"]]
+    assert len(files) == 3  # one per left block: a task each
+    written = pa.concat_tables(pq.read_table(tmp_path / name) for name in files)
+    assert written.to_pylist() == joined.to_arrow().to_pylist()  # left order, every row
+    (write,) = op.steps
+    assert (write.rows_written, write.files) == (written.num_rows, 3)
