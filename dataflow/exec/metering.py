@@ -237,6 +237,10 @@ def step_stats(
             s.files = int(counters.get(WRITE_FILES, 0))
             s.rows_written = int(counters.get(WRITE_ROWS, 0))
             s.bytes_written = int(counters.get(WRITE_BYTES, 0))
+            # A write takes every row it gets: also the first step of an operator
+            # whose own rows in are not the write's (a groupby or join with the
+            # write joined to it).
+            s.rows_in = s.rows_written
         upstream_rows = s.rows_out
         out.append(s)
     return out
