@@ -7,7 +7,7 @@ registered with the backend (pickled once, cached per worker); its first
 argument names the phase.
 
 >>> fn = ExchangeTaskFn(SortSpec([("a", "ascending", "at_end")]), 1 << 27)
->>> [t.column("a").to_pylist() for t in fn([pa.table({"a": [3, 1, 2]})], "reduce", 1, None)]
+>>> [t.column("a").to_pylist() for t in fn([pa.table({"a": [3, 1, 2]})], "reduce", 1, None, 0)]
 [[1, 2, 3]]
 """
 
@@ -370,7 +370,7 @@ class ExchangeTaskFn:
 
     Calls: ``("sample", block_id)`` -> one sample table; ``("map", side,
     block_id, n, extra)`` -> exactly ``n`` partition tables; ``("reduce",
-    num_left, extra[, task_index])`` (the first ``num_left`` inputs are from
+    num_left, extra, task_index)`` (the first ``num_left`` inputs are from
     input 0) -> output blocks of at most ``max_block_bytes``, or, with a
     ``post`` chain (a write joined to the exchange), what that chain makes of
     them in the same task, as reduce task ``task_index``."""
@@ -392,14 +392,14 @@ class ExchangeTaskFn:
             assert len(parts) == n, (len(parts), n)
             yield from parts
         else:
-            num_left, extra, *task_index = args
+            num_left, extra, task_index = args
             outputs = self._reduce(inputs, num_left, extra)
             if self.post is None:
                 yield from outputs
             else:
                 # The outputs go straight into the chain: not through the store,
                 # and no task of its own per block.
-                yield from self.post(outputs, task_index[0] if task_index else 0)
+                yield from self.post(outputs, task_index)
 
     def _reduce(self, inputs: list[pa.Table], num_left: int, extra: Any) -> Iterator[pa.Table]:
         sides = [inputs[:num_left], inputs[num_left:]]
