@@ -220,20 +220,26 @@ def _plan_read(p: _Planning, node: Read, inputs: list) -> PhysicalOperator:
 
 @_plans(MapBatches, MapRows, FlatMap, Filter, Project, Write)
 def _plan_one(p: _Planning, node: LogicalOperator, inputs: list) -> PhysicalOperator:
-    if isinstance(node, Write) and _joins_write(node, inputs):
+    if isinstance(node, Write) and _joins_write(p, node, inputs):
         stages = (_write_stage(p, node),)
         inputs[0].join_write(node.name, MapTaskFn(stages, p.ctx.target_max_block_size))
         return inputs[0]
     return _map_operator(p, node.name, inputs, [node])
 
 
-def _joins_write(node: Write, inputs: list[PhysicalOperator]) -> bool:
+def _joins_write(p: _Planning, node: Write, inputs: list[PhysicalOperator]) -> bool:
     """A default write (see ``Write.fusable``) of a sink that writes without the
     GIL, straight after an all-to-all step or a broadcast join, runs in that
     operator's tasks (``JoinsWrite``): sort, shuffle, groupby or join outputs
     go to the files without a round trip through the object store and without
     a write task per block."""
     upstream = inputs[0] if len(inputs) == 1 else None
+    if isinstance(upstream, BroadcastJoinOperator) and not (
+        p.backend is not None and p.backend.driver_threads
+    ):
+        # Where each task builds its own probe (Ray), the write's buffers beside
+        # it passed memory_limit (ooc_join, 32M rows): the write keeps its tasks.
+        return False
     return (
         isinstance(upstream, JoinsWrite)
         and upstream.post is None

@@ -198,11 +198,14 @@ def test_a_write_after_a_broadcast_join_runs_in_its_tasks(backend, ctx, capsys, 
     joined.write_parquet(str(tmp_path))
     stats = joined._last_stream.stats()
     (op,) = [o for o in stats.operators if "write" in o.name]
-    assert op.name.startswith("broadcast_join(") and op.name.endswith("->write_parquet")
     with open(tmp_path / "_SUCCESS") as f:
         files = [e["path"] for e in json.load(f)["files"]]
-    assert len(files) == 3  # one per left block: a task each
     written = pa.concat_tables(pq.read_table(tmp_path / name) for name in files)
     assert written.to_pylist() == joined.to_arrow().to_pylist()  # left order, every row
     (write,) = op.steps
-    assert (write.rows_written, write.files) == (written.num_rows, 3)
+    assert write.rows_written == written.num_rows
+    if backend.driver_threads:
+        assert op.name.startswith("broadcast_join(") and op.name.endswith("->write_parquet")
+        assert len(files) == write.files == 3  # one per left block: a task each
+    else:  # on Ray every task builds its own probe: the write keeps its own tasks
+        assert op.name == "write_parquet"
