@@ -357,7 +357,7 @@ class ObjectStore(StoreClient):
         with self._lock:
             # The common case first, with nothing to spill: every task on a
             # driver thread puts its blocks here (``overhead``: 2,000 a run).
-            fits = self._used - self._spilling_bytes + nbytes <= self.capacity_bytes
+            fits = self._fits(nbytes)
             if not fits:
                 fits, victims = self._make_room(nbytes)
             if fits:
@@ -471,6 +471,11 @@ class ObjectStore(StoreClient):
         self._used += nbytes
         self._peak = max(self._peak, self._used - self._spilling_bytes)
 
+    def _fits(self, nbytes: int) -> bool:
+        """Whether ``nbytes`` more fit in memory (lock held); victims on their
+        way to disk count as gone."""
+        return self._used - self._spilling_bytes + nbytes <= self.capacity_bytes
+
     def _make_room(self, nbytes: int) -> tuple[bool, list[str]]:
         """Pick the oldest resident objects to spill until ``nbytes`` more fit
         (called with the lock held): whether they fit, and the victims, which
@@ -481,13 +486,13 @@ class ObjectStore(StoreClient):
         if nbytes > self.capacity_bytes:
             return False, []
         victims: list[str] = []
-        while self._used - self._spilling_bytes + nbytes > self.capacity_bytes and self._resident:
+        while not self._fits(nbytes) and self._resident:
             object_id, _ = self._resident.popitem(last=False)
             size = self._objects[object_id][0]
             self._spilling[object_id] = size
             self._spilling_bytes += size
             victims.append(object_id)
-        return self._used - self._spilling_bytes + nbytes <= self.capacity_bytes, victims
+        return self._fits(nbytes), victims
 
     def _spill_victims(self, victims: list[str]) -> None:
         """Write ``victims`` (picked by ``_make_room``) to the spill directory,
